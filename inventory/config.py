@@ -1,0 +1,410 @@
+"""TOML configuration -> frozen settings objects, validated before any work.
+
+Tokens are read only from an environment variable or a file and wrapped in Secret,
+whose repr() and str() mask the value.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import ConfigError
+
+DEFAULT_CONFIG = "inventory.toml"
+DEFAULT_DATABASE_URL = "sqlite:///inventory.db"
+CONFIG_ENV = "INVENTORY_CONFIG"
+DATABASE_URL_ENV = "INVENTORY_DATABASE_URL"
+
+SUBDOMAIN_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+INTEGRATION_RE = re.compile(r"^[a-z0-9_-]{1,64}$")
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+TOKEN_RE = re.compile(r"^[\x21-\x7e]+$")  # printable ASCII, no spaces: safe in a header
+
+# Keys that would hold a literal secret; their values are never read into a message.
+LITERAL_TOKEN_KEYS = ("token", "access_token", "api_token", "password", "secret")
+
+
+class Secret:
+    """A string that does not show itself: repr() and str() are masked."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+# --- the file's schema -------------------------------------------------------------
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class DatabaseSettings(_Strict):
+    url: str = DEFAULT_DATABASE_URL
+    busy_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
+
+    @field_validator("busy_timeout_seconds", mode="before")
+    @classmethod
+    def _number(cls, v: Any) -> Any:
+        return float(v) if isinstance(v, int) and not isinstance(v, bool) else v
+
+
+class SyncSettings(_Strict):
+    page_size: int = Field(default=100, ge=1, le=100)
+    concurrency: int = Field(default=4, ge=1, le=64)
+    timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+    max_retries: int = Field(default=6, ge=0, le=50)
+    max_retry_wait_seconds: float = Field(default=300.0, gt=0, le=86400)
+    retry_backoff_seconds: float = Field(default=1.0, gt=0, le=600)
+    max_pages: int = Field(default=10_000, ge=1)
+    max_response_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    max_removal_ratio: float = Field(default=0.5, ge=0, le=1)
+    max_removal_min: int = Field(default=5, ge=0)
+    ca_bundle: str | None = None
+
+    @field_validator(
+        "timeout_seconds",
+        "max_retry_wait_seconds",
+        "retry_backoff_seconds",
+        "max_removal_ratio",
+        mode="before",
+    )
+    @classmethod
+    def _number(cls, v: Any) -> Any:
+        return float(v) if isinstance(v, int) and not isinstance(v, bool) else v
+
+
+class ScheduleSettings(_Strict):
+    cron: str | None = None
+    interval_seconds: int | None = Field(default=None, ge=1)
+    timezone: str = "UTC"
+    run_on_start: bool = True
+    misfire_grace_seconds: int = Field(default=300, ge=1)
+
+
+class IntegrationEntry(_Strict):
+    name: str
+    token_env: str | None = None
+    token_file: str | None = None
+
+
+class AccountEntry(_Strict):
+    subdomain: str
+    base_url: str | None = None
+    token_env: str | None = None
+    token_file: str | None = None
+    integrations: list[str | IntegrationEntry] = Field(min_length=1)
+
+
+class FileConfig(_Strict):
+    database: DatabaseSettings = DatabaseSettings()
+    sync: SyncSettings = SyncSettings()
+    schedule: ScheduleSettings = ScheduleSettings()
+    accounts: list[AccountEntry] = Field(default_factory=list)
+
+
+# --- resolved settings -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Integration:
+    account: str
+    name: str
+    token: Secret
+
+
+@dataclass(frozen=True)
+class Account:
+    subdomain: str
+    base_url: str
+    integrations: tuple[Integration, ...]
+
+
+@dataclass(frozen=True)
+class Settings:
+    source: str
+    database_url: str
+    database: DatabaseSettings
+    sync: SyncSettings
+    schedule: ScheduleSettings
+    accounts: tuple[Account, ...]
+
+    def secrets(self) -> list[str]:
+        return [i.token.reveal() for a in self.accounts for i in a.integrations]
+
+
+# --- loading -----------------------------------------------------------------------
+
+
+def config_path(
+    explicit: str | None, environ: Mapping[str, str] | None = None
+) -> tuple[Path, bool]:
+    """The config file to read, and whether the user named it (so a missing one is an error)."""
+    env = os.environ if environ is None else environ
+    if explicit:
+        return Path(explicit), True
+    if env.get(CONFIG_ENV):
+        return Path(env[CONFIG_ENV]), True
+    return Path(DEFAULT_CONFIG), False
+
+
+def read_file(path: Path) -> FileConfig:
+    """Parse and validate the TOML file; every problem names the file and the key."""
+    where = str(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{where}: configuration file not found; copy config.example.toml to {where} "
+            f"or pass --config PATH (or set ${CONFIG_ENV})"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read the configuration file: {exc.strerror}") from None
+    try:
+        raw = tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{where}: the file is not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{where}: not valid TOML: {exc}") from None
+    _refuse_literal_tokens(where, raw)
+    try:
+        return FileConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_describe(where, exc)) from None
+
+
+def _refuse_literal_tokens(where: str, raw: Mapping[str, Any]) -> None:
+    accounts = raw.get("accounts")
+    if not isinstance(accounts, list):
+        return
+    for i, account in enumerate(accounts):
+        if not isinstance(account, dict):
+            continue
+        places = [(f"accounts[{i}]", account)]
+        for j, entry in enumerate(account.get("integrations") or []):
+            if isinstance(entry, dict):
+                places.append((f"accounts[{i}].integrations[{j}]", entry))
+        for key_path, table in places:
+            for key in LITERAL_TOKEN_KEYS:
+                if key in table:
+                    raise ConfigError(
+                        f"{where}: {key_path}.{key}: a literal secret is not allowed in the "
+                        f'configuration file; remove it and set token_env = "NAME" (and export '
+                        f'NAME) or token_file = "/path/to/file" (mode 0600) instead'
+                    )
+
+
+def _describe(where: str, exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors(include_url=False, include_input=False):
+        loc = _key_path(err["loc"])
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            msg = "unknown key (check the spelling against config.example.toml)"
+        elif kind == "missing":
+            msg = "required key is missing"
+        else:
+            msg = err["msg"]
+        lines.append(f"{where}: {loc}: {msg}")
+    # A union (string or table) reports one error per branch; keep them short and unique.
+    return "\n".join(dict.fromkeys(lines))
+
+
+def _key_path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("str", "IntegrationEntry"):
+            continue  # union branch names, not keys
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def load_settings(
+    explicit: str | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    require_accounts: bool = True,
+) -> Settings:
+    """Read the configuration and resolve tokens; raises ConfigError before any work."""
+    env = os.environ if environ is None else environ
+    path, named = config_path(explicit, env)
+    if not named and not path.exists() and not require_accounts:
+        file_config = FileConfig()
+        where = f"(no {DEFAULT_CONFIG})"
+    else:
+        file_config = read_file(path)
+        where = str(path)
+    database_url = env.get(DATABASE_URL_ENV) or file_config.database.url
+    if not database_url.strip():
+        raise ConfigError(f"{where}: database.url: must not be empty")
+    _check_schedule(where, file_config.schedule)
+    if file_config.sync.ca_bundle is not None and not Path(file_config.sync.ca_bundle).is_file():
+        raise ConfigError(
+            f"{where}: sync.ca_bundle: {file_config.sync.ca_bundle} is not a readable file"
+        )
+    if require_accounts and not file_config.accounts:
+        raise ConfigError(
+            f"{where}: accounts: no [[accounts]] configured; add one with subdomain, "
+            "token_env (or token_file) and integrations (see config.example.toml)"
+        )
+    accounts = _resolve_accounts(where, file_config.accounts, env, resolve_tokens=require_accounts)
+    return Settings(
+        source=where,
+        database_url=database_url,
+        database=file_config.database,
+        sync=file_config.sync,
+        schedule=file_config.schedule,
+        accounts=accounts,
+    )
+
+
+def _check_schedule(where: str, schedule: ScheduleSettings) -> None:
+    if schedule.cron is not None and schedule.interval_seconds is not None:
+        raise ConfigError(f"{where}: schedule: set either cron or interval_seconds, not both")
+
+
+def _resolve_accounts(
+    where: str,
+    entries: list[AccountEntry],
+    env: Mapping[str, str],
+    *,
+    resolve_tokens: bool,
+) -> tuple[Account, ...]:
+    seen: set[str] = set()
+    accounts = []
+    for i, entry in enumerate(entries):
+        key = f"accounts[{i}]"
+        subdomain = entry.subdomain
+        if not SUBDOMAIN_RE.match(subdomain):
+            raise ConfigError(
+                f"{where}: {key}.subdomain: {subdomain!r} is not a Zendesk subdomain "
+                "(lowercase letters, digits and '-')"
+            )
+        if subdomain in seen:
+            raise ConfigError(f"{where}: {key}.subdomain: {subdomain!r} is configured twice")
+        seen.add(subdomain)
+        base_url = _base_url(where, key, entry.base_url, subdomain)
+        names: set[str] = set()
+        integrations = []
+        for j, item in enumerate(entry.integrations):
+            ikey = f"{key}.integrations[{j}]"
+            spec = IntegrationEntry(name=item) if isinstance(item, str) else item
+            if not INTEGRATION_RE.match(spec.name):
+                raise ConfigError(
+                    f"{where}: {ikey}: integration name {spec.name!r} must be 1-64 characters "
+                    "of a-z, 0-9, '_' and '-'"
+                )
+            if spec.name in names:
+                raise ConfigError(f"{where}: {ikey}: integration {spec.name!r} is listed twice")
+            names.add(spec.name)
+            if spec.token_env is not None or spec.token_file is not None:
+                token = _token(where, ikey, spec.token_env, spec.token_file, env, resolve_tokens)
+            elif entry.token_env is not None or entry.token_file is not None:
+                token = _token(where, key, entry.token_env, entry.token_file, env, resolve_tokens)
+            else:
+                raise ConfigError(
+                    f"{where}: {ikey}: no token for integration {spec.name!r}; set token_env or "
+                    f"token_file on the account ({key}) or on this integration"
+                )
+            integrations.append(Integration(account=subdomain, name=spec.name, token=token))
+        accounts.append(Account(subdomain, base_url, tuple(integrations)))
+    return tuple(accounts)
+
+
+def _base_url(where: str, key: str, value: str | None, subdomain: str) -> str:
+    if value is None:
+        return f"https://{subdomain}.zendesk.com"
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{where}: {key}.base_url: must be an http:// or https:// URL")
+    if parts.username or parts.password:
+        raise ConfigError(
+            f"{where}: {key}.base_url: must not carry credentials; use token_env or token_file"
+        )
+    if parts.query or parts.fragment:
+        raise ConfigError(f"{where}: {key}.base_url: must not have a query or a fragment")
+    return value.rstrip("/")
+
+
+def _token(
+    where: str,
+    key: str,
+    token_env: str | None,
+    token_file: str | None,
+    env: Mapping[str, str],
+    resolve: bool,
+) -> Secret:
+    if token_env is not None and token_file is not None:
+        raise ConfigError(f"{where}: {key}: set token_env or token_file, not both")
+    if token_env is not None:
+        if not ENV_NAME_RE.match(token_env):
+            raise ConfigError(
+                f"{where}: {key}.token_env: must be the NAME of an environment variable, "
+                "not a token (letters, digits and '_')"
+            )
+        if not resolve:
+            return Secret("")
+        value = env.get(token_env, "").strip()
+        if not value:
+            raise ConfigError(
+                f"{where}: {key}.token_env: environment variable {token_env} is not set or empty; "
+                f"export {token_env}=<ZIS OAuth access token>"
+            )
+        source = f"environment variable {token_env}"
+    else:
+        assert token_file is not None
+        if not resolve:
+            return Secret("")
+        value = _read_token_file(where, f"{key}.token_file", Path(token_file))
+        source = f"file {token_file}"
+    if not TOKEN_RE.match(value):
+        raise ConfigError(
+            f"{where}: {key}: the token from {source} contains spaces or control characters"
+        )
+    return Secret(value)
+
+
+def _read_token_file(where: str, key: str, path: Path) -> str:
+    try:
+        st = path.stat()
+        if stat.S_IMODE(st.st_mode) & 0o077:
+            raise ConfigError(
+                f"{where}: {key}: {path} is readable by group or others; run: chmod 600 {path}"
+            )
+        value = path.read_text(encoding="utf-8").strip()
+    except ConfigError:
+        raise
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError(f"{where}: {key}: cannot read token file {path}: {reason}") from None
+    if not value:
+        raise ConfigError(f"{where}: {key}: token file {path} is empty")
+    return value

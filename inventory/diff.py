@@ -1,0 +1,110 @@
+"""Pure: (stored state, fetched set) -> the changes of one snapshot, and the removal guard."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import NamedTuple
+
+from .records import METADATA_FIELDS, Connection, Value, format_timestamp
+
+Key = tuple[str, str]  # (type, name) within one (account, integration)
+
+
+class Stored(NamedTuple):
+    """A row of ``connections`` as the diff needs it."""
+
+    connection: Connection
+    removed: bool
+
+
+class Event(NamedTuple):
+    """A row of ``connection_changes`` without its snapshot context."""
+
+    change: str  # added | removed | modified | restored
+    type: str
+    name: str
+    field: str | None = None
+    old_value: str | None = None
+    new_value: str | None = None
+
+
+@dataclass
+class Diff:
+    added: list[Connection] = field(default_factory=list)
+    removed: list[Connection] = field(default_factory=list)
+    modified: list[Connection] = field(default_factory=list)
+    restored: list[Connection] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    present_before: int = 0
+
+    @property
+    def empty(self) -> bool:
+        return not self.events
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "added": len(self.added),
+            "removed": len(self.removed),
+            "modified": len(self.modified),
+            "restored": len(self.restored),
+        }
+
+
+def diff(stored: Mapping[Key, Stored], fetched: Iterable[Connection]) -> Diff:
+    """Compare a complete fetched set with the stored rows of the same integration.
+
+    A restored connection yields one ``restored`` event plus one ``modified`` event per
+    field that differs from its last known values; it counts as restored only.
+    """
+    result = Diff(present_before=sum(1 for s in stored.values() if not s.removed))
+    seen: set[Key] = set()
+    for new in fetched:
+        key = new.key
+        seen.add(key)
+        old = stored.get(key)
+        if old is None:
+            result.added.append(new)
+            result.events.append(Event("added", new.type, new.name))
+            continue
+        if old.removed:
+            result.restored.append(new)
+            result.events.append(Event("restored", new.type, new.name))
+            result.events.extend(_field_events(old.connection, new))
+            continue
+        if old.connection.metadata() != new.metadata():
+            result.modified.append(new)
+            result.events.extend(_field_events(old.connection, new))
+    for key, old in stored.items():
+        if key not in seen and not old.removed:
+            result.removed.append(old.connection)
+            result.events.append(Event("removed", key[0], key[1]))
+    return result
+
+
+def _field_events(old: Connection, new: Connection) -> list[Event]:
+    return [
+        Event("modified", new.type, new.name, name, as_text(before), as_text(after))
+        for name, before, after in zip(METADATA_FIELDS, old.metadata(), new.metadata(), strict=True)
+        if before != after
+    ]
+
+
+def as_text(value: Value) -> str | None:
+    if isinstance(value, datetime):
+        return format_timestamp(value)
+    return value
+
+
+def removal_hold_reason(result: Diff, *, max_ratio: float, min_count: int) -> str | None:
+    """Why this diff must be held back by the mass-removal guard, or None to apply it."""
+    removing = len(result.removed)
+    present = result.present_before
+    if not present or removing < max(min_count, 1) or removing <= max_ratio * present:
+        return None
+    return (
+        f"would remove {removing} of {present} present connections "
+        f"({removing / present:.0%} > sync.max_removal_ratio {max_ratio:.0%}); "
+        "nothing applied; re-run sync with --accept-removals to apply"
+    )

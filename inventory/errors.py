@@ -1,0 +1,62 @@
+"""The exception tree, grouped by what the caller does with each error.
+
+    InventoryError
+    ├── ConfigError          bad configuration or CLI usage: exit 2 before any work
+    ├── DatabaseError        database unreachable, locked or not at the schema head: stop, exit 1
+    └── SnapshotError        this (account, integration) snapshot fails; the others go on
+        ├── ApiError         an HTTP status that is final (400/401/403/404) or retries ran out
+        ├── ResponseError    the body is not what §2 of the spec describes
+        ├── RecordError      one item is malformed (names the page and the field)
+        └── PaginationError  a cursor seen twice, or more pages than the cap
+
+    RetryableError           internal to zis.py: 429, 5xx or a transport error, retried by
+                             RetryPolicy and turned into ApiError when retries run out
+
+Messages carry names, statuses and short excerpts only: never a header, a token,
+a secret field or a whole response body.
+"""
+
+from __future__ import annotations
+
+
+class InventoryError(Exception):
+    """Base of every error the tool raises on purpose."""
+
+
+class ConfigError(InventoryError):
+    """The configuration or the command line is wrong; nothing was done."""
+
+
+class DatabaseError(InventoryError):
+    """The database cannot be used for this run."""
+
+
+class SnapshotError(InventoryError):
+    """One snapshot fails; the run goes on with the other integrations."""
+
+
+class ApiError(SnapshotError):
+    def __init__(self, message: str, *, status: int | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+class ResponseError(SnapshotError):
+    pass
+
+
+class RecordError(SnapshotError):
+    pass
+
+
+class PaginationError(SnapshotError):
+    pass
+
+
+class RetryableError(InventoryError):
+    """A request may succeed if tried again, after ``retry_after`` seconds if the server said."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

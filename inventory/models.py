@@ -1,0 +1,178 @@
+"""The tables auditors query (§5 of the spec), as typed SQLAlchemy models.
+
+The schema is created and evolved only by the Alembic migrations in migrations/;
+a test proves these models and the migrations agree.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware datetimes in, aware UTC datetimes out; stored as UTC on every backend."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map: dict[Any, Any] = {datetime: UTCDateTime(), str: String()}
+
+
+class MetadataColumns:
+    """The §4 allow-list, shared by ``connections`` and ``connection_versions``."""
+
+    account: Mapped[str]
+    integration: Mapped[str]
+    type: Mapped[str]
+    name: Mapped[str]
+    allowed_domain: Mapped[str | None]
+    created_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime | None]
+    header_name: Mapped[str | None]
+    username: Mapped[str | None]
+    created_by: Mapped[str | None]
+    uuid: Mapped[str | None]
+    oauth_url_subdomain: Mapped[str | None]
+    permission_scope: Mapped[str | None]
+    token_type: Mapped[str | None]
+    token_expiry: Mapped[datetime | None]
+    oauth_client_uuid: Mapped[str | None]
+
+
+class SyncRun(Base):
+    __tablename__ = "sync_runs"
+    __table_args__ = (
+        CheckConstraint("\"trigger\" IN ('cli', 'schedule')", name="trigger"),
+        CheckConstraint("status IN ('running', 'complete', 'partial', 'failed')", name="status"),
+        Index("ix_sync_runs_status", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+    trigger: Mapped[str]
+    status: Mapped[str]
+    host: Mapped[str | None]
+    pid: Mapped[int | None]
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class Snapshot(Base):
+    __tablename__ = "snapshots"
+    __table_args__ = (
+        CheckConstraint("status IN ('complete', 'failed', 'held')", name="status"),
+        Index(
+            "ix_snapshots_account_integration_started_at", "account", "integration", "started_at"
+        ),
+        Index("ix_snapshots_run_id", "run_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("sync_runs.id"))
+    account: Mapped[str]
+    integration: Mapped[str]
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime]
+    status: Mapped[str]
+    connection_count: Mapped[int] = mapped_column(Integer, default=0)
+    added: Mapped[int] = mapped_column(Integer, default=0)
+    removed: Mapped[int] = mapped_column(Integer, default=0)
+    modified: Mapped[int] = mapped_column(Integer, default=0)
+    restored: Mapped[int] = mapped_column(Integer, default=0)
+    pages: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    # Set when a later-started snapshot of the same integration was applied first:
+    # this one's older view of the account is recorded but not applied.
+    superseded_by: Mapped[int | None] = mapped_column(ForeignKey("snapshots.id"))
+    accepted_removals: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Connection(MetadataColumns, Base):
+    __tablename__ = "connections"
+    __table_args__ = (
+        UniqueConstraint("account", "integration", "type", "name", name="uq_connections_key"),
+        Index("ix_connections_token_expiry", "token_expiry"),
+        Index("ix_connections_removed_at", "removed_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    first_seen_at: Mapped[datetime]
+    last_changed_at: Mapped[datetime]
+    removed_at: Mapped[datetime | None]
+
+
+class ConnectionChange(Base):
+    __tablename__ = "connection_changes"
+    __table_args__ = (
+        CheckConstraint("change IN ('added', 'removed', 'modified', 'restored')", name="change"),
+        Index("ix_connection_changes_detected_at", "detected_at"),
+        Index("ix_connection_changes_snapshot_id", "snapshot_id"),
+        Index("ix_connection_changes_key", "account", "integration", "type", "name"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    snapshot_id: Mapped[int] = mapped_column(ForeignKey("snapshots.id"))
+    account: Mapped[str]
+    integration: Mapped[str]
+    type: Mapped[str]
+    name: Mapped[str]
+    change: Mapped[str]
+    field: Mapped[str | None]
+    old_value: Mapped[str | None] = mapped_column(Text)
+    new_value: Mapped[str | None] = mapped_column(Text)
+    detected_at: Mapped[datetime]
+
+
+class ConnectionVersion(MetadataColumns, Base):
+    __tablename__ = "connection_versions"
+    __table_args__ = (
+        Index("ix_connection_versions_key", "account", "integration", "type", "name", "valid_to"),
+        Index("ix_connection_versions_valid", "valid_from", "valid_to"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    valid_from: Mapped[datetime]
+    valid_to: Mapped[datetime | None]

@@ -1,0 +1,203 @@
+"""Pure parsing: one raw API item -> an immutable, allow-listed Connection.
+
+This is where secrets end: every field that is not on the §4 allow-list is dropped here.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any, NamedTuple
+
+from .errors import RecordError, ResponseError
+
+KNOWN_TYPES = ("api_key", "basic_auth", "bearer_token", "oauth")
+
+# The metadata columns, in storage order; "type" and "name" complete the key.
+METADATA_FIELDS = (
+    "allowed_domain",
+    "created_at",
+    "updated_at",
+    "header_name",
+    "username",
+    "created_by",
+    "uuid",
+    "oauth_url_subdomain",
+    "permission_scope",
+    "token_type",
+    "token_expiry",
+    "oauth_client_uuid",
+)
+COMMON_FIELDS = ("allowed_domain", "created_at", "updated_at")
+TYPE_FIELDS: Mapping[str, tuple[str, ...]] = {
+    "api_key": ("header_name",),
+    "basic_auth": ("username",),
+    "bearer_token": (),
+    "oauth": (
+        "created_by",
+        "uuid",
+        "oauth_url_subdomain",
+        "permission_scope",
+        "token_type",
+        "token_expiry",
+        "oauth_client_uuid",
+    ),
+}
+TIMESTAMP_FIELDS = frozenset({"created_at", "updated_at", "token_expiry"})
+
+TYPE_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+MAX_NAME_LENGTH = 255
+MAX_FIELD_LENGTH = 4096
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+_TIMESTAMP_RE = re.compile(
+    r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?"
+    r"(?:([Zz])|([+-])(\d{2}):(\d{2}))$"
+)
+
+Value = str | datetime | None
+
+
+class Connection(NamedTuple):
+    """The allow-listed metadata of one connection. Field order = METADATA_FIELDS."""
+
+    type: str
+    name: str
+    allowed_domain: str | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    header_name: str | None = None
+    username: str | None = None
+    created_by: str | None = None
+    uuid: str | None = None
+    oauth_url_subdomain: str | None = None
+    permission_scope: str | None = None
+    token_type: str | None = None
+    token_expiry: datetime | None = None
+    oauth_client_uuid: str | None = None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.type, self.name)
+
+    def metadata(self) -> tuple[Value, ...]:
+        return tuple(self[2:])
+
+
+class ParsedPage(NamedTuple):
+    connections: list[Connection]
+    unknown_types: frozenset[str]
+
+
+def parse_timestamp(text: str) -> datetime:
+    """RFC 3339 with 0-9 fractional digits -> aware UTC datetime (microsecond precision)."""
+    m = _TIMESTAMP_RE.match(text)
+    if not m:
+        raise ValueError("not an RFC 3339 timestamp")
+    year, month, day, hour, minute, second = (int(g) for g in m.groups()[:6])
+    fraction = (m.group(7) or "").ljust(6, "0")[:6]
+    if second == 60:  # a leap second is stored as the last representable instant
+        second, fraction = 59, "999999"
+    value = datetime(year, month, day, hour, minute, second, int(fraction), tzinfo=UTC)
+    if m.group(9):
+        offset = timedelta(hours=int(m.group(10)), minutes=int(m.group(11)))
+        if offset >= timedelta(hours=24):
+            raise ValueError("offset out of range")
+        value = value - offset if m.group(9) == "+" else value + offset
+    return value
+
+
+def format_timestamp(value: datetime) -> str:
+    """Aware datetime -> RFC 3339 UTC text, as stored in connection_changes."""
+    value = value.astimezone(UTC)
+    if value.microsecond:
+        return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_page(body: Mapping[str, Any], *, where: str, page: int) -> ParsedPage:
+    """All connections of one page. ``where`` names the account/integration for errors."""
+    connections: list[Connection] = []
+    unknown: set[str] = set()
+    for type_name, items in body.items():
+        if type_name == "meta":
+            continue
+        known = type_name in TYPE_FIELDS
+        if not known:
+            if not isinstance(items, list):
+                continue  # a scalar or object beside the arrays is not a connection type
+            if not isinstance(type_name, str) or not TYPE_NAME_RE.match(type_name):
+                raise ResponseError(
+                    f"{where}: page {page}: unexpected top-level array key "
+                    f"{_short(type_name)!r} (not a connection type name)"
+                )
+            unknown.add(type_name)
+        if items is None:
+            continue
+        if not isinstance(items, list):
+            raise ResponseError(
+                f"{where}: page {page}: {type_name!r} must be an array, got {_kind(items)}"
+            )
+        for index, item in enumerate(items):
+            connections.append(parse_item(type_name, item, where=where, page=page, index=index))
+    return ParsedPage(connections, frozenset(unknown))
+
+
+def parse_item(
+    type_name: str, item: Any, *, where: str = "", page: int = 1, index: int = 0
+) -> Connection:
+    place = f"{where}: page {page}: {type_name}[{index}]"
+    if not isinstance(item, Mapping):
+        raise RecordError(f"{place}: item must be an object, got {_kind(item)}")
+    name = item.get("name")
+    if not isinstance(name, str):
+        raise RecordError(f"{place}: field 'name' must be a string, got {_kind(name)}")
+    if not name or len(name) > MAX_NAME_LENGTH or _CONTROL_RE.search(name):
+        raise RecordError(f"{place}: field 'name' must be 1-{MAX_NAME_LENGTH} printable characters")
+    values: dict[str, Value] = {}
+    for field in (*COMMON_FIELDS, *TYPE_FIELDS.get(type_name, ())):
+        values[field] = _field(item.get(field), field, f"{place} ({name})")
+    return Connection(type_name, name, **values)  # type: ignore[arg-type]
+
+
+def _field(raw: Any, field: str, place: str) -> Value:
+    if raw is None or raw == "":
+        return None
+    if not isinstance(raw, str):
+        raise RecordError(f"{place}: field {field!r} must be a string or null, got {_kind(raw)}")
+    if field in TIMESTAMP_FIELDS:
+        try:
+            return parse_timestamp(raw)
+        except ValueError:
+            raise RecordError(
+                f"{place}: field {field!r} is not an RFC 3339 timestamp ({_short(raw)!r})"
+            ) from None
+    if len(raw) > MAX_FIELD_LENGTH:
+        raise RecordError(f"{place}: field {field!r} is longer than {MAX_FIELD_LENGTH} characters")
+    return raw
+
+
+def iter_fields(connection: Connection) -> Iterator[tuple[str, Value]]:
+    return zip(METADATA_FIELDS, connection.metadata(), strict=True)
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, Mapping):
+        return "object"
+    return type(value).__name__
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    text = str(value)
+    text = _CONTROL_RE.sub("?", text)
+    return text if len(text) <= limit else text[:limit] + "..."

@@ -1,0 +1,521 @@
+"""The database side: engines, schema migrations, locks, reading an integration's current
+state, and writing one snapshot's changes in one transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import socket
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib.resources import files
+from pathlib import Path
+from typing import Any, cast
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Table,
+    and_,
+    bindparam,
+    create_engine,
+    event,
+    func,
+    insert,
+    inspect,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+
+from . import models as m
+from .diff import Diff, Event, Key, Stored
+from .errors import ConfigError, DatabaseError
+from .records import METADATA_FIELDS
+from .records import Connection as Record
+
+log = logging.getLogger(__name__)
+
+RUN_LOCK_CLASS = 0x5A15  # pg_advisory_lock(int, int) key space for live sync runs
+MIGRATION_LOCK = 0x5A15_0000_0000_0001  # pg_advisory_xact_lock(bigint) for migrations
+SNAPSHOTS = cast(Table, m.Snapshot.__table__)
+CONNECTIONS = cast(Table, m.Connection.__table__)
+VERSIONS = cast(Table, m.ConnectionVersion.__table__)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+# --- engines -----------------------------------------------------------------------
+
+
+def normalize_url(url: str) -> str:
+    """A plain postgresql:// URL means psycopg 3."""
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def safe_url(url: str) -> str:
+    """The URL with any password masked, for messages."""
+    try:
+        return make_url(normalize_url(url)).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "(unparseable database URL)"
+
+
+def make_engine(url: str, *, busy_timeout: float = 30.0) -> Engine:
+    """An engine for SQLite (file created 0600, BEGIN IMMEDIATE) or PostgreSQL (psycopg 3)."""
+    try:
+        parsed = make_url(normalize_url(url))
+    except ArgumentError:
+        raise ConfigError(
+            "database.url: not a database URL; use sqlite:///path/to/file.db or "
+            "postgresql://user@host/dbname"
+        ) from None
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        database = parsed.database or ""
+        if database and database != ":memory:" and not database.startswith("file:"):
+            _create_private_file(Path(database))
+        engine = create_engine(parsed, connect_args={"timeout": busy_timeout})
+        _sqlite_transactions(engine)
+        return engine
+    if backend == "postgresql":
+        if parsed.get_driver_name() != "psycopg":
+            raise ConfigError(
+                f"database.url: use postgresql:// (psycopg 3), not {parsed.drivername}://"
+            )
+        return create_engine(
+            parsed,
+            pool_pre_ping=True,
+            connect_args={"connect_timeout": max(1, int(busy_timeout))},
+        )
+    raise ConfigError(
+        f"database.url: unsupported database {backend!r}; use sqlite:/// or postgresql://"
+    )
+
+
+def _create_private_file(path: Path) -> None:
+    if path.exists():
+        return
+    if not path.parent.exists():
+        raise DatabaseError(f"database directory {path.parent} does not exist")
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600)
+    os.close(fd)
+
+
+def _sqlite_transactions(engine: Engine) -> None:
+    # pysqlite's own transaction handling defers BEGIN and never takes the write lock up
+    # front; take over so every transaction is BEGIN IMMEDIATE: the state read inside it
+    # is then the state the write applies to, and concurrent syncs queue on the lock.
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def is_postgres(engine: Engine | Connection) -> bool:
+    return engine.dialect.name == "postgresql"
+
+
+def describe_db_error(engine: Engine, exc: SQLAlchemyError) -> str:
+    """A one-line cause without SQL, parameters or the password."""
+    orig = getattr(exc, "orig", None)
+    detail = str(orig if orig is not None else exc).strip().splitlines()
+    first = detail[0] if detail else type(exc).__name__
+    return f"{safe_url(engine.url.render_as_string(hide_password=False))}: {first}"
+
+
+# --- schema --------------------------------------------------------------------------
+
+
+def alembic_config(connection: Connection | None = None) -> AlembicConfig:
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(files("inventory.migrations")))
+    if connection is not None:
+        cfg.attributes["connection"] = connection
+    return cfg
+
+
+def head_revision() -> str:
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None
+    return head
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str | None]:
+    """Migrate to ``revision`` under a lock; returns (revision before, revision after)."""
+    with engine.begin() as conn:
+        if is_postgres(conn):
+            conn.execute(select(func.pg_advisory_xact_lock(MIGRATION_LOCK)))
+        before = MigrationContext.configure(conn).get_current_revision()
+        command.upgrade(alembic_config(conn), revision)
+        after = MigrationContext.configure(conn).get_current_revision()
+    return before, after
+
+
+def downgrade(engine: Engine, revision: str) -> None:
+    with engine.begin() as conn:
+        if is_postgres(conn):
+            conn.execute(select(func.pg_advisory_xact_lock(MIGRATION_LOCK)))
+        command.downgrade(alembic_config(conn), revision)
+
+
+def check_reachable(engine: Engine) -> None:
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except SQLAlchemyError as exc:
+        raise DatabaseError(f"database unreachable: {describe_db_error(engine, exc)}") from None
+
+
+def ensure_schema(engine: Engine, *, migrate: bool) -> str | None:
+    """Bring the database to the head revision; a message when something was done."""
+    check_reachable(engine)
+    head = head_revision()
+    current = current_revision(engine)
+    if current == head:
+        return None
+    if current is not None and current not in _known_revisions():
+        raise DatabaseError(
+            f"database is at schema revision {current}, which this version of zis-inventory "
+            "does not know (a newer version wrote it); upgrade zis-inventory"
+        )
+    if not migrate:
+        where = "empty" if current is None else f"at revision {current}"
+        raise DatabaseError(
+            f"database is {where}, not at schema head {head}; run "
+            "'python -m inventory db upgrade' or sync without --no-migrate"
+        )
+    before, after = upgrade(engine)
+    if before == after:
+        return None
+    return f"database migrated from {before or 'empty'} to {after}"
+
+
+def _known_revisions() -> set[str]:
+    script = ScriptDirectory.from_config(alembic_config())
+    return {rev.revision for rev in script.walk_revisions()}
+
+
+def table_names(engine: Engine) -> list[str]:
+    return sorted(inspect(engine).get_table_names())
+
+
+# --- runs ----------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    id: int
+    started_at: datetime
+    lock_connection: Connection | None = None
+
+
+def start_run(engine: Engine, trigger: str) -> Run:
+    """Mark abandoned runs failed, then insert this run's row (and hold its liveness lock)."""
+    reap_abandoned_runs(engine)
+    started = now()
+    values = {
+        "started_at": started,
+        "trigger": trigger,
+        "status": "running",
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+    }
+    if is_postgres(engine):
+        conn = engine.connect()
+        try:
+            run_id = conn.execute(
+                insert(m.SyncRun).values(values).returning(m.SyncRun.id)
+            ).scalar_one()
+            # Session-level: held until this connection closes, i.e. until the run ends
+            # or its process dies; taken before the row becomes visible.
+            conn.execute(select(func.pg_advisory_lock(RUN_LOCK_CLASS, run_id)))
+            conn.commit()
+        except BaseException:
+            conn.close()
+            raise
+        return Run(run_id, started, conn)
+    with engine.begin() as conn:
+        run_id = conn.execute(insert(m.SyncRun).values(values).returning(m.SyncRun.id)).scalar_one()
+    return Run(run_id, started)
+
+
+def finish_run(engine: Engine, run: Run, status: str, error: str | None = None) -> None:
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                update(m.SyncRun)
+                .where(m.SyncRun.id == run.id)
+                .values(status=status, finished_at=now(), error=error)
+            )
+    finally:
+        if run.lock_connection is not None:
+            run.lock_connection.close()
+            run.lock_connection = None
+
+
+def reap_abandoned_runs(engine: Engine) -> list[int]:
+    """Runs left 'running' by a process that is gone are marked failed (abandoned)."""
+    with engine.begin() as conn:
+        running = conn.execute(
+            select(m.SyncRun.id, m.SyncRun.host, m.SyncRun.pid).where(m.SyncRun.status == "running")
+        ).all()
+        dead = [row.id for row in running if not _run_alive(conn, row.id, row.host, row.pid)]
+        if dead:
+            conn.execute(
+                update(m.SyncRun)
+                .where(m.SyncRun.id.in_(dead))
+                .values(
+                    status="failed",
+                    finished_at=now(),
+                    error="abandoned: the process ended before the run finished",
+                )
+            )
+    for run_id in dead:
+        log.warning("sync run %s was abandoned by its process; marked failed", run_id)
+    return dead
+
+
+def _run_alive(conn: Connection, run_id: int, host: str | None, pid: int | None) -> bool:
+    if is_postgres(conn):
+        got = conn.execute(select(func.pg_try_advisory_xact_lock(RUN_LOCK_CLASS, run_id))).scalar()
+        return not got  # the lock is free only when the run's session has ended
+    if host != socket.gethostname() or pid is None:
+        return True  # cannot tell from here: leave it
+    if pid == os.getpid():
+        return False  # this process holds no earlier run open
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# --- snapshots -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SnapshotRow:
+    run_id: int
+    account: str
+    integration: str
+    started_at: datetime
+    status: str
+    connection_count: int = 0
+    pages: int = 0
+    error: str | None = None
+    counts: tuple[int, int, int, int] = (0, 0, 0, 0)  # added, removed, modified, restored
+    superseded_by: int | None = None
+    accepted_removals: bool = False
+
+
+def record_snapshot(engine: Engine, row: SnapshotRow) -> int:
+    """A snapshot row alone (failed ones): its own short transaction, no other write."""
+    with engine.begin() as conn:
+        return _insert_snapshot(conn, row)
+
+
+def _insert_snapshot(conn: Connection, row: SnapshotRow) -> int:
+    added, removed, modified, restored = row.counts
+    return conn.execute(
+        insert(m.Snapshot)
+        .values(
+            run_id=row.run_id,
+            account=row.account,
+            integration=row.integration,
+            started_at=row.started_at,
+            finished_at=now(),
+            status=row.status,
+            connection_count=row.connection_count,
+            added=added,
+            removed=removed,
+            modified=modified,
+            restored=restored,
+            pages=row.pages,
+            error=row.error,
+            superseded_by=row.superseded_by,
+            accepted_removals=row.accepted_removals,
+        )
+        .returning(m.Snapshot.id)
+    ).scalar_one()
+
+
+def lock_key(account: str, integration: str) -> int:
+    digest = hashlib.blake2b(f"{account}\0{integration}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+class IntegrationTransaction:
+    """One (account, integration) under its lock: read the state, then write one snapshot."""
+
+    def __init__(self, conn: Connection, account: str, integration: str) -> None:
+        self.conn = conn
+        self.account = account
+        self.integration = integration
+
+    def _scope(self, table: Any) -> Any:
+        return and_(table.c.account == self.account, table.c.integration == self.integration)
+
+    def newer_snapshot(self, started_at: datetime) -> int | None:
+        """An applied complete snapshot of this integration that started at or after ours."""
+        t = SNAPSHOTS
+        return self.conn.execute(
+            select(t.c.id)
+            .where(
+                self._scope(t),
+                t.c.status == "complete",
+                t.c.superseded_by.is_(None),
+                t.c.started_at >= started_at,
+            )
+            .order_by(t.c.started_at.desc())
+            .limit(1)
+        ).scalar()
+
+    def load_state(self) -> dict[Key, Stored]:
+        t = CONNECTIONS
+        rows = self.conn.execute(
+            select(t.c.type, t.c.name, *(t.c[f] for f in METADATA_FIELDS), t.c.removed_at).where(
+                self._scope(t)
+            )
+        )
+        state: dict[Key, Stored] = {}
+        for row in rows:
+            record = Record(*row[:-1])
+            state[(record.type, record.name)] = Stored(record, row[-1] is not None)
+        return state
+
+    def write(self, row: SnapshotRow, result: Diff, detected_at: datetime) -> int:
+        """The snapshot row, its events, and the changed rows of connections and versions."""
+        snapshot_id = _insert_snapshot(self.conn, row)
+        if row.status != "complete" or row.superseded_by is not None or result.empty:
+            return snapshot_id
+        self._write_events(snapshot_id, result.events, detected_at)
+        self._write_connections(result, detected_at)
+        self._write_versions(result, detected_at)
+        return snapshot_id
+
+    def _write_events(self, snapshot_id: int, events: Sequence[Event], at: datetime) -> None:
+        self.conn.execute(
+            insert(m.ConnectionChange),
+            [
+                {
+                    "snapshot_id": snapshot_id,
+                    "account": self.account,
+                    "integration": self.integration,
+                    "detected_at": at,
+                    **e._asdict(),
+                }
+                for e in events
+            ],
+        )
+
+    def _values(self, record: Record) -> dict[str, Any]:
+        return {"account": self.account, "integration": self.integration, **record._asdict()}
+
+    def _where_key(self, table: Any) -> Any:
+        return and_(
+            self._scope(table),
+            table.c.type == bindparam("k_type"),
+            table.c.name == bindparam("k_name"),
+        )
+
+    def _write_connections(self, result: Diff, at: datetime) -> None:
+        t = CONNECTIONS
+        if result.added:
+            self.conn.execute(
+                insert(t),
+                [
+                    {
+                        **self._values(r),
+                        "first_seen_at": at,
+                        "last_changed_at": at,
+                        "removed_at": None,
+                    }
+                    for r in result.added
+                ],
+            )
+        changed = result.modified + result.restored
+        if changed:
+            self.conn.execute(
+                update(t)
+                .where(self._where_key(t))
+                .values(
+                    {
+                        **{f: bindparam(f"v_{f}") for f in METADATA_FIELDS},
+                        "last_changed_at": at,
+                        "removed_at": None,
+                    }
+                ),
+                [
+                    {
+                        "k_type": r.type,
+                        "k_name": r.name,
+                        **{f"v_{f}": v for f, v in zip(METADATA_FIELDS, r.metadata(), strict=True)},
+                    }
+                    for r in changed
+                ],
+            )
+        if result.removed:
+            self.conn.execute(
+                update(t).where(self._where_key(t)).values(removed_at=at, last_changed_at=at),
+                [{"k_type": r.type, "k_name": r.name} for r in result.removed],
+            )
+
+    def _write_versions(self, result: Diff, at: datetime) -> None:
+        t = VERSIONS
+        closing = result.modified + result.removed
+        if closing:
+            self.conn.execute(
+                update(t).where(self._where_key(t), t.c.valid_to.is_(None)).values(valid_to=at),
+                [{"k_type": r.type, "k_name": r.name} for r in closing],
+            )
+        opening = result.added + result.modified + result.restored
+        if opening:
+            self.conn.execute(
+                insert(t),
+                [{**self._values(r), "valid_from": at, "valid_to": None} for r in opening],
+            )
+
+
+@contextmanager
+def integration_transaction(
+    engine: Engine, account: str, integration: str
+) -> Iterator[IntegrationTransaction]:
+    """One transaction holding the (account, integration) lock: PostgreSQL advisory lock,
+    SQLite's write lock (BEGIN IMMEDIATE). Commits on success, rolls back on any error."""
+    with engine.begin() as conn:
+        if is_postgres(conn):
+            conn.execute(select(func.pg_advisory_xact_lock(lock_key(account, integration))))
+        yield IntegrationTransaction(conn, account, integration)
+
+
+def is_lock_timeout(exc: BaseException) -> bool:
+    return isinstance(exc, OperationalError) and "locked" in str(exc).lower()

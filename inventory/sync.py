@@ -1,0 +1,379 @@
+"""run_sync(): for each configured integration, fetch -> records -> diff -> store.
+
+Integrations are fetched concurrently (sync.concurrency workers); each worker holds one
+integration's records at a time. A failure fails that snapshot only.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+
+import httpx
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from . import store
+from .config import Account, Integration, Settings
+from .diff import Key, diff, removal_hold_reason
+from .errors import ConfigError, DatabaseError, InventoryError, ResponseError, SnapshotError
+from .records import Connection, parse_page
+from .zis import ZisClient
+
+log = logging.getLogger(__name__)
+
+TransportFactory = Callable[[Account], httpx.BaseTransport | None]
+
+
+class Interrupted(InventoryError):
+    """The run was asked to stop; this snapshot was not written."""
+
+
+@dataclass
+class SnapshotResult:
+    account: str
+    integration: str
+    status: str  # complete | failed | held | interrupted
+    connection_count: int = 0
+    added: int = 0
+    removed: int = 0
+    modified: int = 0
+    restored: int = 0
+    pages: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+    snapshot_id: int | None = None
+    superseded_by: int | None = None
+
+    def log_line(self) -> str:
+        text = (
+            f"{self.account}/{self.integration}: {self.status}: +{self.added} added, "
+            f"-{self.removed} removed, ~{self.modified} modified, "
+            f"^{self.restored} restored; {self.connection_count} connections, "
+            f"{self.pages} pages, {self.seconds:.2f}s"
+        )
+        if self.superseded_by is not None:
+            text += f" (not applied: snapshot {self.superseded_by} saw the account later)"
+        if self.error:
+            text += f": {self.error}"
+        return text
+
+
+@dataclass
+class RunResult:
+    run_id: int
+    status: str
+    snapshots: list[SnapshotResult]
+    drift: dict[str, list[str]] = field(default_factory=dict)
+    migration: str | None = None
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if all(s.status == "complete" for s in self.snapshots) else 1
+
+
+@dataclass
+class Fetched:
+    """What one integration's pages gave, filled as the pages arrive."""
+
+    connections: dict[Key, Connection] = field(default_factory=dict)
+    unknown_types: set[str] = field(default_factory=set)
+    pages: int = 0
+
+
+def select_targets(
+    settings: Settings, accounts: Sequence[str] = (), integrations: Sequence[str] = ()
+) -> list[tuple[Account, Integration]]:
+    """The (account, integration) pairs the --account/--integration filters keep."""
+    known_accounts = {a.subdomain for a in settings.accounts}
+    for name in accounts:
+        if name not in known_accounts:
+            raise ConfigError(
+                f"--account {name}: not a configured account "
+                f"(configured: {', '.join(sorted(known_accounts))})"
+            )
+    known_integrations = {i.name for a in settings.accounts for i in a.integrations}
+    for name in integrations:
+        if name not in known_integrations:
+            raise ConfigError(
+                f"--integration {name}: not a configured integration "
+                f"(configured: {', '.join(sorted(known_integrations))})"
+            )
+    targets = [
+        (account, integration)
+        for account in settings.accounts
+        if not accounts or account.subdomain in accounts
+        for integration in account.integrations
+        if not integrations or integration.name in integrations
+    ]
+    if not targets:
+        raise ConfigError("--account/--integration: no configured integration matches both filters")
+    return targets
+
+
+def run_sync(
+    settings: Settings,
+    engine: Engine,
+    *,
+    trigger: str = "cli",
+    accept_removals: bool = False,
+    accounts: Sequence[str] = (),
+    integrations: Sequence[str] = (),
+    transport: TransportFactory | None = None,
+    stop: threading.Event | None = None,
+) -> RunResult:
+    targets = select_targets(settings, accounts, integrations)
+    stop = stop or threading.Event()
+    try:
+        run = store.start_run(engine, trigger)
+    except SQLAlchemyError as exc:
+        raise DatabaseError(f"cannot start a run: {store.describe_db_error(engine, exc)}") from None
+    results: list[SnapshotResult] = []
+    clients = {
+        a.subdomain: ZisClient(
+            a, settings.sync, transport=transport(a) if transport else None, sleep=stop.wait
+        )
+        for a in {a.subdomain: a for a, _ in targets}.values()
+    }
+    drift: dict[str, list[str]] = {}
+    try:
+        with ThreadPoolExecutor(settings.sync.concurrency, thread_name_prefix="sync") as pool:
+            futures = [
+                pool.submit(
+                    sync_integration,
+                    engine,
+                    clients[account.subdomain],
+                    integration,
+                    run_id=run.id,
+                    settings=settings,
+                    accept_removals=accept_removals,
+                    stop=stop,
+                    drift=drift,
+                )
+                for account, integration in targets
+            ]
+            try:
+                results = [f.result() for f in futures]
+            except BaseException:
+                stop.set()
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+    except BaseException as exc:
+        _finish(engine, run, "failed", _interruption(exc))
+        raise
+    finally:
+        for client in clients.values():
+            client.close()
+    if any(r.status == "interrupted" for r in results):
+        _finish(engine, run, "failed", "interrupted before every snapshot was written")
+    else:
+        _finish(engine, run, run_status(results))
+    for type_name, places in sorted(drift.items()):
+        log.warning(
+            "connection type %r is not known to this version; kept with the common fields "
+            "only (seen in %s)",
+            type_name,
+            ", ".join(sorted(places)),
+        )
+    return RunResult(run.id, run_status(results), results, drift)
+
+
+def run_status(results: Iterable[SnapshotResult]) -> str:
+    statuses = [r.status for r in results]
+    if statuses and all(s == "complete" for s in statuses):
+        return "complete"
+    if any(s == "complete" for s in statuses):
+        return "partial"
+    return "failed"
+
+
+def _interruption(exc: BaseException) -> str:
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted (signal)"
+    if isinstance(exc, InventoryError):
+        return str(exc)
+    return f"stopped by {type(exc).__name__}"
+
+
+def _finish(engine: Engine, run: store.Run, status: str, error: str | None = None) -> None:
+    try:
+        store.finish_run(engine, run, status, error)
+    except SQLAlchemyError as exc:
+        log.error(
+            "could not mark run %s %s: %s; the next run will mark it abandoned",
+            run.id,
+            status,
+            store.describe_db_error(engine, exc),
+        )
+
+
+def fetch(
+    client: ZisClient, integration: Integration, into: Fetched, stop: threading.Event
+) -> None:
+    """Every page of one integration, parsed; the first malformed thing raises."""
+    where = f"{integration.account}/{integration.name}"
+    for page in client.pages(integration):
+        if stop.is_set():
+            raise Interrupted(f"{where}: interrupted")
+        parsed = parse_page(page.body, where=where, page=page.number)
+        into.pages = page.number
+        for connection in parsed.connections:
+            if connection.key in into.connections:
+                raise ResponseError(
+                    f"{where}: page {page.number}: {connection.type} connection "
+                    f"{connection.name!r} appears twice (the account changed while paging?)"
+                )
+            into.connections[connection.key] = connection
+        into.unknown_types |= parsed.unknown_types
+
+
+def sync_integration(
+    engine: Engine,
+    client: ZisClient,
+    integration: Integration,
+    *,
+    run_id: int,
+    settings: Settings,
+    accept_removals: bool,
+    stop: threading.Event,
+    drift: dict[str, list[str]],
+) -> SnapshotResult:
+    account, name = integration.account, integration.name
+    where = f"{account}/{name}"
+    started = store.now()
+    clock = time.perf_counter()
+    fetched = Fetched()
+    result = SnapshotResult(account, name, "failed")
+    try:
+        if stop.is_set():
+            raise Interrupted(f"{where}: interrupted")
+        fetch(client, integration, fetched, stop)
+        for type_name in fetched.unknown_types:
+            drift.setdefault(type_name, []).append(where)
+        result = _apply(
+            engine, integration, run_id, started, fetched, settings, accept_removals, stop
+        )
+    except Interrupted:
+        result.status = "interrupted"
+        result.error = "interrupted before the snapshot was written"
+    except SnapshotError as exc:
+        result.error = str(exc)
+        result.snapshot_id = _record_failure(
+            engine, run_id, integration, started, fetched, str(exc)
+        )
+    result.pages = fetched.pages
+    result.seconds = time.perf_counter() - clock
+    level = logging.INFO if result.status == "complete" else logging.WARNING
+    log.log(
+        level,
+        "%s",
+        result.log_line(),
+        extra={
+            "account": account,
+            "integration": name,
+            "status": result.status,
+            "added": result.added,
+            "removed": result.removed,
+            "modified": result.modified,
+            "restored": result.restored,
+            "connection_count": result.connection_count,
+            "pages": result.pages,
+            "seconds": round(result.seconds, 3),
+        },
+    )
+    return result
+
+
+def _apply(
+    engine: Engine,
+    integration: Integration,
+    run_id: int,
+    started: datetime,
+    fetched: Fetched,
+    settings: Settings,
+    accept_removals: bool,
+    stop: threading.Event,
+) -> SnapshotResult:
+    account, name = integration.account, integration.name
+    result = SnapshotResult(account, name, "complete", connection_count=len(fetched.connections))
+    try:
+        with store.integration_transaction(engine, account, name) as tx:
+            if stop.is_set():
+                raise Interrupted(f"{account}/{name}: interrupted")
+            row = store.SnapshotRow(
+                run_id=run_id,
+                account=account,
+                integration=name,
+                started_at=started,
+                status="complete",
+                connection_count=len(fetched.connections),
+                pages=fetched.pages,
+                accepted_removals=accept_removals,
+            )
+            newer = tx.newer_snapshot(started)
+            if newer is not None:
+                result.superseded_by = newer
+                row = replace(row, superseded_by=newer)
+                result.snapshot_id = tx.write(row, diff({}, []), started)
+                return result
+            changes = diff(tx.load_state(), fetched.connections.values())
+            reason = None
+            if not accept_removals:
+                reason = removal_hold_reason(
+                    changes,
+                    max_ratio=settings.sync.max_removal_ratio,
+                    min_count=settings.sync.max_removal_min,
+                )
+            if reason is not None:
+                result.status, result.error = "held", f"{account}/{name}: {reason}"
+                row = replace(row, status="held", error=result.error)
+            else:
+                counts = changes.counts()
+                result.added, result.removed = counts["added"], counts["removed"]
+                result.modified, result.restored = counts["modified"], counts["restored"]
+                row = replace(
+                    row,
+                    counts=(result.added, result.removed, result.modified, result.restored),
+                )
+            result.snapshot_id = tx.write(row, changes, started)
+            return result
+    except SQLAlchemyError as exc:
+        message = f"{account}/{name}: database error while writing the snapshot: " + (
+            store.describe_db_error(engine, exc)
+        )
+        raise _WriteFailed(message) from None
+
+
+class _WriteFailed(SnapshotError):
+    pass
+
+
+def _record_failure(
+    engine: Engine,
+    run_id: int,
+    integration: Integration,
+    started: datetime,
+    fetched: Fetched,
+    error: str,
+) -> int:
+    row = store.SnapshotRow(
+        run_id=run_id,
+        account=integration.account,
+        integration=integration.name,
+        started_at=started,
+        status="failed",
+        pages=fetched.pages,
+        error=error,
+    )
+    try:
+        return store.record_snapshot(engine, row)
+    except SQLAlchemyError as exc:
+        raise DatabaseError(
+            f"{integration.account}/{integration.name}: cannot record the failed snapshot: "
+            f"{store.describe_db_error(engine, exc)}"
+        ) from None

@@ -1,0 +1,355 @@
+"""A fake ZIS server on 127.0.0.1 for tests, the demo and the benchmarks.
+
+It serves GET /{account}/api/services/zis/integrations/{integration}/connections/all
+from in-memory accounts as §2 of the spec describes: opaque cursors that stay set on the
+last page, per-integration tokens, 401/403/404, 429 with Retry-After and an HTML body,
+5xx, latency and malformed bodies. Point an account's base_url at ``server.base_url(acct)``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+SENTINEL = "ZIS-SENTINEL-SECRET"  # every secret the fake serves contains this
+SECRET_FIELDS = {
+    "api_key": ("api_key",),
+    "basic_auth": ("password",),
+    "bearer_token": ("token",),
+    "oauth": ("access_token", "refresh_token", "oauth_access_token_response_body"),
+}
+_PATH_RE = re.compile(
+    r"^/(?P<account>[^/]+)/api/services/zis/integrations/(?P<integration>[^/]+)/connections/all$"
+)
+
+
+def sample_item(type_name: str, name: str, **fields: Any) -> dict[str, Any]:
+    """A realistic raw item of ``type_name``, every secret field carrying the SENTINEL."""
+    stamp = "2025-03-01T10:00:00.52Z"
+    item: dict[str, Any] = {"name": name, "allowed_domain": f"{name.replace('_', '-')}.example.com"}
+    if type_name == "api_key":
+        item.update(header_name="x-api-key", api_key="*****", created_at=stamp, updated_at=stamp)
+    elif type_name == "basic_auth":
+        item.update(
+            username=f"{name}@example.com", password="*****", created_at=stamp, updated_at=stamp
+        )
+    elif type_name == "bearer_token":
+        item.update(token="*****", created_at=stamp, updated_at=stamp)
+    elif type_name == "oauth":
+        item.update(
+            created_by="admin_user",
+            uuid=f"00000000-0000-4000-8000-{abs(hash(name)) % 10**12:012d}",
+            oauth_url_subdomain="acme",
+            permission_scope="read write",
+            token_type="bearer",
+            token_expiry="2027-01-01T00:00:00Z",
+            oauth_client_uuid="11111111-2222-4333-8444-555555555555",
+            integration="not-allow-listed",
+            zendesk_account_id=12345,
+        )
+    else:
+        item.update(created_at=stamp, updated_at=stamp)
+    # Secrets in clear, the way the API may send the oauth ones: the sentinel shows a leak.
+    for secret in SECRET_FIELDS.get(type_name, ("secret",)):
+        item[secret] = f"{SENTINEL}-{type_name}-{secret}-{name}"
+    item.update(fields)
+    return item
+
+
+@dataclass
+class Fault:
+    """An answer the server gives instead of a normal page, ``times`` times."""
+
+    kind: str  # status | malformed | loop | html200 | reset | slow
+    times: int = 1
+    page: int | None = None  # only on this page number (1-based); None = any
+    status: int = 500
+    body: bytes | None = None
+    content_type: str = "application/json"
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+
+
+@dataclass
+class FakeIntegration:
+    token: str
+    items: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    forbidden: bool = False
+    faults: list[Fault] = field(default_factory=list)
+    extra_top_level: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Request:
+    account: str
+    integration: str
+    path: str
+    query: dict[str, list[str]]
+    user_agent: str | None
+    authorized: bool
+    status: int
+
+
+def encode_cursor(type_name: str, name: str) -> str:
+    # Opaque, and with '+', '/' and '=' in it, so a client that forgets to URL-encode fails.
+    raw = f"\xfe{type_name}\x00{name}\x00>>?".encode()
+    return base64.b64encode(raw).decode()
+
+
+def decode_cursor(cursor: str) -> tuple[str, str]:
+    raw = base64.b64decode(cursor.encode(), validate=True).decode()
+    if not raw.startswith("\xfe") or not raw.endswith("\x00>>?"):
+        raise ValueError("bad cursor")
+    type_name, name, _ = raw[1:].split("\x00")
+    return type_name, name
+
+
+class FakeZisServer:
+    """``with FakeZisServer() as server:`` starts it on a free loopback port."""
+
+    def __init__(self, *, latency: float = 0.0, max_page_size: int = 100) -> None:
+        self.latency = latency
+        self.max_page_size = max_page_size
+        self.accounts: dict[str, dict[str, FakeIntegration]] = {}
+        self.requests: list[Request] = []
+        self._lock = threading.RLock()
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # --- life cycle ---
+
+    def start(self) -> FakeZisServer:
+        handler = type("Handler", (_Handler,), {"fake": self})
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._httpd = None
+
+    def __enter__(self) -> FakeZisServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        assert self._httpd is not None, "server not started"
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def base_url(self, account: str) -> str:
+        return f"{self.url}/{account}"
+
+    # --- the account's content ---
+
+    def add_integration(
+        self,
+        account: str,
+        integration: str,
+        token: str,
+        items: Iterable[tuple[str, dict[str, Any]]] = (),
+    ) -> FakeIntegration:
+        with self._lock:
+            fake = FakeIntegration(token)
+            self.accounts.setdefault(account, {})[integration] = fake
+            for type_name, item in items:
+                fake.items[(type_name, item["name"])] = item
+            return fake
+
+    def integration(self, account: str, integration: str) -> FakeIntegration:
+        return self.accounts[account][integration]
+
+    def put(self, account: str, integration: str, type_name: str, item: dict[str, Any]) -> None:
+        with self._lock:
+            self.integration(account, integration).items[(type_name, item["name"])] = item
+
+    def update(
+        self, account: str, integration: str, type_name: str, name: str, **fields: Any
+    ) -> None:
+        with self._lock:
+            self.integration(account, integration).items[(type_name, name)].update(fields)
+
+    def delete(self, account: str, integration: str, type_name: str, name: str) -> dict[str, Any]:
+        with self._lock:
+            return self.integration(account, integration).items.pop((type_name, name))
+
+    def fail(self, account: str, integration: str, fault: Fault) -> None:
+        with self._lock:
+            self.integration(account, integration).faults.append(fault)
+
+    def request_counts(self) -> Counter[tuple[str, str]]:
+        with self._lock:
+            return Counter((r.account, r.integration) for r in self.requests)
+
+    # --- serving ---
+
+    def _take_fault(self, fake: FakeIntegration, page: int) -> Fault | None:
+        for fault in fake.faults:
+            if fault.times > 0 and (fault.page is None or fault.page == page):
+                fault.times -= 1
+                if fault.times == 0:
+                    fake.faults.remove(fault)
+                return fault
+        return None
+
+    def respond(
+        self, path: str, query: dict[str, list[str]], headers: dict[str, str]
+    ) -> tuple[int, dict[str, str], bytes, Fault | None]:
+        match = _PATH_RE.match(path)
+        if not match:
+            return 404, {"Content-Type": "text/html"}, b"<html><body>Not Found</body></html>", None
+        account, integration = match["account"], match["integration"]
+        with self._lock:
+            fake = self.accounts.get(account, {}).get(integration)
+            authorized = fake is not None and headers.get("authorization") == f"Bearer {fake.token}"
+            if fake is None:
+                status, out_headers, body = _error(404, "NotFound", "Integration not found")
+                fault = None
+            else:
+                status, out_headers, body, fault = self._page(fake, query, authorized)
+            self.requests.append(
+                Request(
+                    account, integration, path, query, headers.get("user-agent"), authorized, status
+                )
+            )
+            return status, out_headers, body, fault
+
+    def _page(
+        self, fake: FakeIntegration, query: dict[str, list[str]], authorized: bool
+    ) -> tuple[int, dict[str, str], bytes, Fault | None]:
+        if not authorized:
+            return (*_error(401, "InvalidCredentials", "Token length is invalid"), None)
+        if fake.forbidden:
+            return (
+                *_error(403, "Forbidden", "Cannot access this resource. Missing scope read"),
+                None,
+            )
+        try:
+            size = int(query.get("page[size]", ["100"])[0])
+        except ValueError:
+            return (*_error(400, "InvalidParameter", "page[size] must be an integer"), None)
+        if not 1 <= size <= 100:
+            return (*_error(400, "InvalidParameter", "page[size] can't exceed 100"), None)
+        size = min(size, self.max_page_size)
+        ordered = sorted(fake.items)
+        start = 0
+        after = query.get("page[after]", [None])[0]
+        if after is not None:
+            try:
+                key = decode_cursor(after)
+            except ValueError:
+                return (*_error(400, "InvalidCursor", "page[after] is not a valid cursor"), None)
+            start = next((i for i, k in enumerate(ordered) if k > key), len(ordered))
+        page_number = start // size + 1
+        fault = self._take_fault(fake, page_number)
+        chunk = ordered[start : start + size]
+        has_more = start + size < len(ordered)
+        body: dict[str, Any] = {t: [] for t in ("api_key", "basic_auth", "bearer_token", "oauth")}
+        for key in chunk:
+            body.setdefault(key[0], []).append(fake.items[key])
+        if start == 0:
+            body.update(fake.extra_top_level)
+        body["meta"] = {
+            "after": encode_cursor(*chunk[-1]) if chunk else after,
+            "before": encode_cursor(*chunk[0]) if chunk else None,
+            "has_more": has_more,
+        }
+        if fault is not None:
+            if fault.kind == "loop":
+                body["meta"] = {
+                    "after": after or encode_cursor(*chunk[0]),
+                    "before": None,
+                    "has_more": True,
+                }
+            elif fault.kind != "slow":
+                return (
+                    fault.status,
+                    {"Content-Type": fault.content_type, **fault.headers},
+                    fault.body or b"",
+                    fault,
+                )
+        return (
+            200,
+            {"Content-Type": "application/json; charset=utf-8"},
+            json.dumps(body).encode(),
+            fault,
+        )
+
+
+def _error(status: int, code: str, title: str) -> tuple[int, dict[str, str], bytes]:
+    body = json.dumps({"errors": [{"code": code, "title": title}]}).encode()
+    return status, {"Content-Type": "application/json; charset=utf-8"}, body
+
+
+def rate_limited(retry_after: str = "1", times: int = 1, page: int | None = None) -> Fault:
+    """A 429 with an HTML body, as Zendesk sends it."""
+    return Fault(
+        "status",
+        times=times,
+        page=page,
+        status=429,
+        body=b"<html><body><h1>Rate limit exceeded</h1></body></html>",
+        content_type="text/html",
+        headers={"Retry-After": retry_after},
+    )
+
+
+def server_error(status: int = 503, times: int = 1, page: int | None = None) -> Fault:
+    return Fault(
+        "status",
+        times=times,
+        page=page,
+        status=status,
+        body=b"upstream unavailable",
+        content_type="text/plain",
+    )
+
+
+def malformed(page: int | None = None, times: int = 1) -> Fault:
+    return Fault("status", times=times, page=page, status=200, body=b'{"api_key": [{"name": "trunc')
+
+
+def pagination_loop(page: int | None = None) -> Fault:
+    return Fault("loop", times=1_000_000, page=page)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    fake: FakeZisServer
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        if self.fake.latency:
+            time.sleep(self.fake.latency)
+        parts = urlsplit(self.path)
+        query = parse_qs(parts.query, keep_blank_values=True)
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        status, out_headers, body, fault = self.fake.respond(parts.path, query, headers)
+        if fault is not None and fault.delay:
+            time.sleep(fault.delay)
+        self.send_response(status)
+        for name, value in out_headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # quiet: tests read the request log instead

@@ -1,0 +1,340 @@
+"""The ZIS HTTP client: yields raw pages of one integration, with retries and rate-limit pauses.
+
+It never transforms items (records.py does) and never touches the database.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+
+from . import __version__
+from .config import Account, Integration, SyncSettings
+from .errors import ApiError, PaginationError, ResponseError, RetryableError
+
+PATH = "/api/services/zis/integrations/{integration}/connections/all"
+USER_AGENT = f"zis-inventory/{__version__}"
+EXCERPT_LIMIT = 120
+_SPACE_RE = re.compile(r"\s+")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+
+Sleep = Callable[[float], Any]
+
+
+@dataclass(frozen=True)
+class Page:
+    number: int
+    body: dict[str, Any]
+
+
+@dataclass
+class Paginator:
+    """Cursor bookkeeping: stop on has_more == false, refuse loops and runaway page counts."""
+
+    max_pages: int
+    where: str = ""
+    page: int = 0
+    cursor: str | None = None
+    done: bool = False
+    _seen: set[str] = field(default_factory=set)
+
+    def advance(self, body: dict[str, Any]) -> None:
+        self.page += 1
+        meta = body.get("meta")
+        if not isinstance(meta, dict):
+            raise ResponseError(f"{self.where}: page {self.page}: response has no 'meta' object")
+        has_more = meta.get("has_more")
+        if not isinstance(has_more, bool):
+            raise ResponseError(
+                f"{self.where}: page {self.page}: meta.has_more must be true or false"
+            )
+        if not has_more:
+            self.done = True
+            return
+        after = meta.get("after")
+        if not isinstance(after, str) or not after:
+            raise ResponseError(
+                f"{self.where}: page {self.page}: meta.has_more is true but meta.after "
+                "is missing or not a string"
+            )
+        if after in self._seen:
+            raise PaginationError(
+                f"{self.where}: page {self.page}: pagination loop: cursor seen twice"
+            )
+        if self.page >= self.max_pages:
+            raise PaginationError(
+                f"{self.where}: more than sync.max_pages ({self.max_pages}) pages; "
+                "raise the cap if this integration really is that large"
+            )
+        self._seen.add(after)
+        self.cursor = after
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_retries: int
+    max_wait: float
+    backoff: float
+
+    def delay(self, attempt: int, retry_after: float | None) -> float:
+        """Seconds to wait before retry number ``attempt`` (0-based); backoff with jitter."""
+        if retry_after is not None:
+            return max(0.0, retry_after)
+        ceiling = min(self.max_wait, self.backoff * (2.0**attempt))
+        return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+
+class AccountGate:
+    """A pause shared by every request to one account, set when the account answers 429."""
+
+    def __init__(self, sleep: Sleep, clock: Callable[[], float] = time.monotonic) -> None:
+        self._lock = threading.Lock()
+        self._until = 0.0
+        self._sleep = sleep
+        self._clock = clock
+
+    def pause(self, seconds: float) -> None:
+        with self._lock:
+            self._until = max(self._until, self._clock() + seconds)
+
+    def wait(self) -> None:
+        while True:
+            with self._lock:
+                remaining = self._until - self._clock()
+            if remaining <= 0:
+                return
+            self._sleep(remaining)
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Retry-After as seconds (a number or an HTTP date); None when absent or unreadable."""
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+class ZisClient:
+    """One per account: one keep-alive connection pool and one rate-limit gate, shared by
+    the worker threads that fetch that account's integrations."""
+
+    def __init__(
+        self,
+        account: Account,
+        settings: SyncSettings,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        sleep: Sleep = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.account = account
+        self.settings = settings
+        self.policy = RetryPolicy(
+            settings.max_retries, settings.max_retry_wait_seconds, settings.retry_backoff_seconds
+        )
+        self._sleep = sleep
+        self.gate = AccountGate(sleep, clock)
+        verify: ssl.SSLContext | bool = True
+        if settings.ca_bundle:
+            verify = ssl.create_default_context(cafile=settings.ca_bundle)
+        self._http = httpx.Client(
+            base_url=account.base_url,
+            headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+            timeout=settings.timeout_seconds,
+            verify=verify,
+            follow_redirects=False,
+            transport=transport,
+            limits=httpx.Limits(
+                max_connections=settings.concurrency, max_keepalive_connections=settings.concurrency
+            ),
+        )
+        self.requests = 0
+        self.rate_limited = 0
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> ZisClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def pages(self, integration: Integration) -> Iterator[Page]:
+        """Every page of one integration, in order; raises a SnapshotError on any failure."""
+        where = f"{self.account.subdomain}/{integration.name}"
+        paginator = Paginator(self.settings.max_pages, where)
+        url = PATH.format(integration=integration.name)
+        while not paginator.done:
+            params = {"page[size]": str(self.settings.page_size)}
+            if paginator.cursor is not None:
+                params["page[after]"] = paginator.cursor
+            body = self._get(url, params, integration, where, paginator.page + 1)
+            paginator.advance(body)
+            yield Page(paginator.page, body)
+
+    def _get(
+        self, url: str, params: dict[str, str], integration: Integration, where: str, page: int
+    ) -> dict[str, Any]:
+        attempt = 0
+        while True:
+            self.gate.wait()
+            try:
+                return self._request_once(url, params, integration, where, page)
+            except RetryableError as exc:
+                if attempt >= self.policy.max_retries:
+                    raise ApiError(
+                        f"{where}: page {page}: gave up after {attempt + 1} attempts: {exc}"
+                    ) from None
+                wait = self.policy.delay(attempt, exc.retry_after)
+                if wait > self.policy.max_wait:
+                    raise ApiError(
+                        f"{where}: page {page}: {exc}; the server asks to wait {wait:.0f}s, "
+                        f"more than sync.max_retry_wait_seconds ({self.policy.max_wait:g})"
+                    ) from None
+                if exc.retry_after is not None:
+                    self.gate.pause(wait)  # a 429 pauses every request to this account
+                    self.gate.wait()
+                else:
+                    self._sleep(wait)
+                attempt += 1
+
+    def _request_once(
+        self, url: str, params: dict[str, str], integration: Integration, where: str, page: int
+    ) -> dict[str, Any]:
+        token = integration.token.reveal()
+        headers = {"Authorization": f"Bearer {token}"}
+        self.requests += 1
+        try:
+            with self._http.stream("GET", url, params=params, headers=headers) as response:
+                status = response.status_code
+                if status == 429:
+                    self.rate_limited += 1
+                    retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                    if retry_after is None:
+                        retry_after = self.policy.delay(0, None)
+                    raise RetryableError("HTTP 429 rate limited", retry_after=retry_after)
+                if status >= 500:
+                    retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                    raise RetryableError(f"HTTP {status}", retry_after=retry_after)
+                content = self._read(response, where, page)
+        except httpx.DecodingError:
+            raise ResponseError(
+                f"{where}: page {page}: the response body could not be decoded "
+                "(bad Content-Encoding)"
+            ) from None
+        except httpx.TransportError as exc:
+            raise RetryableError(f"transport error: {type(exc).__name__}") from None
+        if status != 200:
+            raise _status_error(status, content, response.headers, where, page, token)
+        try:
+            body = json.loads(content)
+        except (ValueError, RecursionError):
+            raise ResponseError(
+                f"{where}: page {page}: response is not valid JSON "
+                f"({_content_type(response.headers)}, {len(content)} bytes)"
+            ) from None
+        if not isinstance(body, dict):
+            raise ResponseError(f"{where}: page {page}: response is not a JSON object")
+        return body
+
+    def _read(self, response: httpx.Response, where: str, page: int) -> bytes:
+        limit = self.settings.max_response_bytes
+        declared = response.headers.get("Content-Length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise ResponseError(
+                f"{where}: page {page}: response of {declared} bytes exceeds "
+                f"sync.max_response_bytes ({limit})"
+            )
+        chunks = []
+        size = 0
+        for chunk in response.iter_bytes():
+            size += len(chunk)
+            if size > limit:
+                raise ResponseError(
+                    f"{where}: page {page}: response exceeds sync.max_response_bytes ({limit})"
+                )
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def _status_error(
+    status: int, content: bytes, headers: httpx.Headers, where: str, page: int, token: str
+) -> ApiError:
+    code, detail = _error_summary(content, headers)
+    if 300 <= status < 400:
+        detail = "redirect not followed (the token is never sent to another location)"
+        code = None
+    parts = [f"{where}: page {page}: HTTP {status}"]
+    if code:
+        parts.append(code)
+    text = " ".join(parts)
+    if detail:
+        text += f": {detail}"
+    return ApiError(_redact(text, token), status=status, code=code)
+
+
+def _error_summary(content: bytes, headers: httpx.Headers) -> tuple[str | None, str | None]:
+    """(code, short detail) from {"errors":[{code,title|detail}]}, {"error":...} or text."""
+    ctype = _content_type(headers)
+    text = content.decode("utf-8", errors="replace")
+    try:
+        data = json.loads(text) if text.strip() else None
+    except ValueError:
+        data = None
+    if isinstance(data, dict):
+        errors = data.get("errors")
+        if isinstance(errors, list) and errors and isinstance(errors[0], dict):
+            first = errors[0]
+            code = first.get("code")
+            detail = first.get("title") or first.get("detail")
+            return _excerpt(code), _excerpt(detail)
+        error = data.get("error")
+        description = data.get("description") or data.get("message")
+        if isinstance(error, dict):
+            return _excerpt(error.get("code")), _excerpt(error.get("title") or error.get("message"))
+        return _excerpt(error), _excerpt(description)
+    if "html" in ctype:
+        return None, "(HTML body)"
+    return None, _excerpt(text)
+
+
+def _excerpt(value: object) -> str | None:
+    if not isinstance(value, str | int) or isinstance(value, bool):
+        return None
+    text = _CONTROL_RE.sub(" ", _SPACE_RE.sub(" ", str(value))).strip()
+    if not text:
+        return None
+    return text if len(text) <= EXCERPT_LIMIT else text[:EXCERPT_LIMIT] + "..."
+
+
+def _redact(text: str, token: str) -> str:
+    return text.replace(token, "[REDACTED]") if token else text
+
+
+def _content_type(headers: httpx.Headers) -> str:
+    value = headers.get("Content-Type", "no content type").split(";")[0].strip()
+    return _excerpt(value) or "no content type"

@@ -1,0 +1,229 @@
+"""records.py: the allow-list, timestamps, and per-item errors."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from inventory.errors import RecordError, ResponseError
+from inventory.records import Connection, format_timestamp, parse_item, parse_page, parse_timestamp
+from inventory.testing import SENTINEL, sample_item
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2021-10-01T12:44:22Z", datetime(2021, 10, 1, 12, 44, 22, tzinfo=UTC)),
+        ("1985-04-12T23:20:50.52Z", datetime(1985, 4, 12, 23, 20, 50, 520000, tzinfo=UTC)),
+        ("1985-04-12T23:20:50.123456789Z", datetime(1985, 4, 12, 23, 20, 50, 123456, tzinfo=UTC)),
+        ("1985-04-12T23:20:50.1z", datetime(1985, 4, 12, 23, 20, 50, 100000, tzinfo=UTC)),
+        ("2021-10-01T14:44:22+02:00", datetime(2021, 10, 1, 12, 44, 22, tzinfo=UTC)),
+        ("2021-10-01T00:30:00-01:30", datetime(2021, 10, 1, 2, 0, 0, tzinfo=UTC)),
+    ],
+)
+def test_timestamps_parse_to_utc(text: str, expected: datetime) -> None:
+    assert parse_timestamp(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2021-10-01",
+        "2021-10-01T12:44:22",
+        "2021-13-01T00:00:00Z",
+        "yesterday",
+        "2021-10-01T12:44:22.Z",
+    ],
+)
+def test_bad_timestamps_are_refused(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_timestamp(text)
+
+
+def test_format_timestamp_is_rfc3339_utc() -> None:
+    assert format_timestamp(datetime(2021, 10, 1, 12, 44, 22, tzinfo=UTC)) == "2021-10-01T12:44:22Z"
+    assert (
+        format_timestamp(datetime(2021, 10, 1, 12, 44, 22, 520000, tzinfo=UTC))
+        == "2021-10-01T12:44:22.520000Z"
+    )
+
+
+def test_documented_example_keeps_exactly_the_allow_list() -> None:
+    body = {
+        "api_key": [
+            {
+                "allowed_domain": "",
+                "api_key": "*****",
+                "created_at": "1985-04-12T23:20:50.52Z",
+                "header_name": "x-api-key",
+                "name": "my_api_key_connection",
+                "updated_at": "1985-04-12T23:20:50.52Z",
+            }
+        ],
+        "basic_auth": [
+            {
+                "allowed_domain": "",
+                "created_at": "1985-04-12T23:20:50.52Z",
+                "name": "my_basic_auth_connection",
+                "password": "*****",
+                "updated_at": "1985-04-12T23:20:50.52Z",
+                "username": "john@example.com",
+            }
+        ],
+        "bearer_token": [
+            {
+                "allowed_domain": "",
+                "created_at": "1985-04-12T23:20:50.52Z",
+                "name": "my_bearer_token_connection",
+                "token": "*****",
+                "updated_at": "1985-04-12T23:20:50.52Z",
+            }
+        ],
+        "meta": {"after": "my_first_connection", "before": "my_tenth_connection", "has_more": True},
+        "oauth": [
+            {
+                "access_token": f"{SENTINEL}-a",
+                "created_by": "test_user",
+                "name": "my_oauth_connection",
+                "oauth_access_token_response_body": f'{{"access_token":"{SENTINEL}-b"}}',
+                "oauth_url_subdomain": "foobar",
+                "permission_scope": "read write",
+                "refresh_token": f"{SENTINEL}-c",
+                "token_expiry": "2021-10-01T12:44:22Z",
+                "token_type": "bearer",
+                "uuid": "ac10a230-0c43-45f8-b221-9e085ce90418",
+                "zendesk_account_id": 1,
+                "integration": "x",
+            }
+        ],
+    }
+    page = parse_page(body, where="acme/billing", page=1)
+    stamp = datetime(1985, 4, 12, 23, 20, 50, 520000, tzinfo=UTC)
+    assert page.unknown_types == frozenset()
+    assert page.connections == [
+        Connection("api_key", "my_api_key_connection", None, stamp, stamp, header_name="x-api-key"),
+        Connection(
+            "basic_auth",
+            "my_basic_auth_connection",
+            None,
+            stamp,
+            stamp,
+            username="john@example.com",
+        ),
+        Connection("bearer_token", "my_bearer_token_connection", None, stamp, stamp),
+        Connection(
+            "oauth",
+            "my_oauth_connection",
+            created_by="test_user",
+            uuid="ac10a230-0c43-45f8-b221-9e085ce90418",
+            oauth_url_subdomain="foobar",
+            permission_scope="read write",
+            token_type="bearer",
+            token_expiry=datetime(2021, 10, 1, 12, 44, 22, tzinfo=UTC),
+        ),
+    ]
+    assert SENTINEL not in repr(page) and "*****" not in repr(page)
+
+
+@pytest.mark.parametrize("expiry", [None, "", "missing"])
+def test_no_expiry_known_is_null(expiry: str | None) -> None:
+    item = sample_item("oauth", "slack")
+    if expiry == "missing":
+        del item["token_expiry"]
+    else:
+        item["token_expiry"] = expiry
+    assert parse_item("oauth", item).token_expiry is None
+
+
+def test_type_specific_fields_of_other_types_are_dropped() -> None:
+    item = sample_item("bearer_token", "tok", username="someone", header_name="x", created_by="me")
+    assert parse_item("bearer_token", item) == Connection(
+        "bearer_token",
+        "tok",
+        "tok.example.com",
+        datetime(2025, 3, 1, 10, 0, 0, 520000, tzinfo=UTC),
+        datetime(2025, 3, 1, 10, 0, 0, 520000, tzinfo=UTC),
+    )
+
+
+def test_unknown_type_keeps_common_fields_and_is_reported() -> None:
+    body = {
+        "jwt": [
+            {
+                "name": "signer",
+                "allowed_domain": "a.example.com",
+                "private_key": f"{SENTINEL}-k",
+                "created_at": "2024-01-01T00:00:00Z",
+            }
+        ],
+        "links": {"next": "x"},
+        "count": 3,
+        "meta": {"has_more": False},
+    }
+    page = parse_page(body, where="acme/billing", page=1)
+    assert page.unknown_types == frozenset({"jwt"})
+    assert page.connections == [
+        Connection("jwt", "signer", "a.example.com", datetime(2024, 1, 1, tzinfo=UTC), None)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("item", "message"),
+    [
+        (
+            {"allowed_domain": "x"},
+            "acme/billing: page 3: api_key[0]: field 'name' must be a string, got null",
+        ),
+        (
+            {"name": 42},
+            "acme/billing: page 3: api_key[0]: field 'name' must be a string, got number",
+        ),
+        (
+            {"name": ""},
+            "acme/billing: page 3: api_key[0]: field 'name' must be 1-255 printable characters",
+        ),
+        (
+            {"name": "a\nb"},
+            "acme/billing: page 3: api_key[0]: field 'name' must be 1-255 printable characters",
+        ),
+        (
+            {"name": "k", "header_name": ["x"]},
+            "acme/billing: page 3: api_key[0] (k): field 'header_name' must be a string or null, got array",
+        ),
+        (
+            {"name": "k", "created_at": "2021-10-01"},
+            "acme/billing: page 3: api_key[0] (k): field 'created_at' is not an RFC 3339 timestamp ('2021-10-01')",
+        ),
+        (
+            {"name": "k", "updated_at": 1633092262},
+            "acme/billing: page 3: api_key[0] (k): field 'updated_at' must be a string or null, got number",
+        ),
+        ("just a string", "acme/billing: page 3: api_key[0]: item must be an object, got string"),
+    ],
+)
+def test_malformed_items_name_integration_page_and_field(item: object, message: str) -> None:
+    with pytest.raises(RecordError) as caught:
+        parse_page({"api_key": [item], "meta": {"has_more": False}}, where="acme/billing", page=3)
+    assert str(caught.value) == message
+
+
+def test_secret_fields_never_appear_in_errors() -> None:
+    item = {"name": "k", "api_key": f"{SENTINEL}-x", "created_at": 5}
+    with pytest.raises(RecordError) as caught:
+        parse_item("api_key", item, where="a/b")
+    assert SENTINEL not in str(caught.value)
+
+
+def test_a_type_that_is_not_an_array_fails_the_page() -> None:
+    with pytest.raises(
+        ResponseError, match=r"acme/b: page 1: 'oauth' must be an array, got object"
+    ):
+        parse_page({"oauth": {"name": "x"}, "meta": {"has_more": False}}, where="acme/b", page=1)
+
+
+def test_a_missing_array_is_empty() -> None:
+    assert (
+        parse_page({"oauth": None, "meta": {"has_more": False}}, where="a/b", page=1).connections
+        == []
+    )

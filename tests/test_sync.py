@@ -1,0 +1,614 @@
+"""End to end through the real CLI entry point against the loopback fake ZIS server,
+on SQLite and PostgreSQL; every test ends with the no-secret check (conftest.Harness)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+
+from inventory import models as m
+from inventory import store
+from inventory.testing import (
+    FakeZisServer,
+    malformed,
+    pagination_loop,
+    rate_limited,
+    sample_item,
+    server_error,
+)
+
+from .conftest import Harness
+
+STAMP = datetime(2025, 3, 1, 10, 0, 0, 520000, tzinfo=UTC)
+
+
+def items(prefix: str, count: int = 2) -> list[tuple[str, dict[str, Any]]]:
+    """``count`` connections of each of the four types."""
+    return [
+        (t, sample_item(t, f"{prefix}_{t}_{i}"))
+        for t in ("api_key", "basic_auth", "bearer_token", "oauth")
+        for i in range(count)
+    ]
+
+
+def seed(h: Harness, layout: dict[str, dict[str, int]], extra_sync: str = "page_size = 3") -> None:
+    """layout: account -> integration -> connections per type."""
+    for account, integrations in layout.items():
+        for name, count in integrations.items():
+            h.zis.add_integration(account, name, h.token(account, name), items(name, count))
+    h.write_config(extra_sync, **{a: list(i) for a, i in layout.items()})
+
+
+def query(url: str, statement: Any) -> set[tuple[Any, ...]]:
+    engine = store.make_engine(url)
+    try:
+        with engine.connect() as conn:
+            return {tuple(r) for r in conn.execute(statement)}
+    finally:
+        engine.dispose()
+
+
+def present(url: str) -> set[tuple[Any, ...]]:
+    c = m.Connection
+    return query(
+        url, select(c.account, c.integration, c.type, c.name).where(c.removed_at.is_(None))
+    )
+
+
+def changes(url: str, snapshot_ids: set[int] | None = None) -> set[tuple[Any, ...]]:
+    c = m.ConnectionChange
+    stmt = select(c.integration, c.type, c.name, c.change, c.field, c.old_value, c.new_value)
+    if snapshot_ids is not None:
+        stmt = stmt.where(c.snapshot_id.in_(snapshot_ids))
+    return query(url, stmt)
+
+
+def snapshots(url: str) -> list[tuple[Any, ...]]:
+    s = m.Snapshot
+    return sorted(
+        query(
+            url,
+            select(
+                s.id,
+                s.run_id,
+                s.account,
+                s.integration,
+                s.status,
+                s.connection_count,
+                s.added,
+                s.removed,
+                s.modified,
+                s.restored,
+                s.pages,
+            ),
+        )
+    )
+
+
+def expected_keys(account: str, integration: str, count: int) -> set[tuple[str, str, str, str]]:
+    return {(account, integration, t, n["name"]) for t, n in items(integration, count)}
+
+
+def test_first_sync_records_every_connection_as_added(cli: Harness) -> None:
+    seed(cli, {"acme": {"billing": 2, "crm": 1}, "globex": {"ops": 3}})
+    result = cli.run("sync")
+    assert result.code == 0, result.err
+    assert "database migrated from empty to 0001" in result.err
+    keys = (
+        expected_keys("acme", "billing", 2)
+        | expected_keys("acme", "crm", 1)
+        | expected_keys("globex", "ops", 3)
+    )
+    assert present(cli.db_url) == keys
+    assert changes(cli.db_url) == {(k[1], k[2], k[3], "added", None, None, None) for k in keys}
+    assert {row[2:] for row in snapshots(cli.db_url)} == {
+        ("acme", "billing", "complete", 8, 8, 0, 0, 0, 3),
+        ("acme", "crm", "complete", 4, 4, 0, 0, 0, 2),
+        ("globex", "ops", "complete", 12, 12, 0, 0, 0, 4),
+    }
+    r = m.SyncRun
+    assert query(cli.db_url, select(r.id, r.trigger, r.status, r.error)) == {
+        (1, "cli", "complete", None)
+    }
+    # The whole allow-listed row of one connection of each type.
+    c = m.Connection
+    assert query(
+        cli.db_url,
+        select(
+            c.type,
+            c.name,
+            c.allowed_domain,
+            c.created_at,
+            c.updated_at,
+            c.header_name,
+            c.username,
+            c.created_by,
+            c.oauth_url_subdomain,
+            c.permission_scope,
+            c.token_type,
+            c.token_expiry,
+            c.oauth_client_uuid,
+            c.removed_at,
+        ).where(c.integration == "crm"),
+    ) == {
+        (
+            "api_key",
+            "crm_api_key_0",
+            "crm-api-key-0.example.com",
+            STAMP,
+            STAMP,
+            "x-api-key",
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+        ),
+        (
+            "basic_auth",
+            "crm_basic_auth_0",
+            "crm-basic-auth-0.example.com",
+            STAMP,
+            STAMP,
+            None,
+            "crm_basic_auth_0@example.com",
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+        ),
+        (
+            "bearer_token",
+            "crm_bearer_token_0",
+            "crm-bearer-token-0.example.com",
+            STAMP,
+            STAMP,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+        ),
+        (
+            "oauth",
+            "crm_oauth_0",
+            "crm-oauth-0.example.com",
+            None,
+            None,
+            None,
+            None,
+            "admin_user",
+            "acme",
+            "read write",
+            "bearer",
+            datetime(2027, 1, 1, tzinfo=UTC),
+            "11111111-2222-4333-8444-555555555555",
+            None,
+        ),
+    }
+    v = m.ConnectionVersion
+    assert (
+        query(
+            cli.db_url, select(v.account, v.integration, v.type, v.name).where(v.valid_to.is_(None))
+        )
+        == keys
+    )
+    # Every request identified itself, and each integration used its own token.
+    assert {r.user_agent for r in cli.zis.requests} == {"zis-inventory/0.1.0"}
+    assert all(r.authorized for r in cli.zis.requests)
+    assert summary_rows(result.out) == [
+        [
+            "ACCOUNT",
+            "INTEGRATION",
+            "STATUS",
+            "ADDED",
+            "REMOVED",
+            "MODIFIED",
+            "RESTORED",
+            "CONNECTIONS",
+            "PAGES",
+        ],
+        ["acme", "billing", "complete", "8", "0", "0", "0", "8", "3"],
+        ["acme", "crm", "complete", "4", "0", "0", "0", "4", "2"],
+        ["globex", "ops", "complete", "12", "0", "0", "0", "12", "4"],
+    ]
+    assert result.out.splitlines()[-1] == "run 1: complete (3 of 3 snapshots complete)"
+
+
+def summary_rows(out: str) -> list[list[str]]:
+    """The summary table without its SECONDS column (timing varies)."""
+    lines = out.splitlines()
+    return [line.split()[:9] for line in lines[: len(lines) - 1] if not line.startswith(" ")]
+
+
+def test_second_sync_records_every_change_kind_and_writes_nothing_for_unchanged(
+    cli: Harness,
+) -> None:
+    seed(cli, {"acme": {"billing": 3}})
+    assert cli.run("sync").code == 0
+    c = m.Connection
+    before = query(cli.db_url, select(c.type, c.name, c.last_changed_at))
+    # Unchanged resync: a snapshot row and nothing else.
+    assert cli.run("sync").code == 0
+    assert len(changes(cli.db_url)) == 12
+    assert query(cli.db_url, select(c.type, c.name, c.last_changed_at)) == before
+    zis = cli.zis
+    zis.put("acme", "billing", "api_key", sample_item("api_key", "brand_new"))
+    zis.delete("acme", "billing", "bearer_token", "billing_bearer_token_1")
+    zis.update(
+        "acme",
+        "billing",
+        "basic_auth",
+        "billing_basic_auth_0",
+        allowed_domain="narrow.example.com",
+        password="ZIS-SENTINEL-SECRET-rotated-password",
+    )
+    zis.update(
+        "acme",
+        "billing",
+        "oauth",
+        "billing_oauth_2",
+        token_expiry="",
+        created_by="someone_else",
+        access_token="ZIS-SENTINEL-SECRET-new-access",
+    )
+    zis.update(
+        "acme",
+        "billing",
+        "oauth",
+        "billing_oauth_1",
+        refresh_token="ZIS-SENTINEL-SECRET-only-a-secret",
+    )
+    result = cli.run("sync", "--format", "json")
+    assert result.code == 0, result.err
+    summary = json.loads(result.out)
+    assert summary["status"] == "complete" and summary["run_id"] == 3
+    assert [
+        {
+            k: s[k]
+            for k in (
+                "account",
+                "integration",
+                "status",
+                "added",
+                "removed",
+                "modified",
+                "restored",
+                "connection_count",
+                "pages",
+                "error",
+            )
+        }
+        for s in summary["snapshots"]
+    ] == [
+        {
+            "account": "acme",
+            "integration": "billing",
+            "status": "complete",
+            "added": 1,
+            "removed": 1,
+            "modified": 2,
+            "restored": 0,
+            "connection_count": 12,
+            "pages": 4,
+            "error": None,
+        }
+    ]
+    s = m.Snapshot
+    third = {i for (i,) in query(cli.db_url, select(s.id).where(s.run_id == 3))}
+    assert changes(cli.db_url, third) == {
+        ("billing", "api_key", "brand_new", "added", None, None, None),
+        ("billing", "bearer_token", "billing_bearer_token_1", "removed", None, None, None),
+        (
+            "billing",
+            "basic_auth",
+            "billing_basic_auth_0",
+            "modified",
+            "allowed_domain",
+            "billing-basic-auth-0.example.com",
+            "narrow.example.com",
+        ),
+        (
+            "billing",
+            "oauth",
+            "billing_oauth_2",
+            "modified",
+            "token_expiry",
+            "2027-01-01T00:00:00Z",
+            None,
+        ),
+        (
+            "billing",
+            "oauth",
+            "billing_oauth_2",
+            "modified",
+            "created_by",
+            "admin_user",
+            "someone_else",
+        ),
+    }
+    v = m.ConnectionVersion
+    versions = query(cli.db_url, select(v.type, v.name, v.allowed_domain, v.valid_to.is_(None)))
+    assert (
+        "basic_auth",
+        "billing_basic_auth_0",
+        "billing-basic-auth-0.example.com",
+        False,
+    ) in versions
+    assert ("basic_auth", "billing_basic_auth_0", "narrow.example.com", True) in versions
+    assert len(versions) == 12 + 1 + 2  # one per connection, the new one, and two new versions
+    removed = query(
+        cli.db_url, select(c.name, c.removed_at.is_not(None)).where(c.type == "bearer_token")
+    )
+    assert removed == {
+        ("billing_bearer_token_0", False),
+        ("billing_bearer_token_1", True),
+        ("billing_bearer_token_2", False),
+    }
+    assert query(
+        cli.db_url, select(v.name).where(v.type == "bearer_token", v.valid_to.is_(None))
+    ) == {("billing_bearer_token_0",), ("billing_bearer_token_2",)}
+
+
+def test_restore_after_removal(cli: Harness) -> None:
+    seed(cli, {"acme": {"billing": 1}})
+    assert cli.run("sync").code == 0
+    item = cli.zis.delete("acme", "billing", "api_key", "billing_api_key_0")
+    assert cli.run("sync").code == 0
+    cli.zis.put("acme", "billing", "api_key", {**item, "header_name": "x-new-header"})
+    result = cli.run("sync")
+    assert result.code == 0
+    s = m.Snapshot
+    assert [row[4:] for row in snapshots(cli.db_url)] == [
+        ("complete", 4, 4, 0, 0, 0, 2),
+        ("complete", 3, 0, 1, 0, 0, 1),
+        ("complete", 4, 0, 0, 0, 1, 2),
+    ]
+    last = {i for (i,) in query(cli.db_url, select(s.id).where(s.run_id == 3))}
+    assert changes(cli.db_url, last) == {
+        ("billing", "api_key", "billing_api_key_0", "restored", None, None, None),
+        (
+            "billing",
+            "api_key",
+            "billing_api_key_0",
+            "modified",
+            "header_name",
+            "x-api-key",
+            "x-new-header",
+        ),
+    }
+    v = m.ConnectionVersion
+    history = sorted(
+        query(
+            cli.db_url, select(v.valid_from, v.valid_to, v.header_name).where(v.type == "api_key")
+        ),
+        key=lambda r: r[0],
+    )
+    assert [(h[2], h[1] is None) for h in history] == [("x-api-key", False), ("x-new-header", True)]
+    assert history[0][1] < history[1][0]  # a gap while it was removed
+    assert ("acme", "billing", "api_key", "billing_api_key_0") in present(cli.db_url)
+
+
+def test_a_failing_page_fails_that_snapshot_only(cli: Harness) -> None:
+    seed(cli, {"acme": {"billing": 2, "crm": 2}}, extra_sync="page_size = 3\nmax_retries = 1")
+    assert cli.run("sync").code == 0
+    cli.zis.delete("acme", "billing", "api_key", "billing_api_key_0")
+    cli.zis.delete("acme", "crm", "api_key", "crm_api_key_0")
+    cli.zis.fail("acme", "billing", server_error(500, times=10, page=2))
+    result = cli.run("sync")
+    assert result.code == 1
+    assert "acme/billing: page 2: gave up after 2 attempts: HTTP 500" in result.out
+    assert [row[1:] for row in snapshots(cli.db_url)][2:] == [
+        (2, "acme", "billing", "failed", 0, 0, 0, 0, 0, 1),
+        (2, "acme", "crm", "complete", 7, 0, 1, 0, 0, 3),
+    ] or [row[1:] for row in snapshots(cli.db_url)][2:] == [
+        (2, "acme", "crm", "complete", 7, 0, 1, 0, 0, 3),
+        (2, "acme", "billing", "failed", 0, 0, 0, 0, 0, 1),
+    ]
+    # Nothing of billing was removed although its second page never arrived.
+    assert expected_keys("acme", "billing", 2) <= present(cli.db_url)
+    s = m.Snapshot
+    assert query(cli.db_url, select(s.error).where(s.status == "failed")) == {
+        ("acme/billing: page 2: gave up after 2 attempts: HTTP 500",)
+    }
+    r = m.SyncRun
+    assert query(cli.db_url, select(r.id, r.status).where(r.id == 2)) == {(2, "partial")}
+
+
+def failed_error(h: Harness) -> set[tuple[Any, ...]]:
+    s = m.Snapshot
+    return query(h.db_url, select(s.integration, s.status, s.error).where(s.status != "complete"))
+
+
+def test_malformed_json_fails_the_snapshot(cli: Harness) -> None:
+    seed(cli, {"acme": {"billing": 1}})
+    cli.zis.fail("acme", "billing", malformed(page=2))
+    result = cli.run("sync")
+    assert result.code == 1
+    assert failed_error(cli) == {
+        (
+            "billing",
+            "failed",
+            "acme/billing: page 2: response is not valid JSON (application/json, 28 bytes)",
+        )
+    }
+    assert present(cli.db_url) == set()
+    assert "Traceback" not in result.err
+
+
+def test_pagination_loop_fails_the_snapshot(cli: Harness) -> None:
+    seed(cli, {"acme": {"billing": 1}})
+    cli.zis.fail("acme", "billing", pagination_loop(page=2))
+    assert cli.run("sync").code == 1
+    assert failed_error(cli) == {
+        ("billing", "failed", "acme/billing: page 2: pagination loop: cursor seen twice")
+    }
+
+
+def test_429_then_success(cli: Harness) -> None:
+    seed(cli, {"acme": {"billing": 1}})
+    cli.zis.fail("acme", "billing", rate_limited("1", page=2))
+    result = cli.run("sync")
+    assert result.code == 0, result.out
+    assert present(cli.db_url) == expected_keys("acme", "billing", 1)
+    assert [r.status for r in cli.zis.requests] == [200, 429, 200]
+
+
+def test_5xx_then_success(cli: Harness) -> None:
+    seed(cli, {"acme": {"billing": 1}})
+    cli.zis.fail("acme", "billing", server_error(502, times=2, page=1))
+    assert cli.run("sync").code == 0
+    assert [r.status for r in cli.zis.requests] == [502, 502, 200, 200]
+    assert present(cli.db_url) == expected_keys("acme", "billing", 1)
+
+
+def test_a_bad_token_fails_without_retry_and_never_shows_the_token(cli: Harness) -> None:
+    seed(cli, {"acme": {"billing": 1, "crm": 1}})
+    cli.zis.integration("acme", "billing").token = "another-token"
+    result = cli.run("sync")
+    assert result.code == 1
+    assert failed_error(cli) == {
+        (
+            "billing",
+            "failed",
+            "acme/billing: page 1: HTTP 401 InvalidCredentials: Token length is invalid",
+        )
+    }
+    assert [(r.integration, r.status) for r in cli.zis.requests if r.integration == "billing"] == [
+        ("billing", 401)
+    ]
+    assert present(cli.db_url) == expected_keys("acme", "crm", 1)
+
+
+def test_forbidden_and_unknown_integration(cli: Harness) -> None:
+    seed(cli, {"acme": {"billing": 1}})
+    cli.zis.integration("acme", "billing").forbidden = True
+    cli.write_config("", acme=["billing", "ghost"])
+    assert cli.run("sync").code == 1
+    assert failed_error(cli) == {
+        (
+            "billing",
+            "failed",
+            "acme/billing: page 1: HTTP 403 Forbidden: Cannot access this resource. Missing scope read",
+        ),
+        ("ghost", "failed", "acme/ghost: page 1: HTTP 404 NotFound: Integration not found"),
+    }
+
+
+def test_mass_removal_is_held_until_accepted(cli: Harness) -> None:
+    seed(cli, {"acme": {"billing": 3}})
+    assert cli.run("sync").code == 0
+    for t in ("api_key", "basic_auth", "bearer_token"):
+        for i in range(3):
+            cli.zis.delete("acme", "billing", t, f"billing_{t}_{i}")
+    result = cli.run("sync")
+    assert result.code == 1
+    held = (
+        "acme/billing: would remove 9 of 12 present connections (75% > sync.max_removal_ratio 50%); "
+        "nothing applied; re-run sync with --accept-removals to apply"
+    )
+    assert failed_error(cli) == {("billing", "held", held)}
+    assert f"held: {held}" in result.out
+    assert len(present(cli.db_url)) == 12 and len(changes(cli.db_url)) == 12
+    result = cli.run("sync", "--accept-removals")
+    assert result.code == 0
+    assert present(cli.db_url) == {
+        ("acme", "billing", "oauth", f"billing_oauth_{i}") for i in range(3)
+    }
+    assert [row[4:] for row in snapshots(cli.db_url)] == [
+        ("complete", 12, 12, 0, 0, 0, 4),
+        ("held", 3, 0, 0, 0, 0, 1),
+        ("complete", 3, 0, 9, 0, 0, 1),
+    ]
+
+
+def test_unknown_type_is_kept_and_reported_once(cli: Harness) -> None:
+    seed(cli, {"acme": {"billing": 1, "crm": 1}})
+    for name in ("billing", "crm"):
+        cli.zis.integration("acme", name).extra_top_level = {
+            "jwt": [
+                {
+                    "name": f"{name}_signer",
+                    "private_key": "ZIS-SENTINEL-SECRET-jwt",
+                    "allowed_domain": "x.io",
+                }
+            ]
+        }
+    result = cli.run("sync")
+    assert result.code == 0
+    c = m.Connection
+    assert query(
+        cli.db_url, select(c.integration, c.name, c.allowed_domain).where(c.type == "jwt")
+    ) == {("billing", "billing_signer", "x.io"), ("crm", "crm_signer", "x.io")}
+    assert result.err.count("connection type 'jwt' is not known to this version") == 1
+    assert "drift: unknown connection type 'jwt' in acme/billing, acme/crm" in result.out
+
+
+def test_no_migrate_refuses_an_empty_database(cli: Harness) -> None:
+    seed(cli, {"acme": {"billing": 1}})
+    result = cli.run("sync", "--no-migrate")
+    assert result.code == 1
+    assert (
+        "database error: database is empty, not at schema head 0001; run 'python -m inventory db upgrade'"
+        in result.err
+    )
+    assert cli.zis.requests == []
+    assert cli.run("db", "upgrade", "--config", str(cli.config)).code == 0
+    result = cli.run("sync", "--no-migrate")
+    assert result.code == 0
+    assert "migrated" not in result.err
+
+
+def test_db_commands(cli: Harness) -> None:
+    seed(cli, {"acme": {"billing": 1}})
+    cfg = str(cli.config)
+    shown = store.safe_url(cli.db_url)
+    assert (
+        cli.run("db", "current", "--config", cfg).out
+        == f"{shown}: revision none (empty), head 0001: needs 'db upgrade'\n"
+    )
+    assert (
+        cli.run("db", "upgrade", "--config", cfg).out == f"{shown}: migrated from empty to 0001\n"
+    )
+    assert cli.run("db", "upgrade", "--config", cfg).out == f"{shown}: already at revision 0001\n"
+    assert (
+        cli.run("db", "current", "--config", cfg).out
+        == f"{shown}: revision 0001, head 0001: up to date\n"
+    )
+
+
+def test_filters_select_integrations(cli: Harness) -> None:
+    seed(cli, {"acme": {"billing": 1, "crm": 1}, "globex": {"ops": 1}})
+    assert cli.run("sync", "--account", "acme", "--integration", "crm").code == 0
+    assert present(cli.db_url) == expected_keys("acme", "crm", 1)
+    result = cli.run("sync", "--account", "initech")
+    assert result.code == 2
+    assert (
+        result.err
+        == "configuration error: --account initech: not a configured account (configured: acme, globex)\n"
+    )
+
+
+def test_unreachable_database_exits_1(cli: Harness, zis: FakeZisServer) -> None:
+    seed(cli, {"acme": {"billing": 1}})
+    bad = "postgresql://nobody:hunter2@127.0.0.1:1/none"
+    cli.monkeypatch.setenv("INVENTORY_DATABASE_URL", bad)
+    result = cli.run("sync")
+    assert result.code == 1
+    assert result.err.startswith(
+        "database error: database unreachable: postgresql+psycopg://nobody:***@127.0.0.1:1/none: "
+    )
+    assert "hunter2" not in result.err and zis.requests == []
