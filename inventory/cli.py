@@ -189,6 +189,8 @@ def render_summary(result: RunResult, fmt: str) -> str:
                 f"  {s.account}/{s.integration}: not applied, snapshot {s.superseded_by} "
                 "saw the account later"
             )
+    if result.migration:
+        lines.append(f"  {result.migration}")
     if result.drift:
         for type_name, places in sorted(result.drift.items()):
             lines.append(
@@ -309,8 +311,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code
-    except click.Abort:
-        click.echo("aborted", err=True)
+    except (click.Abort, KeyboardInterrupt):  # click turns Ctrl-C (and our SIGTERM) into Abort
+        _error("interrupted; the run is marked failed and nothing partial was written")
         return EXIT_FAILED
     except ConfigError as exc:
         _error(f"configuration error: {exc}")
@@ -323,9 +325,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
     except InventoryError as exc:
         _error(f"error: {exc}")
-        return EXIT_FAILED
-    except KeyboardInterrupt:
-        _error("interrupted; the run is marked failed and nothing partial was written")
         return EXIT_FAILED
     finally:
         if _state.handler is not None:

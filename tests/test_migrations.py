@@ -1,0 +1,205 @@
+"""The schema: created only by Alembic, reversible, in step with the models, and shipped
+inside the wheel."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect
+
+from inventory import store
+from inventory.models import Base
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# The auditors' contract (§5 of the spec): these names are public.
+PUBLIC_COLUMNS = {
+    "sync_runs": {"id", "started_at", "finished_at", "trigger", "status"},
+    "snapshots": {
+        "id",
+        "run_id",
+        "account",
+        "integration",
+        "started_at",
+        "finished_at",
+        "status",
+        "connection_count",
+        "added",
+        "removed",
+        "modified",
+        "restored",
+        "pages",
+        "error",
+    },
+    "connections": {
+        "account",
+        "integration",
+        "type",
+        "name",
+        "allowed_domain",
+        "created_at",
+        "updated_at",
+        "header_name",
+        "username",
+        "created_by",
+        "uuid",
+        "oauth_url_subdomain",
+        "permission_scope",
+        "token_type",
+        "token_expiry",
+        "oauth_client_uuid",
+        "first_seen_at",
+        "last_changed_at",
+        "removed_at",
+    },
+    "connection_changes": {
+        "id",
+        "snapshot_id",
+        "account",
+        "integration",
+        "type",
+        "name",
+        "change",
+        "field",
+        "old_value",
+        "new_value",
+        "detected_at",
+    },
+    "connection_versions": {
+        "account",
+        "integration",
+        "type",
+        "name",
+        "allowed_domain",
+        "created_at",
+        "updated_at",
+        "header_name",
+        "username",
+        "created_by",
+        "uuid",
+        "oauth_url_subdomain",
+        "permission_scope",
+        "token_type",
+        "token_expiry",
+        "oauth_client_uuid",
+        "valid_from",
+        "valid_to",
+    },
+}
+
+
+def test_upgrade_downgrade_upgrade_and_models_agree(db_url: str) -> None:
+    engine = store.make_engine(db_url)
+    try:
+        assert store.upgrade(engine) == (None, "0001")
+        tables = set(inspect(engine).get_table_names())
+        assert tables == {"alembic_version", *PUBLIC_COLUMNS}
+        for table, public in PUBLIC_COLUMNS.items():
+            assert public <= {c["name"] for c in inspect(engine).get_columns(table)}, table
+        with engine.connect() as conn:
+            diff = compare_metadata(
+                MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata
+            )
+        assert diff == []
+        store.downgrade(engine, "base")
+        assert set(inspect(engine).get_table_names()) == {"alembic_version"}
+        assert store.current_revision(engine) is None
+        assert store.upgrade(engine) == (None, "0001")
+        assert store.ensure_schema(engine, migrate=False) is None
+    finally:
+        engine.dispose()
+
+
+def test_sqlite_file_is_private(tmp_path: Path) -> None:
+    engine = store.make_engine(f"sqlite:///{tmp_path / 'new.db'}")
+    try:
+        store.upgrade(engine)
+    finally:
+        engine.dispose()
+    assert (tmp_path / "new.db").stat().st_mode & 0o777 == 0o600
+
+
+def test_unknown_revision_is_refused(tmp_path: Path) -> None:
+    engine = store.make_engine(f"sqlite:///{tmp_path / 'x.db'}")
+    try:
+        store.upgrade(engine)
+        with engine.begin() as conn:
+            conn.exec_driver_sql("UPDATE alembic_version SET version_num = 'ffff'")
+        with pytest.raises(
+            Exception,
+            match="at schema revision ffff, which this version of zis-inventory does not know",
+        ):
+            store.ensure_schema(engine, migrate=True)
+    finally:
+        engine.dispose()
+
+
+def test_the_wheel_carries_the_migrations(tmp_path: Path) -> None:
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(tmp_path / "dist"),
+            str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = (tmp_path / "dist").glob("zis_inventory-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert {
+        "inventory/migrations/env.py",
+        "inventory/migrations/script.py.mako",
+        "inventory/migrations/versions/20261128_0001_initial_schema.py",
+    } <= names
+    # Installed alone (not editable), the package finds its migrations and builds a database.
+    target = tmp_path / "site"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--target",
+            str(target),
+            str(wheel),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(target),
+        "INVENTORY_DATABASE_URL": f"sqlite:///{tmp_path / 'w.db'}",
+    }
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import inventory, sys; from inventory.cli import main; print(inventory.__file__); sys.exit(main(['db', 'upgrade']))",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        str(target / "inventory" / "__init__.py"),
+        f"sqlite:///{tmp_path / 'w.db'}: migrated from empty to 0001",
+    ]
