@@ -25,7 +25,7 @@ from .config import (
     SyncSettings,
 )
 from .records import format_timestamp
-from .sync import run_sync
+from .sync import RunResult, run_sync
 from .testing import FakeZisServer, sample_item
 
 ACCOUNT = "acme"
@@ -181,8 +181,6 @@ def _prepare_file(path: Path) -> str | None:
 
 
 def run_demo(database_path: str, echo: Callable[[str], Any]) -> int:
-    from .cli import format_table, render_summary
-
     path = Path(database_path)
     refusal = _prepare_file(path)
     if refusal:
@@ -190,7 +188,35 @@ def run_demo(database_path: str, echo: Callable[[str], Any]) -> int:
         return 2
     now = datetime.now(UTC).replace(microsecond=0)
     # The summaries below say what the per-snapshot log lines would; keep stderr quiet.
-    logging.getLogger("inventory.sync").setLevel(logging.WARNING)
+    sync_log = logging.getLogger("inventory.sync")
+    level = sync_log.level
+    sync_log.setLevel(logging.WARNING)
+    try:
+        first, second = _two_syncs(path, now, echo)
+    finally:
+        sync_log.setLevel(level)
+    echo(LOOK_FURTHER.format(db=path))
+    return max(first.exit_code, second.exit_code)
+
+
+def _changes(engine: Any, run_id: int) -> tuple[list[str], list[list[str]]]:
+    c, s = m.ConnectionChange, m.Snapshot
+    query = (
+        select(c.integration, c.type, c.name, c.change, c.field, c.old_value, c.new_value)
+        .join(s, s.id == c.snapshot_id)
+        .where(s.run_id == run_id)
+        .order_by(c.id)
+    )
+    with engine.connect() as conn:
+        rows = [[v if v is not None else "" for v in row] for row in conn.execute(query)]
+    return ["INTEGRATION", "TYPE", "NAME", "CHANGE", "FIELD", "OLD", "NEW"], rows
+
+
+def _two_syncs(
+    path: Path, now: datetime, echo: Callable[[str], Any]
+) -> tuple[RunResult, RunResult]:
+    from .cli import format_table, render_summary
+
     with FakeZisServer() as server:
         integrations = []
         for name, items in sample_account(now).items():
@@ -222,18 +248,4 @@ def run_demo(database_path: str, echo: Callable[[str], Any]) -> int:
             echo("\n".join(format_table(*_changes(engine, second.run_id))) + "\n")
         finally:
             engine.dispose()
-    echo(LOOK_FURTHER.format(db=path))
-    return max(first.exit_code, second.exit_code)
-
-
-def _changes(engine: Any, run_id: int) -> tuple[list[str], list[list[str]]]:
-    c, s = m.ConnectionChange, m.Snapshot
-    query = (
-        select(c.integration, c.type, c.name, c.change, c.field, c.old_value, c.new_value)
-        .join(s, s.id == c.snapshot_id)
-        .where(s.run_id == run_id)
-        .order_by(c.id)
-    )
-    with engine.connect() as conn:
-        rows = [[v if v is not None else "" for v in row] for row in conn.execute(query)]
-    return ["INTEGRATION", "TYPE", "NAME", "CHANGE", "FIELD", "OLD", "NEW"], rows
+    return first, second

@@ -13,6 +13,7 @@ import json
 import re
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -47,7 +48,7 @@ def sample_item(type_name: str, name: str, **fields: Any) -> dict[str, Any]:
     elif type_name == "oauth":
         item.update(
             created_by="admin_user",
-            uuid=f"00000000-0000-4000-8000-{abs(hash(name)) % 10**12:012d}",
+            uuid=str(uuid.uuid5(uuid.NAMESPACE_URL, f"zis-connection:{name}")),
             oauth_url_subdomain="acme",
             permission_scope="read write",
             token_type="bearer",
@@ -127,9 +128,9 @@ class FakeZisServer:
 
     # --- life cycle ---
 
-    def start(self) -> FakeZisServer:
+    def start(self, port: int = 0) -> FakeZisServer:
         handler = type("Handler", (_Handler,), {"fake": self})
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), handler)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
@@ -353,3 +354,56 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # quiet: tests read the request log instead
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m inventory.testing``: serve the demo's sample account until Ctrl-C."""
+    import argparse
+    import os
+    from datetime import UTC, datetime
+
+    from .demo import ACCOUNT, change_account, sample_account
+
+    parser = argparse.ArgumentParser(
+        prog="python -m inventory.testing",
+        description="Serve the demo's sample ZIS account on 127.0.0.1 (for trying zis-inventory).",
+    )
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument(
+        "--token-env",
+        default="FAKE_ZIS_TOKEN",
+        help="environment variable holding the token every integration accepts",
+    )
+    parser.add_argument(
+        "--changed", action="store_true", help="serve the account after the demo's changes"
+    )
+    args = parser.parse_args(argv)
+    token = os.environ.get(args.token_env, "")
+    if not token:
+        parser.error(f"set {args.token_env} to the token the fake server should accept")
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    server = FakeZisServer()
+    for name, items in sample_account(today).items():  # the same data all day long
+        server.add_integration(ACCOUNT, name, token, items)
+    if args.changed:
+        change_account(server, today)
+    try:
+        server.start(args.port)
+    except OSError as exc:
+        parser.error(f"cannot listen on 127.0.0.1:{args.port}: {exc.strerror}")
+    names = ", ".join(server.accounts[ACCOUNT])
+    print(
+        f"serving account {ACCOUNT!r} at {server.base_url(ACCOUNT)} (integrations: {names})",
+        flush=True,
+    )
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -171,6 +171,7 @@ class ZisClient:
                 max_connections=settings.concurrency, max_keepalive_connections=settings.concurrency
             ),
         )
+        self._counts_lock = threading.Lock()
         self.requests = 0
         self.rate_limited = 0
 
@@ -227,12 +228,14 @@ class ZisClient:
     ) -> dict[str, Any]:
         token = integration.token.reveal()
         headers = {"Authorization": f"Bearer {token}"}
-        self.requests += 1
+        with self._counts_lock:
+            self.requests += 1
         try:
             with self._http.stream("GET", url, params=params, headers=headers) as response:
                 status = response.status_code
                 if status == 429:
-                    self.rate_limited += 1
+                    with self._counts_lock:
+                        self.rate_limited += 1
                     retry_after = parse_retry_after(response.headers.get("Retry-After"))
                     if retry_after is None:
                         retry_after = self.policy.delay(0, None)

@@ -150,9 +150,9 @@ class Harness:
         self.config.write_text("\n".join(parts))
         return self.config
 
-    def run(self, *args: str) -> Result:
+    def run(self, *args: str, log_format: str = "text") -> Result:
         self.capsys.readouterr()
-        argv = ["--log-level", "DEBUG", *args]
+        argv = ["--log-level", "DEBUG", "--log-format", log_format, *args]
         if self.config is not None and args and args[0] in ("sync",):
             argv += ["--config", str(self.config)]
         code = main(argv)

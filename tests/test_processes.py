@@ -134,3 +134,34 @@ def test_sigterm_stops_the_run_and_marks_it_failed(cli: Harness) -> None:
     }
     assert query(cli.db_url, select(func.count()).select_from(m.Snapshot)) == {(0,)}
     assert present(cli.db_url) == set()
+
+
+def test_the_standalone_fake_server_serves_the_demo_account(cli: Harness) -> None:
+    cli.monkeypatch.setenv("FAKE_ZIS_TOKEN", cli.token("acme", "all"))
+    server = subprocess.Popen(
+        [sys.executable, "-m", "inventory.testing", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        first = server.stdout.readline()
+        prefix = "serving account 'acme' at "
+        assert first.startswith(prefix) and first.endswith(
+            " (integrations: billing_sync, crm_bridge, slack_alerts)\n"
+        )
+        base_url = first[len(prefix) :].split(" ")[0]
+        cli.monkeypatch.setenv("ACME_ZIS_TOKEN", cli.token("acme", "all"))
+        config = cli.tmp_path / "inventory.toml"
+        config.write_text(
+            f'[database]\nurl = "{cli.db_url}"\n[[accounts]]\nsubdomain = "acme"\nbase_url = "{base_url}"\n'
+            'token_env = "ACME_ZIS_TOKEN"\nintegrations = ["billing_sync", "crm_bridge", "slack_alerts"]\n'
+        )
+        cli.config = config
+        assert cli.run("sync").code == 0
+        assert len(present(cli.db_url)) == 36
+    finally:
+        server.terminate()
+        out, err = server.communicate(timeout=10)
+        cli.outputs += [out, err]

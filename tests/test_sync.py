@@ -7,6 +7,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 
 from inventory import models as m
@@ -619,3 +620,65 @@ def test_unreachable_database_exits_1(cli: Harness, zis: FakeZisServer) -> None:
         "database error: database unreachable: postgresql+psycopg://nobody:***@127.0.0.1:1/none: "
     )
     assert "hunter2" not in result.err and zis.requests == []
+
+
+def test_json_logs_one_object_per_line_with_the_snapshot_fields(cli: Harness) -> None:
+    seed(cli, {"acme": {"billing": 1}})
+    cli.zis.fail("acme", "billing", server_error(503, page=1))
+    result = cli.run("sync", log_format="json")
+    assert result.code == 0
+    records = [json.loads(line) for line in result.err.splitlines()]
+    snapshot_lines = [r for r in records if r.get("integration") == "billing"]
+    assert len(snapshot_lines) == 1
+    line = snapshot_lines[0]
+    assert {
+        k: line[k]
+        for k in (
+            "level",
+            "logger",
+            "account",
+            "integration",
+            "status",
+            "added",
+            "removed",
+            "modified",
+            "restored",
+            "connection_count",
+            "pages",
+        )
+    } == {
+        "level": "info",
+        "logger": "inventory.sync",
+        "account": "acme",
+        "integration": "billing",
+        "status": "complete",
+        "added": 4,
+        "removed": 0,
+        "modified": 0,
+        "restored": 0,
+        "connection_count": 4,
+        "pages": 2,
+    }
+    assert line["message"].startswith("acme/billing: complete: +4 added")
+
+
+def test_an_older_view_committed_late_is_recorded_but_not_applied(cli: Harness) -> None:
+    seed(cli, {"acme": {"billing": 1}})
+    assert cli.run("sync").code == 0
+    cli.zis.delete("acme", "billing", "api_key", "billing_api_key_0")
+    # A sync whose fetch started before the one already applied (as when two overlap).
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(store, "now", lambda: datetime(2000, 1, 1, tzinfo=UTC))
+        result = cli.run("sync")
+    assert result.code == 0
+    assert "acme/billing: not applied, snapshot 1 saw the account later" in result.out
+    s = m.Snapshot
+    assert query(cli.db_url, select(s.id, s.status, s.superseded_by, s.removed)) == {
+        (1, "complete", None, 0),
+        (2, "complete", 1, 0),
+    }
+    assert len(changes(cli.db_url)) == 4
+    assert cli.run("sync").code == 0  # a current view applies the removal
+    assert changes(cli.db_url, {3}) == {
+        ("billing", "api_key", "billing_api_key_0", "removed", None, None, None)
+    }
