@@ -6,24 +6,26 @@ Exit status: 0 success; 1 a snapshot failed or was held, or the database is unus
 
 from __future__ import annotations
 
-import json
 import logging
+import re
 import signal
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict
+from datetime import UTC, datetime, timedelta
 from types import FrameType
 from typing import Any
 
 import click
+from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from . import __version__, logs, store
+from . import __version__, logs, report, store
 from .config import Settings, load_settings
 from .errors import ConfigError, DatabaseError, InventoryError
-from .sync import RunResult, run_sync
+from .records import parse_timestamp
+from .sync import run_sync, select_targets
 
 log = logging.getLogger("inventory")
 
@@ -131,83 +133,8 @@ def sync(
         result.migration = migrated
     finally:
         engine.dispose()
-    click.echo(render_summary(result, fmt))
+    click.echo(report.sync_summary(result, fmt))
     return result.exit_code
-
-
-def render_summary(result: RunResult, fmt: str) -> str:
-    if fmt == "json":
-        data: dict[str, Any] = {
-            "run_id": result.run_id,
-            "status": result.status,
-            "migration": result.migration,
-            "drift": {k: sorted(v) for k, v in sorted(result.drift.items())},
-            "snapshots": [
-                {k: (round(v, 3) if k == "seconds" else v) for k, v in asdict(s).items()}
-                for s in result.snapshots
-            ],
-        }
-        return json.dumps(data, indent=2)
-    headers = [
-        "ACCOUNT",
-        "INTEGRATION",
-        "STATUS",
-        "ADDED",
-        "REMOVED",
-        "MODIFIED",
-        "RESTORED",
-        "CONNECTIONS",
-        "PAGES",
-        "SECONDS",
-    ]
-    rows = [
-        [
-            s.account,
-            s.integration,
-            s.status,
-            str(s.added),
-            str(s.removed),
-            str(s.modified),
-            str(s.restored),
-            str(s.connection_count),
-            str(s.pages),
-            f"{s.seconds:.2f}",
-        ]
-        for s in result.snapshots
-    ]
-    lines = format_table(headers, rows)
-    complete = sum(1 for s in result.snapshots if s.status == "complete")
-    lines.append(
-        f"run {result.run_id}: {result.status} "
-        f"({complete} of {len(result.snapshots)} snapshots complete)"
-    )
-    for s in result.snapshots:
-        if s.error:
-            lines.append(f"  {s.status}: {s.error}")
-        elif s.superseded_by is not None:
-            lines.append(
-                f"  {s.account}/{s.integration}: not applied, snapshot {s.superseded_by} "
-                "saw the account later"
-            )
-    if result.migration:
-        lines.append(f"  {result.migration}")
-    if result.drift:
-        for type_name, places in sorted(result.drift.items()):
-            lines.append(
-                f"  drift: unknown connection type {type_name!r} in {', '.join(sorted(places))}"
-            )
-    return "\n".join(lines)
-
-
-def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    widths = [
-        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
-    ]
-
-    def line(cells: Sequence[str]) -> str:
-        return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
-
-    return [line(headers), *(line(r) for r in rows)]
 
 
 @contextmanager
@@ -228,6 +155,316 @@ def _signals_as_interrupt() -> Iterator[threading.Event]:
         yield stop
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+# --- reports -----------------------------------------------------------------------
+
+_DURATION_RE = re.compile(r"^(\d{1,6})([dhm])$")
+_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+class Duration(click.ParamType[Any]):
+    name = "duration"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> timedelta:
+        if isinstance(value, timedelta):
+            return value
+        match = _DURATION_RE.match(str(value).strip())
+        if not match:
+            self.fail(f"{value!r} is not a duration such as 30d, 12h or 90m", param, ctx)
+        unit = {"d": "days", "h": "hours", "m": "minutes"}[match[2]]
+        return timedelta(**{unit: int(match[1])})
+
+
+class Instant(click.ParamType[Any]):
+    """RFC 3339 (2026-06-01T00:00:00Z) or a date (2026-06-01, midnight UTC)."""
+
+    name = "time"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> datetime:
+        if isinstance(value, datetime):
+            return value
+        text = str(value).strip()
+        try:
+            if _DATE_RE.match(text):
+                return datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC)
+            return parse_timestamp(text)
+        except ValueError:
+            self.fail(
+                f"{value!r} is not a date (2026-06-01) or an RFC 3339 time (2026-06-01T12:00:00Z)",
+                param,
+                ctx,
+            )
+
+
+class Since(click.ParamType[Any]):
+    """A duration back from now (7d) or a point in time."""
+
+    name = "since"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> datetime:
+        if isinstance(value, datetime):
+            return value
+        if _DURATION_RE.match(str(value).strip()):
+            return _now() - Duration().convert(value, param, ctx)
+        try:
+            return Instant().convert(value, param, ctx)
+        except click.BadParameter:
+            self.fail(
+                f"{value!r} is not a duration (7d, 12h, 90m), a date or an RFC 3339 time",
+                param,
+                ctx,
+            )
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _csv_choice(
+    allowed: Sequence[str],
+) -> Callable[[click.Context, click.Parameter, str | None], tuple[str, ...]]:
+    def convert(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[str, ...]:
+        if not value:
+            return ()
+        items = tuple(v.strip() for v in value.split(",") if v.strip())
+        wrong = [v for v in items if v not in allowed]
+        if wrong:
+            raise click.BadParameter(
+                f"{', '.join(wrong)} (choose from {', '.join(allowed)})", ctx, param
+            )
+        return items
+
+    return convert
+
+
+def report_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    for option in reversed(
+        [
+            config_option,
+            click.option(
+                "--account",
+                "accounts",
+                multiple=True,
+                metavar="SUBDOMAIN",
+                help="Only this account (repeatable).",
+            ),
+            click.option(
+                "--integration",
+                "integrations",
+                multiple=True,
+                metavar="NAME",
+                help="Only this integration (repeatable).",
+            ),
+            click.option(
+                "--format",
+                "fmt",
+                type=click.Choice(report.FORMATS),
+                default="table",
+                show_default=True,
+                help="table (80 columns), json (an array of objects) or csv (with a header row).",
+            ),
+        ]
+    ):
+        func = option(func)
+    return func
+
+
+type_option = click.option(
+    "--type", "types", multiple=True, metavar="TYPE", help="Only this connection type (repeatable)."
+)
+
+
+@contextmanager
+def _reader(
+    config_path: str | None, *, require_accounts: bool = False
+) -> Iterator[tuple[Settings, Engine]]:
+    """Settings (without tokens) and a read-only engine on a database at the schema head."""
+    settings = load_settings(config_path, require_accounts=require_accounts, resolve_tokens=False)
+    engine = store.make_engine(
+        settings.database_url, busy_timeout=settings.database.busy_timeout_seconds, readonly=True
+    )
+    try:
+        store.require_schema(engine)
+        yield settings, engine
+    finally:
+        engine.dispose()
+
+
+@cli.command("connections")
+@report_options
+@type_option
+@click.option("--include-removed", is_flag=True, help="Also list removed connections (marked *).")
+@click.option(
+    "--expiring-within",
+    type=Duration(),
+    metavar="DURATION",
+    help="Only tokens expiring within this time (30d, 12h, 90m).",
+)
+@click.option(
+    "--expired", is_flag=True, help="Only tokens already expired (with --expiring-within: either)."
+)
+@click.option(
+    "--not-updated-for",
+    type=Duration(),
+    metavar="DURATION",
+    help="Only connections whose updated_at is older (those with none are listed apart).",
+)
+@click.option(
+    "--as-of",
+    type=Instant(),
+    metavar="TIME",
+    help="The inventory as it was at TIME (from connection_versions).",
+)
+def connections_command(
+    config_path: str | None,
+    accounts: tuple[str, ...],
+    integrations: tuple[str, ...],
+    fmt: str,
+    types: tuple[str, ...],
+    include_removed: bool,
+    expiring_within: timedelta | None,
+    expired: bool,
+    not_updated_for: timedelta | None,
+    as_of: datetime | None,
+) -> int:
+    """List connections: present ones, or as they were at a time."""
+    if as_of is not None and include_removed:
+        raise click.UsageError(
+            "--as-of and --include-removed cannot be combined: "
+            "as of a time, a connection either existed or not"
+        )
+    filters = report.ConnectionFilter(
+        accounts,
+        integrations,
+        types,
+        include_removed,
+        expiring_within,
+        expired,
+        not_updated_for,
+        as_of,
+    )
+    with _reader(config_path) as (_, engine):
+        click.echo(report.connections(engine, filters, _now()).render(fmt))
+    return EXIT_OK
+
+
+@cli.command("changes")
+@report_options
+@type_option
+@click.option(
+    "--since",
+    type=Since(),
+    metavar="WHEN",
+    help="From this time on: a duration back from now (7d) or a date/time.",
+)
+@click.option(
+    "--until",
+    type=Since(),
+    metavar="WHEN",
+    help="Before this time: a duration back from now or a date/time.",
+)
+@click.option(
+    "--change",
+    "kinds",
+    callback=_csv_choice(("added", "removed", "modified", "restored")),
+    metavar="KINDS",
+    help="Only these kinds, comma-separated: added,removed,modified,restored.",
+)
+@click.option(
+    "--snapshot",
+    type=click.IntRange(min=1),
+    metavar="ID",
+    help="Only the changes of this snapshot.",
+)
+def changes_command(
+    config_path: str | None,
+    accounts: tuple[str, ...],
+    integrations: tuple[str, ...],
+    fmt: str,
+    types: tuple[str, ...],
+    since: datetime | None,
+    until: datetime | None,
+    kinds: tuple[str, ...],
+    snapshot: int | None,
+) -> int:
+    """List the change log (connection_changes), oldest first."""
+    filters = report.ChangeFilter(accounts, integrations, types, since, until, kinds, snapshot)
+    with _reader(config_path) as (_, engine):
+        click.echo(report.changes(engine, filters).render(fmt))
+    return EXIT_OK
+
+
+@cli.command("snapshots")
+@report_options
+@click.option("--failed", is_flag=True, help="Only snapshots that failed or were held.")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=20,
+    show_default=True,
+    help="How many, newest first.",
+)
+def snapshots_command(
+    config_path: str | None,
+    accounts: tuple[str, ...],
+    integrations: tuple[str, ...],
+    fmt: str,
+    failed: bool,
+    limit: int,
+) -> int:
+    """List recent snapshots with status, counts, pages, duration and error."""
+    with _reader(config_path) as (_, engine):
+        click.echo(
+            report.snapshots(
+                engine, accounts=accounts, integrations=integrations, failed=failed, limit=limit
+            ).render(fmt)
+        )
+    return EXIT_OK
+
+
+@cli.command("check")
+@report_options
+@click.option(
+    "--expiring-within",
+    type=Duration(),
+    default="14d",
+    show_default=True,
+    metavar="DURATION",
+    help="Alert on tokens expiring within this time.",
+)
+@click.option(
+    "--max-age",
+    type=Duration(),
+    default="2d",
+    show_default=True,
+    metavar="DURATION",
+    help="Alert on configured integrations with no complete snapshot this recent.",
+)
+def check_command(
+    config_path: str | None,
+    accounts: tuple[str, ...],
+    integrations: tuple[str, ...],
+    fmt: str,
+    expiring_within: timedelta,
+    max_age: timedelta,
+) -> int:
+    """Exit 1 when a token has expired or expires soon, or an integration is stale."""
+    with _reader(config_path, require_accounts=True) as (settings, engine):
+        targets = [
+            (a.subdomain, i.name) for a, i in select_targets(settings, accounts, integrations)
+        ]
+        found, failing = report.check(
+            engine, targets, expiring_within=expiring_within, max_age=max_age, now=_now()
+        )
+    click.echo(found.render(fmt))
+    return EXIT_FAILED if failing else EXIT_OK
 
 
 @cli.group()

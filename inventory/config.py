@@ -252,9 +252,16 @@ def load_settings(
     *,
     environ: Mapping[str, str] | None = None,
     require_accounts: bool = True,
+    resolve_tokens: bool | None = None,
 ) -> Settings:
-    """Read the configuration and resolve tokens; raises ConfigError before any work."""
+    """Read the configuration and resolve tokens; raises ConfigError before any work.
+
+    Read-only commands pass ``resolve_tokens=False``: they need the accounts and
+    integrations configured, not their tokens.
+    """
     env = os.environ if environ is None else environ
+    if resolve_tokens is None:
+        resolve_tokens = require_accounts
     path, named = config_path(explicit, env)
     if not named and not path.exists() and not require_accounts:
         file_config = FileConfig()
@@ -275,7 +282,7 @@ def load_settings(
             f"{where}: accounts: no [[accounts]] configured; add one with subdomain, "
             "token_env (or token_file) and integrations (see config.example.toml)"
         )
-    accounts = _resolve_accounts(where, file_config.accounts, env, resolve_tokens=require_accounts)
+    accounts = _resolve_accounts(where, file_config.accounts, env, resolve_tokens=resolve_tokens)
     return Settings(
         source=where,
         database_url=database_url,

@@ -25,6 +25,7 @@ from .config import (
     SyncSettings,
 )
 from .records import format_timestamp
+from .report import format_table, sync_summary
 from .sync import RunResult, run_sync
 from .testing import FakeZisServer, sample_item
 
@@ -215,8 +216,6 @@ def _changes(engine: Any, run_id: int) -> tuple[list[str], list[list[str]]]:
 def _two_syncs(
     path: Path, now: datetime, echo: Callable[[str], Any]
 ) -> tuple[RunResult, RunResult]:
-    from .cli import format_table, render_summary
-
     with FakeZisServer() as server:
         integrations = []
         for name, items in sample_account(now).items():
@@ -237,13 +236,13 @@ def _two_syncs(
             echo(f"A fake ZIS server is serving account '{ACCOUNT}' at {server.url}.\n")
             echo(f"1. First sync into {path}: every connection is recorded as added.\n")
             first = run_sync(settings, engine)
-            echo(render_summary(first, "table") + "\n")
+            echo(sync_summary(first, "table") + "\n")
             echo("2. Meanwhile, in the account:")
             for line in change_account(server, now):
                 echo(f"   - {line}")
             echo("\n3. Second sync: only what changed is written.\n")
             second = run_sync(settings, engine)
-            echo(render_summary(second, "table") + "\n")
+            echo(sync_summary(second, "table") + "\n")
             echo("4. What connection_changes recorded in the second sync:\n")
             echo("\n".join(format_table(*_changes(engine, second.run_id))) + "\n")
         finally:

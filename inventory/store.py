@@ -75,8 +75,12 @@ def safe_url(url: str) -> str:
         return "(unparseable database URL)"
 
 
-def make_engine(url: str, *, busy_timeout: float = 30.0) -> Engine:
-    """An engine for SQLite (file created 0600, BEGIN IMMEDIATE) or PostgreSQL (psycopg 3)."""
+def make_engine(url: str, *, busy_timeout: float = 30.0, readonly: bool = False) -> Engine:
+    """An engine for SQLite (file created 0600, BEGIN IMMEDIATE) or PostgreSQL (psycopg 3).
+
+    ``readonly`` engines (the reports) never create, lock or write: SQLite opens the file
+    with mode=ro, PostgreSQL sessions are read-only transactions.
+    """
     try:
         parsed = make_url(normalize_url(url))
     except ArgumentError:
@@ -87,7 +91,16 @@ def make_engine(url: str, *, busy_timeout: float = 30.0) -> Engine:
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         database = parsed.database or ""
-        if database and database != ":memory:" and not database.startswith("file:"):
+        plain_file = database and database != ":memory:" and not database.startswith("file:")
+        if readonly:
+            if plain_file and not Path(database).is_file():
+                raise ConfigError(f"database {database} does not exist; run a sync first")
+            if plain_file:
+                parsed = parsed.set(
+                    database=f"file:{Path(database).resolve()}", query={"mode": "ro", "uri": "true"}
+                )
+            return create_engine(parsed, connect_args={"timeout": busy_timeout})
+        if plain_file:
             _create_private_file(Path(database))
         engine = create_engine(parsed, connect_args={"timeout": busy_timeout})
         _sqlite_transactions(engine)
@@ -97,11 +110,10 @@ def make_engine(url: str, *, busy_timeout: float = 30.0) -> Engine:
             raise ConfigError(
                 f"database.url: use postgresql:// (psycopg 3), not {parsed.drivername}://"
             )
-        return create_engine(
-            parsed,
-            pool_pre_ping=True,
-            connect_args={"connect_timeout": max(1, int(busy_timeout))},
-        )
+        connect_args: dict[str, Any] = {"connect_timeout": max(1, int(busy_timeout))}
+        if readonly:
+            connect_args["options"] = "-c default_transaction_read_only=on"
+        return create_engine(parsed, pool_pre_ping=True, connect_args=connect_args)
     raise ConfigError(
         f"database.url: unsupported database {backend!r}; use sqlite:/// or postgresql://"
     )
@@ -215,6 +227,23 @@ def ensure_schema(engine: Engine, *, migrate: bool) -> str | None:
     if before == after:
         return None
     return f"database migrated from {before or 'empty'} to {after}"
+
+
+def require_schema(engine: Engine) -> None:
+    """For read-only commands: the schema must exist and be at head; they never migrate."""
+    check_reachable(engine)
+    current = current_revision(engine)
+    where = safe_url(engine.url.render_as_string(hide_password=False))
+    if current is None:
+        raise ConfigError(
+            f"{where} has no zis-inventory schema; run 'python -m inventory sync' "
+            "(or 'db upgrade') against it first"
+        )
+    if current != head_revision():
+        raise ConfigError(
+            f"{where} is at schema revision {current}, not {head_revision()}; "
+            "run 'python -m inventory db upgrade'"
+        )
 
 
 def _known_revisions() -> set[str]:

@@ -23,6 +23,7 @@ from inventory.store import normalize_url
 from inventory.testing import SENTINEL, FakeZisServer
 
 PG_ENV = "INVENTORY_TEST_POSTGRES_URL"
+CONFIG_COMMANDS = {"sync", "connections", "changes", "snapshots", "check"}
 RUN_TAG = secrets.token_hex(4)
 _counter = itertools.count()
 
@@ -153,7 +154,7 @@ class Harness:
     def run(self, *args: str, log_format: str = "text") -> Result:
         self.capsys.readouterr()
         argv = ["--log-level", "DEBUG", "--log-format", log_format, *args]
-        if self.config is not None and args and args[0] in ("sync",):
+        if self.config is not None and args and args[0] in CONFIG_COMMANDS:
             argv += ["--config", str(self.config)]
         code = main(argv)
         captured = self.capsys.readouterr()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import tomllib
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,12 +14,12 @@ import click
 import pytest
 from pydantic import BaseModel
 
+from inventory import store
 from inventory.cli import cli as root_command
 from inventory.config import FileConfig, load_settings
 from inventory.testing import sample_item
 
 from .conftest import Harness, rows
-from .test_sync import seed
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
@@ -52,34 +53,149 @@ def test_global_options_are_in_the_readme() -> None:
                 assert f"`{opt}" in README, opt
 
 
-def readme_sql() -> list[str]:
-    return re.findall(r"```sql\n(.*?)```", README, re.S)
+SQL_BLOCK = re.compile(
+    r"```sql\n-- (?P<title>[^\n]*?)(?: \((?P<dialect>SQLite|PostgreSQL)\))?\n(?P<sql>.*?)```", re.S
+)
 
 
-def test_readme_sql_runs_and_answers(cli: Harness) -> None:
-    queries = readme_sql()
-    assert len(queries) == 2
-    seed(cli, {"acme": {"billing": 1, "crm": 2}})
-    assert cli.run("sync").code == 0
-    cli.zis.delete("acme", "crm", "oauth", "crm_oauth_0")
-    cli.zis.put("acme", "billing", "api_key", sample_item("api_key", "new_key"))
-    assert cli.run("sync").code == 0
-    by_type = rows(cli.db_url, queries[0])
-    assert [tuple(r) for r in by_type] == [
-        ("acme", "billing", "api_key", 2),
-        ("acme", "billing", "basic_auth", 1),
-        ("acme", "billing", "bearer_token", 1),
-        ("acme", "billing", "oauth", 1),
-        ("acme", "crm", "api_key", 2),
-        ("acme", "crm", "basic_auth", 2),
-        ("acme", "crm", "bearer_token", 2),
-        ("acme", "crm", "oauth", 1),
+def readme_sql() -> list[tuple[str, str | None, str]]:
+    blocks = [(m["title"], m["dialect"], m["sql"]) for m in SQL_BLOCK.finditer(README)]
+    assert len(blocks) == README.count("```sql"), "every sql block starts with a -- title line"
+    return blocks
+
+
+def _norm(value: Any) -> Any:
+    """SQLite returns UTC text, PostgreSQL datetimes: compare them as SQLite's text."""
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    return value
+
+
+def _text(value: datetime) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+T1 = datetime(2026, 5, 1, tzinfo=UTC)
+T2 = datetime(2026, 6, 15, tzinfo=UTC)
+
+
+def test_readme_audit_sql_runs_as_written_and_answers(cli: Harness) -> None:
+    now = datetime.now(UTC)
+
+    def at(days: float) -> str:
+        return (now + timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    ops = [
+        ("api_key", sample_item("api_key", "pager_key", updated_at=at(-400))),
+        ("basic_auth", sample_item("basic_auth", "statuspage_bot", updated_at=at(-10))),
+        (
+            "bearer_token",
+            sample_item("bearer_token", "open_token", allowed_domain="", updated_at=at(-5)),
+        ),
+        ("oauth", sample_item("oauth", "slack_oauth", created_by="it.admin", token_expiry=at(10))),
+        ("oauth", sample_item("oauth", "github_app", created_by="dev.ops", token_expiry=at(60))),
+        ("oauth", sample_item("oauth", "zoho", created_by="former.admin", token_expiry=at(-1))),
     ]
-    last_run = rows(cli.db_url, queries[1])
-    assert sorted(r[1:] for r in last_run) == [
-        ("acme", "billing", "api_key", "new_key", "added", None, None, None),
-        ("acme", "crm", "oauth", "crm_oauth_0", "removed", None, None, None),
+    crm = [
+        (
+            "api_key",
+            sample_item("api_key", "hub_key", allowed_domain="api.hubapi.com", updated_at=at(-30)),
+        ),
+        ("oauth", sample_item("oauth", "sf", created_by="dev.ops", token_expiry=at(20))),
     ]
+    cli.zis.add_integration("acme", "ops", cli.token("acme", "ops"), ops)
+    cli.zis.add_integration("acme", "crm", cli.token("acme", "crm"), crm)
+    cli.write_config("", acme=["ops", "crm"])
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(store, "now", lambda: T1)
+        assert cli.run("sync").code == 0
+        cli.zis.delete("acme", "ops", "basic_auth", "statuspage_bot")
+        cli.zis.update("acme", "crm", "api_key", "hub_key", allowed_domain="eu.hubapi.com")
+        patch.setattr(store, "now", lambda: T2)
+        assert cli.run("sync").code == 0
+    cli.zis.put("acme", "ops", "api_key", sample_item("api_key", "new_key", updated_at=at(-1)))
+    cli.zis.integration("acme", "crm").token = "revoked"
+    assert cli.run("sync").code == 1
+
+    expected: dict[str, tuple[slice, list[tuple[Any, ...]]]] = {
+        "Credentials expiring in the next 30 days": (
+            slice(0, 4),
+            [("acme", "ops", "oauth", "slack_oauth"), ("acme", "crm", "oauth", "sf")],
+        ),
+        "Credentials not rotated (updated_at) for 180 days": (
+            slice(0, 4),
+            [("acme", "ops", "api_key", "pager_key")],
+        ),
+        "Every change in the last 7 days": (
+            slice(1, 8),
+            [("acme", "ops", "api_key", "new_key", "added", None, None)],
+        ),
+        "Who created the OAuth connections": (
+            slice(0, 4),
+            [
+                ("dev.ops", "acme", "crm", "sf"),
+                ("dev.ops", "acme", "ops", "github_app"),
+                ("former.admin", "acme", "ops", "zoho"),
+                ("it.admin", "acme", "ops", "slack_oauth"),
+            ],
+        ),
+        "Credentials that may be sent to any domain (no allowed_domain)": (
+            slice(0, 4),
+            [("acme", "ops", "bearer_token", "open_token")],
+        ),
+        "The inventory as of 2026-06-01 00:00 UTC": (
+            slice(0, 5),
+            [
+                ("acme", "crm", "api_key", "hub_key", "api.hubapi.com"),
+                ("acme", "crm", "oauth", "sf", "sf.example.com"),
+                ("acme", "ops", "api_key", "pager_key", "pager-key.example.com"),
+                ("acme", "ops", "basic_auth", "statuspage_bot", "statuspage-bot.example.com"),
+                ("acme", "ops", "bearer_token", "open_token", None),
+                ("acme", "ops", "oauth", "github_app", "github-app.example.com"),
+                ("acme", "ops", "oauth", "slack_oauth", "slack-oauth.example.com"),
+                ("acme", "ops", "oauth", "zoho", "zoho.example.com"),
+            ],
+        ),
+        "When was statuspage_bot first seen, last changed, and removed": (
+            slice(0, 7),
+            [("acme", "ops", "basic_auth", "statuspage_bot", _text(T1), _text(T2), _text(T2))],
+        ),
+        "The whole history of statuspage_bot": (
+            slice(0, 5),
+            [
+                (_text(T1), "acme", "ops", "basic_auth", "added"),
+                (_text(T2), "acme", "ops", "basic_auth", "removed"),
+            ],
+        ),
+        "Integrations whose last snapshot failed or was held": (
+            slice(0, 3),
+            [("acme", "crm", "failed")],
+        ),
+        "Present credentials by account, integration and type": (
+            slice(0, 4),
+            [
+                ("acme", "crm", "api_key", 1),
+                ("acme", "crm", "oauth", 1),
+                ("acme", "ops", "api_key", 2),
+                ("acme", "ops", "bearer_token", 1),
+                ("acme", "ops", "oauth", 3),
+            ],
+        ),
+    }
+    dialect = "PostgreSQL" if cli.db_url.startswith("postgresql") else "SQLite"
+    blocks = readme_sql()
+    assert {title for title, _, _ in blocks} == set(expected)
+    ran = set()
+    for title, only, sql in blocks:
+        if only not in (None, dialect):
+            continue
+        columns, want = expected[title]
+        got = [tuple(_norm(v) for v in row)[columns] for row in rows(cli.db_url, sql)]
+        assert got == want, title
+        ran.add(title)
+    assert ran == set(expected)
+    failed_error = rows(cli.db_url, blocks[-2][2])[0][4]
+    assert failed_error == "acme/crm: page 1: HTTP 401 InvalidCredentials: Token length is invalid"
 
 
 def all_keys(model: type[BaseModel], prefix: str = "") -> set[str]:
