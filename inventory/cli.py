@@ -114,9 +114,7 @@ def sync(
     """Fetch every configured integration's connections and record what changed."""
     settings = load_settings(config_path)
     _state.add_secrets(settings)
-    engine = store.make_engine(
-        settings.database_url, busy_timeout=settings.database.busy_timeout_seconds
-    )
+    engine = store.engine_for(settings)
     try:
         migrated = store.ensure_schema(engine, migrate=not no_migrate)
         if migrated:
@@ -155,6 +153,21 @@ def _signals_as_interrupt() -> Iterator[threading.Event]:
         yield stop
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+@cli.command()
+@config_option
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    metavar="PORT",
+    help="Serve /metrics and /healthz on this port (default: daemon.metrics_port; off).",
+)
+def daemon(config_path: str | None, metrics_port: int | None) -> int:
+    """Run syncs on the [schedule] until SIGTERM/SIGINT; SIGHUP re-reads the config."""
+    from .daemon import Daemon
+
+    return Daemon(config_path, metrics_port=metrics_port, on_settings=_state.add_secrets).run()
 
 
 # --- reports -----------------------------------------------------------------------
@@ -287,9 +300,7 @@ def _reader(
 ) -> Iterator[tuple[Settings, Engine]]:
     """Settings (without tokens) and a read-only engine on a database at the schema head."""
     settings = load_settings(config_path, require_accounts=require_accounts, resolve_tokens=False)
-    engine = store.make_engine(
-        settings.database_url, busy_timeout=settings.database.busy_timeout_seconds, readonly=True
-    )
+    engine = store.engine_for(settings, readonly=True)
     try:
         store.require_schema(engine)
         yield settings, engine
@@ -477,9 +488,7 @@ def db() -> None:
 def db_upgrade(config_path: str | None) -> int:
     """Create or migrate the database schema to the head revision."""
     settings = load_settings(config_path, require_accounts=False)
-    engine = store.make_engine(
-        settings.database_url, busy_timeout=settings.database.busy_timeout_seconds
-    )
+    engine = store.engine_for(settings)
     try:
         store.check_reachable(engine)
         before, after = store.upgrade(engine)
@@ -498,9 +507,7 @@ def db_upgrade(config_path: str | None) -> int:
 def db_current(config_path: str | None) -> int:
     """Show the database's schema revision and the head this version expects."""
     settings = load_settings(config_path, require_accounts=False)
-    engine = store.make_engine(
-        settings.database_url, busy_timeout=settings.database.busy_timeout_seconds
-    )
+    engine = store.engine_for(settings)
     try:
         store.check_reachable(engine)
         current = store.current_revision(engine)

@@ -11,7 +11,7 @@ import re
 import stat
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -107,6 +107,17 @@ class ScheduleSettings(_Strict):
     misfire_grace_seconds: int = Field(default=300, ge=1)
 
 
+class DaemonSettings(_Strict):
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    metrics_host: str = "127.0.0.1"
+    stop_timeout_seconds: float = Field(default=8.0, gt=0, le=300)
+
+    @field_validator("stop_timeout_seconds", mode="before")
+    @classmethod
+    def _number(cls, v: Any) -> Any:
+        return float(v) if isinstance(v, int) and not isinstance(v, bool) else v
+
+
 class IntegrationEntry(_Strict):
     name: str
     token_env: str | None = None
@@ -125,6 +136,7 @@ class FileConfig(_Strict):
     database: DatabaseSettings = DatabaseSettings()
     sync: SyncSettings = SyncSettings()
     schedule: ScheduleSettings = ScheduleSettings()
+    daemon: DaemonSettings = field(default_factory=DaemonSettings)
     accounts: list[AccountEntry] = Field(default_factory=list)
 
 
@@ -153,6 +165,7 @@ class Settings:
     sync: SyncSettings
     schedule: ScheduleSettings
     accounts: tuple[Account, ...]
+    daemon: DaemonSettings = field(default_factory=DaemonSettings)
 
     def secrets(self) -> list[str]:
         return [i.token.reveal() for a in self.accounts for i in a.integrations]
@@ -290,6 +303,7 @@ def load_settings(
         sync=file_config.sync,
         schedule=file_config.schedule,
         accounts=accounts,
+        daemon=file_config.daemon,
     )
 
 

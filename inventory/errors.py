@@ -9,6 +9,9 @@
         ├── RecordError      one item is malformed (names the page and the field)
         └── PaginationError  a cursor seen twice, or more pages than the cap
 
+    Interrupted              the run was asked to stop (signal); nothing of that snapshot is
+                             written
+
     RetryableError           internal to zis.py: 429, 5xx or a transport error, retried by
                              RetryPolicy and turned into ApiError when retries run out
 
@@ -52,6 +55,10 @@ class RecordError(SnapshotError):
 
 class PaginationError(SnapshotError):
     pass
+
+
+class Interrupted(InventoryError):
+    """The run was asked to stop; this snapshot was not written."""
 
 
 class RetryableError(InventoryError):

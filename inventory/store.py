@@ -39,6 +39,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 
 from . import models as m
+from .config import Settings
 from .diff import Diff, Event, Key, Stored
 from .errors import ConfigError, DatabaseError
 from .records import METADATA_FIELDS
@@ -60,6 +61,17 @@ def now() -> datetime:
 # --- engines -----------------------------------------------------------------------
 
 
+def engine_for(settings: Settings, *, readonly: bool = False) -> Engine:
+    """The engine of the configured database, its pool sized for the sync workers (each may
+    hold a claim connection and a write connection)."""
+    return make_engine(
+        settings.database_url,
+        busy_timeout=settings.database.busy_timeout_seconds,
+        readonly=readonly,
+        pool_size=2 * settings.sync.concurrency + 2,
+    )
+
+
 def normalize_url(url: str) -> str:
     """A plain postgresql:// URL means psycopg 3."""
     if url.startswith("postgresql://") or url.startswith("postgres://"):
@@ -75,7 +87,9 @@ def safe_url(url: str) -> str:
         return "(unparseable database URL)"
 
 
-def make_engine(url: str, *, busy_timeout: float = 30.0, readonly: bool = False) -> Engine:
+def make_engine(
+    url: str, *, busy_timeout: float = 30.0, readonly: bool = False, pool_size: int = 5
+) -> Engine:
     """An engine for SQLite (file created 0600, BEGIN IMMEDIATE) or PostgreSQL (psycopg 3).
 
     ``readonly`` engines (the reports) never create, lock or write: SQLite opens the file
@@ -113,7 +127,9 @@ def make_engine(url: str, *, busy_timeout: float = 30.0, readonly: bool = False)
         connect_args: dict[str, Any] = {"connect_timeout": max(1, int(busy_timeout))}
         if readonly:
             connect_args["options"] = "-c default_transaction_read_only=on"
-        return create_engine(parsed, pool_pre_ping=True, connect_args=connect_args)
+        return create_engine(
+            parsed, pool_pre_ping=True, pool_size=pool_size, connect_args=connect_args
+        )
     raise ConfigError(
         f"database.url: unsupported database {backend!r}; use sqlite:/// or postgresql://"
     )
@@ -397,9 +413,45 @@ def _insert_snapshot(conn: Connection, row: SnapshotRow) -> int:
     ).scalar_one()
 
 
-def lock_key(account: str, integration: str) -> int:
-    digest = hashlib.blake2b(f"{account}\0{integration}".encode(), digest_size=8).digest()
+def lock_key(account: str, integration: str, salt: str = "write") -> int:
+    digest = hashlib.blake2b(f"{salt}\0{account}\0{integration}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
+
+
+def fresh_snapshot(engine: Engine, account: str, integration: str, since: datetime) -> int | None:
+    """A complete snapshot of this integration that started at or after ``since``."""
+    t = SNAPSHOTS
+    with engine.connect() as conn:
+        return conn.execute(
+            select(t.c.id)
+            .where(
+                t.c.account == account,
+                t.c.integration == integration,
+                t.c.status == "complete",
+                t.c.started_at >= since,
+            )
+            .limit(1)
+        ).scalar()
+
+
+@contextmanager
+def claim(engine: Engine, account: str, integration: str) -> Iterator[bool]:
+    """PostgreSQL: try to take this integration for the whole snapshot (fetch and write),
+    so replicas sharing the database never sync it at the same time. Yields whether it was
+    taken; always True on SQLite, which has one daemon per file."""
+    if not is_postgres(engine):
+        yield True
+        return
+    key = lock_key(account, integration, salt="claim")
+    with engine.connect() as conn:
+        taken = bool(conn.execute(select(func.pg_try_advisory_lock(key))).scalar())
+        conn.commit()
+        try:
+            yield taken
+        finally:
+            if taken:
+                conn.execute(select(func.pg_advisory_unlock(key)))
+                conn.commit()
 
 
 class IntegrationTransaction:

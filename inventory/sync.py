@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
@@ -21,7 +22,14 @@ from sqlalchemy.exc import SQLAlchemyError
 from . import store
 from .config import Account, Integration, Settings
 from .diff import Key, diff, removal_hold_reason
-from .errors import ConfigError, DatabaseError, InventoryError, ResponseError, SnapshotError
+from .errors import (
+    ConfigError,
+    DatabaseError,
+    Interrupted,
+    InventoryError,
+    ResponseError,
+    SnapshotError,
+)
 from .records import Connection, parse_page
 from .zis import ZisClient
 
@@ -30,15 +38,20 @@ log = logging.getLogger(__name__)
 TransportFactory = Callable[[Account], httpx.BaseTransport | None]
 
 
-class Interrupted(InventoryError):
-    """The run was asked to stop; this snapshot was not written."""
+@dataclass(frozen=True)
+class Tick:
+    """A scheduled run: an integration that already has a complete snapshot started at or
+    after ``since``, or that another replica is syncing (``claim``), is skipped."""
+
+    since: datetime
+    claim: bool = True
 
 
 @dataclass
 class SnapshotResult:
     account: str
     integration: str
-    status: str  # complete | failed | held | interrupted
+    status: str  # complete | failed | held | interrupted | skipped
     connection_count: int = 0
     added: int = 0
     removed: int = 0
@@ -71,10 +84,11 @@ class RunResult:
     snapshots: list[SnapshotResult]
     drift: dict[str, list[str]] = field(default_factory=dict)
     migration: str | None = None
+    requests: dict[str, tuple[int, int]] = field(default_factory=dict)  # account: (all, 429)
 
     @property
     def exit_code(self) -> int:
-        return 0 if all(s.status == "complete" for s in self.snapshots) else 1
+        return 0 if all(s.status in ("complete", "skipped") for s in self.snapshots) else 1
 
 
 @dataclass
@@ -126,6 +140,8 @@ def run_sync(
     integrations: Sequence[str] = (),
     transport: TransportFactory | None = None,
     stop: threading.Event | None = None,
+    tick: Tick | None = None,
+    on_run: Callable[[store.Run], None] | None = None,
 ) -> RunResult:
     targets = select_targets(settings, accounts, integrations)
     stop = stop or threading.Event()
@@ -133,10 +149,16 @@ def run_sync(
         run = store.start_run(engine, trigger)
     except SQLAlchemyError as exc:
         raise DatabaseError(f"cannot start a run: {store.describe_db_error(engine, exc)}") from None
+    if on_run is not None:
+        on_run(run)
     results: list[SnapshotResult] = []
     clients = {
         a.subdomain: ZisClient(
-            a, settings.sync, transport=transport(a) if transport else None, sleep=stop.wait
+            a,
+            settings.sync,
+            transport=transport(a) if transport else None,
+            sleep=stop.wait,
+            stop=stop,
         )
         for a in {a.subdomain: a for a, _ in targets}.values()
     }
@@ -154,6 +176,7 @@ def run_sync(
                     accept_removals=accept_removals,
                     stop=stop,
                     drift=drift,
+                    tick=tick,
                 )
                 for account, integration in targets
             ]
@@ -180,11 +203,14 @@ def run_sync(
             type_name,
             ", ".join(sorted(places)),
         )
-    return RunResult(run.id, run_status(results), results, drift)
+    requests = {name: (c.requests, c.rate_limited) for name, c in clients.items()}
+    return RunResult(run.id, run_status(results), results, drift, requests=requests)
 
 
 def run_status(results: Iterable[SnapshotResult]) -> str:
-    statuses = [r.status for r in results]
+    statuses = [r.status for r in results if r.status != "skipped"]
+    if not statuses:
+        return "complete"  # every integration was already done for this tick
     if statuses and all(s == "complete" for s in statuses):
         return "complete"
     if any(s == "complete" for s in statuses):
@@ -237,6 +263,35 @@ def sync_integration(
     client: ZisClient,
     integration: Integration,
     *,
+    run_id: int,
+    settings: Settings,
+    accept_removals: bool,
+    stop: threading.Event,
+    drift: dict[str, list[str]],
+    tick: Tick | None = None,
+) -> SnapshotResult:
+    account, name = integration.account, integration.name
+    with store.claim(engine, account, name) if tick and tick.claim else nullcontext(True) as mine:
+        if not mine:
+            return _skipped(account, name, "another replica is syncing it")
+        if tick is not None:
+            done = store.fresh_snapshot(engine, account, name, tick.since)
+            if done is not None:
+                return _skipped(account, name, f"snapshot {done} already covers this tick")
+        return _snapshot(
+            engine, client, integration, run_id, settings, accept_removals, stop, drift
+        )
+
+
+def _skipped(account: str, integration: str, why: str) -> SnapshotResult:
+    log.info("%s/%s: skipped: %s", account, integration, why)
+    return SnapshotResult(account, integration, "skipped", error=None)
+
+
+def _snapshot(
+    engine: Engine,
+    client: ZisClient,
+    integration: Integration,
     run_id: int,
     settings: Settings,
     accept_removals: bool,

@@ -21,7 +21,7 @@ import httpx
 
 from . import __version__
 from .config import Account, Integration, SyncSettings
-from .errors import ApiError, PaginationError, ResponseError, RetryableError
+from .errors import ApiError, Interrupted, PaginationError, ResponseError, RetryableError
 
 PATH = "/api/services/zis/integrations/{integration}/connections/all"
 USER_AGENT = f"zis-inventory/{__version__}"
@@ -149,8 +149,10 @@ class ZisClient:
         transport: httpx.BaseTransport | None = None,
         sleep: Sleep = time.sleep,
         clock: Callable[[], float] = time.monotonic,
+        stop: threading.Event | None = None,
     ) -> None:
         self.account = account
+        self._stop = stop
         self.settings = settings
         self.policy = RetryPolicy(
             settings.max_retries, settings.max_retry_wait_seconds, settings.retry_backoff_seconds
@@ -203,6 +205,8 @@ class ZisClient:
         attempt = 0
         while True:
             self.gate.wait()
+            if self._stop is not None and self._stop.is_set():
+                raise Interrupted(f"{where}: page {page}: interrupted")
             try:
                 return self._request_once(url, params, integration, where, page)
             except RetryableError as exc:
