@@ -522,6 +522,60 @@ def db_current(config_path: str | None) -> int:
     return EXIT_OK
 
 
+@db.command("check")
+@config_option
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(report.FORMATS),
+    default="table",
+    show_default=True,
+    help="Output format.",
+)
+def db_check(config_path: str | None, fmt: str) -> int:
+    """Check the tables' invariants; exit 1 when one is broken."""
+    from .integrity import check_database
+
+    with _reader(config_path) as (_, engine):
+        findings = check_database(engine)
+    rows = [{"check": f.check, "detail": f.detail} for f in findings]
+    table = [report.Column("check", "CHECK", 16), report.Column("detail", "DETAIL", 60)]
+    out = report.Report(("check", "detail"), rows, table, "problem")
+    out.notes.append("db check: OK" if not findings else "db check: FAILED")
+    click.echo(out.render(fmt))
+    return EXIT_FAILED if findings else EXIT_OK
+
+
+@cli.command()
+@config_option
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(report.FORMATS),
+    default="table",
+    show_default=True,
+    help="Output format.",
+)
+def doctor(config_path: str | None, fmt: str) -> int:
+    """Check configuration, tokens, database, schema and one request per integration."""
+    from .doctor import diagnose
+
+    settings = load_settings(config_path)
+    _state.add_secrets(settings)
+    probes = diagnose(settings)
+    rows = [{"subject": p.subject, "ok": p.ok, "detail": p.detail} for p in probes]
+    table = [
+        report.Column("subject", "CHECK", 24),
+        report.Column("ok", "OK", 3, lambda v: "ok" if v else "NO"),
+        report.Column("detail", "DETAIL", 49),
+    ]
+    out = report.Report(("subject", "ok", "detail"), rows, table, "check")
+    failing = [p for p in probes if not p.ok]
+    out.notes.append("doctor: OK" if not failing else f"doctor: {len(failing)} problem(s)")
+    click.echo(out.render(fmt))
+    return EXIT_FAILED if failing else EXIT_OK
+
+
 @cli.command()
 @click.option(
     "--database",

@@ -135,6 +135,18 @@ def make_engine(
     )
 
 
+def missing_sqlite_file(url: str) -> bool:
+    parsed = make_url(normalize_url(url))
+    database = parsed.database or ""
+    return (
+        parsed.get_backend_name() == "sqlite"
+        and bool(database)
+        and database != ":memory:"
+        and not database.startswith("file:")
+        and not Path(database).exists()
+    )
+
+
 def _create_private_file(path: Path) -> None:
     if path.exists():
         return
@@ -331,7 +343,7 @@ def reap_abandoned_runs(engine: Engine) -> list[int]:
         running = conn.execute(
             select(m.SyncRun.id, m.SyncRun.host, m.SyncRun.pid).where(m.SyncRun.status == "running")
         ).all()
-        dead = [row.id for row in running if not _run_alive(conn, row.id, row.host, row.pid)]
+        dead = [row.id for row in running if not run_alive(conn, row.id, row.host, row.pid)]
         if dead:
             conn.execute(
                 update(m.SyncRun)
@@ -347,7 +359,7 @@ def reap_abandoned_runs(engine: Engine) -> list[int]:
     return dead
 
 
-def _run_alive(conn: Connection, run_id: int, host: str | None, pid: int | None) -> bool:
+def run_alive(conn: Connection, run_id: int, host: str | None, pid: int | None) -> bool:
     if is_postgres(conn):
         got = conn.execute(select(func.pg_try_advisory_xact_lock(RUN_LOCK_CLASS, run_id))).scalar()
         return not got  # the lock is free only when the run's session has ended

@@ -11,6 +11,8 @@ from __future__ import annotations
 import base64
 import json
 import re
+import socket
+import struct
 import threading
 import time
 import uuid
@@ -70,7 +72,7 @@ def sample_item(type_name: str, name: str, **fields: Any) -> dict[str, Any]:
 class Fault:
     """An answer the server gives instead of a normal page, ``times`` times."""
 
-    kind: str  # status | malformed | loop | html200 | reset | slow
+    kind: str  # status | loop | slow | drip | reset
     times: int = 1
     page: int | None = None  # only on this page number (1-based); None = any
     status: int = 500
@@ -280,7 +282,7 @@ class FakeZisServer:
                     "before": None,
                     "has_more": True,
                 }
-            elif fault.kind != "slow":
+            elif fault.kind == "status":
                 return (
                     fault.status,
                     {"Content-Type": fault.content_type, **fault.headers},
@@ -343,14 +345,30 @@ class _Handler(BaseHTTPRequestHandler):
         query = parse_qs(parts.query, keep_blank_values=True)
         headers = {k.lower(): v for k, v in self.headers.items()}
         status, out_headers, body, fault = self.fake.respond(parts.path, query, headers)
-        if fault is not None and fault.delay:
+        if fault is not None and fault.delay and fault.kind != "drip":
             time.sleep(fault.delay)
         self.send_response(status)
         for name, value in out_headers.items():
             self.send_header(name, value)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(body)
+        try:
+            if fault is not None and fault.kind == "drip":  # a byte at a time: a read timeout
+                for i in range(len(body)):
+                    self.wfile.write(body[i : i + 1])
+                    self.wfile.flush()
+                    time.sleep(fault.delay)
+            elif fault is not None and fault.kind == "reset":  # half the body, then RST
+                self.wfile.write(body[: len(body) // 2])
+                self.wfile.flush()
+                linger = struct.pack("ii", 1, 0)
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+                self.connection.close()
+                self.close_connection = True
+            else:
+                self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True  # the client gave up first: fine
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # quiet: tests read the request log instead

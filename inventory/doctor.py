@@ -1,0 +1,73 @@
+"""`doctor`: is everything in place for a sync? Configuration, tokens, database, schema,
+and one small request per integration; nothing is written."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from . import store
+from .config import Settings
+from .errors import InventoryError
+from .records import parse_page
+from .zis import ZisClient
+
+
+@dataclass(frozen=True)
+class Probe:
+    subject: str
+    ok: bool
+    detail: str
+
+
+def diagnose(settings: Settings) -> list[Probe]:
+    probes = [
+        Probe("configuration", True, f"{settings.source}: {_count(settings)}"),
+        Probe("tokens", True, "present for every integration"),
+        *_database(settings),
+    ]
+    probe_settings = settings.sync.model_copy(update={"page_size": 1, "max_retries": 1})
+    for account in settings.accounts:
+        with ZisClient(account, probe_settings) as client:
+            for integration in account.integrations:
+                where = f"{account.subdomain}/{integration.name}"
+                try:
+                    page = next(client.pages(integration))
+                    parse_page(page.body, where=where, page=1)
+                    more = page.body.get("meta", {}).get("has_more")
+                    detail = "HTTP 200, first page parsed" + (", more pages follow" if more else "")
+                    probes.append(Probe(where, True, detail))
+                except InventoryError as exc:
+                    probes.append(Probe(where, False, str(exc)))
+    return probes
+
+
+def _count(settings: Settings) -> str:
+    n = sum(len(a.integrations) for a in settings.accounts)
+    return f"{len(settings.accounts)} accounts, {n} integrations"
+
+
+def _database(settings: Settings) -> list[Probe]:
+    where = store.safe_url(settings.database_url)
+    if store.missing_sqlite_file(settings.database_url):
+        return [Probe("database", True, f"{where} does not exist yet; the first sync creates it")]
+    try:
+        engine = store.engine_for(settings, readonly=True)
+    except InventoryError as exc:
+        return [Probe("database", False, str(exc))]
+    try:
+        store.check_reachable(engine)
+        current, head = store.current_revision(engine), store.head_revision()
+    except (InventoryError, SQLAlchemyError) as exc:
+        detail = (
+            str(exc) if isinstance(exc, InventoryError) else store.describe_db_error(engine, exc)
+        )
+        return [Probe("database", False, detail)]
+    finally:
+        engine.dispose()
+    reachable = Probe("database", True, f"{where} reachable")
+    if current == head:
+        return [reachable, Probe("schema", True, f"revision {current} (head)")]
+    state = "empty" if current is None else f"at revision {current}"
+    return [reachable, Probe("schema", True, f"{state}, head is {head}; the next sync migrates it")]

