@@ -177,12 +177,23 @@ def is_postgres(engine: Engine | Connection) -> bool:
     return engine.dialect.name == "postgresql"
 
 
+_HINTS = {
+    "database is locked": "another process held the write lock longer than "
+    "database.busy_timeout_seconds",
+    "disk I/O error": "is the disk full, or the file on a read-only or failing device?",
+    "database or disk is full": "free some space",
+    "readonly database": "the file or its directory is not writable",
+}
+
+
 def describe_db_error(engine: Engine, exc: SQLAlchemyError) -> str:
-    """A one-line cause without SQL, parameters or the password."""
+    """A one-line cause without SQL, parameters or the password, with a hint if known."""
     orig = getattr(exc, "orig", None)
     detail = str(orig if orig is not None else exc).strip().splitlines()
     first = detail[0] if detail else type(exc).__name__
-    return f"{safe_url(engine.url.render_as_string(hide_password=False))}: {first}"
+    hint = next((h for text, h in _HINTS.items() if text in first), None)
+    where = safe_url(engine.url.render_as_string(hide_password=False))
+    return f"{where}: {first}" + (f" ({hint})" if hint else "")
 
 
 # --- schema --------------------------------------------------------------------------
