@@ -113,7 +113,16 @@ def expected(h: Harness, integrations: list[str]) -> set[tuple[str, str, str, st
 def test_sigkill_at_random_points_leaves_the_database_consistent(
     cli: Harness, seed_value: int
 ) -> None:
-    rng = random.Random(seed_value)
+    kill_and_recover(cli, random.Random(seed_value), iterations=5)
+
+
+@pytest.mark.soak
+def test_sigkill_soak(cli: Harness) -> None:
+    """The same, 60 times: `pytest -m soak` (not part of the default run)."""
+    kill_and_recover(cli, random.Random(), iterations=60)
+
+
+def kill_and_recover(cli: Harness, rng: random.Random, iterations: int) -> None:
     integrations = ["billing", "crm", "ops"]
     seed(
         cli,
@@ -122,7 +131,7 @@ def test_sigkill_at_random_points_leaves_the_database_consistent(
     )
     assert cli.run("db", "upgrade", "--config", str(cli.config)).code == 0
     kills = 0
-    for iteration in range(5):
+    for iteration in range(iterations):
         if iteration:
             mutate(cli, rng, integrations)
         cli.zis.latency = rng.choice([0.0, 0.0, 0.02])  # mostly write-bound, sometimes fetch-bound
