@@ -51,6 +51,21 @@ config_option = click.option(
     help="Configuration file (default: $INVENTORY_CONFIG, else ./inventory.toml).",
 )
 
+accounts_option = click.option(
+    "--account",
+    "accounts",
+    multiple=True,
+    metavar="SUBDOMAIN",
+    help="Only this account (repeatable).",
+)
+integrations_option = click.option(
+    "--integration",
+    "integrations",
+    multiple=True,
+    metavar="NAME",
+    help="Only this integration (repeatable).",
+)
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="zis-inventory")
@@ -75,20 +90,8 @@ def cli(log_level: str, log_format: str) -> None:
 
 @cli.command()
 @config_option
-@click.option(
-    "--account",
-    "accounts",
-    multiple=True,
-    metavar="SUBDOMAIN",
-    help="Only this account (repeatable).",
-)
-@click.option(
-    "--integration",
-    "integrations",
-    multiple=True,
-    metavar="NAME",
-    help="Only this integration (repeatable).",
-)
+@accounts_option
+@integrations_option
 @click.option(
     "--accept-removals", is_flag=True, help="Apply snapshots the mass-removal guard would hold."
 )
@@ -261,20 +264,8 @@ def report_options(func: Callable[..., Any]) -> Callable[..., Any]:
     for option in reversed(
         [
             config_option,
-            click.option(
-                "--account",
-                "accounts",
-                multiple=True,
-                metavar="SUBDOMAIN",
-                help="Only this account (repeatable).",
-            ),
-            click.option(
-                "--integration",
-                "integrations",
-                multiple=True,
-                metavar="NAME",
-                help="Only this integration (repeatable).",
-            ),
+            accounts_option,
+            integrations_option,
             click.option(
                 "--format",
                 "fmt",

@@ -130,6 +130,19 @@ def select_targets(
     return targets
 
 
+@dataclass
+class _Run:
+    """What every snapshot of one run shares."""
+
+    engine: Engine
+    run_id: int
+    settings: Settings
+    accept_removals: bool
+    stop: threading.Event
+    tick: Tick | None
+    drift: dict[str, list[str]] = field(default_factory=dict)
+
+
 def run_sync(
     settings: Settings,
     engine: Engine,
@@ -151,6 +164,7 @@ def run_sync(
         raise DatabaseError(f"cannot start a run: {store.describe_db_error(engine, exc)}") from None
     if on_run is not None:
         on_run(run)
+    ctx = _Run(engine, run.id, settings, accept_removals, stop, tick)
     results: list[SnapshotResult] = []
     clients = {
         a.subdomain: ZisClient(
@@ -162,22 +176,10 @@ def run_sync(
         )
         for a in {a.subdomain: a for a, _ in targets}.values()
     }
-    drift: dict[str, list[str]] = {}
     try:
         with ThreadPoolExecutor(settings.sync.concurrency, thread_name_prefix="sync") as pool:
             futures = [
-                pool.submit(
-                    sync_integration,
-                    engine,
-                    clients[account.subdomain],
-                    integration,
-                    run_id=run.id,
-                    settings=settings,
-                    accept_removals=accept_removals,
-                    stop=stop,
-                    drift=drift,
-                    tick=tick,
-                )
+                pool.submit(sync_integration, ctx, clients[account.subdomain], integration)
                 for account, integration in targets
             ]
             try:
@@ -196,7 +198,7 @@ def run_sync(
         _finish(engine, run, "failed", "interrupted before every snapshot was written")
     else:
         _finish(engine, run, run_status(results))
-    for type_name, places in sorted(drift.items()):
+    for type_name, places in sorted(ctx.drift.items()):
         log.warning(
             "connection type %r is not known to this version; kept with the common fields "
             "only (seen in %s)",
@@ -204,15 +206,13 @@ def run_sync(
             ", ".join(sorted(places)),
         )
     requests = {name: (c.requests, c.rate_limited) for name, c in clients.items()}
-    return RunResult(run.id, run_status(results), results, drift, requests=requests)
+    return RunResult(run.id, run_status(results), results, ctx.drift, requests=requests)
 
 
 def run_status(results: Iterable[SnapshotResult]) -> str:
     statuses = [r.status for r in results if r.status != "skipped"]
-    if not statuses:
-        return "complete"  # every integration was already done for this tick
-    if statuses and all(s == "complete" for s in statuses):
-        return "complete"
+    if all(s == "complete" for s in statuses):
+        return "complete"  # also when every integration was already done for this tick
     if any(s == "complete" for s in statuses):
         return "partial"
     return "failed"
@@ -258,46 +258,27 @@ def fetch(
         into.unknown_types |= parsed.unknown_types
 
 
-def sync_integration(
-    engine: Engine,
-    client: ZisClient,
-    integration: Integration,
-    *,
-    run_id: int,
-    settings: Settings,
-    accept_removals: bool,
-    stop: threading.Event,
-    drift: dict[str, list[str]],
-    tick: Tick | None = None,
-) -> SnapshotResult:
+def sync_integration(ctx: _Run, client: ZisClient, integration: Integration) -> SnapshotResult:
+    """One snapshot, unless the tick says another replica has it or already did it."""
     account, name = integration.account, integration.name
-    with store.claim(engine, account, name) if tick and tick.claim else nullcontext(True) as mine:
+    tick = ctx.tick
+    claim = store.claim(ctx.engine, account, name) if tick and tick.claim else nullcontext(True)
+    with claim as mine:
         if not mine:
             return _skipped(account, name, "another replica is syncing it")
         if tick is not None:
-            done = store.fresh_snapshot(engine, account, name, tick.since)
+            done = store.fresh_snapshot(ctx.engine, account, name, tick.since)
             if done is not None:
                 return _skipped(account, name, f"snapshot {done} already covers this tick")
-        return _snapshot(
-            engine, client, integration, run_id, settings, accept_removals, stop, drift
-        )
+        return _snapshot(ctx, client, integration)
 
 
 def _skipped(account: str, integration: str, why: str) -> SnapshotResult:
     log.info("%s/%s: skipped: %s", account, integration, why)
-    return SnapshotResult(account, integration, "skipped", error=None)
+    return SnapshotResult(account, integration, "skipped")
 
 
-def _snapshot(
-    engine: Engine,
-    client: ZisClient,
-    integration: Integration,
-    run_id: int,
-    settings: Settings,
-    accept_removals: bool,
-    stop: threading.Event,
-    drift: dict[str, list[str]],
-) -> SnapshotResult:
+def _snapshot(ctx: _Run, client: ZisClient, integration: Integration) -> SnapshotResult:
     account, name = integration.account, integration.name
     where = f"{account}/{name}"
     started = store.now()
@@ -305,22 +286,18 @@ def _snapshot(
     fetched = Fetched()
     result = SnapshotResult(account, name, "failed")
     try:
-        if stop.is_set():
+        if ctx.stop.is_set():
             raise Interrupted(f"{where}: interrupted")
-        fetch(client, integration, fetched, stop)
+        fetch(client, integration, fetched, ctx.stop)
         for type_name in fetched.unknown_types:
-            drift.setdefault(type_name, []).append(where)
-        result = _apply(
-            engine, integration, run_id, started, fetched, settings, accept_removals, stop
-        )
+            ctx.drift.setdefault(type_name, []).append(where)
+        result = _apply(ctx, integration, started, fetched)
     except Interrupted:
         result.status = "interrupted"
         result.error = "interrupted before the snapshot was written"
     except SnapshotError as exc:
         result.error = str(exc)
-        result.snapshot_id = _record_failure(
-            engine, run_id, integration, started, fetched, str(exc)
-        )
+        result.snapshot_id = _record_failure(ctx, integration, started, fetched, str(exc))
     result.pages = fetched.pages
     result.seconds = time.perf_counter() - clock
     level = logging.INFO if result.status == "complete" else logging.WARNING
@@ -345,44 +322,39 @@ def _snapshot(
 
 
 def _apply(
-    engine: Engine,
-    integration: Integration,
-    run_id: int,
-    started: datetime,
-    fetched: Fetched,
-    settings: Settings,
-    accept_removals: bool,
-    stop: threading.Event,
+    ctx: _Run, integration: Integration, started: datetime, fetched: Fetched
 ) -> SnapshotResult:
+    """Diff and write under the integration's lock, in one transaction."""
     account, name = integration.account, integration.name
     result = SnapshotResult(account, name, "complete", connection_count=len(fetched.connections))
+    row = store.SnapshotRow(
+        run_id=ctx.run_id,
+        account=account,
+        integration=name,
+        started_at=started,
+        status="complete",
+        connection_count=len(fetched.connections),
+        pages=fetched.pages,
+        accepted_removals=ctx.accept_removals,
+    )
     try:
-        with store.integration_transaction(engine, account, name) as tx:
-            if stop.is_set():
+        with store.integration_transaction(ctx.engine, account, name) as tx:
+            if ctx.stop.is_set():
                 raise Interrupted(f"{account}/{name}: interrupted")
-            row = store.SnapshotRow(
-                run_id=run_id,
-                account=account,
-                integration=name,
-                started_at=started,
-                status="complete",
-                connection_count=len(fetched.connections),
-                pages=fetched.pages,
-                accepted_removals=accept_removals,
-            )
             newer = tx.newer_snapshot(started)
             if newer is not None:
                 result.superseded_by = newer
-                row = replace(row, superseded_by=newer)
-                result.snapshot_id = tx.write(row, diff({}, []), started)
+                result.snapshot_id = tx.write(
+                    replace(row, superseded_by=newer), diff({}, []), started
+                )
                 return result
             changes = diff(tx.load_state(), fetched.connections.values())
             reason = None
-            if not accept_removals:
+            if not ctx.accept_removals:
                 reason = removal_hold_reason(
                     changes,
-                    max_ratio=settings.sync.max_removal_ratio,
-                    min_count=settings.sync.max_removal_min,
+                    max_ratio=ctx.settings.sync.max_removal_ratio,
+                    min_count=ctx.settings.sync.max_removal_min,
                 )
             if reason is not None:
                 result.status, result.error = "held", f"{account}/{name}: {reason}"
@@ -392,14 +364,13 @@ def _apply(
                 result.added, result.removed = counts["added"], counts["removed"]
                 result.modified, result.restored = counts["modified"], counts["restored"]
                 row = replace(
-                    row,
-                    counts=(result.added, result.removed, result.modified, result.restored),
+                    row, counts=(result.added, result.removed, result.modified, result.restored)
                 )
             result.snapshot_id = tx.write(row, changes, started)
             return result
     except SQLAlchemyError as exc:
         message = f"{account}/{name}: database error while writing the snapshot: " + (
-            store.describe_db_error(engine, exc)
+            store.describe_db_error(ctx.engine, exc)
         )
         raise _WriteFailed(message) from None
 
@@ -409,15 +380,10 @@ class _WriteFailed(SnapshotError):
 
 
 def _record_failure(
-    engine: Engine,
-    run_id: int,
-    integration: Integration,
-    started: datetime,
-    fetched: Fetched,
-    error: str,
+    ctx: _Run, integration: Integration, started: datetime, fetched: Fetched, error: str
 ) -> int:
     row = store.SnapshotRow(
-        run_id=run_id,
+        run_id=ctx.run_id,
         account=integration.account,
         integration=integration.name,
         started_at=started,
@@ -426,9 +392,9 @@ def _record_failure(
         error=error,
     )
     try:
-        return store.record_snapshot(engine, row)
+        return store.record_snapshot(ctx.engine, row)
     except SQLAlchemyError as exc:
         raise DatabaseError(
             f"{integration.account}/{integration.name}: cannot record the failed snapshot: "
-            f"{store.describe_db_error(engine, exc)}"
+            f"{store.describe_db_error(ctx.engine, exc)}"
         ) from None
