@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import re
 import socket
 import struct
@@ -100,6 +101,7 @@ class Request:
     user_agent: str | None
     authorized: bool
     status: int
+    at: float = 0.0  # time.monotonic() when it was answered
 
 
 def encode_cursor(type_name: str, name: str) -> str:
@@ -119,9 +121,21 @@ def decode_cursor(cursor: str) -> tuple[str, str]:
 class FakeZisServer:
     """``with FakeZisServer() as server:`` starts it on a free loopback port."""
 
-    def __init__(self, *, latency: float = 0.0, max_page_size: int = 100) -> None:
+    def __init__(
+        self,
+        *,
+        latency: float = 0.0,
+        max_page_size: int = 100,
+        rate_limit: tuple[int, float] | None = None,
+        quota_headers: bool = False,
+    ) -> None:
         self.latency = latency
         self.max_page_size = max_page_size
+        # (requests, seconds): per account, in fixed windows; beyond it, 429 + Retry-After.
+        self.rate_limit = rate_limit
+        self.quota_headers = quota_headers  # send ratelimit-* and X-Rate-Limit-* headers
+        self._window_start = time.monotonic()
+        self._window_counts: Counter[tuple[str, int]] = Counter()
         self.accounts: dict[str, dict[str, FakeIntegration]] = {}
         self.requests: list[Request] = []
         self._lock = threading.RLock()
@@ -223,17 +237,57 @@ class FakeZisServer:
         with self._lock:
             fake = self.accounts.get(account, {}).get(integration)
             authorized = fake is not None and headers.get("authorization") == f"Bearer {fake.token}"
-            if fake is None:
+            quota = self._quota(account)
+            if quota is not None and quota[0] < 0:
+                status, out_headers, body = 429, {"Content-Type": "text/html"}, RATE_LIMIT_PAGE
+                out_headers["Retry-After"] = str(quota[1])
+                fault = None
+            elif fake is None:
                 status, out_headers, body = _error(404, "NotFound", "Integration not found")
                 fault = None
             else:
                 status, out_headers, body, fault = self._page(fake, query, authorized)
+            if quota is not None and self.quota_headers:
+                left = str(max(quota[0], 0))
+                out_headers = {
+                    **out_headers,
+                    "ratelimit-limit": str(self.rate_limit[0] if self.rate_limit else 0),
+                    "ratelimit-remaining": left,
+                    "ratelimit-reset": str(quota[1]),
+                    "X-Rate-Limit-Remaining": left,
+                }
             self.requests.append(
                 Request(
-                    account, integration, path, query, headers.get("user-agent"), authorized, status
+                    account,
+                    integration,
+                    path,
+                    query,
+                    headers.get("user-agent"),
+                    authorized,
+                    status,
+                    time.monotonic(),
                 )
             )
             return status, out_headers, body, fault
+
+    def window(self, at: float) -> int:
+        """The rate-limit window a time.monotonic() instant falls in."""
+        assert self.rate_limit is not None
+        return int((at - self._window_start) // self.rate_limit[1])
+
+    def _quota(self, account: str) -> tuple[int, int] | None:
+        """(requests left in this window after this one, or -1 when spent; seconds to reset)."""
+        if self.rate_limit is None:
+            return None
+        limit, window = self.rate_limit
+        elapsed = time.monotonic() - self._window_start
+        index = int(elapsed // window)
+        reset = math.ceil((index + 1) * window - elapsed)
+        used = self._window_counts[(account, index)]
+        if used >= limit:
+            return -1, reset
+        self._window_counts[(account, index)] += 1
+        return limit - used - 1, reset
 
     def _page(
         self, fake: FakeIntegration, query: dict[str, list[str]], authorized: bool
@@ -297,6 +351,9 @@ class FakeZisServer:
         )
 
 
+RATE_LIMIT_PAGE = b"<html><body><h1>Rate limit exceeded</h1></body></html>"
+
+
 def _error(status: int, code: str, title: str) -> tuple[int, dict[str, str], bytes]:
     body = json.dumps({"errors": [{"code": code, "title": title}]}).encode()
     return status, {"Content-Type": "application/json; charset=utf-8"}, body
@@ -309,7 +366,7 @@ def rate_limited(retry_after: str = "1", times: int = 1, page: int | None = None
         times=times,
         page=page,
         status=429,
-        body=b"<html><body><h1>Rate limit exceeded</h1></body></html>",
+        body=RATE_LIMIT_PAGE,
         content_type="text/html",
         headers={"Retry-After": retry_after},
     )

@@ -12,6 +12,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -96,13 +97,26 @@ class RetryPolicy:
 
 
 class AccountGate:
-    """A pause shared by every request to one account, set when the account answers 429."""
+    """Pacing shared by every request to one account.
 
-    def __init__(self, sleep: Sleep, clock: Callable[[], float] = time.monotonic) -> None:
+    - A pause, set by a 429's Retry-After, or when the quota headers (``ratelimit-remaining``
+      with ``ratelimit-reset``, or ``X-Rate-Limit-Remaining``) say that no more than the
+      requests that may be in flight are left in the window: then no 429 comes at all.
+    - Without quota headers, the first 429 turns the account to one request at a time, so
+      a spent window costs at most one 429 from then on.
+    """
+
+    def __init__(
+        self, sleep: Sleep, clock: Callable[[], float] = time.monotonic, reserve: int = 1
+    ) -> None:
         self._lock = threading.Lock()
         self._until = 0.0
         self._sleep = sleep
         self._clock = clock
+        self._reserve = reserve
+        self._one_at_a_time = threading.Lock()
+        self.quota_headers = False
+        self.single_flight = False
 
     def pause(self, seconds: float) -> None:
         with self._lock:
@@ -115,6 +129,40 @@ class AccountGate:
             if remaining <= 0:
                 return
             self._sleep(remaining)
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        """Hold while one request is in flight."""
+        if not self.single_flight:
+            yield
+            return
+        with self._one_at_a_time:
+            self.wait()
+            yield
+
+    def observe(self, headers: httpx.Headers) -> None:
+        """Pace from the quota headers of a response, when the server sends them."""
+        remaining = _number(
+            headers.get("ratelimit-remaining") or headers.get("x-rate-limit-remaining")
+        )
+        if remaining is None:
+            return
+        self.quota_headers = True
+        if remaining <= self._reserve:
+            reset = _number(headers.get("ratelimit-reset"))
+            self.pause(reset if reset is not None else 1.0)
+
+    def rate_limited(self, retry_after: float) -> None:
+        self.pause(retry_after)
+        if not self.quota_headers:
+            self.single_flight = True
+
+
+def _number(value: str | None) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
@@ -158,7 +206,7 @@ class ZisClient:
             settings.max_retries, settings.max_retry_wait_seconds, settings.retry_backoff_seconds
         )
         self._sleep = sleep
-        self.gate = AccountGate(sleep, clock)
+        self.gate = AccountGate(sleep, clock, reserve=settings.concurrency)
         verify: ssl.SSLContext | bool = True
         if settings.ca_bundle:
             verify = ssl.create_default_context(cafile=settings.ca_bundle)
@@ -208,7 +256,8 @@ class ZisClient:
             if self._stop is not None and self._stop.is_set():
                 raise Interrupted(f"{where}: page {page}: interrupted")
             try:
-                return self._request_once(url, params, integration, where, page)
+                with self.gate.slot():
+                    return self._request_once(url, params, integration, where, page)
             except RetryableError as exc:
                 if attempt >= self.policy.max_retries:
                     raise ApiError(
@@ -221,7 +270,7 @@ class ZisClient:
                         f"more than sync.max_retry_wait_seconds ({self.policy.max_wait:g})"
                     ) from None
                 if exc.retry_after is not None:
-                    self.gate.pause(wait)  # a 429 pauses every request to this account
+                    self.gate.rate_limited(wait)  # a 429 pauses every request to this account
                     self.gate.wait()
                 else:
                     self._sleep(wait)
@@ -237,6 +286,7 @@ class ZisClient:
         try:
             with self._http.stream("GET", url, params=params, headers=headers) as response:
                 status = response.status_code
+                self.gate.observe(response.headers)
                 if status == 429:
                     with self._counts_lock:
                         self.rate_limited += 1

@@ -4,6 +4,7 @@ on SQLite and PostgreSQL; every test ends with the no-secret check (conftest.Har
 from __future__ import annotations
 
 import json
+from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,6 +21,7 @@ from inventory.testing import (
     sample_item,
     server_error,
 )
+from inventory.testing import FakeZisServer as FakeServerType
 
 from .conftest import Harness
 
@@ -682,3 +684,28 @@ def test_an_older_view_committed_late_is_recorded_but_not_applied(cli: Harness) 
     assert changes(cli.db_url, {3}) == {
         ("billing", "api_key", "billing_api_key_0", "removed", None, None, None)
     }
+
+
+def rate_limit_windows(zis: FakeServerType) -> Counter[int]:
+    return Counter(zis.window(r.at) for r in zis.requests if r.status == 429)
+
+
+def test_quota_headers_avoid_every_429(cli: Harness) -> None:
+    seed(cli, {"acme": {"a": 2, "b": 2, "c": 2, "d": 2}}, extra_sync="page_size = 1")
+    cli.zis.rate_limit, cli.zis.quota_headers = (10, 1.0), True
+    result = cli.run("sync")
+    assert result.code == 0
+    assert [r.status for r in cli.zis.requests].count(429) == 0
+    assert len(present(cli.db_url)) == 32
+
+
+def test_without_quota_headers_a_spent_window_costs_at_most_one_429(cli: Harness) -> None:
+    seed(cli, {"acme": {"a": 2, "b": 2, "c": 2, "d": 2}}, extra_sync="page_size = 1")
+    cli.zis.rate_limit = (10, 1.0)
+    result = cli.run("sync")
+    assert result.code == 0
+    per_window = rate_limit_windows(cli.zis)
+    first = min(per_window)
+    assert per_window[first] <= 4  # the requests already in flight when the first window ran out
+    assert all(n == 1 for w, n in per_window.items() if w != first), per_window
+    assert len(present(cli.db_url)) == 32

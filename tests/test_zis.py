@@ -331,3 +331,25 @@ def test_paginator_alone() -> None:
     assert (p.page, p.cursor, p.done) == (1, "x", False)
     p.advance({"meta": {"after": "x", "has_more": False}})
     assert (p.page, p.done) == (2, True)
+
+
+def test_quota_headers_pause_the_account_before_the_window_is_spent() -> None:
+    answers = [
+        httpx.Response(200, json={"meta": {"after": "a", "has_more": True}},
+                       headers={"ratelimit-remaining": "5", "ratelimit-reset": "9"}),
+        httpx.Response(200, json={"meta": {"after": "b", "has_more": True}},
+                       headers={"ratelimit-remaining": "3", "ratelimit-reset": "7"}),
+        httpx.Response(200, json={"meta": {"after": "c", "has_more": False}},
+                       headers={"X-Rate-Limit-Remaining": "2"}),
+    ]  # fmt: skip
+    zc, sleeps = client(lambda r: answers.pop(0), concurrency=3)
+    assert len(list(zc.pages(INTEGRATION))) == 3
+    assert sleeps == [7.0]  # 3 left <= 3 that may be in flight: wait for the reset
+    assert zc.gate.quota_headers and not zc.gate.single_flight
+
+
+def test_a_429_without_quota_headers_turns_the_account_to_one_request_at_a_time() -> None:
+    answers = [httpx.Response(429, headers={"Retry-After": "2"}), page(["x"], None, False)]
+    zc, sleeps = client(lambda r: answers.pop(0))
+    assert names(zc) == [["x"]]
+    assert sleeps == [2.0] and zc.gate.single_flight
