@@ -1,11 +1,13 @@
-"""Sync throughput against the bundled fake ZIS server, compared with the floor.
+"""Benchmarks: what a sync costs beyond reading the API, against the bundled fake ZIS server.
 
 The floor is the same client code fetching and parsing the same pages with no diff and no
-database. Each measured step runs in its own process (peak RSS is per step); the fake
-server runs in another. Prints one table; figures vary run to run, ratios are what matter.
+database. Every measured step runs in a process of its own (peak RSS is per step); the
+fake server runs in another. Figures vary from run to run; the ratios are what matter.
 
-    python benchmarks/run.py                       # 10 integrations x 10,000, SQLite
-    python benchmarks/run.py --connections 1000 --database postgresql://postgres@127.0.0.1/test
+    python benchmarks/run.py                          # everything, on SQLite
+    python benchmarks/run.py --database postgresql://postgres@127.0.0.1/test
+    python benchmarks/run.py --only throughput --scale 0.1   # a quick look
+    python benchmarks/run.py --million                # adds 100 x 10,000 to the scaling run
 """
 
 from __future__ import annotations
@@ -21,42 +23,63 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from multiprocessing.connection import Connection as Pipe
 from typing import Any
 
 TYPES = ("api_key", "basic_auth", "bearer_token", "oauth")
 ACCOUNT = "bench"
 TOKEN = "bench-token"
+INVENTORY_TABLES = ("connections", "connection_versions", "connection_changes")
 
 
-def generate(integration: str, count: int) -> list[tuple[str, dict[str, Any]]]:
-    from inventory.testing import sample_item
+@dataclass(frozen=True)
+class Account:
+    integrations: int
+    per_integration: int
+    latency: float = 0.0
+    rate_limit: tuple[int, float] | None = None
+    quota_headers: bool = False
 
-    return [
-        (TYPES[i % 4], sample_item(TYPES[i % 4], f"{integration}_c{i:07d}")) for i in range(count)
-    ]
+    @property
+    def total(self) -> int:
+        return self.integrations * self.per_integration
 
 
-def serve(integrations: int, per_integration: int, pipe: Pipe) -> None:
-    """The fake server's process: serves, and applies the 1% change on request."""
+# --- the fake server's process ---------------------------------------------------------
+
+
+def serve(spec: Account, pipe: Pipe) -> None:
     from inventory.testing import FakeZisServer, sample_item
 
-    with FakeZisServer() as server:
-        for n in range(integrations):
+    server = FakeZisServer(
+        latency=spec.latency, rate_limit=spec.rate_limit, quota_headers=spec.quota_headers
+    )
+    with server:
+        for n in range(spec.integrations):
             name = f"integration_{n:03d}"
-            server.add_integration(ACCOUNT, name, TOKEN, generate(name, per_integration))
+            items = [
+                (TYPES[i % 4], sample_item(TYPES[i % 4], f"{name}_c{i:07d}"))
+                for i in range(spec.per_integration)
+            ]
+            server.add_integration(ACCOUNT, name, TOKEN, items)
         pipe.send(server.base_url(ACCOUNT))
         while True:
             command = pipe.recv()
             if command == "stop":
                 return
+            if command == "stats":
+                statuses = [r.status for r in server.requests]
+                pipe.send({"requests": len(statuses), "429": statuses.count(429)})
+                server.requests.clear()
+                continue
             rng = random.Random(42)
             changed = 0
             for name, fake in server.accounts[ACCOUNT].items():
                 keys = sorted(fake.items)
-                k = max(1, len(keys) // 100)
-                for type_name, item_name in rng.sample(keys, k):
+                for type_name, item_name in rng.sample(keys, max(1, len(keys) // 100)):
                     kind = changed % 3
                     if kind == 0:
                         server.delete(ACCOUNT, name, type_name, item_name)
@@ -76,13 +99,31 @@ def serve(integrations: int, per_integration: int, pipe: Pipe) -> None:
             pipe.send(changed)
 
 
+class Server:
+    def __init__(self, spec: Account) -> None:
+        self._pipe, theirs = mp.Pipe()
+        self._process = mp.Process(target=serve, args=(spec, theirs), daemon=True)
+        self._process.start()
+        self.base_url: str = self._pipe.recv()
+
+    def call(self, command: str) -> Any:
+        self._pipe.send(command)
+        return self._pipe.recv()
+
+    def stop(self) -> None:
+        self._pipe.send("stop")
+        self._process.join(timeout=30)
+
+
+# --- one measured step, in its own process ---------------------------------------------
+
+
 def step(args: argparse.Namespace) -> dict[str, Any]:
-    """One measured step in this process: floor, or a sync."""
     from sqlalchemy import event
 
     from inventory import store
+    from inventory.config import Account as AccountConfig
     from inventory.config import (
-        Account,
         DatabaseSettings,
         Integration,
         ScheduleSettings,
@@ -98,11 +139,9 @@ def step(args: argparse.Namespace) -> dict[str, Any]:
         Integration(ACCOUNT, f"integration_{n:03d}", Secret(TOKEN))
         for n in range(args.integrations)
     )
-    account = Account(ACCOUNT, args.base_url, integrations)
-    sync = SyncSettings(concurrency=args.concurrency, max_removal_ratio=1.0)
-    cpu0, wall0 = time.process_time(), time.perf_counter()
-    written: dict[str, int] = {}
-    requests = 0
+    account = AccountConfig(ACCOUNT, args.base_url, integrations)
+    sync = SyncSettings(concurrency=args.concurrency, max_removal_ratio=1.0, max_retries=20)
+    written = dict.fromkeys(INVENTORY_TABLES, 0)
     if args.step == "floor":
         client = ZisClient(account, sync)
         lock = threading.Lock()
@@ -114,110 +153,248 @@ def step(args: argparse.Namespace) -> dict[str, Any]:
                 with lock:
                     parsed[0] += n
 
+        cpu0, wall0 = time.process_time(), time.perf_counter()
         with ThreadPoolExecutor(args.concurrency) as pool:
             list(pool.map(read, integrations))
-        requests = client.requests
+        wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
         client.close()
+        status = "floor"
     else:
         settings = Settings(
             "(bench)", args.database, DatabaseSettings(), sync, ScheduleSettings(), (account,)
         )
-        engine = store.make_engine(args.database)
+        engine = store.engine_for(settings)
         store.ensure_schema(engine, migrate=True)
 
         @event.listens_for(engine, "after_cursor_execute")
         def count(
             conn: Any, cursor: Any, statement: str, params: Any, context: Any, executemany: bool
         ) -> None:
-            words = statement.split()
+            words = statement.split(None, 3)
             verb = words[0].upper()
             if verb in ("INSERT", "UPDATE"):
-                table = words[2] if verb == "INSERT" else words[1]
-                n = cursor.rowcount if cursor.rowcount >= 0 else (len(params) if executemany else 1)
-                written[table] = written.get(table, 0) + n
+                table = (words[2] if verb == "INSERT" else words[1]).strip('"')
+                if table in written:
+                    n = (
+                        cursor.rowcount
+                        if cursor.rowcount >= 0
+                        else (len(params) if executemany else 1)
+                    )
+                    written[table] += n
 
         cpu0, wall0 = time.process_time(), time.perf_counter()
         result = run_sync(settings, engine)
-        requests = sum(s.pages for s in result.snapshots)
+        wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
         engine.dispose()
+        status = result.status
     return {
-        "wall": time.perf_counter() - wall0,
-        "cpu": time.process_time() - cpu0,
+        "wall": wall,
+        "cpu": cpu,
         "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "requests": requests,
         "written": written,
+        "status": status,
     }
 
 
-def run_step(name: str, args: argparse.Namespace, base_url: str) -> dict[str, Any]:
+def measure(
+    kind: str, server: Server, spec: Account, database: str, concurrency: int
+) -> dict[str, Any]:
     cmd = [
-        sys.executable,
-        __file__,
-        "--step",
-        name,
-        "--base-url",
-        base_url,
-        "--database",
-        args.database,
-        "--integrations",
-        str(args.integrations),
-        "--concurrency",
-        str(args.concurrency),
-    ]
+        sys.executable, __file__, "--step", kind, "--base-url", server.base_url, "--database", database,
+        "--integrations", str(spec.integrations), "--concurrency", str(concurrency),
+    ]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode != 0:
-        raise SystemExit(f"step {name} failed:\n{done.stderr}")
-    return dict(json.loads(done.stdout.splitlines()[-1]))
+        raise SystemExit(f"step {kind} failed:\n{done.stderr[-3000:]}")
+    figures = dict(json.loads(done.stdout.splitlines()[-1]))
+    figures.update(server.call("stats"))
+    return figures
+
+
+# --- the scenarios ---------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    name: str
+    figures: dict[str, Any]
+    floor: float | None = None
+
+
+def print_table(title: str, rows: list[Row], extra: Callable[[Row], str] = lambda r: "") -> None:
+    print(f"\n{title}")
+    header = f"{'step':36} {'wall s':>8} {'cpu s':>7} {'rss MB':>7} {'requests':>8} {'429s':>5} {'x floor':>8}  rows written (connections / versions / changes)"
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        f = row.figures
+        ratio = f"{f['wall'] / row.floor:8.2f}" if row.floor else f"{'-':>8}"
+        written = " / ".join(str(f["written"][t]) for t in INVENTORY_TABLES)
+        print(
+            f"{row.name:36} {f['wall']:8.2f} {f['cpu']:7.2f} {f['rss_mb']:7.0f} {f['requests']:8d} {f['429']:5d} {ratio}  {written}{extra(row)}"
+        )
+
+
+def new_database(args: argparse.Namespace, tmp: str, name: str) -> str:
+    if args.database.startswith("postgresql"):
+        import psycopg
+        from sqlalchemy.engine import make_url
+
+        url = make_url(args.database)
+        db = f"zis_inventory_bench_{name}_{os.getpid()}"
+        admin = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{db}"')
+            conn.execute(f'CREATE DATABASE "{db}"')
+        return url.set(database=db).render_as_string(hide_password=False)
+    return f"sqlite:///{os.path.join(tmp, name + '.db')}"
+
+
+def throughput(args: argparse.Namespace, tmp: str) -> list[Row]:
+    spec = Account(10, int(10_000 * args.scale))
+    server = Server(spec)
+    database = new_database(args, tmp, "throughput")
+    try:
+        floor = measure("floor", server, spec, database, args.concurrency)
+        rows = [Row("floor (fetch + parse only)", floor, floor["wall"])]
+        rows.append(
+            Row(
+                "first sync, empty database",
+                measure("sync", server, spec, database, args.concurrency),
+                floor["wall"],
+            )
+        )
+        rows.append(
+            Row(
+                "resync, no change",
+                measure("sync", server, spec, database, args.concurrency),
+                floor["wall"],
+            )
+        )
+        changed = server.call("change")
+        rows.append(
+            Row(
+                f"resync, 1% changed ({changed})",
+                measure("sync", server, spec, database, args.concurrency),
+                floor["wall"],
+            )
+        )
+    finally:
+        server.stop()
+    print_table(
+        f"1. Throughput: {spec.integrations} integrations x {spec.per_integration} = {spec.total} connections, concurrency {args.concurrency}",
+        rows,
+    )
+    return rows
+
+
+def scaling(args: argparse.Namespace, tmp: str) -> None:
+    sizes = [(1, 1000), (1, 10_000), (10, 10_000)] + ([(100, 10_000)] if args.million else [])
+    rows = []
+    for integrations, per in sizes:
+        spec = Account(integrations, int(per * args.scale))
+        server = Server(spec)
+        database = new_database(args, tmp, f"scaling_{integrations}_{per}")
+        try:
+            floor = measure("floor", server, spec, database, args.concurrency)
+            first = measure("sync", server, spec, database, args.concurrency)
+        finally:
+            server.stop()
+        first["per_connection_us"] = first["wall"] / spec.total * 1e6
+        rows.append(
+            Row(f"{integrations} x {spec.per_integration} first sync", first, floor["wall"])
+        )
+    print_table(
+        "2. Scaling: first sync by size (time per connection should stay flat; memory should follow the largest integration)",
+        rows,
+        lambda r: f"   {r.figures['per_connection_us']:.1f} us/connection",
+    )
+
+
+def latency(args: argparse.Namespace, tmp: str) -> None:
+    spec = Account(20, int(2000 * args.scale), latency=0.1)
+    server = Server(spec)
+    database = new_database(args, tmp, "latency")
+    try:
+        figures = measure("sync", server, spec, database, 8)
+    finally:
+        server.stop()
+    pages = figures["requests"]
+    ideal = pages * 0.1 / 8
+    print_table(
+        f"3. Latency-bound: 100 ms per page, {spec.integrations} x {spec.per_integration}, concurrency 8",
+        [Row("first sync", figures)],
+        lambda r: (
+            f"   ideal {ideal:.2f}s ({pages} pages x 0.1 s / 8): {figures['wall'] / ideal:.2f} x ideal"
+        ),
+    )
+
+
+def rate_limited(args: argparse.Namespace, tmp: str) -> None:
+    rows = []
+    for headers in (True, False):
+        spec = Account(30, int(1000 * args.scale), rate_limit=(100, 10.0), quota_headers=headers)
+        server = Server(spec)
+        database = new_database(args, tmp, f"rate_{headers}")
+        try:
+            figures = measure("sync", server, spec, database, args.concurrency)
+        finally:
+            server.stop()
+        served = figures["requests"] - figures["429"]
+        figures["rate"] = served / figures["wall"]
+        rows.append(Row(f"first sync, quota headers {'on' if headers else 'off'}", figures))
+    print_table(
+        "4. Rate-limit-bound: 100 requests per 10 s per account, 30 integrations",
+        rows,
+        lambda r: (
+            f"   {r.figures['rate']:.2f} req/s = {r.figures['rate'] / 10:.0%} of the allowed 10/s"
+        ),
+    )
+
+
+SCENARIOS = {"throughput": throughput, "scaling": scaling, "latency": latency, "rate": rate_limited}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--integrations", type=int, default=10)
-    parser.add_argument("--connections", type=int, default=10_000, help="per integration")
+    parser.add_argument(
+        "--database",
+        default="sqlite",
+        help="sqlite (default: new files in a temp dir) or a postgresql:// URL where databases may be created",
+    )
+    parser.add_argument(
+        "--only",
+        choices=sorted(SCENARIOS),
+        action="append",
+        help="run only this scenario (repeatable)",
+    )
+    parser.add_argument(
+        "--scale",
+        type=float,
+        default=1.0,
+        help="multiply every connection count (0.1 for a quick look)",
+    )
     parser.add_argument("--concurrency", type=int, default=4)
-    parser.add_argument("--database", default=None, help="default: a new SQLite file in a temp dir")
+    parser.add_argument(
+        "--million", action="store_true", help="add 100 x 10,000 connections to the scaling run"
+    )
     parser.add_argument("--step", help=argparse.SUPPRESS)
     parser.add_argument("--base-url", help=argparse.SUPPRESS)
+    parser.add_argument("--integrations", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.step:
         print(json.dumps(step(args)))
         return
-    tmp = tempfile.TemporaryDirectory()
-    args.database = args.database or f"sqlite:///{os.path.join(tmp.name, 'bench.db')}"
-    ours, theirs = mp.Pipe()
-    server = mp.Process(
-        target=serve, args=(args.integrations, args.connections, theirs), daemon=True
-    )
-    server.start()
-    base_url = ours.recv()
-    total = args.integrations * args.connections
-    from inventory.store import safe_url
+    import platform
 
     print(
-        f"{args.integrations} integrations x {args.connections} connections = {total}; "
-        f"concurrency {args.concurrency}; database {safe_url(args.database)}"
+        f"zis-inventory benchmarks on {platform.node()}: {os.cpu_count()} cores, Python {platform.python_version()}, database {args.database.split('@')[-1]}"
     )
-    results = [("floor (fetch + parse only)", run_step("floor", args, base_url))]
-    results.append(("first sync (empty database)", run_step("sync", args, base_url)))
-    results.append(("resync, no change", run_step("sync", args, base_url)))
-    ours.send("change")
-    changed = ours.recv()
-    results.append((f"resync, 1% changed ({changed})", run_step("sync", args, base_url)))
-    ours.send("stop")
-    server.join(timeout=10)
-    floor = results[0][1]["wall"]
-    header = f"{'step':34} {'wall s':>7} {'cpu s':>7} {'rss MB':>7} {'pages':>6} {'x floor':>7}  rows written"
-    print(header)
-    print("-" * len(header))
-    for name, r in results:
-        rows = ", ".join(f"{t}={n}" for t, n in sorted(r["written"].items())) or "-"
-        print(
-            f"{name:34} {r['wall']:7.2f} {r['cpu']:7.2f} {r['rss_mb']:7.0f} {r['requests']:6d} "
-            f"{r['wall'] / floor:7.2f}  {rows}"
-        )
-    tmp.cleanup()
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.only or list(SCENARIOS):
+            SCENARIOS[name](args, tmp)
 
 
 if __name__ == "__main__":

@@ -8,11 +8,12 @@ import hashlib
 import logging
 import os
 import socket
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.resources import files
+from itertools import islice
 from pathlib import Path
 from typing import Any, cast
 
@@ -30,7 +31,6 @@ from sqlalchemy import (
     event,
     func,
     insert,
-    inspect,
     select,
     text,
     update,
@@ -49,13 +49,21 @@ log = logging.getLogger(__name__)
 
 RUN_LOCK_CLASS = 0x5A15  # pg_advisory_lock(int, int) key space for live sync runs
 MIGRATION_LOCK = 0x5A15_0000_0000_0001  # pg_advisory_xact_lock(bigint) for migrations
+INSERT_CHUNK = 1000
 SNAPSHOTS = cast(Table, m.Snapshot.__table__)
 CONNECTIONS = cast(Table, m.Connection.__table__)
 VERSIONS = cast(Table, m.ConnectionVersion.__table__)
+CHANGES = cast(Table, m.ConnectionChange.__table__)
 
 
 def now() -> datetime:
     return datetime.now(UTC)
+
+
+def batched(rows: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    it = iter(rows)
+    while chunk := list(islice(it, size)):
+        yield chunk
 
 
 # --- engines -----------------------------------------------------------------------
@@ -290,10 +298,6 @@ def _known_revisions() -> set[str]:
     return {rev.revision for rev in script.walk_revisions()}
 
 
-def table_names(engine: Engine) -> list[str]:
-    return sorted(inspect(engine).get_table_names())
-
-
 # --- runs ----------------------------------------------------------------------------
 
 
@@ -343,9 +347,22 @@ def finish_run(engine: Engine, run: Run, status: str, error: str | None = None) 
                 .values(status=status, finished_at=now(), error=error)
             )
     finally:
-        if run.lock_connection is not None:
-            run.lock_connection.close()
-            run.lock_connection = None
+        release_run_lock(run)
+
+
+def release_run_lock(run: Run) -> None:
+    """Unlock before the connection goes back to the pool, where the session (and so a
+    session-level lock) would live on."""
+    conn, run.lock_connection = run.lock_connection, None
+    if conn is None:
+        return
+    try:
+        conn.execute(select(func.pg_advisory_unlock(RUN_LOCK_CLASS, run.id)))
+        conn.commit()
+    except SQLAlchemyError:
+        conn.invalidate()  # a broken session: discard it rather than pool it
+    finally:
+        conn.close()
 
 
 def reap_abandoned_runs(engine: Engine) -> list[int]:
@@ -526,10 +543,27 @@ class IntegrationTransaction:
         self._write_versions(result, detected_at)
         return snapshot_id
 
+    def _insert(self, table: Table, rows: Iterable[dict[str, Any]]) -> None:
+        """Many rows, built and sent in chunks so a large first sync never holds them all:
+        COPY on PostgreSQL (psycopg's executemany goes row by row), executemany on SQLite."""
+        for chunk in batched(rows, INSERT_CHUNK):
+            if not is_postgres(self.conn):
+                self.conn.execute(insert(table), list(chunk))
+                continue
+            columns = list(chunk[0])
+            names = ", ".join(f'"{c}"' for c in columns)
+            psycopg_connection: Any = self.conn.connection.driver_connection
+            with (
+                psycopg_connection.cursor() as cursor,
+                cursor.copy(f"COPY {table.name} ({names}) FROM STDIN") as copy,
+            ):
+                for row in chunk:
+                    copy.write_row([row[c] for c in columns])
+
     def _write_events(self, snapshot_id: int, events: Sequence[Event], at: datetime) -> None:
-        self.conn.execute(
-            insert(m.ConnectionChange),
-            [
+        self._insert(
+            CHANGES,
+            (
                 {
                     "snapshot_id": snapshot_id,
                     "account": self.account,
@@ -538,7 +572,7 @@ class IntegrationTransaction:
                     **e._asdict(),
                 }
                 for e in events
-            ],
+            ),
         )
 
     def _values(self, record: Record) -> dict[str, Any]:
@@ -553,19 +587,13 @@ class IntegrationTransaction:
 
     def _write_connections(self, result: Diff, at: datetime) -> None:
         t = CONNECTIONS
-        if result.added:
-            self.conn.execute(
-                insert(t),
-                [
-                    {
-                        **self._values(r),
-                        "first_seen_at": at,
-                        "last_changed_at": at,
-                        "removed_at": None,
-                    }
-                    for r in result.added
-                ],
-            )
+        self._insert(
+            t,
+            (
+                {**self._values(r), "first_seen_at": at, "last_changed_at": at, "removed_at": None}
+                for r in result.added
+            ),
+        )
         changed = result.modified + result.restored
         if changed:
             self.conn.execute(
@@ -602,11 +630,7 @@ class IntegrationTransaction:
                 [{"k_type": r.type, "k_name": r.name} for r in closing],
             )
         opening = result.added + result.modified + result.restored
-        if opening:
-            self.conn.execute(
-                insert(t),
-                [{**self._values(r), "valid_from": at, "valid_to": None} for r in opening],
-            )
+        self._insert(t, ({**self._values(r), "valid_from": at, "valid_to": None} for r in opening))
 
 
 @contextmanager

@@ -10,8 +10,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
@@ -140,6 +140,8 @@ class _Run:
     accept_removals: bool
     stop: threading.Event
     tick: Tick | None
+    writer: ThreadPoolExecutor
+    write_slots: threading.Semaphore
     drift: dict[str, list[str]] = field(default_factory=dict)
 
 
@@ -164,7 +166,6 @@ def run_sync(
         raise DatabaseError(f"cannot start a run: {store.describe_db_error(engine, exc)}") from None
     if on_run is not None:
         on_run(run)
-    ctx = _Run(engine, run.id, settings, accept_removals, stop, tick)
     results: list[SnapshotResult] = []
     clients = {
         a.subdomain: ZisClient(
@@ -176,17 +177,35 @@ def run_sync(
         )
         for a in {a.subdomain: a for a, _ in targets}.values()
     }
+    # Fetch workers hand each complete set to the writers and go on fetching: SQLite has
+    # one writer (its writes queue on one lock anyway); PostgreSQL as many as fetchers.
+    concurrency = settings.sync.concurrency
+    writers = concurrency if store.is_postgres(engine) else 1
     try:
-        with ThreadPoolExecutor(settings.sync.concurrency, thread_name_prefix="sync") as pool:
+        with (
+            ThreadPoolExecutor(concurrency, thread_name_prefix="fetch") as pool,
+            ThreadPoolExecutor(writers, thread_name_prefix="write") as writer,
+        ):
+            ctx = _Run(
+                engine,
+                run.id,
+                settings,
+                accept_removals,
+                stop,
+                tick,
+                writer,
+                threading.Semaphore(concurrency),  # fetched sets waiting to be written
+            )
             futures = [
                 pool.submit(sync_integration, ctx, clients[account.subdomain], integration)
                 for account, integration in targets
             ]
             try:
-                results = [f.result() for f in futures]
+                results = [_written(f.result()) for f in futures]
             except BaseException:
                 stop.set()
                 pool.shutdown(wait=True, cancel_futures=True)
+                writer.shutdown(wait=True, cancel_futures=True)
                 raise
     except BaseException as exc:
         _finish(engine, run, "failed", _interruption(exc))
@@ -258,19 +277,44 @@ def fetch(
         into.unknown_types |= parsed.unknown_types
 
 
-def sync_integration(ctx: _Run, client: ZisClient, integration: Integration) -> SnapshotResult:
-    """One snapshot, unless the tick says another replica has it or already did it."""
+def _written(outcome: SnapshotResult | Future[SnapshotResult]) -> SnapshotResult:
+    return outcome.result() if isinstance(outcome, Future) else outcome
+
+
+def sync_integration(
+    ctx: _Run, client: ZisClient, integration: Integration
+) -> SnapshotResult | Future[SnapshotResult]:
+    """One snapshot, unless the tick says another replica has it or already did it: fetched
+    here, then written by ctx.writer (the returned future) while this worker goes on."""
     account, name = integration.account, integration.name
     tick = ctx.tick
-    claim = store.claim(ctx.engine, account, name) if tick and tick.claim else nullcontext(True)
-    with claim as mine:
-        if not mine:
+    held = ExitStack()  # the claim lasts until the write is done
+    try:
+        if tick and tick.claim and not held.enter_context(store.claim(ctx.engine, account, name)):
+            held.close()
             return _skipped(account, name, "another replica is syncing it")
         if tick is not None:
             done = store.fresh_snapshot(ctx.engine, account, name, tick.since)
             if done is not None:
+                held.close()
                 return _skipped(account, name, f"snapshot {done} already covers this tick")
-        return _snapshot(ctx, client, integration)
+        snapshot = _Snapshot(ctx, integration)
+        if not snapshot.fetch(client):
+            held.close()
+            return snapshot.done()
+        ctx.write_slots.acquire()
+
+        def write() -> SnapshotResult:
+            try:
+                return snapshot.write()
+            finally:
+                ctx.write_slots.release()
+                held.close()
+
+        return ctx.writer.submit(write)
+    except BaseException:
+        held.close()
+        raise
 
 
 def _skipped(account: str, integration: str, why: str) -> SnapshotResult:
@@ -278,47 +322,72 @@ def _skipped(account: str, integration: str, why: str) -> SnapshotResult:
     return SnapshotResult(account, integration, "skipped")
 
 
-def _snapshot(ctx: _Run, client: ZisClient, integration: Integration) -> SnapshotResult:
-    account, name = integration.account, integration.name
-    where = f"{account}/{name}"
-    started = store.now()
-    clock = time.perf_counter()
-    fetched = Fetched()
-    result = SnapshotResult(account, name, "failed")
-    try:
-        if ctx.stop.is_set():
-            raise Interrupted(f"{where}: interrupted")
-        fetch(client, integration, fetched, ctx.stop)
-        for type_name in fetched.unknown_types:
-            ctx.drift.setdefault(type_name, []).append(where)
-        result = _apply(ctx, integration, started, fetched)
-    except Interrupted:
-        result.status = "interrupted"
-        result.error = "interrupted before the snapshot was written"
-    except SnapshotError as exc:
-        result.error = str(exc)
-        result.snapshot_id = _record_failure(ctx, integration, started, fetched, str(exc))
-    result.pages = fetched.pages
-    result.seconds = time.perf_counter() - clock
-    level = logging.INFO if result.status == "complete" else logging.WARNING
-    log.log(
-        level,
-        "%s",
-        result.log_line(),
-        extra={
-            "account": account,
-            "integration": name,
-            "status": result.status,
-            "added": result.added,
-            "removed": result.removed,
-            "modified": result.modified,
-            "restored": result.restored,
-            "connection_count": result.connection_count,
-            "pages": result.pages,
-            "seconds": round(result.seconds, 3),
-        },
-    )
-    return result
+class _Snapshot:
+    """One integration's snapshot: fetched by a fetch worker, written by a writer."""
+
+    def __init__(self, ctx: _Run, integration: Integration) -> None:
+        self.ctx = ctx
+        self.integration = integration
+        self.where = f"{integration.account}/{integration.name}"
+        self.started = store.now()
+        self.clock = time.perf_counter()
+        self.fetched = Fetched()
+        self.result = SnapshotResult(integration.account, integration.name, "failed")
+
+    def fetch(self, client: ZisClient) -> bool:
+        """Every page; False when the snapshot already ended (failed or interrupted)."""
+        return self._step(lambda: self._fetch(client))
+
+    def _fetch(self, client: ZisClient) -> None:
+        if self.ctx.stop.is_set():
+            raise Interrupted(f"{self.where}: interrupted")
+        fetch(client, self.integration, self.fetched, self.ctx.stop)
+        for type_name in self.fetched.unknown_types:
+            self.ctx.drift.setdefault(type_name, []).append(self.where)
+
+    def write(self) -> SnapshotResult:
+        self._step(self._write)
+        return self.done()
+
+    def _write(self) -> None:
+        self.result = _apply(self.ctx, self.integration, self.started, self.fetched)
+
+    def _step(self, action: Callable[[], None]) -> bool:
+        try:
+            action()
+            return True
+        except Interrupted:
+            self.result.status = "interrupted"
+            self.result.error = "interrupted before the snapshot was written"
+        except SnapshotError as exc:
+            self.result.error = str(exc)
+            self.result.snapshot_id = _record_failure(
+                self.ctx, self.integration, self.started, self.fetched, str(exc)
+            )
+        return False
+
+    def done(self) -> SnapshotResult:
+        result = self.result
+        result.pages = self.fetched.pages
+        result.seconds = time.perf_counter() - self.clock
+        log.log(
+            logging.INFO if result.status == "complete" else logging.WARNING,
+            "%s",
+            result.log_line(),
+            extra={
+                "account": result.account,
+                "integration": result.integration,
+                "status": result.status,
+                "added": result.added,
+                "removed": result.removed,
+                "modified": result.modified,
+                "restored": result.restored,
+                "connection_count": result.connection_count,
+                "pages": result.pages,
+                "seconds": round(result.seconds, 3),
+            },
+        )
+        return result
 
 
 def _apply(
