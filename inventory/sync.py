@@ -177,8 +177,9 @@ def run_sync(
         )
         for a in {a.subdomain: a for a, _ in targets}.values()
     }
-    # Fetch workers hand each complete set to the writers and go on fetching: SQLite has
-    # one writer (its writes queue on one lock anyway); PostgreSQL as many as fetchers.
+    # Fetch workers hand each complete set to a writer and go on fetching: SQLite has one
+    # writer (its writes queue on one lock anyway), PostgreSQL as many as fetchers. At most
+    # one set per writer waits, so memory stays bounded by a few integrations' metadata.
     concurrency = settings.sync.concurrency
     writers = concurrency if store.is_postgres(engine) else 1
     try:
@@ -194,7 +195,7 @@ def run_sync(
                 stop,
                 tick,
                 writer,
-                threading.Semaphore(concurrency),  # fetched sets waiting to be written
+                threading.Semaphore(writers),  # fetched sets waiting for a writer
             )
             futures = [
                 pool.submit(sync_integration, ctx, clients[account.subdomain], integration)
