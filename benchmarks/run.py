@@ -251,6 +251,7 @@ def new_database(args: argparse.Namespace, tmp: str, name: str) -> str:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{db}"')
             conn.execute(f'CREATE DATABASE "{db}"')
+        CREATED.append((admin, db))
         return url.set(database=db).render_as_string(hide_password=False)
     return f"sqlite:///{os.path.join(tmp, name + '.db')}"
 
@@ -407,9 +408,23 @@ def main() -> None:
     print(
         f"zis-inventory benchmarks on {platform.node()}: {os.cpu_count()} cores, Python {platform.python_version()}, database {args.database.split('@')[-1]}"
     )
-    with tempfile.TemporaryDirectory() as tmp:
-        for name in args.only or list(SCENARIOS):
-            SCENARIOS[name](args, tmp)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            for name in args.only or list(SCENARIOS):
+                SCENARIOS[name](args, tmp)
+    finally:
+        drop_created()
+
+
+CREATED: list[tuple[str, str]] = []  # (admin URL, database) made for this run
+
+
+def drop_created() -> None:
+    import psycopg
+
+    for admin, db in CREATED:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
 
 
 if __name__ == "__main__":
