@@ -3,10 +3,12 @@ never break them, and the next sync records exactly what changed (SQLite and Pos
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -160,3 +162,51 @@ def kill_and_recover(cli: Harness, rng: random.Random, iterations: int) -> None:
         cli.db_url, select(v.type, v.name, v.allowed_domain).where(v.valid_to.is_(None))
     )
     assert current == versions
+
+
+def test_doctor_reports_each_check(cli: Harness) -> None:
+    seed(cli, {"acme": {"billing": 1, "crm": 1}})
+    cli.zis.integration("acme", "crm").token = "revoked"
+    cfg = str(cli.config)
+    result = cli.run("doctor", "--config", cfg, "--format", "json")
+    assert result.code == 1
+    shown = store.safe_url(cli.db_url)
+    first = (
+        {
+            "subject": "database",
+            "ok": True,
+            "detail": f"{shown} does not exist yet; the first sync creates it",
+        }
+        if cli.db_url.startswith("sqlite")
+        else {"subject": "database", "ok": True, "detail": f"{shown} reachable"}
+    )
+    expected = [
+        {"subject": "configuration", "ok": True, "detail": f"{cfg}: 1 accounts, 2 integrations"},
+        {"subject": "tokens", "ok": True, "detail": "present for every integration"},
+        first,
+    ]
+    if not cli.db_url.startswith("sqlite"):
+        expected.append(
+            {
+                "subject": "schema",
+                "ok": True,
+                "detail": "empty, head is 0001; the next sync migrates it",
+            }
+        )
+    expected += [
+        {"subject": "acme/billing", "ok": True, "detail": "HTTP 200, first page parsed, more pages follow"},
+        {"subject": "acme/crm", "ok": False,
+         "detail": "acme/crm: page 1: HTTP 401 InvalidCredentials: Token length is invalid"},
+    ]  # fmt: skip
+    assert json.loads(result.out) == expected
+    assert [(r.integration, r.query["page[size]"]) for r in cli.zis.requests] in (
+        [("billing", ["1"]), ("crm", ["1"])],
+        [("crm", ["1"]), ("billing", ["1"])],
+    )
+    if cli.db_url.startswith("sqlite"):
+        assert not Path(cli.db_url.removeprefix("sqlite:///")).exists()  # doctor writes nothing
+    cli.zis.integration("acme", "crm").token = cli.token("acme", "crm")
+    assert cli.run("sync").code == 0
+    table = cli.run("doctor", "--config", cfg)
+    assert table.code == 0
+    assert table.out.splitlines()[-2:] == ["6 checks", "doctor: OK"]
