@@ -136,6 +136,8 @@ class Daemon:
     # --- the job ---
 
     def tick(self) -> None:
+        if self.stop.is_set():
+            return  # a tick that fires while the daemon stops starts nothing
         # One sync at a time in this process: the start-up run and the ticks are two jobs.
         if not self._running.acquire(blocking=False):
             log.warning("the previous sync is still running; skipping this tick")

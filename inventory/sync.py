@@ -206,7 +206,9 @@ def run_sync(
             except BaseException:
                 stop.set()
                 pool.shutdown(wait=True, cancel_futures=True)
-                writer.shutdown(wait=True, cancel_futures=True)
+                # Queued writes still run: they see the stop, write nothing, and release
+                # the claim and the slot they hold.
+                writer.shutdown(wait=True)
                 raise
     except BaseException as exc:
         _finish(engine, run, "failed", _interruption(exc))
@@ -312,7 +314,11 @@ def sync_integration(
                 ctx.write_slots.release()
                 held.close()
 
-        return ctx.writer.submit(write)
+        try:
+            return ctx.writer.submit(write)
+        except BaseException:
+            ctx.write_slots.release()
+            raise
     except BaseException:
         held.close()
         raise
