@@ -36,7 +36,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 
 from . import models as m
 from .config import Settings
@@ -58,6 +58,17 @@ CHANGES = cast(Table, m.ConnectionChange.__table__)
 
 def now() -> datetime:
     return datetime.now(UTC)
+
+
+def sqlite_value(value: Any) -> Any:
+    """A value as SQLAlchemy stores it in SQLite: datetimes as UTC text."""
+    if isinstance(value, datetime):
+        v = value.astimezone(UTC)
+        return (
+            f"{v.year:04d}-{v.month:02d}-{v.day:02d} "
+            f"{v.hour:02d}:{v.minute:02d}:{v.second:02d}.{v.microsecond:06d}"
+        )
+    return value
 
 
 def batched(rows: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
@@ -546,19 +557,33 @@ class IntegrationTransaction:
     def _insert(self, table: Table, rows: Iterable[dict[str, Any]]) -> None:
         """Many rows, built and sent in chunks so a large first sync never holds them all:
         COPY on PostgreSQL (psycopg's executemany goes row by row), executemany on SQLite."""
+        driver: Any = self.conn.connection.driver_connection  # in this transaction
+        dbapi_error = self.conn.dialect.loaded_dbapi.Error
         for chunk in batched(rows, INSERT_CHUNK):
-            if not is_postgres(self.conn):
-                self.conn.execute(insert(table), list(chunk))
-                continue
             columns = list(chunk[0])
             names = ", ".join(f'"{c}"' for c in columns)
-            psycopg_connection: Any = self.conn.connection.driver_connection
-            with (
-                psycopg_connection.cursor() as cursor,
-                cursor.copy(f"COPY {table.name} ({names}) FROM STDIN") as copy,
-            ):
-                for row in chunk:
-                    copy.write_row([row[c] for c in columns])
+            statement = f"INSERT INTO {table.name} ({names})"
+            try:
+                if is_postgres(self.conn):
+                    with (
+                        driver.cursor() as cursor,
+                        cursor.copy(f"COPY {table.name} ({names}) FROM STDIN") as copy,
+                    ):
+                        for row in chunk:
+                            copy.write_row([row[c] for c in columns])
+                    continue
+                # SQLite: the driver's executemany with values already in the stored form;
+                # the per-row bind processing of the generic path costs more than the insert.
+                cursor = driver.cursor()
+                try:
+                    cursor.executemany(
+                        f"{statement} VALUES ({', '.join('?' * len(columns))})",
+                        ([sqlite_value(row[c]) for c in columns] for row in chunk),
+                    )
+                finally:
+                    cursor.close()
+            except dbapi_error as exc:  # the same errors as through SQLAlchemy, for callers
+                raise DBAPIError.instance(statement, None, exc, dbapi_error) from exc
 
     def _write_events(self, snapshot_id: int, events: Sequence[Event], at: datetime) -> None:
         self._insert(
@@ -643,7 +668,3 @@ def integration_transaction(
         if is_postgres(conn):
             conn.execute(select(func.pg_advisory_xact_lock(lock_key(account, integration))))
         yield IntegrationTransaction(conn, account, integration)
-
-
-def is_lock_timeout(exc: BaseException) -> bool:
-    return isinstance(exc, OperationalError) and "locked" in str(exc).lower()
