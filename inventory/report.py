@@ -365,8 +365,10 @@ def check(
                 .group_by(s.c.account, s.c.integration)
             )
         )
-    rows: list[dict[str, Any]] = []
-    expired, expiring, unknown, stale = [], [], [], []
+    expired: list[dict[str, Any]] = []
+    expiring: list[dict[str, Any]] = []
+    unknown: list[dict[str, Any]] = []
+    stale: list[dict[str, Any]] = []
     for r in present:
         row = {**dict(zip(KEY, r[:4], strict=True)), "at": r.token_expiry}
         if r.token_expiry is None:

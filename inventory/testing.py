@@ -15,6 +15,7 @@ import math
 import re
 import socket
 import struct
+import sys
 import threading
 import time
 import uuid
@@ -154,8 +155,7 @@ class FakeZisServer:
 
     def start(self, port: int = 0) -> FakeZisServer:
         handler = type("Handler", (_Handler,), {"fake": self})
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), handler)
-        self._httpd.daemon_threads = True
+        self._httpd = _Server(("127.0.0.1", port), handler)
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )
@@ -401,6 +401,17 @@ def malformed(page: int | None = None, times: int = 1) -> Fault:
 
 def pagination_loop(page: int | None = None) -> Fault:
     return Fault("loop", times=1_000_000, page=page)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that closes a keep-alive connection (or is told to reset it) is normal
+        # here; anything else is still reported.
+        if isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):
+            return
+        super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -287,6 +287,7 @@ class ZisClient:
             with self._http.stream("GET", url, params=params, headers=headers) as response:
                 status = response.status_code
                 self.gate.observe(response.headers)
+                content = self._read(response, where, page)  # read whole: the connection is reused
                 if status == 429:
                     with self._counts_lock:
                         self.rate_limited += 1
@@ -297,7 +298,6 @@ class ZisClient:
                 if status >= 500:
                     retry_after = parse_retry_after(response.headers.get("Retry-After"))
                     raise RetryableError(f"HTTP {status}", retry_after=retry_after)
-                content = self._read(response, where, page)
         except httpx.DecodingError:
             raise ResponseError(
                 f"{where}: page {page}: the response body could not be decoded "
