@@ -474,17 +474,24 @@ def db() -> None:
     """Database schema: upgrade to the current revision, or show it."""
 
 
-@db.command("upgrade")
-@config_option
-def db_upgrade(config_path: str | None) -> int:
-    """Create or migrate the database schema to the head revision."""
+@contextmanager
+def _database(config_path: str | None) -> Iterator[tuple[Settings, Engine]]:
+    """Settings (no accounts needed) and an engine on a reachable database."""
     settings = load_settings(config_path, require_accounts=False)
     engine = store.engine_for(settings)
     try:
         store.check_reachable(engine)
-        before, after = store.upgrade(engine)
+        yield settings, engine
     finally:
         engine.dispose()
+
+
+@db.command("upgrade")
+@config_option
+def db_upgrade(config_path: str | None) -> int:
+    """Create or migrate the database schema to the head revision."""
+    with _database(config_path) as (settings, engine):
+        before, after = store.upgrade(engine)
     where = store.safe_url(settings.database_url)
     if before == after:
         click.echo(f"{where}: already at revision {after}")
@@ -497,13 +504,8 @@ def db_upgrade(config_path: str | None) -> int:
 @config_option
 def db_current(config_path: str | None) -> int:
     """Show the database's schema revision and the head this version expects."""
-    settings = load_settings(config_path, require_accounts=False)
-    engine = store.engine_for(settings)
-    try:
-        store.check_reachable(engine)
+    with _database(config_path) as (settings, engine):
         current = store.current_revision(engine)
-    finally:
-        engine.dispose()
     head = store.head_revision()
     state = "up to date" if current == head else "needs 'db upgrade'"
     click.echo(

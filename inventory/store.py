@@ -12,6 +12,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cache
 from importlib.resources import files
 from itertools import islice
 from pathlib import Path
@@ -226,6 +227,7 @@ def alembic_config(connection: Connection | None = None) -> AlembicConfig:
     return cfg
 
 
+@cache  # the migration scripts do not change while the process runs
 def head_revision() -> str:
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     assert head is not None
@@ -304,9 +306,10 @@ def require_schema(engine: Engine) -> None:
         )
 
 
-def _known_revisions() -> set[str]:
+@cache
+def _known_revisions() -> frozenset[str]:
     script = ScriptDirectory.from_config(alembic_config())
-    return {rev.revision for rev in script.walk_revisions()}
+    return frozenset(rev.revision for rev in script.walk_revisions())
 
 
 # --- runs ----------------------------------------------------------------------------
@@ -469,20 +472,27 @@ def lock_key(account: str, integration: str, salt: str = "write") -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
+def _complete_since(account: str, integration: str, since: datetime) -> Any:
+    """The newest applied complete snapshot of an integration started at or after ``since``."""
+    t = SNAPSHOTS
+    return (
+        select(t.c.id)
+        .where(
+            t.c.account == account,
+            t.c.integration == integration,
+            t.c.status == "complete",
+            t.c.superseded_by.is_(None),
+            t.c.started_at >= since,
+        )
+        .order_by(t.c.started_at.desc())
+        .limit(1)
+    )
+
+
 def fresh_snapshot(engine: Engine, account: str, integration: str, since: datetime) -> int | None:
     """A complete snapshot of this integration that started at or after ``since``."""
-    t = SNAPSHOTS
     with engine.connect() as conn:
-        return conn.execute(
-            select(t.c.id)
-            .where(
-                t.c.account == account,
-                t.c.integration == integration,
-                t.c.status == "complete",
-                t.c.started_at >= since,
-            )
-            .limit(1)
-        ).scalar()
+        return conn.execute(_complete_since(account, integration, since)).scalar()
 
 
 @contextmanager
@@ -518,18 +528,8 @@ class IntegrationTransaction:
 
     def newer_snapshot(self, started_at: datetime) -> int | None:
         """An applied complete snapshot of this integration that started at or after ours."""
-        t = SNAPSHOTS
-        return self.conn.execute(
-            select(t.c.id)
-            .where(
-                self._scope(t),
-                t.c.status == "complete",
-                t.c.superseded_by.is_(None),
-                t.c.started_at >= started_at,
-            )
-            .order_by(t.c.started_at.desc())
-            .limit(1)
-        ).scalar()
+        query = _complete_since(self.account, self.integration, started_at)
+        return self.conn.execute(query).scalar()
 
     def load_state(self) -> dict[Key, Stored]:
         t = CONNECTIONS
