@@ -36,12 +36,21 @@ class Diff:
     removed: list[Connection] = field(default_factory=list)
     modified: list[Connection] = field(default_factory=list)
     restored: list[Connection] = field(default_factory=list)
-    events: list[Event] = field(default_factory=list)
+    # The restored, modified and removed events, in the order they were found. The added
+    # ones follow from ``added`` (one each), so a large first sync builds none.
+    changes: list[Event] = field(default_factory=list)
     present_before: int = 0
 
     @property
     def empty(self) -> bool:
-        return not self.events
+        return not (self.added or self.changes)
+
+    @property
+    def events(self) -> list[Event]:
+        """Every event, in the order they are stored: the changes, then the added ones in
+        key order."""
+        added = sorted(c[:2] for c in self.added)
+        return [*self.changes, *(Event("added", type_name, name) for type_name, name in added)]
 
     def counts(self) -> dict[str, int]:
         return {
@@ -59,27 +68,26 @@ def diff(stored: Mapping[Key, Stored], fetched: Iterable[Connection]) -> Diff:
     field that differs from its last known values; it counts as restored only.
     """
     result = Diff(present_before=sum(1 for s in stored.values() if not s.removed))
-    seen: set[Key] = set()
+    unseen = set(stored)  # the stored keys no fetched connection has matched yet
     for new in fetched:
-        key = new.key
-        seen.add(key)
+        key = new[:2]  # (type, name), as Connection.key, without the property call
         old = stored.get(key)
         if old is None:
             result.added.append(new)
-            result.events.append(Event("added", new.type, new.name))
             continue
+        unseen.discard(key)
         if old.removed:
             result.restored.append(new)
-            result.events.append(Event("restored", new.type, new.name))
-            result.events.extend(_field_events(old.connection, new))
+            result.changes.append(Event("restored", new.type, new.name))
+            result.changes.extend(_field_events(old.connection, new))
             continue
-        if old.connection.metadata() != new.metadata():
+        if old.connection != new:  # the same key: any difference is in the metadata
             result.modified.append(new)
-            result.events.extend(_field_events(old.connection, new))
+            result.changes.extend(_field_events(old.connection, new))
     for key, old in stored.items():
-        if key not in seen and not old.removed:
+        if key in unseen and not old.removed:
             result.removed.append(old.connection)
-            result.events.append(Event("removed", key[0], key[1]))
+            result.changes.append(Event("removed", key[0], key[1]))
     return result
 
 

@@ -42,8 +42,8 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from . import models as m
 from .config import Settings
 from .diff import Diff, Event, Key, Stored
-from .errors import ConfigError, DatabaseError
-from .records import METADATA_FIELDS
+from .errors import ConfigError, DatabaseError, SnapshotError
+from .records import METADATA_FIELDS, TIMESTAMP_FIELDS
 from .records import Connection as Record
 
 log = logging.getLogger(__name__)
@@ -55,24 +55,25 @@ SNAPSHOTS = cast(Table, m.Snapshot.__table__)
 CONNECTIONS = cast(Table, m.Connection.__table__)
 VERSIONS = cast(Table, m.ConnectionVersion.__table__)
 CHANGES = cast(Table, m.ConnectionChange.__table__)
+RECORD_FIELDS = ("type", "name", *METADATA_FIELDS)  # a Record, in order
+RECORD_COLUMNS = ("account", "integration", *RECORD_FIELDS)
+TIMESTAMP_POSITIONS = tuple(i for i, f in enumerate(RECORD_FIELDS) if f in TIMESTAMP_FIELDS)
+CHANGE_COLUMNS = ("snapshot_id", "account", "integration", "detected_at", *Event._fields)
 
 
 def now() -> datetime:
     return datetime.now(UTC)
 
 
-def sqlite_value(value: Any) -> Any:
-    """A value as SQLAlchemy stores it in SQLite: datetimes as UTC text."""
-    if isinstance(value, datetime):
-        v = value.astimezone(UTC)
-        return (
-            f"{v.year:04d}-{v.month:02d}-{v.day:02d} "
-            f"{v.hour:02d}:{v.minute:02d}:{v.second:02d}.{v.microsecond:06d}"
-        )
-    return value
+def sqlite_value(value: datetime) -> str:
+    """A datetime as SQLAlchemy stores it in SQLite: UTC text with microseconds."""
+    v = value if value.tzinfo is UTC else value.astimezone(UTC)
+    return "%04d-%02d-%02d %02d:%02d:%02d.%06d" % (  # noqa: UP031 (the fastest here)
+        v.year, v.month, v.day, v.hour, v.minute, v.second, v.microsecond
+    )  # fmt: skip
 
 
-def batched(rows: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+def batched(rows: Iterable[tuple[Any, ...]], size: int) -> Iterator[list[tuple[Any, ...]]]:
     it = iter(rows)
     while chunk := list(islice(it, size)):
         yield chunk
@@ -144,9 +145,14 @@ def make_engine(
             raise ConfigError(
                 f"database.url: use postgresql:// (psycopg 3), not {parsed.drivername}://"
             )
-        connect_args: dict[str, Any] = {"connect_timeout": max(1, int(busy_timeout))}
+        # Sessions in UTC: timestamps come back as UTC datetimes with nothing to convert.
+        options = "-c TimeZone=UTC"
         if readonly:
-            connect_args["options"] = "-c default_transaction_read_only=on"
+            options += " -c default_transaction_read_only=on"
+        connect_args: dict[str, Any] = {
+            "connect_timeout": max(1, int(busy_timeout)),
+            "options": options,
+        }
         return create_engine(
             parsed, pool_pre_ping=True, pool_size=pool_size, connect_args=connect_args
         )
@@ -522,6 +528,8 @@ class IntegrationTransaction:
         self.conn = conn
         self.account = account
         self.integration = integration
+        self.postgres = is_postgres(conn)
+        self.written = dict.fromkeys((CONNECTIONS.name, VERSIONS.name, CHANGES.name), 0)
 
     def _scope(self, table: Any) -> Any:
         return and_(table.c.account == self.account, table.c.integration == self.integration)
@@ -532,76 +540,157 @@ class IntegrationTransaction:
         return self.conn.execute(query).scalar()
 
     def load_state(self) -> dict[Key, Stored]:
-        t = CONNECTIONS
-        rows = self.conn.execute(
-            select(t.c.type, t.c.name, *(t.c[f] for f in METADATA_FIELDS), t.c.removed_at).where(
-                self._scope(t)
-            )
-        )
+        """The integration's rows of ``connections``, read through the driver: the generic
+        result processing would cost more than the query. This runs once per connection
+        per sync, so the loops below are written for speed."""
+        new = tuple.__new__  # the field count is the query's: no check needed
         state: dict[Key, Stored] = {}
+        if self.postgres:  # UTC sessions: every value is already as a Record holds it
+            for row in self._read_connections('"{}"'):
+                state[row[:2]] = new(Stored, (new(Record, row[:-1]), row[-1]))
+            return state
+        # SQLite keeps UTC text; with the offset appended, the C parser returns aware UTC
+        # datetimes directly.
+        rows = self._read_connections("\"{}\" || '+00:00'")
+        parse = datetime.fromisoformat
+        first, second, third = TIMESTAMP_POSITIONS
         for row in rows:
-            record = Record(*row[:-1])
-            state[(record.type, record.name)] = Stored(record, row[-1] is not None)
+            values = list(row)
+            try:
+                if values[first] is not None:
+                    values[first] = parse(values[first])
+                if values[second] is not None:
+                    values[second] = parse(values[second])
+                if values[third] is not None:
+                    values[third] = parse(values[third])
+            except ValueError:
+                raise SnapshotError(
+                    f"{self.account}/{self.integration}: the connections row of {row[0]} "
+                    f"{row[1]!r} holds an unreadable timestamp (changed outside "
+                    "zis-inventory?); nothing written"
+                ) from None
+            state[row[:2]] = new(Stored, (new(Record, values[:-1]), values[-1] == 1))
         return state
 
+    def _read_connections(self, timestamp: str) -> list[tuple[Any, ...]]:
+        """(type, name, metadata..., removed) rows; ``timestamp`` reads a timestamp column."""
+        columns = ", ".join(
+            timestamp.format(c) if c in TIMESTAMP_FIELDS else f'"{c}"' for c in RECORD_FIELDS
+        )
+        return self._driver_query(
+            f"SELECT {columns}, removed_at IS NOT NULL FROM connections "
+            "WHERE account = {p} AND integration = {p}",
+            (self.account, self.integration),
+        )
+
     def write(self, row: SnapshotRow, result: Diff, detected_at: datetime) -> int:
-        """The snapshot row, its events, and the changed rows of connections and versions."""
+        """The snapshot row, then (when it applies) the changed rows of connections, the
+        versions they open and close, and the events."""
         snapshot_id = _insert_snapshot(self.conn, row)
         if row.status != "complete" or row.superseded_by is not None or result.empty:
             return snapshot_id
-        self._write_events(snapshot_id, result.events, detected_at)
         self._write_connections(result, detected_at)
         self._write_versions(result, detected_at)
+        self._write_events(snapshot_id, result, detected_at)
         return snapshot_id
 
-    def _insert(self, table: Table, rows: Iterable[dict[str, Any]]) -> None:
-        """Many rows, built and sent in chunks so a large first sync never holds them all:
-        COPY on PostgreSQL (psycopg's executemany goes row by row), executemany on SQLite."""
-        driver: Any = self.conn.connection.driver_connection  # in this transaction
+    @contextmanager
+    def _driver_cursor(self, statement: str) -> Iterator[Any]:
+        """A cursor of the driver, in this transaction; its errors are raised as the same
+        DBAPIError SQLAlchemy would raise, for callers."""
+        driver: Any = self.conn.connection.driver_connection
         dbapi_error = self.conn.dialect.loaded_dbapi.Error
-        for chunk in batched(rows, INSERT_CHUNK):
-            columns = list(chunk[0])
-            names = ", ".join(f'"{c}"' for c in columns)
-            statement = f"INSERT INTO {table.name} ({names})"
+        try:
+            cursor = driver.cursor()
             try:
-                if is_postgres(self.conn):
-                    with (
-                        driver.cursor() as cursor,
-                        cursor.copy(f"COPY {table.name} ({names}) FROM STDIN") as copy,
-                    ):
+                yield cursor
+            finally:
+                cursor.close()
+        except dbapi_error as exc:
+            raise DBAPIError.instance(statement, None, exc, dbapi_error) from exc
+
+    def _driver_query(self, statement: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        """All rows of ``statement``, whose parameters are written {p}."""
+        statement = statement.format(p="%s" if self.postgres else "?")
+        with self._driver_cursor(statement) as cursor:
+            cursor.execute(statement, params)
+            rows: list[tuple[Any, ...]] = cursor.fetchall()
+            return rows
+
+    def _insert(
+        self, table: Table, columns: Sequence[str], rows: Iterable[tuple[Any, ...]]
+    ) -> None:
+        """Many rows, values in the stored form, built and sent in chunks so a large first
+        sync never holds them all: COPY on PostgreSQL (psycopg's executemany goes row by
+        row), the driver's executemany on SQLite."""
+        names = ", ".join(f'"{c}"' for c in columns)
+        if self.postgres:
+            statement = f"COPY {table.name} ({names}) FROM STDIN"
+        else:
+            statement = (
+                f"INSERT INTO {table.name} ({names}) VALUES ({', '.join('?' * len(columns))})"
+            )
+        for chunk in batched(rows, INSERT_CHUNK):
+            with self._driver_cursor(statement) as cursor:
+                if self.postgres:
+                    with cursor.copy(statement) as copy:
                         for row in chunk:
-                            copy.write_row([row[c] for c in columns])
-                    continue
-                # SQLite: the driver's executemany with values already in the stored form;
-                # the per-row bind processing of the generic path costs more than the insert.
-                cursor = driver.cursor()
-                try:
-                    cursor.executemany(
-                        f"{statement} VALUES ({', '.join('?' * len(columns))})",
-                        ([sqlite_value(row[c]) for c in columns] for row in chunk),
-                    )
-                finally:
-                    cursor.close()
-            except dbapi_error as exc:  # the same errors as through SQLAlchemy, for callers
-                raise DBAPIError.instance(statement, None, exc, dbapi_error) from exc
+                            copy.write_row(row)
+                else:
+                    cursor.executemany(statement, chunk)
+            self.written[table.name] += len(chunk)
 
-    def _write_events(self, snapshot_id: int, events: Sequence[Event], at: datetime) -> None:
-        self._insert(
-            CHANGES,
-            (
-                {
-                    "snapshot_id": snapshot_id,
-                    "account": self.account,
-                    "integration": self.integration,
-                    "detected_at": at,
-                    **e._asdict(),
-                }
-                for e in events
-            ),
-        )
+    def _stored(self, value: datetime) -> Any:
+        return value if self.postgres else sqlite_value(value)
 
-    def _values(self, record: Record) -> dict[str, Any]:
-        return {"account": self.account, "integration": self.integration, **record._asdict()}
+    def _stored_record(self, record: Record) -> tuple[Any, ...]:
+        """(account, integration, type, name, metadata...) as stored."""
+        if self.postgres:
+            return (self.account, self.integration, *record)
+        values: list[Any] = [self.account, self.integration, *record]
+        for i in TIMESTAMP_POSITIONS:
+            if values[i + 2] is not None:
+                values[i + 2] = sqlite_value(values[i + 2])
+        return tuple(values)
+
+    def _write_events(self, snapshot_id: int, result: Diff, at: datetime) -> None:
+        """The few restored, modified and removed events in the order the diff found them,
+        then the added ones, copied inside the database from the rows this snapshot
+        inserted into connections (first_seen_at = at), in key order."""
+        head = (snapshot_id, self.account, self.integration, self._stored(at))
+        self._insert(CHANGES, CHANGE_COLUMNS, (head + e for e in result.changes))
+        if result.added:
+            self._copy_rows(
+                CHANGES,
+                ("snapshot_id", "account", "integration", "detected_at", "change", "type", "name"),
+                "{p}, account, integration, first_seen_at, 'added', type, name",
+                "first_seen_at = {p}",
+                (snapshot_id, self._stored(at)),
+            )
+
+    def _copy_rows(
+        self,
+        table: Table,
+        columns: Sequence[str],
+        select_list: str,
+        condition: str,
+        params: tuple[Any, ...],
+    ) -> None:
+        """INSERT ... SELECT from this integration's rows of connections: rows the database
+        derives itself cost no Python work per row."""
+        names = ", ".join(f'"{c}"' for c in columns)
+        statement = (
+            f"INSERT INTO {table.name} ({names}) SELECT {select_list} FROM connections "
+            f"WHERE account = {{p}} AND integration = {{p}} AND {condition} ORDER BY type, name"
+        ).format(p="%s" if self.postgres else "?")
+        head, tail = params[: select_list.count("{p}")], params[select_list.count("{p}") :]
+        with self._driver_cursor(statement) as cursor:
+            cursor.execute(statement, (*head, self.account, self.integration, *tail))
+            self.written[table.name] += max(cursor.rowcount, 0)
+
+    def _update(self, statement: Any, params: list[dict[str, Any]]) -> None:
+        result = self.conn.execute(statement, params)
+        self.written[statement.table.name] += max(result.rowcount, 0)
 
     def _where_key(self, table: Any) -> Any:
         return and_(
@@ -612,16 +701,16 @@ class IntegrationTransaction:
 
     def _write_connections(self, result: Diff, at: datetime) -> None:
         t = CONNECTIONS
+        stored_at = self._stored(at)
+        tail = (stored_at, stored_at, None)
         self._insert(
             t,
-            (
-                {**self._values(r), "first_seen_at": at, "last_changed_at": at, "removed_at": None}
-                for r in result.added
-            ),
+            (*RECORD_COLUMNS, "first_seen_at", "last_changed_at", "removed_at"),
+            (self._stored_record(r) + tail for r in result.added),
         )
         changed = result.modified + result.restored
         if changed:
-            self.conn.execute(
+            self._update(
                 update(t)
                 .where(self._where_key(t))
                 .values(
@@ -641,7 +730,7 @@ class IntegrationTransaction:
                 ],
             )
         if result.removed:
-            self.conn.execute(
+            self._update(
                 update(t).where(self._where_key(t)).values(removed_at=at, last_changed_at=at),
                 [{"k_type": r.type, "k_name": r.name} for r in result.removed],
             )
@@ -650,12 +739,21 @@ class IntegrationTransaction:
         t = VERSIONS
         closing = result.modified + result.removed
         if closing:
-            self.conn.execute(
+            self._update(
                 update(t).where(self._where_key(t), t.c.valid_to.is_(None)).values(valid_to=at),
                 [{"k_type": r.type, "k_name": r.name} for r in closing],
             )
-        opening = result.added + result.modified + result.restored
-        self._insert(t, ({**self._values(r), "valid_from": at, "valid_to": None} for r in opening))
+        if not (result.added or result.modified or result.restored):
+            return
+        # Every row of connections this snapshot added, modified or restored opens a
+        # version holding its values as they now stand.
+        self._copy_rows(
+            t,
+            (*RECORD_COLUMNS, "valid_from", "valid_to"),
+            ", ".join(f'"{c}"' for c in RECORD_COLUMNS) + ", last_changed_at, NULL",
+            "last_changed_at = {p} AND removed_at IS NULL",
+            (self._stored(at),),
+        )
 
 
 @contextmanager

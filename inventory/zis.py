@@ -6,6 +6,7 @@ It never transforms items (records.py does) and never touches the database.
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 import ssl
@@ -16,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from functools import cache
 from typing import Any
 
 import httpx
@@ -185,6 +187,27 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
+def tls_context(ca_bundle: str | None) -> ssl.SSLContext:
+    """The TLS context of the clients: the default CA store, or sync.ca_bundle. Loading a
+    CA store takes tens of milliseconds and every run makes new clients, so a context is
+    made once per file and reused while the file is unchanged."""
+    if ca_bundle is None:
+        return _tls_context(None, None)
+    try:
+        st = os.stat(ca_bundle)
+        stamp: tuple[int, int] | None = (st.st_mtime_ns, st.st_size)
+    except OSError:
+        stamp = None  # loading it will say what is wrong
+    return _tls_context(ca_bundle, stamp)
+
+
+@cache
+def _tls_context(ca_bundle: str | None, _stamp: tuple[int, int] | None) -> ssl.SSLContext:
+    if ca_bundle is None:
+        return httpx.create_ssl_context()
+    return ssl.create_default_context(cafile=ca_bundle)
+
+
 class ZisClient:
     """One per account: one keep-alive connection pool and one rate-limit gate, shared by
     the worker threads that fetch that account's integrations."""
@@ -207,14 +230,11 @@ class ZisClient:
         )
         self._sleep = sleep
         self.gate = AccountGate(sleep, clock, reserve=settings.concurrency)
-        verify: ssl.SSLContext | bool = True
-        if settings.ca_bundle:
-            verify = ssl.create_default_context(cafile=settings.ca_bundle)
         self._http = httpx.Client(
             base_url=account.base_url,
             headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
             timeout=settings.timeout_seconds,
-            verify=verify,
+            verify=tls_context(settings.ca_bundle),
             follow_redirects=False,
             transport=transport,
             limits=httpx.Limits(

@@ -3,7 +3,9 @@ on SQLite and PostgreSQL; every test ends with the no-secret check (conftest.Har
 
 from __future__ import annotations
 
+import gc
 import json
+import sqlite3
 from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
@@ -13,6 +15,7 @@ from sqlalchemy import select
 
 from inventory import models as m
 from inventory import store
+from inventory.sync import RUN_GC_THRESHOLD, rare_collections
 from inventory.testing import (
     FakeZisServer,
     malformed,
@@ -459,6 +462,52 @@ def test_malformed_json_fails_the_snapshot(cli: Harness) -> None:
     assert "Traceback" not in result.err
 
 
+def test_an_unreadable_stored_timestamp_fails_that_snapshot_only(cli: Harness) -> None:
+    if not cli.db_url.startswith("sqlite"):
+        pytest.skip("a PostgreSQL timestamptz column cannot hold an unreadable value")
+    seed(cli, {"acme": {"billing": 1, "crm": 1}})
+    assert cli.run("sync").code == 0
+    cli.zis.update("acme", "billing", "api_key", "billing_api_key_0", allowed_domain="new.com")
+    db = sqlite3.connect(cli.db_url.removeprefix("sqlite:///"), isolation_level=None)
+    where = "WHERE name = 'billing_api_key_0'"
+    stored = db.execute(f"SELECT created_at FROM connections {where}").fetchone()[0]
+    db.execute(f"UPDATE connections SET created_at = 'yesterday' {where}")
+
+    def inventory() -> list[list[tuple[Any, ...]]]:
+        return [
+            db.execute(f"SELECT * FROM {t} ORDER BY id").fetchall()
+            for t in ("connections", "connection_versions", "connection_changes")
+        ]
+
+    before = inventory()
+    result = cli.run("sync")
+    assert result.code == 1
+    assert failed_error(cli) == {
+        (
+            "billing",
+            "failed",
+            "acme/billing: the connections row of api_key 'billing_api_key_0' holds an "
+            "unreadable timestamp (changed outside zis-inventory?); nothing written",
+        )
+    }
+    assert inventory() == before
+    assert "Traceback" not in result.err
+    db.execute(f"UPDATE connections SET created_at = ? {where}", (stored,))
+    db.close()
+    assert cli.run("sync").code == 0  # the billing change is applied once the row is sound
+    assert {c for c in changes(cli.db_url) if c[3] != "added"} == {
+        (
+            "billing",
+            "api_key",
+            "billing_api_key_0",
+            "modified",
+            "allowed_domain",
+            "billing-api-key-0.example.com",
+            "new.com",
+        )
+    }
+
+
 def test_pagination_loop_fails_the_snapshot(cli: Harness) -> None:
     seed(cli, {"acme": {"billing": 1}})
     cli.zis.fail("acme", "billing", pagination_loop(page=2))
@@ -709,3 +758,19 @@ def test_without_quota_headers_a_spent_window_costs_at_most_one_429(cli: Harness
     assert per_window[first] <= 4  # the requests already in flight when the first window ran out
     assert all(n == 1 for w, n in per_window.items() if w != first), per_window
     assert len(present(cli.db_url)) == 32
+
+
+def test_a_run_collects_garbage_rarely_and_restores_the_thresholds_after_the_last() -> None:
+    gc.set_threshold(700, 10, 10)
+    try:
+        with rare_collections():
+            assert gc.get_threshold() == (RUN_GC_THRESHOLD, 50, 100)
+            with rare_collections():  # a second run in the same process
+                assert gc.get_threshold() == (RUN_GC_THRESHOLD, 50, 100)
+            assert gc.get_threshold() == (RUN_GC_THRESHOLD, 50, 100)
+        assert gc.get_threshold() == (700, 10, 10)
+        with pytest.raises(RuntimeError), rare_collections():
+            raise RuntimeError("a failed run")
+        assert gc.get_threshold() == (700, 10, 10)
+    finally:
+        gc.set_threshold(700, 10, 10)

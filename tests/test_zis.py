@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from pathlib import Path
 from typing import Any
 
+import certifi
 import httpx
 import pytest
 
 from inventory import __version__
 from inventory.config import Account, Integration, Secret, SyncSettings
 from inventory.errors import ApiError, PaginationError, ResponseError
-from inventory.zis import AccountGate, Paginator, ZisClient, parse_retry_after
+from inventory.zis import AccountGate, Paginator, ZisClient, parse_retry_after, tls_context
 
 TOKEN = "ZIS-SENTINEL-SECRET-token-abc"
 INTEGRATION = Integration("acme", "billing", Secret(TOKEN))
@@ -353,3 +356,18 @@ def test_a_429_without_quota_headers_turns_the_account_to_one_request_at_a_time(
     zc, sleeps = client(lambda r: answers.pop(0))
     assert names(zc) == [["x"]]
     assert sleeps == [2.0] and zc.gate.single_flight
+
+
+def test_the_tls_context_is_made_once_per_ca_file_until_the_file_changes(tmp_path: Path) -> None:
+    assert tls_context(None) is tls_context(None)
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text(Path(certifi.where()).read_text())
+    first = tls_context(str(bundle))
+    assert tls_context(str(bundle)) is first
+    bundle.write_text(bundle.read_text() + "\n")  # edited: loaded again
+    second = tls_context(str(bundle))
+    assert second is not first
+    assert second.verify_mode == ssl.CERT_REQUIRED and second.check_hostname
+    bundle.write_text("not a certificate")
+    with pytest.raises(ssl.SSLError):
+        tls_context(str(bundle))

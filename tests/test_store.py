@@ -1,0 +1,111 @@
+"""store.py below the CLI: what one snapshot's transaction writes, row for row, and the
+counts it keeps of them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import Engine, select
+
+from inventory import models as m
+from inventory import store
+from inventory.diff import diff
+from inventory.records import Connection
+
+T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+T1 = datetime(2026, 2, 1, 12, 0, tzinfo=UTC)
+T2 = datetime(2026, 3, 1, 12, 0, 0, 250000, tzinfo=UTC)
+EXPIRY = datetime(2027, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    engine = store.make_engine(db_url)
+    store.ensure_schema(engine, migrate=True)
+    yield engine
+    engine.dispose()
+
+
+def apply(engine: Engine, fetched: list[Connection], at: datetime) -> dict[str, int]:
+    """One complete snapshot of acme/crm seen at ``at``; the rows its transaction wrote."""
+    run = store.start_run(engine, "cli")
+    with store.integration_transaction(engine, "acme", "crm") as tx:
+        result = diff(tx.load_state(), fetched)
+        row = store.SnapshotRow(run.id, "acme", "crm", at, "complete")
+        tx.write(row, result, at)
+    store.finish_run(engine, run, "complete")
+    return tx.written
+
+
+def table(engine: Engine, *columns: object) -> set[tuple[object, ...]]:
+    with engine.connect() as conn:
+        return {tuple(r) for r in conn.execute(select(*columns))}  # type: ignore[call-overload]
+
+
+def test_each_snapshot_writes_exactly_its_changed_rows(engine: Engine) -> None:
+    key = Connection("api_key", "key", "a.com", T0, T0, "x-api-key")
+    oauth = Connection("oauth", "app", "b.com", created_by="me", token_expiry=EXPIRY)
+    gone = Connection("bearer_token", "gone", "c.com")
+    assert apply(engine, [key, oauth, gone], T0) == {
+        "connections": 3,
+        "connection_versions": 3,
+        "connection_changes": 3,
+    }
+    assert apply(engine, [key, oauth, gone], T1) == dict.fromkeys(
+        ("connections", "connection_versions", "connection_changes"), 0
+    )
+    moved = key._replace(allowed_domain="z.com", updated_at=T2)
+    assert apply(engine, [moved, oauth], T2) == {
+        "connections": 2,  # key modified, gone removed
+        "connection_versions": 3,  # two closed, one opened
+        "connection_changes": 3,  # two fields of key, one removal
+    }
+    v, c = m.ConnectionVersion, m.ConnectionChange
+    assert table(
+        engine, v.type, v.name, v.allowed_domain, v.updated_at, v.valid_from, v.valid_to
+    ) == {
+        ("api_key", "key", "a.com", T0, T0, T2),
+        ("api_key", "key", "z.com", T2, T2, None),
+        ("oauth", "app", "b.com", None, T0, None),
+        ("bearer_token", "gone", "c.com", None, T0, T2),
+    }
+    with engine.connect() as conn:
+        events = conn.execute(
+            select(
+                c.detected_at, c.change, c.type, c.name, c.field, c.old_value, c.new_value
+            ).order_by(c.id)
+        ).all()
+    # Within a snapshot: restored, modified and removed events as found, then the added
+    # ones in key order.
+    assert [tuple(e) for e in events] == [
+        (T0, "added", "api_key", "key", None, None, None),
+        (T0, "added", "bearer_token", "gone", None, None, None),
+        (T0, "added", "oauth", "app", None, None, None),
+        (T2, "modified", "api_key", "key", "allowed_domain", "a.com", "z.com"),
+        (T2, "modified", "api_key", "key", "updated_at", "2026-01-01T12:00:00Z",
+         "2026-03-01T12:00:00.250000Z"),
+        (T2, "removed", "bearer_token", "gone", None, None, None),
+    ]  # fmt: skip
+
+
+def test_the_state_reads_back_as_the_records_that_were_written(engine: Engine) -> None:
+    fetched = [
+        Connection("api_key", "key", "a.com", T0, T2, "x-api-key"),
+        Connection("oauth", "app", None, None, None, None, None, "me", "u-1", "acme",
+                   "read", "bearer", EXPIRY, "c-1"),
+        Connection("basic_auth", "user", "c.com", T1, T1, None, "bob"),
+    ]  # fmt: skip
+    apply(engine, fetched, T0)
+    apply(engine, fetched[:2], T1)  # user removed
+    with store.integration_transaction(engine, "acme", "crm") as tx:
+        state = tx.load_state()
+    assert {k: (s.connection, s.removed) for k, s in state.items()} == {
+        ("api_key", "key"): (fetched[0], False),
+        ("oauth", "app"): (fetched[1], False),
+        ("basic_auth", "user"): (fetched[2], True),
+    }
+    assert all(
+        v.tzinfo is UTC for s in state.values() for v in s.connection if isinstance(v, datetime)
+    )
