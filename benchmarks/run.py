@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from multiprocessing.connection import Connection as Pipe
 from typing import Any
 
@@ -63,7 +64,7 @@ def serve(spec: Account, pipe: Pipe) -> None:
         for n in range(spec.integrations):
             name = f"integration_{n:03d}"
             items = [
-                (TYPES[i % 4], sample_item(TYPES[i % 4], f"{name}_c{i:07d}"))
+                (TYPES[i % 4], sample_item(TYPES[i % 4], f"{name}_c{i:07d}", **stamps(n, i)))
                 for i in range(spec.per_integration)
             ]
             server.add_integration(ACCOUNT, name, TOKEN, items)
@@ -101,6 +102,24 @@ def serve(spec: Account, pipe: Pipe) -> None:
             pipe.send(changed)
 
 
+def stamps(integration: int, i: int) -> dict[str, str]:
+    """Timestamps of their own for each connection, as a real account has: created at a
+    different instant each, a third updated since, oauth tokens expiring on different
+    days."""
+    created = datetime(2024, 1, 1, tzinfo=UTC) + timedelta(
+        seconds=integration * 86_400 + i * 37, microseconds=i * 1001 % 1_000_000
+    )
+    updated = created + timedelta(days=i % 90) if i % 3 == 0 else created
+    expiry = datetime(2027, 1, 1, tzinfo=UTC) + timedelta(days=i % 700, seconds=i)
+
+    def text(value: datetime) -> str:
+        return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+    if TYPES[i % 4] == "oauth":
+        return {"token_expiry": text(expiry)}
+    return {"created_at": text(created), "updated_at": text(updated)}
+
+
 class Server:
     def __init__(self, spec: Account) -> None:
         self._pipe, theirs = mp.Pipe()
@@ -132,7 +151,7 @@ def step(args: argparse.Namespace) -> dict[str, Any]:
         Settings,
         SyncSettings,
     )
-    from inventory.records import parse_page
+    from inventory.records import SharedValues, parse_page
     from inventory.sync import rare_collections, run_sync
     from inventory.zis import ZisClient
 
@@ -148,10 +167,11 @@ def step(args: argparse.Namespace) -> dict[str, Any]:
         parsed = [0]
 
         def read(integration: Integration) -> None:
+            shared = SharedValues()  # as the sync's fetch does, per integration
             for page in client.pages(integration):
-                n = len(parse_page(page.body, where="floor", page=page.number).connections)
+                got = parse_page(page.body, where="floor", page=page.number, shared=shared)
                 with lock:
-                    parsed[0] += n
+                    parsed[0] += len(got.connections)
 
         # Timed as a sync is: making the client included, and under the sync's own
         # garbage-collector setting, so that the ratio is the sync's work only.

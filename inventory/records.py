@@ -89,6 +89,20 @@ class ParsedPage(NamedTuple):
     unknown_types: frozenset[str]
 
 
+class SharedValues:
+    """What parsing one item leaves for the next items of the same integration: a text
+    value that many connections repeat (a header name, a token type, a scope) is held
+    once, and a timestamp equal to the one parsed just before (``updated_at`` of a
+    connection never updated) is parsed once. Each field keeps at most ``LIMIT`` texts, so
+    a field whose values never repeat costs little and crowds out no other field."""
+
+    LIMIT = 256
+
+    def __init__(self) -> None:
+        self.texts: dict[str, dict[str, str]] = {f: {} for f in METADATA_FIELDS}
+        self.last_stamp: tuple[str, datetime] | None = None
+
+
 def parse_timestamp(text: str) -> datetime:
     """RFC 3339 with 0-9 fractional digits -> aware UTC datetime (microsecond precision)."""
     m = _TIMESTAMP_RE.match(text)
@@ -115,8 +129,12 @@ def format_timestamp(value: datetime) -> str:
     return value.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def parse_page(body: Mapping[str, Any], *, where: str, page: int) -> ParsedPage:
-    """All connections of one page. ``where`` names the account/integration for errors."""
+def parse_page(
+    body: Mapping[str, Any], *, where: str, page: int, shared: SharedValues | None = None
+) -> ParsedPage:
+    """All connections of one page. ``where`` names the account/integration for errors;
+    ``shared`` carries repeated values from one page of an integration to the next."""
+    shared = shared if shared is not None else SharedValues()
     connections: list[Connection] = []
     unknown: set[str] = set()
     for type_name, items in body.items():
@@ -139,12 +157,20 @@ def parse_page(body: Mapping[str, Any], *, where: str, page: int) -> ParsedPage:
                 f"{where}: page {page}: {type_name!r} must be an array, got {_kind(items)}"
             )
         for index, item in enumerate(items):
-            connections.append(parse_item(type_name, item, where=where, page=page, index=index))
+            connections.append(
+                parse_item(type_name, item, where=where, page=page, index=index, shared=shared)
+            )
     return ParsedPage(connections, frozenset(unknown))
 
 
 def parse_item(
-    type_name: str, item: Any, *, where: str = "", page: int = 1, index: int = 0
+    type_name: str,
+    item: Any,
+    *,
+    where: str = "",
+    page: int = 1,
+    index: int = 0,
+    shared: SharedValues | None = None,
 ) -> Connection:
     place = f"{where}: page {page}: {type_name}[{index}]"
     if not isinstance(item, Mapping):
@@ -154,26 +180,42 @@ def parse_item(
         raise RecordError(f"{place}: field 'name' must be a string, got {_kind(name)}")
     if not name or len(name) > MAX_NAME_LENGTH or _CONTROL_RE.search(name):
         raise RecordError(f"{place}: field 'name' must be 1-{MAX_NAME_LENGTH} printable characters")
+    shared = shared if shared is not None else SharedValues()
     values: dict[str, Value] = {}
     for field in (*COMMON_FIELDS, *TYPE_FIELDS.get(type_name, ())):
-        values[field] = _field(item.get(field), field, f"{place} ({name})")
+        values[field] = _field(item.get(field), field, place, name, shared)
     return Connection(type_name, name, **values)  # type: ignore[arg-type]
 
 
-def _field(raw: Any, field: str, place: str) -> Value:
+def _field(raw: Any, field: str, place: str, name: str, shared: SharedValues) -> Value:
     if raw is None or raw == "":
         return None
     if not isinstance(raw, str):
-        raise RecordError(f"{place}: field {field!r} must be a string or null, got {_kind(raw)}")
+        raise RecordError(
+            f"{place} ({name}): field {field!r} must be a string or null, got {_kind(raw)}"
+        )
     if field in TIMESTAMP_FIELDS:
+        last = shared.last_stamp
+        if last is not None and last[0] == raw:
+            return last[1]
         try:
-            return parse_timestamp(raw)
+            stamp = parse_timestamp(raw)
         except ValueError:
             raise RecordError(
-                f"{place}: field {field!r} is not an RFC 3339 timestamp ({_short(raw)!r})"
+                f"{place} ({name}): field {field!r} is not an RFC 3339 timestamp ({_short(raw)!r})"
             ) from None
+        shared.last_stamp = (raw, stamp)
+        return stamp
+    texts = shared.texts[field]
+    text = texts.get(raw)
+    if text is not None:
+        return text
     if len(raw) > MAX_FIELD_LENGTH:
-        raise RecordError(f"{place}: field {field!r} is longer than {MAX_FIELD_LENGTH} characters")
+        raise RecordError(
+            f"{place} ({name}): field {field!r} is longer than {MAX_FIELD_LENGTH} characters"
+        )
+    if len(texts) < shared.LIMIT:
+        texts[raw] = raw
     return raw
 
 

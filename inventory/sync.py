@@ -31,7 +31,7 @@ from .errors import (
     ResponseError,
     SnapshotError,
 )
-from .records import Connection, parse_page
+from .records import Connection, SharedValues, parse_page
 from .zis import ZisClient
 
 log = logging.getLogger(__name__)
@@ -158,7 +158,7 @@ class _Run:
     stop: threading.Event
     tick: Tick | None
     writer: ThreadPoolExecutor
-    write_slots: threading.Semaphore
+    sets: threading.Semaphore  # integrations in memory: being fetched, waiting or written
     drift: dict[str, list[str]] = field(default_factory=dict)
 
 
@@ -195,8 +195,9 @@ def run_sync(
         for a in {a.subdomain: a for a, _ in targets}.values()
     }
     # Fetch workers hand each complete set to a writer and go on fetching: SQLite has one
-    # writer (its writes queue on one lock anyway), PostgreSQL as many as fetchers. At most
-    # one set per writer waits, so memory stays bounded by a few integrations' metadata.
+    # writer (its writes queue on one lock anyway), PostgreSQL as many as fetchers. An
+    # integration holds one of `concurrency` places from its first page until its write
+    # ends, so memory is bounded by that many integrations' metadata, whatever the total.
     concurrency = settings.sync.concurrency
     writers = concurrency if store.is_postgres(engine) else 1
     try:
@@ -213,7 +214,7 @@ def run_sync(
                 stop,
                 tick,
                 writer,
-                threading.Semaphore(writers),  # fetched sets waiting for a writer
+                threading.Semaphore(concurrency),
             )
             futures = [
                 pool.submit(sync_integration, ctx, clients[account.subdomain], integration)
@@ -319,10 +320,11 @@ def fetch(
 ) -> None:
     """Every page of one integration, parsed; the first malformed thing raises."""
     where = f"{integration.account}/{integration.name}"
+    shared = SharedValues()
     for page in client.pages(integration):
         if stop.is_set():
             raise Interrupted(f"{where}: interrupted")
-        parsed = parse_page(page.body, where=where, page=page.number)
+        parsed = parse_page(page.body, where=where, page=page.number, shared=shared)
         into.pages = page.number
         for connection in parsed.connections:
             if not into.add(connection):
@@ -344,7 +346,9 @@ def sync_integration(
     here, then written by ctx.writer (the returned future) while this worker goes on."""
     account, name = integration.account, integration.name
     tick = ctx.tick
-    held = ExitStack()  # the claim lasts until the write is done
+    held = ExitStack()  # the set's place and the claim last until the write is done
+    ctx.sets.acquire()
+    held.callback(ctx.sets.release)
     try:
         if tick and tick.claim and not held.enter_context(store.claim(ctx.engine, account, name)):
             held.close()
@@ -358,20 +362,14 @@ def sync_integration(
         if not snapshot.fetch(client):
             held.close()
             return snapshot.done()
-        ctx.write_slots.acquire()
 
         def write() -> SnapshotResult:
             try:
                 return snapshot.write()
             finally:
-                ctx.write_slots.release()
                 held.close()
 
-        try:
-            return ctx.writer.submit(write)
-        except BaseException:
-            ctx.write_slots.release()
-            raise
+        return ctx.writer.submit(write)
     except BaseException:
         held.close()
         raise

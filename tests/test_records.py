@@ -7,7 +7,14 @@ from datetime import UTC, datetime
 import pytest
 
 from inventory.errors import RecordError, ResponseError
-from inventory.records import Connection, format_timestamp, parse_item, parse_page, parse_timestamp
+from inventory.records import (
+    Connection,
+    SharedValues,
+    format_timestamp,
+    parse_item,
+    parse_page,
+    parse_timestamp,
+)
 from inventory.testing import SENTINEL, sample_item
 
 
@@ -227,3 +234,39 @@ def test_a_missing_array_is_empty() -> None:
         parse_page({"oauth": None, "meta": {"has_more": False}}, where="a/b", page=1).connections
         == []
     )
+
+
+def test_values_repeated_across_pages_are_held_once() -> None:
+    shared = SharedValues()
+    stamp = "2025-03-01T10:00:00.52Z"
+    pages = [
+        parse_page(
+            {
+                "api_key": [
+                    sample_item("api_key", f"p{p}_{i}", created_at=stamp, updated_at=stamp)
+                    for i in range(3)
+                ],
+                "meta": {"has_more": False},
+            },
+            where="acme/billing",
+            page=p,
+            shared=shared,
+        ).connections
+        for p in (1, 2)
+    ]
+    records = pages[0] + pages[1]
+    assert [r.name for r in records] == ["p1_0", "p1_1", "p1_2", "p2_0", "p2_1", "p2_2"]
+    assert {r.header_name for r in records} == {"x-api-key"}
+    assert len({id(r.header_name) for r in records}) == 1  # one object for six connections
+    for r in records:  # updated_at equal to created_at: parsed once, one object
+        assert r.updated_at is r.created_at
+        assert r.created_at == datetime(2025, 3, 1, 10, 0, 0, 520000, tzinfo=UTC)
+    assert len({id(r.allowed_domain) for r in records}) == 6
+    # Each field keeps at most LIMIT values: a field whose values never repeat stops
+    # growing, and the values are still right.
+    many = [
+        parse_item("api_key", sample_item("api_key", f"n{i}"), shared=shared)
+        for i in range(SharedValues.LIMIT + 10)
+    ]
+    assert len(shared.texts["allowed_domain"]) == SharedValues.LIMIT
+    assert many[-1].allowed_domain == f"n{SharedValues.LIMIT + 9}.example.com"

@@ -6,15 +6,29 @@ from __future__ import annotations
 import gc
 import json
 import sqlite3
+import threading
+import time
 from collections import Counter
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import select
 
 from inventory import models as m
 from inventory import store
+from inventory import sync as sync_module
+from inventory.config import (
+    Account,
+    DatabaseSettings,
+    Integration,
+    ScheduleSettings,
+    Secret,
+    Settings,
+    SyncSettings,
+)
 from inventory.sync import RUN_GC_THRESHOLD, rare_collections
 from inventory.testing import (
     FakeZisServer,
@@ -774,3 +788,51 @@ def test_a_run_collects_garbage_rarely_and_restores_the_thresholds_after_the_las
         assert gc.get_threshold() == (700, 10, 10)
     finally:
         gc.set_threshold(700, 10, 10)
+
+
+def test_no_more_integrations_are_held_than_fetch_workers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From its first page to the end of its write, an integration holds one of
+    sync.concurrency places: a slow writer makes the fetchers wait instead of piling up
+    fetched sets in memory."""
+    names = [f"i{n}" for n in range(8)]
+    body = {
+        "api_key": [sample_item("api_key", "only_key")],
+        "meta": {"has_more": False, "after": None},
+    }
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, json=body))
+    account = Account(
+        "acme",
+        "https://acme.zendesk.com",
+        tuple(Integration("acme", n, Secret("t")) for n in names),
+    )
+    settings = Settings(
+        "(test)", f"sqlite:///{tmp_path / 'held.db'}", DatabaseSettings(),
+        SyncSettings(concurrency=3), ScheduleSettings(), (account,),
+    )  # fmt: skip
+    engine = store.engine_for(settings)
+    store.ensure_schema(engine, migrate=True)
+    lock, held, most = threading.Lock(), [0], [0]
+    real_fetch, real_apply = sync_module.fetch, sync_module._apply
+
+    def counted_fetch(*args: Any) -> None:
+        with lock:
+            held[0] += 1
+            most[0] = max(most[0], held[0])
+        real_fetch(*args)
+
+    def slow_apply(*args: Any) -> Any:
+        time.sleep(0.05)
+        try:
+            return real_apply(*args)
+        finally:
+            with lock:
+                held[0] -= 1
+
+    monkeypatch.setattr(sync_module, "fetch", counted_fetch)
+    monkeypatch.setattr(sync_module, "_apply", slow_apply)
+    result = sync_module.run_sync(settings, engine, transport=lambda a: transport)
+    engine.dispose()
+    assert [s.status for s in result.snapshots] == ["complete"] * 8
+    assert (held[0], most[0]) == (0, 3)
