@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import multiprocessing as mp
 import os
 import random
@@ -75,7 +74,15 @@ def serve(spec: Account, pipe: Pipe) -> None:
                 return
             if command == "stats":
                 statuses = [r.status for r in server.requests]
-                pipe.send({"requests": len(statuses), "429": statuses.count(429)})
+                stats: dict[str, Any] = {"requests": len(statuses), "429": statuses.count(429)}
+                if spec.rate_limit is not None:  # (served, 429s) in each window used
+                    windows: dict[int, list[int]] = {}
+                    for r in server.requests:
+                        counts = windows.setdefault(server.window(r.at), [0, 0])
+                        counts[r.status == 429] += 1
+                    used = range(min(windows, default=0), max(windows, default=-1) + 1)
+                    stats["windows"] = [windows.get(w, [0, 0]) for w in used]
+                pipe.send(stats)
                 server.requests.clear()
                 continue
             rng = random.Random(42)
@@ -419,11 +426,15 @@ def rate_limited(args: argparse.Namespace, tmp: str) -> None:
             figures = measure("sync", server, spec, database, args.concurrency)
         finally:
             server.stop()
-        served = figures["requests"] - figures["429"]
-        touched, ideal = math.ceil(figures["wall"] / 10), math.ceil(served / 100)
+        # The server's windows are fixed: the first one the sync uses may be partly gone.
+        # Its full windows (all but the first and the last) show the rate achieved.
+        windows = figures["windows"]
+        full = windows[1:-1] or windows
+        limit = spec.rate_limit[0] if spec.rate_limit else 0
         figures["usage"] = (
-            f"{served} served in {touched} windows of 10 s (fewest possible: {ideal}), "
-            f"{served / figures['wall']:.1f}/s for 10/s allowed"
+            f"served per window {[w[0] for w in windows]}, 429s per window "
+            f"{[w[1] for w in windows]}; full windows used at "
+            f"{sum(w[0] for w in full) / (len(full) * limit):.0%} of the {limit} allowed"
         )
         rows.append(Row(f"first sync, quota headers {'on' if headers else 'off'}", figures))
     print_table(
