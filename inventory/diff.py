@@ -36,8 +36,9 @@ class Diff:
     removed: list[Connection] = field(default_factory=list)
     modified: list[Connection] = field(default_factory=list)
     restored: list[Connection] = field(default_factory=list)
-    # The restored, modified and removed events, in the order they were found. The added
-    # ones follow from ``added`` (one each), so a large first sync builds none.
+    # The restored and modified events in the order they were found, then the removed
+    # ones in key order. The added ones follow from ``added`` (one each), so a large first
+    # sync builds none.
     changes: list[Event] = field(default_factory=list)
     present_before: int = 0
 
@@ -84,8 +85,9 @@ def diff(stored: Mapping[Key, Stored], fetched: Iterable[Connection]) -> Diff:
         if old.connection != new:  # the same key: any difference is in the metadata
             result.modified.append(new)
             result.changes.extend(_field_events(old.connection, new))
-    for key, old in stored.items():
-        if key in unseen and not old.removed:
+    for key in sorted(unseen):  # removals in key order, whatever order the rows came in
+        old = stored[key]
+        if not old.removed:
             result.removed.append(old.connection)
             result.changes.append(Event("removed", key[0], key[1]))
     return result

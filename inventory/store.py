@@ -654,7 +654,7 @@ class IntegrationTransaction:
         return tuple(values)
 
     def _write_events(self, snapshot_id: int, result: Diff, at: datetime) -> None:
-        """The few restored, modified and removed events in the order the diff found them,
+        """The few restored, modified and removed events in the order the diff gives them,
         then the added ones, copied inside the database from the rows this snapshot
         inserted into connections (first_seen_at = at), in key order."""
         head = (snapshot_id, self.account, self.integration, self._stored(at))

@@ -95,3 +95,28 @@ def test_guard_ignores_small_integrations() -> None:
     all_gone = diff(state(*((c, False) for c in present)), [])
     assert removal_hold_reason(all_gone, max_ratio=0.5, min_count=5) is None
     assert removal_hold_reason(all_gone, max_ratio=0.5, min_count=4) is not None
+
+
+def test_events_come_in_the_order_they_are_stored() -> None:
+    """Restored and modified as the pages list them; then removed and added, by key."""
+    stored = state(
+        (conn("z_gone"), False),
+        (conn("a_gone", "oauth"), False),
+        (conn("m_back", allowed_domain="old.com"), True),
+        (conn("b_kept", allowed_domain="old.com"), False),
+    )
+    fetched = [
+        conn("y_new"),
+        conn("m_back", allowed_domain="new.com"),
+        conn("c_new", "oauth"),
+        conn("b_kept", allowed_domain="new.com"),
+    ]
+    assert diff(stored, fetched).events == [
+        Event("restored", "api_key", "m_back"),
+        Event("modified", "api_key", "m_back", "allowed_domain", "old.com", "new.com"),
+        Event("modified", "api_key", "b_kept", "allowed_domain", "old.com", "new.com"),
+        Event("removed", "api_key", "z_gone"),
+        Event("removed", "oauth", "a_gone"),
+        Event("added", "api_key", "y_new"),
+        Event("added", "oauth", "c_new"),
+    ]
