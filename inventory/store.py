@@ -585,13 +585,16 @@ class IntegrationTransaction:
 
     def write(self, row: SnapshotRow, result: Diff, detected_at: datetime) -> int:
         """The snapshot row, then (when it applies) the changed rows of connections, the
-        versions they open and close, and the events."""
+        versions they open and close, and the events. ``result.added`` is consumed: each
+        record is dropped once its row is sent."""
         snapshot_id = _insert_snapshot(self.conn, row)
         if row.status != "complete" or row.superseded_by is not None or result.empty:
             return snapshot_id
-        self._write_connections(result, detected_at)
-        self._write_versions(result, detected_at)
-        self._write_events(snapshot_id, result, detected_at)
+        opens = bool(result.added or result.modified or result.restored)
+        adds = bool(result.added)
+        self._write_connections(result, detected_at)  # empties result.added
+        self._write_versions(result, detected_at, opens)
+        self._write_events(snapshot_id, result, detected_at, adds)
         return snapshot_id
 
     @contextmanager
@@ -653,13 +656,13 @@ class IntegrationTransaction:
                 values[i + 2] = sqlite_value(values[i + 2])
         return tuple(values)
 
-    def _write_events(self, snapshot_id: int, result: Diff, at: datetime) -> None:
+    def _write_events(self, snapshot_id: int, result: Diff, at: datetime, adds: bool) -> None:
         """The few restored, modified and removed events in the order the diff gives them,
         then the added ones, copied inside the database from the rows this snapshot
         inserted into connections (first_seen_at = at), in key order."""
         head = (snapshot_id, self.account, self.integration, self._stored(at))
         self._insert(CHANGES, CHANGE_COLUMNS, (head + e for e in result.changes))
-        if result.added:
+        if adds:
             self._copy_rows(
                 CHANGES,
                 ("snapshot_id", "account", "integration", "detected_at", "change", "type", "name"),
@@ -706,7 +709,7 @@ class IntegrationTransaction:
         self._insert(
             t,
             (*RECORD_COLUMNS, "first_seen_at", "last_changed_at", "removed_at"),
-            (self._stored_record(r) + tail for r in result.added),
+            (self._stored_record(r) + tail for r in _consumed(result.added)),
         )
         changed = result.modified + result.restored
         if changed:
@@ -735,7 +738,7 @@ class IntegrationTransaction:
                 [{"k_type": r.type, "k_name": r.name} for r in result.removed],
             )
 
-    def _write_versions(self, result: Diff, at: datetime) -> None:
+    def _write_versions(self, result: Diff, at: datetime, opens: bool) -> None:
         t = VERSIONS
         closing = result.modified + result.removed
         if closing:
@@ -743,7 +746,7 @@ class IntegrationTransaction:
                 update(t).where(self._where_key(t), t.c.valid_to.is_(None)).values(valid_to=at),
                 [{"k_type": r.type, "k_name": r.name} for r in closing],
             )
-        if not (result.added or result.modified or result.restored):
+        if not opens:
             return
         # Every row of connections this snapshot added, modified or restored opens a
         # version holding its values as they now stand.
@@ -754,6 +757,14 @@ class IntegrationTransaction:
             "last_changed_at = {p} AND removed_at IS NULL",
             (self._stored(at),),
         )
+
+
+def _consumed(records: list[Record]) -> Iterator[Record]:
+    """Each record in order, dropped from the list as it is given: the records of a large
+    first sync are freed while their rows are sent, not after the last one."""
+    records.reverse()
+    while records:
+        yield records.pop()
 
 
 @contextmanager

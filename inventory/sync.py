@@ -112,6 +112,10 @@ class Fetched:
         self.count += 1
         return True
 
+    def release(self) -> None:
+        """Drop the records (the counts stay), once the diff holds what is needed."""
+        self.by_type = {}
+
     def connections(self) -> Iterator[Connection]:
         for named in self.by_type.values():
             yield from named.values()
@@ -476,6 +480,7 @@ def _apply(
                 )
                 return result
             changes = diff(tx.load_state(), fetched.connections())
+            fetched.release()  # the diff holds what is still needed
             reason = None
             if not ctx.accept_removals:
                 reason = removal_hold_reason(
