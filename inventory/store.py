@@ -145,13 +145,15 @@ def make_engine(
             raise ConfigError(
                 f"database.url: use postgresql:// (psycopg 3), not {parsed.drivername}://"
             )
-        # Sessions in UTC: timestamps come back as UTC datetimes with nothing to convert.
-        options = "-c TimeZone=UTC"
+        # Options the URL gives are kept. Sessions run in UTC, so timestamps come back as
+        # UTC datetimes with nothing to convert.
+        given = parsed.query.get("options", ())
+        options = [*((given,) if isinstance(given, str) else given), "-c TimeZone=UTC"]
         if readonly:
-            options += " -c default_transaction_read_only=on"
+            options.append("-c default_transaction_read_only=on")
         connect_args: dict[str, Any] = {
             "connect_timeout": max(1, int(busy_timeout)),
-            "options": options,
+            "options": " ".join(options),
         }
         return create_engine(
             parsed, pool_pre_ping=True, pool_size=pool_size, connect_args=connect_args
@@ -668,7 +670,8 @@ class IntegrationTransaction:
                 ("snapshot_id", "account", "integration", "detected_at", "change", "type", "name"),
                 "{p}, account, integration, first_seen_at, 'added', type, name",
                 "first_seen_at = {p}",
-                (snapshot_id, self._stored(at)),
+                select_params=(snapshot_id,),
+                condition_params=(self._stored(at),),
             )
 
     def _copy_rows(
@@ -677,7 +680,9 @@ class IntegrationTransaction:
         columns: Sequence[str],
         select_list: str,
         condition: str,
-        params: tuple[Any, ...],
+        *,
+        select_params: tuple[Any, ...] = (),
+        condition_params: tuple[Any, ...] = (),
     ) -> None:
         """INSERT ... SELECT from this integration's rows of connections: rows the database
         derives itself cost no Python work per row."""
@@ -686,9 +691,9 @@ class IntegrationTransaction:
             f"INSERT INTO {table.name} ({names}) SELECT {select_list} FROM connections "
             f"WHERE account = {{p}} AND integration = {{p}} AND {condition} ORDER BY type, name"
         ).format(p="%s" if self.postgres else "?")
-        head, tail = params[: select_list.count("{p}")], params[select_list.count("{p}") :]
+        params = (*select_params, self.account, self.integration, *condition_params)
         with self._driver_cursor(statement) as cursor:
-            cursor.execute(statement, (*head, self.account, self.integration, *tail))
+            cursor.execute(statement, params)
             self.written[table.name] += max(cursor.rowcount, 0)
 
     def _update(self, statement: Any, params: list[dict[str, Any]]) -> None:
@@ -755,7 +760,7 @@ class IntegrationTransaction:
             (*RECORD_COLUMNS, "valid_from", "valid_to"),
             ", ".join(f'"{c}"' for c in RECORD_COLUMNS) + ", last_changed_at, NULL",
             "last_changed_at = {p} AND removed_at IS NULL",
-            (self._stored(at),),
+            condition_params=(self._stored(at),),
         )
 
 

@@ -109,3 +109,18 @@ def test_the_state_reads_back_as_the_records_that_were_written(engine: Engine) -
     assert all(
         v.tzinfo is UTC for s in state.values() for v in s.connection if isinstance(v, datetime)
     )
+
+
+def test_postgresql_sessions_run_in_utc_and_keep_the_urls_own_options(db_url: str) -> None:
+    if not db_url.startswith("postgresql"):
+        pytest.skip("session options are a PostgreSQL matter")
+    url = db_url + ("&" if "?" in db_url else "?") + "options=-c%20search_path%3Dinventory_x"
+    for readonly in (False, True):
+        engine = store.make_engine(url, readonly=readonly)
+        with engine.connect() as conn:
+            settings = conn.exec_driver_sql(
+                "SELECT current_setting('TimeZone'), current_setting('search_path'), "
+                "current_setting('default_transaction_read_only')"
+            ).one()
+        engine.dispose()
+        assert tuple(settings) == ("UTC", "inventory_x", "on" if readonly else "off")
