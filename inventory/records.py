@@ -49,7 +49,11 @@ TIMESTAMP_FIELDS = frozenset({"created_at", "updated_at", "token_expiry"})
 TYPE_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 MAX_NAME_LENGTH = 255
 MAX_FIELD_LENGTH = 4096
-_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+# Control characters and unpaired UTF-16 surrogates (JSON can carry "\ud800"): neither
+# is printable, and a surrogate cannot be encoded for a database, a log or a terminal.
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
+# What no text column can hold: PostgreSQL refuses NUL, and no driver can send a surrogate.
+_UNSTORABLE_RE = re.compile(r"[\x00\ud800-\udfff]")
 _TIMESTAMP_RE = re.compile(
     r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?"
     r"(?:([Zz])|([+-])(\d{2}):(\d{2}))$"
@@ -213,6 +217,11 @@ def _field(raw: Any, field: str, place: str, name: str, shared: SharedValues) ->
     if len(raw) > MAX_FIELD_LENGTH:
         raise RecordError(
             f"{place} ({name}): field {field!r} is longer than {MAX_FIELD_LENGTH} characters"
+        )
+    if _UNSTORABLE_RE.search(raw):
+        raise RecordError(
+            f"{place} ({name}): field {field!r} holds a NUL character or an unpaired "
+            "surrogate, which cannot be stored as text"
         )
     if len(texts) < shared.LIMIT:
         texts[raw] = raw

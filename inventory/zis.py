@@ -30,7 +30,8 @@ PATH = "/api/services/zis/integrations/{integration}/connections/all"
 USER_AGENT = f"zis-inventory/{__version__}"
 EXCERPT_LIMIT = 120
 _SPACE_RE = re.compile(r"\s+")
-_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+_SURROGATE_RE = re.compile(r"[\ud800-\udfff]")  # unpaired: JSON can carry "\ud800"
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")  # and unpaired surrogates
 
 Sleep = Callable[[float], Any]
 
@@ -70,6 +71,11 @@ class Paginator:
             raise ResponseError(
                 f"{self.where}: page {self.page}: meta.has_more is true but meta.after "
                 "is missing or not a string"
+            )
+        if _SURROGATE_RE.search(after):
+            raise ResponseError(
+                f"{self.where}: page {self.page}: meta.after holds an unpaired surrogate, "
+                "which no URL can carry"
             )
         if after in self._seen:
             raise PaginationError(
@@ -402,7 +408,7 @@ def _error_summary(content: bytes, headers: httpx.Headers) -> tuple[str | None, 
 def _excerpt(value: object) -> str | None:
     if not isinstance(value, str | int) or isinstance(value, bool):
         return None
-    text = _CONTROL_RE.sub(" ", _SPACE_RE.sub(" ", str(value))).strip()
+    text = _SPACE_RE.sub(" ", _CONTROL_RE.sub(" ", str(value))).strip()
     if not text:
         return None
     return text if len(text) <= EXCERPT_LIMIT else text[:EXCERPT_LIMIT] + "..."

@@ -207,6 +207,22 @@ def test_unknown_type_keeps_common_fields_and_is_reported() -> None:
             "acme/billing: page 3: api_key[0] (k): field 'updated_at' must be a string or null, got number",
         ),
         ("just a string", "acme/billing: page 3: api_key[0]: item must be an object, got string"),
+        (
+            {"name": "k\ud800"},
+            "acme/billing: page 3: api_key[0]: field 'name' must be 1-255 printable characters",
+        ),
+        (
+            {"name": "k", "allowed_domain": "a\u0000b"},
+            "acme/billing: page 3: api_key[0] (k): field 'allowed_domain' holds a NUL character or an unpaired surrogate, which cannot be stored as text",
+        ),
+        (
+            {"name": "k", "header_name": "x-\udfff"},
+            "acme/billing: page 3: api_key[0] (k): field 'header_name' holds a NUL character or an unpaired surrogate, which cannot be stored as text",
+        ),
+        (
+            {"name": "k", "created_at": "2021-10-01T00:00:00\ud800"},
+            "acme/billing: page 3: api_key[0] (k): field 'created_at' is not an RFC 3339 timestamp ('2021-10-01T00:00:00?')",
+        ),
     ],
 )
 def test_malformed_items_name_integration_page_and_field(item: object, message: str) -> None:

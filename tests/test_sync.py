@@ -476,6 +476,26 @@ def test_malformed_json_fails_the_snapshot(cli: Harness) -> None:
     assert "Traceback" not in result.err
 
 
+@pytest.mark.parametrize("value", ["a\x00b", "x\ud800y"], ids=["nul", "surrogate"])
+def test_text_no_database_can_store_fails_that_snapshot_only(cli: Harness, value: str) -> None:
+    """Valid JSON can carry a NUL or an unpaired surrogate; neither can be stored (nor
+    printed), so the snapshot fails at the parsing boundary, on either database."""
+    seed(cli, {"acme": {"billing": 1, "crm": 1}})
+    cli.zis.update("acme", "billing", "api_key", "billing_api_key_0", allowed_domain=value)
+    result = cli.run("sync")
+    assert result.code == 1
+    assert failed_error(cli) == {
+        (
+            "billing",
+            "failed",
+            "acme/billing: page 1: api_key[0] (billing_api_key_0): field 'allowed_domain' "
+            "holds a NUL character or an unpaired surrogate, which cannot be stored as text",
+        )
+    }
+    assert present(cli.db_url) == expected_keys("acme", "crm", 1)
+    assert "Traceback" not in result.err
+
+
 def test_an_unreadable_stored_timestamp_fails_that_snapshot_only(cli: Harness) -> None:
     if not cli.db_url.startswith("sqlite"):
         pytest.skip("a PostgreSQL timestamptz column cannot hold an unreadable value")

@@ -45,6 +45,13 @@ def client(
     return zc, sleeps
 
 
+def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> httpx.Response:
+    """A JSON response as a server sends it: escaped ASCII, so it may carry any string,
+    an unpaired surrogate included."""
+    headers = {"content-type": "application/json", **(headers or {})}
+    return httpx.Response(status, content=json.dumps(body).encode(), headers=headers)
+
+
 def page(items: list[str], after: str | None, has_more: bool) -> httpx.Response:
     body = {
         "api_key": [{"name": n} for n in items],
@@ -109,10 +116,14 @@ def test_page_cap() -> None:
             {"meta": {"has_more": True, "after": None}},
             "acme/billing: page 1: meta.has_more is true but meta.after is missing or not a string",
         ),
+        (
+            {"meta": {"has_more": True, "after": "ab\ud800"}},
+            "acme/billing: page 1: meta.after holds an unpaired surrogate, which no URL can carry",
+        ),
     ],
 )
 def test_bad_meta_fails(body: dict[str, Any], message: str) -> None:
-    zc, _ = client(lambda r: httpx.Response(200, json=body))
+    zc, _ = client(lambda r: json_response(200, body))
     with pytest.raises(ResponseError) as caught:
         names(zc)
     assert str(caught.value) == message
@@ -170,6 +181,12 @@ def test_bad_meta_fails(body: dict[str, Any], message: str) -> None:
             {"location": "https://evil.example.com/"},
             "acme/billing: page 1: HTTP 302: redirect not followed (the token is never sent to another location)",
         ),
+        (  # an unpaired surrogate or a NUL in the API's words never reaches a message
+            403,
+            {"errors": [{"code": "Forbidden\u0000", "title": "no \ud800 scope"}]},
+            {},
+            "acme/billing: page 1: HTTP 403 Forbidden: no scope",
+        ),
     ],
 )
 def test_final_statuses_are_not_retried(
@@ -180,7 +197,7 @@ def test_final_statuses_are_not_retried(
     def handler(request: httpx.Request) -> httpx.Response:
         calls.append(request)
         if isinstance(body, dict):
-            return httpx.Response(status, json=body, headers=headers)
+            return json_response(status, body, headers)
         return httpx.Response(status, text=body or "Couldn't authenticate you", headers=headers)
 
     zc, sleeps = client(handler)
