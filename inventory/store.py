@@ -5,11 +5,13 @@ state, and writing one snapshot's changes in one transaction.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import socket
+import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
@@ -51,6 +53,8 @@ log = logging.getLogger(__name__)
 RUN_LOCK_CLASS = 0x5A15  # pg_advisory_lock(int, int) key space for live sync runs
 MIGRATION_LOCK = 0x5A15_0000_0000_0001  # pg_advisory_xact_lock(bigint) for migrations
 INSERT_CHUNK = 1000
+STATE_CHUNK = 10_000  # rows of the stored state per read, on SQLite
+SQLITE_AWARE = "\"{}\" || '+00:00'"  # a SQLite timestamp column, as aware ISO text
 SNAPSHOTS = cast(Table, m.Snapshot.__table__)
 CONNECTIONS = cast(Table, m.Connection.__table__)
 VERSIONS = cast(Table, m.ConnectionVersion.__table__)
@@ -203,6 +207,20 @@ def _sqlite_transactions(engine: Engine) -> None:
 
 def is_postgres(engine: Engine | Connection) -> bool:
     return engine.dialect.name == "postgresql"
+
+
+@cache  # one SQLite library per process
+def sqlite_has_json() -> bool:
+    """Whether SQLite has its JSON functions: built in since 3.38, and in most builds
+    before. Without them, rows go to and from SQLite one by one."""
+    try:
+        with closing(sqlite3.connect(":memory:")) as db:
+            db.execute(
+                "SELECT json_group_array(json_extract(value, '$[0]')) FROM json_each('[[1]]')"
+            )
+    except sqlite3.Error:
+        return False
+    return True
 
 
 _HINTS = {
@@ -531,6 +549,7 @@ class IntegrationTransaction:
         self.account = account
         self.integration = integration
         self.postgres = is_postgres(conn)
+        self.json = not self.postgres and sqlite_has_json()
         self.written = dict.fromkeys((CONNECTIONS.name, VERSIONS.name, CHANGES.name), 0)
 
     def _scope(self, table: Any) -> Any:
@@ -553,11 +572,13 @@ class IntegrationTransaction:
             return state
         # SQLite keeps UTC text; with the offset appended, the C parser returns aware UTC
         # datetimes directly.
-        rows = self._read_connections("\"{}\" || '+00:00'")
+        if self.json:
+            rows: Iterable[list[Any]] = self._read_connections_as_json()
+        else:
+            rows = map(list, self._read_connections(SQLITE_AWARE))
         parse = datetime.fromisoformat
         first, second, third = TIMESTAMP_POSITIONS
-        for row in rows:
-            values = list(row)
+        for values in rows:
             try:
                 if values[first] is not None:
                     values[first] = parse(values[first])
@@ -567,23 +588,49 @@ class IntegrationTransaction:
                     values[third] = parse(values[third])
             except ValueError:
                 raise SnapshotError(
-                    f"{self.account}/{self.integration}: the connections row of {row[0]} "
-                    f"{row[1]!r} holds an unreadable timestamp (changed outside "
+                    f"{self.account}/{self.integration}: the connections row of {values[0]} "
+                    f"{values[1]!r} holds an unreadable timestamp (changed outside "
                     "zis-inventory?); nothing written"
                 ) from None
-            state[row[:2]] = new(Stored, (new(Record, values[:-1]), values[-1] == 1))
+            state[values[0], values[1]] = new(Stored, (new(Record, values[:-1]), values[-1] == 1))
         return state
 
-    def _read_connections(self, timestamp: str) -> list[tuple[Any, ...]]:
-        """(type, name, metadata..., removed) rows; ``timestamp`` reads a timestamp column."""
+    def _columns(self, timestamp: str) -> str:
+        """type, name, metadata..., removed; ``timestamp`` reads a timestamp column."""
         columns = ", ".join(
             timestamp.format(c) if c in TIMESTAMP_FIELDS else f'"{c}"' for c in RECORD_FIELDS
         )
+        return f"{columns}, removed_at IS NOT NULL"
+
+    def _read_connections(self, timestamp: str) -> list[tuple[Any, ...]]:
+        """(type, name, metadata..., removed) rows."""
         return self._driver_query(
-            f"SELECT {columns}, removed_at IS NOT NULL FROM connections "
+            f"SELECT {self._columns(timestamp)} FROM connections "
             "WHERE account = {p} AND integration = {p}",
             (self.account, self.integration),
         )
+
+    def _read_connections_as_json(self) -> Iterator[list[Any]]:
+        """The same rows on SQLite, STATE_CHUNK at a time in key order, each chunk made
+        into one JSON array by SQLite itself: one statement step per chunk, during which
+        other threads run, where reading row by row would take the interpreter back for
+        every row. Timestamps come with '+00:00' appended."""
+        row = f"json_array({self._columns(SQLITE_AWARE)})"
+        statement = (
+            f"SELECT json_group_array({row}) FROM (SELECT * FROM connections "
+            "WHERE account = ? AND integration = ? AND (type, name) > (?, ?) "
+            "ORDER BY type, name LIMIT ?)"
+        )
+        after = ("", "")
+        while True:
+            ((text,),) = self._driver_query(
+                statement, (self.account, self.integration, *after, STATE_CHUNK)
+            )
+            rows: list[list[Any]] = json.loads(text)
+            yield from rows
+            if len(rows) < STATE_CHUNK:
+                return
+            after = max((r[0], r[1]) for r in rows)  # the aggregate's order is not promised
 
     def write(self, row: SnapshotRow, result: Diff, detected_at: datetime) -> int:
         """The snapshot row, then (when it applies) the changed rows of connections, the
@@ -627,7 +674,9 @@ class IntegrationTransaction:
     ) -> None:
         """Many rows, values in the stored form, built and sent in chunks so a large first
         sync never holds them all: COPY on PostgreSQL (psycopg's executemany goes row by
-        row), the driver's executemany on SQLite."""
+        row). On SQLite each chunk goes as one JSON array that SQLite unpacks itself, one
+        statement step during which other threads run; a chunk holding a NUL (which
+        SQLite's JSON functions would cut short) goes row by row with executemany."""
         names = ", ".join(f'"{c}"' for c in columns)
         if self.postgres:
             statement = f"COPY {table.name} ({names}) FROM STDIN"
@@ -635,12 +684,16 @@ class IntegrationTransaction:
             statement = (
                 f"INSERT INTO {table.name} ({names}) VALUES ({', '.join('?' * len(columns))})"
             )
+            values = ", ".join(f"json_extract(value, '$[{i}]')" for i in range(len(columns)))
+            from_json = f"INSERT INTO {table.name} ({names}) SELECT {values} FROM json_each(?)"
         for chunk in batched(rows, INSERT_CHUNK):
             with self._driver_cursor(statement) as cursor:
                 if self.postgres:
                     with cursor.copy(statement) as copy:
                         for row in chunk:
                             copy.write_row(row)
+                elif self.json and "\\u0000" not in (text := json.dumps(chunk, ensure_ascii=False)):
+                    cursor.execute(from_json, (text,))
                 else:
                     cursor.executemany(statement, chunk)
             self.written[table.name] += len(chunk)
