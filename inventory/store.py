@@ -213,12 +213,14 @@ def is_postgres(engine: Engine | Connection) -> bool:
 
 @cache  # one SQLite library per process
 def sqlite_has_json() -> bool:
-    """Whether SQLite has its JSON functions: built in since 3.38, and in most builds
-    before. Without them, rows go to and from SQLite one by one."""
+    """Whether SQLite has what the JSON ways of moving rows use: its JSON functions (built
+    in since 3.38, and in most builds before) and row values (3.15). Without them, rows go
+    to and from SQLite one by one."""
     try:
         with closing(sqlite3.connect(":memory:")) as db:
             db.execute(
-                "SELECT json_group_array(json_extract(value, '$[0]')) FROM json_each('[[1]]')"
+                "SELECT json_group_array(json_array(json_extract(value, '$[0]'))) "
+                "FROM json_each('[[1]]') WHERE (1, 'b') > (1, 'a')"
             )
     except sqlite3.Error:
         return False

@@ -3,6 +3,7 @@ counts it keeps of them."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -177,3 +178,21 @@ def test_sqlite_stores_and_reads_the_same_rows_with_or_without_its_json_function
         states.append(state)
     assert dumps[0] == dumps[1]
     assert states[0] == states[1]
+
+
+def test_sqlite_without_json_functions_is_noticed(monkeypatch: pytest.MonkeyPatch) -> None:
+    class NoJson:
+        def execute(self, statement: str) -> None:
+            raise sqlite3.OperationalError("no such function: json_each")
+
+        def close(self) -> None:
+            pass
+
+    store.sqlite_has_json.cache_clear()
+    assert store.sqlite_has_json() is True  # this machine's SQLite has them
+    store.sqlite_has_json.cache_clear()
+    monkeypatch.setattr(sqlite3, "connect", lambda *args: NoJson())
+    try:
+        assert store.sqlite_has_json() is False
+    finally:
+        store.sqlite_has_json.cache_clear()
