@@ -2,7 +2,8 @@
 
 The floor is the same client code fetching and parsing the same pages with no diff and no
 database. Every measured step runs in a process of its own (peak RSS is per step); the
-fake server runs in another. Figures vary from run to run; the ratios are what matter.
+fake server runs in another. Each run of a step comes right after a floor run of its own,
+and its ratio is to that floor. Figures vary from run to run; the ratios are what matter.
 
     python benchmarks/run.py                          # everything, on SQLite
     python benchmarks/run.py --database postgresql://postgres@127.0.0.1/test
@@ -231,22 +232,44 @@ def measure(
     *,
     repeat: int = 1,
     before: Callable[[], Any] | None = None,
+    floors: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """The run with the median wall time of ``repeat`` runs, each in a process of its own
-    (``database`` may make a new database per run; ``before`` runs before each)."""
+    """The median of ``repeat`` runs, each in a process of its own (``database`` may make a
+    new database per run; ``before`` runs before each).
+
+    With ``floors``, each run comes right after a floor run of its own (kept in ``floors``)
+    and the median is taken by the ratio to it: the speed of a shared VM drifts within a
+    scenario, and two runs back to back share the drift. Otherwise by wall time."""
     runs = []
     for _ in range(repeat):
+        floor = None
+        if floors is not None:
+            floor = measure_once("floor", server, spec, "sqlite://", concurrency)
+            floors.append(floor)
         if before is not None:
             before()
-        runs.append(
-            measure_once(
-                kind, server, spec, database() if callable(database) else database, concurrency
-            )
+        run = measure_once(
+            kind, server, spec, database() if callable(database) else database, concurrency
         )
-    runs.sort(key=lambda f: f["wall"])
-    median = runs[len(runs) // 2]
-    median["walls"] = [f["wall"] for f in runs]
+        if floor is not None:
+            run["ratio"], run["floor_wall"] = run["wall"] / floor["wall"], floor["wall"]
+        runs.append(run)
+    runs.sort(key=lambda f: f.get("ratio", f["wall"]))
+    return median_of(runs)
+
+
+def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The middle one of ``runs`` (sorted), with every run's wall time (and floor's)."""
+    median = dict(runs[len(runs) // 2])
+    median["walls"] = [(f["wall"], f.get("floor_wall")) for f in runs]
     return median
+
+
+def floor_row(floors: list[dict[str, Any]]) -> Row:
+    """The floor runs the steps were paired with: the median one, by wall time."""
+    figures = median_of(sorted(floors, key=lambda f: f["wall"]))
+    figures["ratio"] = 1.0
+    return Row("floor (fetch + parse only)", figures)
 
 
 def measure_once(
@@ -270,20 +293,22 @@ def measure_once(
 @dataclass
 class Row:
     name: str
-    figures: dict[str, Any]
-    floor: float | None = None
+    figures: dict[str, Any]  # "ratio": to the floor run paired with it, when there is one
 
 
 def print_table(title: str, rows: list[Row], extra: Callable[[Row], str] = lambda r: "") -> None:
     print(f"\n{title}")
     if any(len(r.figures["walls"]) > 1 for r in rows):
-        print("(each step: the run with the median wall time; all runs' wall times at the end)")
+        print(
+            "(each step: the run with the median ratio to the floor run just before it; "
+            "every run's wall time / its floor's at the end)"
+        )
     header = f"{'step':36} {'wall s':>8} {'cpu s':>7} {'rss MB':>7} {'requests':>8} {'429s':>5} {'x floor':>8}  rows written (connections / versions / changes)"
     print(header)
     print("-" * len(header))
     for row in rows:
         f = row.figures
-        ratio = f"{f['wall'] / row.floor:8.2f}" if row.floor else f"{'-':>8}"
+        ratio = f"{f['ratio']:8.2f}" if "ratio" in f else f"{'-':>8}"
         written = " / ".join(str(f["written"][t]) for t in INVENTORY_TABLES)
         print(
             f"{row.name:36} {f['wall']:8.2f} {f['cpu']:7.2f} {f['rss_mb']:7.0f} {f['requests']:8d} {f['429']:5d} {ratio}  {written}{extra(row)}{spread(f)}"
@@ -292,7 +317,10 @@ def print_table(title: str, rows: list[Row], extra: Callable[[Row], str] = lambd
 
 def spread(figures: dict[str, Any]) -> str:
     walls = figures["walls"]
-    return "" if len(walls) < 2 else "   (runs: " + ", ".join(f"{w:.2f}" for w in walls) + " s)"
+    if len(walls) < 2:
+        return ""
+    runs = (f"{w:.2f}" if floor is None else f"{w:.2f}/{floor:.2f}" for w, floor in walls)
+    return "   (runs: " + ", ".join(runs) + " s)"
 
 
 def new_database(args: argparse.Namespace, tmp: str, name: str) -> str:
@@ -328,12 +356,16 @@ def throughput(args: argparse.Namespace, tmp: str) -> list[Row]:
     server = Server(spec)
     empty = fresh_databases(args, tmp, "throughput")
     changed: list[int] = []
+    floors: list[dict[str, Any]] = []
     try:
-        floor = measure("floor", server, spec, "sqlite://", args.concurrency, repeat=args.repeat)
-        first = measure("sync", server, spec, empty, args.concurrency, repeat=args.repeat)
+        first = measure(
+            "sync", server, spec, empty, args.concurrency, repeat=args.repeat, floors=floors
+        )
         # The resyncs run against the database of the last first sync.
         last = empty.made[-1]  # type: ignore[attr-defined]
-        again = measure("sync", server, spec, last, args.concurrency, repeat=args.repeat)
+        again = measure(
+            "sync", server, spec, last, args.concurrency, repeat=args.repeat, floors=floors
+        )
         one_percent = measure(
             "sync",
             server,
@@ -342,14 +374,15 @@ def throughput(args: argparse.Namespace, tmp: str) -> list[Row]:
             args.concurrency,
             repeat=args.repeat,
             before=lambda: changed.append(server.call("change")),
+            floors=floors,
         )
     finally:
         server.stop()
     rows = [
-        Row("floor (fetch + parse only)", floor, floor["wall"]),
-        Row("first sync, empty database", first, floor["wall"]),
-        Row("resync, no change", again, floor["wall"]),
-        Row(f"resync, 1% changed ({max(changed)})", one_percent, floor["wall"]),
+        floor_row(floors),
+        Row("first sync, empty database", first),
+        Row("resync, no change", again),
+        Row(f"resync, 1% changed ({max(changed)})", one_percent),
     ]
     print_table(
         f"1. Throughput: {spec.integrations} integrations x {spec.per_integration} = {spec.total} connections, concurrency {args.concurrency}",
@@ -370,7 +403,6 @@ def scaling(args: argparse.Namespace, tmp: str) -> None:
         server = Server(spec)
         repeat = 1 if integrations * per > 100_000 else args.repeat
         try:
-            floor = measure("floor", server, spec, "sqlite://", args.concurrency, repeat=repeat)
             first = measure(
                 "sync",
                 server,
@@ -378,13 +410,12 @@ def scaling(args: argparse.Namespace, tmp: str) -> None:
                 fresh_databases(args, tmp, f"scaling_{integrations}_{per}"),
                 args.concurrency,
                 repeat=repeat,
+                floors=[],
             )
         finally:
             server.stop()
         first["per_connection_us"] = first["wall"] / spec.total * 1e6
-        rows.append(
-            Row(f"{integrations} x {spec.per_integration} first sync", first, floor["wall"])
-        )
+        rows.append(Row(f"{integrations} x {spec.per_integration} first sync", first))
     print_table(
         "2. Scaling: first sync by size (time per connection should stay flat; memory should follow the largest integration)",
         rows,
@@ -395,10 +426,16 @@ def scaling(args: argparse.Namespace, tmp: str) -> None:
 def latency(args: argparse.Namespace, tmp: str) -> None:
     spec = Account(20, int(2000 * args.scale), latency=0.1)
     server = Server(spec)
+    floors: list[dict[str, Any]] = []
     try:
-        floor = measure("floor", server, spec, "sqlite://", 8, repeat=args.repeat)
         figures = measure(
-            "sync", server, spec, fresh_databases(args, tmp, "latency"), 8, repeat=args.repeat
+            "sync",
+            server,
+            spec,
+            fresh_databases(args, tmp, "latency"),
+            8,
+            repeat=args.repeat,
+            floors=floors,
         )
     finally:
         server.stop()
@@ -406,10 +443,7 @@ def latency(args: argparse.Namespace, tmp: str) -> None:
     ideal = pages * 0.1 / 8
     print_table(
         f"3. Latency-bound: 100 ms per page, {spec.integrations} x {spec.per_integration}, concurrency 8",
-        [
-            Row("floor (fetch + parse only)", floor, floor["wall"]),
-            Row("first sync", figures, floor["wall"]),
-        ],
+        [floor_row(floors), Row("first sync", figures)],
         lambda r: (
             f"   {r.figures['wall'] / ideal:.2f} x ideal ({pages} pages x 0.1 s / 8 = {ideal:.2f} s)"
         ),
