@@ -233,6 +233,8 @@ _HINTS = {
     "disk I/O error": "is the disk full, or the file on a read-only or failing device?",
     "database or disk is full": "free some space",
     "readonly database": "the file or its directory is not writable",
+    "JSON cannot hold BLOB values": "a row holds a binary value where text belongs; was it "
+    "changed outside zis-inventory?",
 }
 
 

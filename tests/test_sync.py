@@ -542,6 +542,26 @@ def test_an_unreadable_stored_timestamp_fails_that_snapshot_only(cli: Harness) -
     }
 
 
+def test_a_binary_value_stored_by_hand_fails_that_snapshot_only(cli: Harness) -> None:
+    if not cli.db_url.startswith("sqlite"):
+        pytest.skip("a PostgreSQL text column cannot hold a binary value")
+    seed(cli, {"acme": {"billing": 1, "crm": 1}})
+    assert cli.run("sync").code == 0
+    db = sqlite3.connect(cli.db_url.removeprefix("sqlite:///"), isolation_level=None)
+    db.execute("UPDATE connections SET allowed_domain = x'00ff' WHERE name = 'billing_api_key_0'")
+    db.close()
+    result = cli.run("sync")
+    assert result.code == 1
+    ((integration, status, error),) = failed_error(cli)
+    assert (integration, status) == ("billing", "failed")
+    assert error.startswith("acme/billing: database error while writing the snapshot: ")
+    assert error.endswith(
+        ": JSON cannot hold BLOB values (a row holds a binary value where text belongs; "
+        "was it changed outside zis-inventory?)"
+    )
+    assert "Traceback" not in result.err
+
+
 def test_pagination_loop_fails_the_snapshot(cli: Harness) -> None:
     seed(cli, {"acme": {"billing": 1}})
     cli.zis.fail("acme", "billing", pagination_loop(page=2))
