@@ -548,8 +548,9 @@ def test_a_binary_value_stored_by_hand_fails_that_snapshot_only(cli: Harness) ->
     seed(cli, {"acme": {"billing": 1, "crm": 1}})
     assert cli.run("sync").code == 0
     db = sqlite3.connect(cli.db_url.removeprefix("sqlite:///"), isolation_level=None)
-    db.execute("UPDATE connections SET allowed_domain = x'00ff' WHERE name = 'billing_api_key_0'")
-    db.close()
+    where = "WHERE name = 'billing_api_key_0'"
+    stored = db.execute(f"SELECT allowed_domain FROM connections {where}").fetchone()[0]
+    db.execute(f"UPDATE connections SET allowed_domain = x'00ff' {where}")
     result = cli.run("sync")
     assert result.code == 1
     ((integration, status, error),) = failed_error(cli)
@@ -560,6 +561,10 @@ def test_a_binary_value_stored_by_hand_fails_that_snapshot_only(cli: Harness) ->
         "was it changed outside zis-inventory?)"
     )
     assert "Traceback" not in result.err
+    db.execute(f"UPDATE connections SET allowed_domain = ? {where}", (stored,))
+    db.close()
+    assert cli.run("sync").code == 0  # sound again: nothing to record
+    assert {c for c in changes(cli.db_url) if c[3] != "added"} == set()
 
 
 def test_pagination_loop_fails_the_snapshot(cli: Harness) -> None:
