@@ -142,7 +142,7 @@ def test_sqlite_stores_and_reads_the_same_rows_with_or_without_its_json_function
     """SQLite takes and gives rows as JSON arrays when it can, one by one when it cannot;
     the stored rows and the state read back are the same either way, across state reads
     of several chunks (one ending exactly on a chunk boundary), and for text JSON would
-    mangle: a NUL goes row by row, and text that only looks like an escape is kept."""
+    mangle: a NUL goes row by row, and text that only looks like its escape is kept."""
     monkeypatch.setattr(store, "STATE_CHUNK", 4)
     first = [
         Connection(t, f"{t}_{i}", f"{i}.example.com", T0, T1 if i % 2 else T0,
@@ -150,12 +150,13 @@ def test_sqlite_stores_and_reads_the_same_rows_with_or_without_its_json_function
                    token_expiry=EXPIRY if t == "oauth" else None)
         for t in ("api_key", "oauth") for i in range(4)
     ]  # fmt: skip
-    second = [
+    second = [  # b1's text goes as JSON: quotes, a newline, backslashes, beyond ASCII
         *first[1:],
-        Connection("basic_auth", "b1", 'é😀 \\u0000 "quoted"\n', T2, T2, username="bob"),
-        Connection("basic_auth", "b2", None, None, None, username="\\\\u0000"),
+        Connection("basic_auth", "b1", 'é😀 "quoted"\n\\ \\n \\\\', T2, T2, username="bob"),
+        Connection("basic_auth", "b2", None, None, None, username="bob"),
     ]
-    third = [*second[:-1], second[-1]._replace(allowed_domain="a\x00b")]
+    # A NUL, and text that only looks like its escape: their events go row by row.
+    third = [*second[:-1], second[-1]._replace(allowed_domain="a\x00b", username="\\u0000")]
     dumps, states = [], []
     for way in ("json", "row by row"):
         if way == "row by row":
