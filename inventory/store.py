@@ -555,6 +555,7 @@ class IntegrationTransaction:
         self.account = account
         self.integration = integration
         self.postgres = is_postgres(conn)
+        self.placeholder = "%s" if self.postgres else "?"  # the driver's, for {p}
         self.json = not self.postgres and sqlite_has_json()
         self.written = dict.fromkeys((CONNECTIONS.name, VERSIONS.name, CHANGES.name), 0)
 
@@ -624,8 +625,8 @@ class IntegrationTransaction:
         row = f"json_array({self._columns(SQLITE_AWARE)})"
         statement = (
             f"SELECT json_group_array({row}) FROM (SELECT * FROM connections "
-            "WHERE account = ? AND integration = ? AND (type, name) > (?, ?) "
-            "ORDER BY type, name LIMIT ?)"
+            "WHERE account = {p} AND integration = {p} AND (type, name) > ({p}, {p}) "
+            "ORDER BY type, name LIMIT {p})"
         )
         after = ("", "")
         while True:
@@ -669,7 +670,7 @@ class IntegrationTransaction:
 
     def _driver_query(self, statement: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         """All rows of ``statement``, whose parameters are written {p}."""
-        statement = statement.format(p="%s" if self.postgres else "?")
+        statement = statement.format(p=self.placeholder)
         with self._driver_cursor(statement) as cursor:
             cursor.execute(statement, params)
             rows: list[tuple[Any, ...]] = cursor.fetchall()
@@ -752,7 +753,7 @@ class IntegrationTransaction:
         statement = (
             f"INSERT INTO {table.name} ({names}) SELECT {select_list} FROM connections "
             f"WHERE account = {{p}} AND integration = {{p}} AND {condition} ORDER BY type, name"
-        ).format(p="%s" if self.postgres else "?")
+        ).format(p=self.placeholder)
         params = (*select_params, self.account, self.integration, *condition_params)
         with self._driver_cursor(statement) as cursor:
             cursor.execute(statement, params)
