@@ -9,6 +9,8 @@ import sqlite3
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -496,38 +498,48 @@ def test_text_no_database_can_store_fails_that_snapshot_only(cli: Harness, value
     assert "Traceback" not in result.err
 
 
+@contextmanager
+def edited_by_hand(h: Harness, column: str, sql_value: str) -> Iterator[sqlite3.Connection]:
+    """The SQLite row of billing_api_key_0 in connections with ``column`` set to
+    ``sql_value`` (SQL) outside zis-inventory; the stored value is put back on leaving."""
+    db = sqlite3.connect(h.db_url.removeprefix("sqlite:///"), isolation_level=None)
+    where = "WHERE name = 'billing_api_key_0'"
+    try:
+        stored = db.execute(f'SELECT "{column}" FROM connections {where}').fetchone()[0]
+        db.execute(f'UPDATE connections SET "{column}" = {sql_value} {where}')
+        yield db
+        db.execute(f'UPDATE connections SET "{column}" = ? {where}', (stored,))
+    finally:
+        db.close()
+
+
 def test_an_unreadable_stored_timestamp_fails_that_snapshot_only(cli: Harness) -> None:
     if not cli.db_url.startswith("sqlite"):
         pytest.skip("a PostgreSQL timestamptz column cannot hold an unreadable value")
     seed(cli, {"acme": {"billing": 1, "crm": 1}})
     assert cli.run("sync").code == 0
     cli.zis.update("acme", "billing", "api_key", "billing_api_key_0", allowed_domain="new.com")
-    db = sqlite3.connect(cli.db_url.removeprefix("sqlite:///"), isolation_level=None)
-    where = "WHERE name = 'billing_api_key_0'"
-    stored = db.execute(f"SELECT created_at FROM connections {where}").fetchone()[0]
-    db.execute(f"UPDATE connections SET created_at = 'yesterday' {where}")
+    with edited_by_hand(cli, "created_at", "'yesterday'") as db:
 
-    def inventory() -> list[list[tuple[Any, ...]]]:
-        return [
-            db.execute(f"SELECT * FROM {t} ORDER BY id").fetchall()
-            for t in ("connections", "connection_versions", "connection_changes")
-        ]
+        def inventory() -> list[list[tuple[Any, ...]]]:
+            return [
+                db.execute(f"SELECT * FROM {t} ORDER BY id").fetchall()
+                for t in ("connections", "connection_versions", "connection_changes")
+            ]
 
-    before = inventory()
-    result = cli.run("sync")
-    assert result.code == 1
-    assert failed_error(cli) == {
-        (
-            "billing",
-            "failed",
-            "acme/billing: the connections row of api_key 'billing_api_key_0' holds an "
-            "unreadable timestamp (changed outside zis-inventory?); nothing written",
-        )
-    }
-    assert inventory() == before
-    assert "Traceback" not in result.err
-    db.execute(f"UPDATE connections SET created_at = ? {where}", (stored,))
-    db.close()
+        before = inventory()
+        result = cli.run("sync")
+        assert result.code == 1
+        assert failed_error(cli) == {
+            (
+                "billing",
+                "failed",
+                "acme/billing: the connections row of api_key 'billing_api_key_0' holds an "
+                "unreadable timestamp (changed outside zis-inventory?); nothing written",
+            )
+        }
+        assert inventory() == before
+        assert "Traceback" not in result.err
     assert cli.run("sync").code == 0  # the billing change is applied once the row is sound
     assert {c for c in changes(cli.db_url) if c[3] != "added"} == {
         (
@@ -547,11 +559,8 @@ def test_a_binary_value_stored_by_hand_fails_that_snapshot_only(cli: Harness) ->
         pytest.skip("a PostgreSQL text column cannot hold a binary value")
     seed(cli, {"acme": {"billing": 1, "crm": 1}})
     assert cli.run("sync").code == 0
-    db = sqlite3.connect(cli.db_url.removeprefix("sqlite:///"), isolation_level=None)
-    where = "WHERE name = 'billing_api_key_0'"
-    stored = db.execute(f"SELECT allowed_domain FROM connections {where}").fetchone()[0]
-    db.execute(f"UPDATE connections SET allowed_domain = x'00ff' {where}")
-    result = cli.run("sync")
+    with edited_by_hand(cli, "allowed_domain", "x'00ff'"):
+        result = cli.run("sync")
     assert result.code == 1
     ((integration, status, error),) = failed_error(cli)
     assert (integration, status) == ("billing", "failed")
@@ -561,8 +570,6 @@ def test_a_binary_value_stored_by_hand_fails_that_snapshot_only(cli: Harness) ->
         "was it changed outside zis-inventory?)"
     )
     assert "Traceback" not in result.err
-    db.execute(f"UPDATE connections SET allowed_domain = ? {where}", (stored,))
-    db.close()
     assert cli.run("sync").code == 0  # sound again: nothing to record
     assert {c for c in changes(cli.db_url) if c[3] != "added"} == set()
 
