@@ -269,6 +269,14 @@ def test_metrics_match_the_database(cli: Harness) -> None:
     try:
         wait_for(lambda: snapshot_count(cli, "billing") + snapshot_count(cli, "crm") == 2)
         wait_for(lambda: get(f"http://127.0.0.1:{port}/healthz")[0] == 200)
+        # A run's counters are added when it ends, after its snapshot rows; its duration
+        # is the last of them.
+        wait_for(
+            lambda: (
+                "zis_inventory_sync_duration_seconds_count 1.0"
+                in get(f"http://127.0.0.1:{port}/metrics")[1]
+            )
+        )
         status, text = get(f"http://127.0.0.1:{port}/metrics")
         health = get(f"http://127.0.0.1:{port}/healthz")
     finally:
