@@ -30,8 +30,6 @@ from sqlalchemy import (
     Integer,
     String,
     Table,
-    and_,
-    bindparam,
     create_engine,
     event,
     func,
@@ -64,7 +62,6 @@ CHANGES = cast(Table, m.ConnectionChange.__table__)
 RECORD_FIELDS = ("type", "name", *METADATA_FIELDS)  # a Record, in order
 RECORD_COLUMNS = ("account", "integration", *RECORD_FIELDS)
 TIMESTAMP_POSITIONS = tuple(i for i, f in enumerate(RECORD_FIELDS) if f in TIMESTAMP_FIELDS)
-CHANGE_COLUMNS = ("snapshot_id", "account", "integration", "detected_at", *Event._fields)
 
 
 def now() -> datetime:
@@ -79,10 +76,25 @@ def sqlite_value(value: datetime) -> str:
     )  # fmt: skip
 
 
-def batched(rows: Iterable[tuple[Any, ...]], size: int) -> Iterator[list[tuple[Any, ...]]]:
+def batched(rows: Iterable[Any], size: int) -> Iterator[list[Any]]:
     it = iter(rows)
     while chunk := list(islice(it, size)):
         yield chunk
+
+
+def sqlite_json(rows: list[Sequence[Any]]) -> str | None:
+    """Rows as the JSON array SQLite unpacks with json_each, timestamps as stored; None
+    when a value holds a NUL, which SQLite's JSON functions would cut short. Records and
+    events are tuples, which the encoder writes as arrays itself: only their timestamps
+    call back into Python."""
+    text = json.dumps(rows, ensure_ascii=False, default=_sqlite_json_value)
+    return None if "\\u0000" in text else text
+
+
+def _sqlite_json_value(value: Any) -> str:
+    if isinstance(value, datetime):
+        return sqlite_value(value)
+    raise TypeError(f"a {type(value).__name__} is not a value of a stored row")
 
 
 # --- engines -----------------------------------------------------------------------
@@ -214,13 +226,18 @@ def is_postgres(engine: Engine | Connection) -> bool:
 @cache  # one SQLite library per process
 def sqlite_has_json() -> bool:
     """Whether SQLite has what the JSON ways of moving rows use: its JSON functions (built
-    in since 3.38, and in most builds before) and row values (3.15). Without them, rows go
-    to and from SQLite one by one."""
+    in since 3.38, and in most builds before), row values (3.15) and UPDATE ... FROM
+    (3.33). Without them, rows go to and from SQLite one by one."""
     try:
         with closing(sqlite3.connect(":memory:")) as db:
             db.execute(
                 "SELECT json_group_array(json_array(json_extract(value, '$[0]'))) "
                 "FROM json_each('[[1]]') WHERE (1, 'b') > (1, 'a')"
+            )
+            db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, a)")
+            db.execute(
+                "UPDATE t SET a = 1 FROM (SELECT json_extract(value, '$[0]') AS id "
+                "FROM json_each('[[1]]') LIMIT -1) AS v WHERE t.id = v.id"
             )
     except sqlite3.Error:
         return False
@@ -559,9 +576,6 @@ class IntegrationTransaction:
         self.json = not self.postgres and sqlite_has_json()
         self.written = dict.fromkeys((CONNECTIONS.name, VERSIONS.name, CHANGES.name), 0)
 
-    def _scope(self, table: Any) -> Any:
-        return and_(table.c.account == self.account, table.c.integration == self.integration)
-
     def newer_snapshot(self, started_at: datetime) -> int | None:
         """An applied complete snapshot of this integration that started at or after ours."""
         query = _complete_since(self.account, self.integration, started_at)
@@ -677,56 +691,71 @@ class IntegrationTransaction:
             return rows
 
     def _insert(
-        self, table: Table, columns: Sequence[str], rows: Iterable[tuple[Any, ...]]
+        self,
+        table: Table,
+        columns: Sequence[str],
+        rows: Iterable[Sequence[Any]],
+        fixed: dict[str, Any] | None = None,
     ) -> None:
-        """Many rows, values in the stored form, built and sent in chunks so a large first
-        sync never holds them all. PostgreSQL: binary COPY (psycopg's executemany goes row
-        by row, and text COPY costs the client ten times the CPU). SQLite: each chunk as
-        one JSON array that SQLite unpacks itself, one statement step during which other
-        threads run; a chunk holding a NUL (which SQLite's JSON functions would cut short)
-        goes row by row with executemany."""
-        names = ", ".join(f'"{c}"' for c in columns)
+        """Many rows, built and sent in chunks so a large first sync never holds them all;
+        ``fixed`` gives columns whose value is the same in every row. PostgreSQL: binary
+        COPY (psycopg's executemany goes row by row, and text COPY costs the client ten
+        times the CPU). SQLite: each chunk as one JSON array that SQLite unpacks itself,
+        one statement step during which other threads run, with the fixed values as
+        parameters beside it; a chunk holding a NUL (which SQLite's JSON functions would
+        cut short) goes row by row with executemany."""
+        fixed = fixed or {}
+        fixed_values = self._stored_values(fixed.values())
+        names = ", ".join(f'"{c}"' for c in (*columns, *fixed))
         if self.postgres:
             statement = f"COPY {table.name} ({names}) FROM STDIN (FORMAT BINARY)"
-            types = [_pg_type(table.c[c].type) for c in columns]
+            types = [_pg_type(table.c[c].type) for c in (*columns, *fixed)]
         else:
-            statement = (
-                f"INSERT INTO {table.name} ({names}) VALUES ({', '.join('?' * len(columns))})"
+            marks = ", ".join("?" * (len(columns) + len(fixed)))
+            statement = f"INSERT INTO {table.name} ({names}) VALUES ({marks})"
+            values = [f"json_extract(value, '$[{i}]')" for i in range(len(columns))]
+            from_json = (
+                f"INSERT INTO {table.name} ({names}) "
+                f"SELECT {', '.join(values + ['?'] * len(fixed))} FROM json_each(?)"
             )
-            values = ", ".join(f"json_extract(value, '$[{i}]')" for i in range(len(columns)))
-            from_json = f"INSERT INTO {table.name} ({names}) SELECT {values} FROM json_each(?)"
         for chunk in batched(rows, INSERT_CHUNK):
             with self._driver_cursor(statement) as cursor:
                 if self.postgres:
                     with cursor.copy(statement) as copy:
                         copy.set_types(types)
                         for row in chunk:
-                            copy.write_row(row)
-                elif self.json and "\\u0000" not in (text := json.dumps(chunk, ensure_ascii=False)):
-                    cursor.execute(from_json, (text,))
+                            copy.write_row((*row, *fixed_values))
+                elif self.json and (text := sqlite_json(chunk)) is not None:
+                    cursor.execute(from_json, (*fixed_values, text))
                 else:
-                    cursor.executemany(statement, chunk)
+                    cursor.executemany(
+                        statement, [(*self._stored_values(row), *fixed_values) for row in chunk]
+                    )
             self.written[table.name] += len(chunk)
 
     def _stored(self, value: datetime) -> Any:
         return value if self.postgres else sqlite_value(value)
 
-    def _stored_record(self, record: Record) -> tuple[Any, ...]:
-        """(account, integration, type, name, metadata...) as stored."""
+    def _stored_values(self, values: Iterable[Any]) -> tuple[Any, ...]:
+        """Values as the driver takes them: SQLite keeps timestamps as text."""
         if self.postgres:
-            return (self.account, self.integration, *record)
-        values: list[Any] = [self.account, self.integration, *record]
-        for i in TIMESTAMP_POSITIONS:
-            if values[i + 2] is not None:
-                values[i + 2] = sqlite_value(values[i + 2])
-        return tuple(values)
+            return tuple(values)
+        return tuple(sqlite_value(v) if isinstance(v, datetime) else v for v in values)
+
+    def _scope(self, **fixed: Any) -> dict[str, Any]:
+        """Columns the same in every row a snapshot writes: the integration, and ``fixed``."""
+        return {"account": self.account, "integration": self.integration, **fixed}
 
     def _write_events(self, snapshot_id: int, result: Diff, at: datetime, adds: bool) -> None:
         """The few restored, modified and removed events in the order the diff gives them,
         then the added ones, copied inside the database from the rows this snapshot
         inserted into connections (first_seen_at = at), in key order."""
-        head = (snapshot_id, self.account, self.integration, self._stored(at))
-        self._insert(CHANGES, CHANGE_COLUMNS, (head + e for e in result.changes))
+        self._insert(
+            CHANGES,
+            Event._fields,
+            result.changes,
+            self._scope(snapshot_id=snapshot_id, detected_at=at),
+        )
         if adds:
             self._copy_rows(
                 CHANGES,
@@ -759,61 +788,87 @@ class IntegrationTransaction:
             cursor.execute(statement, params)
             self.written[table.name] += max(cursor.rowcount, 0)
 
-    def _update(self, statement: Any, params: list[dict[str, Any]]) -> None:
-        result = self.conn.execute(statement, params)
-        self.written[statement.table.name] += max(result.rowcount, 0)
+    def _update(
+        self,
+        table: Table,
+        rows: Iterable[Sequence[Any]],
+        columns: Sequence[str] = (),
+        fixed: dict[str, Any] | None = None,
+        *,
+        open_only: bool = False,
+    ) -> None:
+        """Update this integration's rows of ``table`` by key: each of ``rows`` is (type,
+        name, values of ``columns``...) in the stored form, and ``fixed`` sets the same
+        values on every row (``open_only``: only rows whose valid_to is NULL).
 
-    def _where_key(self, table: Any) -> Any:
-        return and_(
-            self._scope(table),
-            table.c.type == bindparam("k_type"),
-            table.c.name == bindparam("k_name"),
+        SQLite: each chunk as one JSON array, one statement step like the inserts (a chunk
+        holding a NUL goes row by row). The chunk's rows are first matched to row ids
+        through the key's index, the JSON side outermost: joined straight to the table, the
+        planner scans the integration's rows once per row of the chunk. PostgreSQL:
+        executemany, which psycopg pipelines."""
+        fixed = fixed or {}
+        t = table.name
+        row_by_row = (
+            f"UPDATE {t} SET "
+            + ", ".join(f'"{c}" = {{p}}' for c in (*columns, *fixed))
+            + " WHERE account = {p} AND integration = {p} AND type = {p} AND name = {p}"
+            + (" AND valid_to IS NULL" if open_only else "")
+        ).format(p=self.placeholder)
+        # The subquery's LIMIT keeps it from being merged into the UPDATE's join, where the
+        # planner may put the table outermost.
+        picked = "".join(
+            f", json_extract(j.value, '$[{i}]') AS \"{c}\"" for i, c in enumerate(columns, 2)
         )
+        from_json = (
+            f"UPDATE {t} SET "
+            + ", ".join([*(f'"{c}" = v."{c}"' for c in columns), *(f'"{c}" = ?' for c in fixed)])
+            + f" FROM (SELECT c.id{picked} FROM json_each(?) AS j CROSS JOIN {t} AS c "
+            "ON c.account = ? AND c.integration = ? AND c.type = json_extract(j.value, '$[0]') "
+            "AND c.name = json_extract(j.value, '$[1]')"
+            + (" AND c.valid_to IS NULL" if open_only else "")
+            + f" LIMIT -1) AS v WHERE {t}.id = v.id"
+        )
+        head, fixed_values = (self.account, self.integration), self._stored_values(fixed.values())
+        for chunk in batched(rows, INSERT_CHUNK):
+            with self._driver_cursor(row_by_row) as cursor:
+                if self.json and (text := sqlite_json(chunk)) is not None:
+                    cursor.execute(from_json, (*fixed_values, text, *head))
+                else:
+                    cursor.executemany(
+                        row_by_row,
+                        [
+                            (*self._stored_values(r[2:]), *fixed_values, *head, r[0], r[1])
+                            for r in chunk
+                        ],
+                    )
+                self.written[t] += max(cursor.rowcount, 0)
 
     def _write_connections(self, result: Diff, at: datetime) -> None:
         t = CONNECTIONS
-        stored_at = self._stored(at)
-        tail = (stored_at, stored_at, None)
         self._insert(
             t,
-            (*RECORD_COLUMNS, "first_seen_at", "last_changed_at", "removed_at"),
-            (self._stored_record(r) + tail for r in _consumed(result.added)),
+            RECORD_FIELDS,
+            _consumed(result.added),
+            self._scope(first_seen_at=at, last_changed_at=at, removed_at=None),
         )
-        changed = result.modified + result.restored
-        if changed:
-            self._update(
-                update(t)
-                .where(self._where_key(t))
-                .values(
-                    {
-                        **{f: bindparam(f"v_{f}") for f in METADATA_FIELDS},
-                        "last_changed_at": at,
-                        "removed_at": None,
-                    }
-                ),
-                [
-                    {
-                        "k_type": r.type,
-                        "k_name": r.name,
-                        **{f"v_{f}": v for f, v in zip(METADATA_FIELDS, r.metadata(), strict=True)},
-                    }
-                    for r in changed
-                ],
-            )
-        if result.removed:
-            self._update(
-                update(t).where(self._where_key(t)).values(removed_at=at, last_changed_at=at),
-                [{"k_type": r.type, "k_name": r.name} for r in result.removed],
-            )
+        self._update(
+            t,
+            result.modified + result.restored,
+            METADATA_FIELDS,
+            {"last_changed_at": at, "removed_at": None},
+        )
+        self._update(
+            t, (r[:2] for r in result.removed), fixed={"removed_at": at, "last_changed_at": at}
+        )
 
     def _write_versions(self, result: Diff, at: datetime, opens: bool) -> None:
         t = VERSIONS
-        closing = result.modified + result.removed
-        if closing:
-            self._update(
-                update(t).where(self._where_key(t), t.c.valid_to.is_(None)).values(valid_to=at),
-                [{"k_type": r.type, "k_name": r.name} for r in closing],
-            )
+        self._update(
+            t,
+            (r[:2] for r in result.modified + result.removed),
+            fixed={"valid_to": at},
+            open_only=True,
+        )
         if not opens:
             return
         # Every row of connections this snapshot added, modified or restored opens a

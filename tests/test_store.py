@@ -19,6 +19,7 @@ from inventory.records import Connection
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 T1 = datetime(2026, 2, 1, 12, 0, tzinfo=UTC)
 T2 = datetime(2026, 3, 1, 12, 0, 0, 250000, tzinfo=UTC)
+T3 = datetime(2026, 4, 1, 12, 0, tzinfo=UTC)
 EXPIRY = datetime(2027, 1, 1, tzinfo=UTC)
 
 
@@ -141,9 +142,11 @@ def test_sqlite_stores_and_reads_the_same_rows_with_or_without_its_json_function
 ) -> None:
     """SQLite takes and gives rows as JSON arrays when it can, one by one when it cannot;
     the stored rows and the state read back are the same either way, across state reads
-    of several chunks (one ending exactly on a chunk boundary), and for text JSON would
-    mangle: a NUL goes row by row, and text that only looks like its escape is kept."""
+    of several chunks (one ending exactly on a chunk boundary), inserts and updates of
+    several chunks, and for text JSON would mangle: a NUL goes row by row, and text that
+    only looks like its escape is kept."""
     monkeypatch.setattr(store, "STATE_CHUNK", 4)
+    monkeypatch.setattr(store, "INSERT_CHUNK", 2)
     first = [
         Connection(t, f"{t}_{i}", f"{i}.example.com", T0, T1 if i % 2 else T0,
                    header_name="x-key" if t == "api_key" else None,
@@ -157,6 +160,15 @@ def test_sqlite_stores_and_reads_the_same_rows_with_or_without_its_json_function
     ]
     # A NUL, and text that only looks like its escape: their events go row by row.
     third = [*second[:-1], second[-1]._replace(allowed_domain="a\x00b", username="\\u0000")]
+    # Updates: api_key_0 back with new values, four modified (one to the text above, one
+    # a timestamp to a NULL), and four removed, over several chunks.
+    fourth = [
+        first[0]._replace(allowed_domain="back.example.com", updated_at=T2),
+        *(c._replace(allowed_domain=f"{c.name}.new") for c in third[:2]),
+        third[2]._replace(created_at=None),
+        second[-2]._replace(username='é😀 "quoted"\n\\ \\n \\\\'),
+        third[-1],
+    ]
     dumps, states = [], []
     for way in ("json", "row by row"):
         if way == "row by row":
@@ -164,7 +176,7 @@ def test_sqlite_stores_and_reads_the_same_rows_with_or_without_its_json_function
         engine = store.make_engine(f"sqlite:///{tmp_path / (way + '.db')}")
         store.ensure_schema(engine, migrate=True)
         try:
-            for fetched, at in ((first, T0), (second, T1), (third, T2)):
+            for fetched, at in ((first, T0), (second, T1), (third, T2), (fourth, T3)):
                 apply(engine, fetched, at)
             with store.integration_transaction(engine, "acme", "crm") as tx:
                 assert tx.json is (way == "json")
@@ -173,8 +185,8 @@ def test_sqlite_stores_and_reads_the_same_rows_with_or_without_its_json_function
         finally:
             engine.dispose()
         assert {k: (s.connection, s.removed) for k, s in state.items()} == {
-            **{(c.type, c.name): (c, False) for c in third},
-            ("api_key", "api_key_0"): (first[0], True),
+            **{(c.type, c.name): (c, True) for c in third[3:7]},
+            **{(c.type, c.name): (c, False) for c in fourth},
         }
         states.append(state)
     assert dumps[0] == dumps[1]
