@@ -798,14 +798,15 @@ class IntegrationTransaction:
         open_only: bool = False,
     ) -> None:
         """Update this integration's rows of ``table`` by key: each of ``rows`` is (type,
-        name, values of ``columns``...) in the stored form, and ``fixed`` sets the same
-        values on every row (``open_only``: only rows whose valid_to is NULL).
+        name, values of ``columns``...), as a record holds them, and ``fixed`` sets the
+        same values on every row (``open_only``: only rows whose valid_to is NULL).
 
         SQLite: each chunk as one JSON array, one statement step like the inserts (a chunk
         holding a NUL goes row by row). The chunk's rows are first matched to row ids
         through the key's index, the JSON side outermost: joined straight to the table, the
         planner scans the integration's rows once per row of the chunk. PostgreSQL:
-        executemany, which psycopg pipelines."""
+        executemany, which psycopg pipelines; each statement finds its row through the
+        whole key, whatever the planner's statistics say."""
         fixed = fixed or {}
         t = table.name
         row_by_row = (

@@ -114,6 +114,54 @@ def test_the_state_reads_back_as_the_records_that_were_written(engine: Engine) -
     )
 
 
+def test_updates_of_several_chunks_reach_every_row(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Modified, removed and restored rows are updated a chunk at a time (one JSON array
+    per chunk on SQLite): every row gets its own values, including a timestamp or text
+    becoming NULL, and only the open versions are closed."""
+    monkeypatch.setattr(store, "INSERT_CHUNK", 2)
+    keys = [Connection("api_key", f"k{i}", f"{i}.com", T0, T0, "x-key") for i in range(5)]
+    apps = [Connection("oauth", f"o{i}", "b.com", created_by="me", token_expiry=EXPIRY)
+            for i in range(2)]  # fmt: skip
+    apply(engine, [*keys, *apps], T0)
+    second = [
+        keys[3]._replace(allowed_domain="three.com"),
+        keys[4]._replace(updated_at=None),
+        apps[0]._replace(token_expiry=T2),
+        apps[1]._replace(allowed_domain=None),
+    ]
+    assert apply(engine, second, T1) == {
+        "connections": 7,  # four modified, three removed
+        "connection_versions": 11,  # seven closed, four opened
+        "connection_changes": 7,
+    }
+    third = [keys[0]._replace(allowed_domain="back.com"), keys[1], *second]
+    assert apply(engine, third, T2) == {
+        "connections": 2,
+        "connection_versions": 2,
+        "connection_changes": 3,  # two restored, and k0's new domain
+    }
+    with store.integration_transaction(engine, "acme", "crm") as tx:
+        state = tx.load_state()
+    assert {k: (s.connection, s.removed) for k, s in state.items()} == {
+        **{c[:2]: (c, False) for c in third},
+        ("api_key", "k2"): (keys[2], True),
+    }
+    v = m.ConnectionVersion
+    assert table(engine, v.name, v.allowed_domain, v.valid_from, v.valid_to) == {
+        *((f"k{i}", f"{i}.com", T0, T1) for i in range(5)),
+        ("k0", "back.com", T2, None),
+        ("k1", "1.com", T2, None),
+        ("k3", "three.com", T1, None),
+        ("k4", "4.com", T1, None),
+        ("o0", "b.com", T0, T1),
+        ("o0", "b.com", T1, None),
+        ("o1", "b.com", T0, T1),
+        ("o1", None, T1, None),
+    }
+
+
 def test_postgresql_sessions_run_in_utc_and_keep_the_urls_own_options(db_url: str) -> None:
     if not db_url.startswith("postgresql"):
         pytest.skip("session options are a PostgreSQL matter")
