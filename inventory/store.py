@@ -10,6 +10,7 @@ import logging
 import os
 import socket
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
@@ -156,7 +157,7 @@ def make_engine(
         if plain_file:
             _create_private_file(Path(database))
         engine = create_engine(parsed, connect_args={"timeout": busy_timeout})
-        _sqlite_transactions(engine)
+        _sqlite_transactions(engine, busy_timeout)
         return engine
     if backend == "postgresql":
         if parsed.get_driver_name() != "psycopg":
@@ -198,25 +199,47 @@ def _create_private_file(path: Path) -> None:
         return
     if not path.parent.exists():
         raise DatabaseError(f"database directory {path.parent} does not exist")
-    fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600)
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return  # another process (a second sync started at once) made it meanwhile
+    except OSError as exc:
+        raise DatabaseError(f"cannot create database file {path}: {exc.strerror}") from None
     os.close(fd)
 
 
-def _sqlite_transactions(engine: Engine) -> None:
+def _sqlite_transactions(engine: Engine, busy_timeout: float) -> None:
     # pysqlite's own transaction handling defers BEGIN and never takes the write lock up
     # front; take over so every transaction is BEGIN IMMEDIATE: the state read inside it
     # is then the state the write applies to, and concurrent syncs queue on the lock.
     @event.listens_for(engine, "connect")
     def _connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.close()
+        with closing(dbapi_connection.cursor()) as cursor:
+            cursor.execute("PRAGMA foreign_keys=ON")
+            _wal_mode(cursor, busy_timeout)
 
     @event.listens_for(engine, "begin")
     def _begin(conn: Connection) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _wal_mode(cursor: sqlite3.Cursor, busy_timeout: float) -> None:
+    """Put the file in WAL mode (it stays so). While a new file is being switched, or is
+    written in its first mode, SQLite answers "database is locked" at once instead of
+    waiting as it does for other locks: a second process opening the file at that moment
+    (two syncs started together) tries again until the busy timeout."""
+    deadline = time.monotonic() + busy_timeout
+    pause = 0.005
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() + pause > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(2 * pause, 0.1)
 
 
 def is_postgres(engine: Engine | Connection) -> bool:

@@ -4,8 +4,10 @@ inside the wheel."""
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
+import threading
 import zipfile
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
 
 from inventory import store
+from inventory.errors import DatabaseError
 from inventory.models import Base
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -124,6 +127,59 @@ def test_sqlite_file_is_private(tmp_path: Path) -> None:
     finally:
         engine.dispose()
     assert (tmp_path / "new.db").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_sqlite_file_another_process_made_meanwhile_is_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two syncs started at once on a new file: the one that finds it made between its
+    look and its own attempt goes on with it."""
+    path = tmp_path / "new.db"
+    path.write_bytes(b"")
+    seen = Path.exists
+    monkeypatch.setattr(Path, "exists", lambda self: self != path and seen(self))
+    engine = store.make_engine(f"sqlite:///{path}")
+    monkeypatch.undo()
+    try:
+        assert store.upgrade(engine) == (None, "0001")
+    finally:
+        engine.dispose()
+
+
+def test_a_sqlite_file_that_cannot_be_made_is_named(tmp_path: Path) -> None:
+    (tmp_path / "plain").write_text("a file where a directory should be")
+    with pytest.raises(DatabaseError) as raised:
+        store.make_engine(f"sqlite:///{tmp_path / 'plain' / 'x.db'}")
+    assert str(raised.value) == (
+        f"cannot create database file {tmp_path / 'plain' / 'x.db'}: Not a directory"
+    )
+
+
+def test_a_new_sqlite_file_locked_by_another_process_is_waited_for(tmp_path: Path) -> None:
+    """SQLite does not wait to switch a file to WAL while another connection writes it in
+    its first mode: opening it then tries again until the busy timeout, and only then
+    gives up, naming the lock."""
+    path = tmp_path / "new.db"
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("CREATE TABLE first (x)")
+    try:
+        patient = store.make_engine(f"sqlite:///{path}", busy_timeout=10)
+        impatient = store.make_engine(f"sqlite:///{path}", busy_timeout=0.2)
+        with pytest.raises(DatabaseError, match="database is locked"):
+            store.check_reachable(impatient)
+        timer = threading.Timer(0.3, other.execute, ("COMMIT",))
+        timer.start()
+        try:
+            assert store.upgrade(patient) == (None, "0001")
+        finally:
+            timer.join()
+        with patient.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    finally:
+        other.close()
+        patient.dispose()
+        impatient.dispose()
 
 
 def test_unknown_revision_is_refused(tmp_path: Path) -> None:
