@@ -3,6 +3,7 @@ and one small request per integration; nothing is written."""
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -49,6 +50,27 @@ def _count(settings: Settings) -> str:
 
 
 def _database(settings: Settings) -> list[Probe]:
+    return [*_reach(settings), *_sqlite_library(settings)]
+
+
+def _sqlite_library(settings: Settings) -> list[Probe]:
+    """Which way rows move to and from SQLite: an old library works, more slowly."""
+    if not store.is_sqlite_url(settings.database_url):
+        return []
+    version = f"SQLite {sqlite3.sqlite_version}"
+    if store.sqlite_has_json():
+        return [Probe("sqlite library", True, f"{version}: rows move as JSON arrays")]
+    return [
+        Probe(
+            "sqlite library",
+            True,
+            f"{version} lacks JSON functions (3.38), row values (3.15) or UPDATE ... FROM "
+            "(3.33): rows move one by one, which makes large syncs slower",
+        )
+    ]
+
+
+def _reach(settings: Settings) -> list[Probe]:
     where = store.safe_url(settings.database_url)
     if store.missing_sqlite_file(settings.database_url):
         return [Probe("database", True, f"{where} does not exist yet; the first sync creates it")]

@@ -182,6 +182,13 @@ def make_engine(
     )
 
 
+def is_sqlite_url(url: str) -> bool:
+    try:
+        return make_url(normalize_url(url)).get_backend_name() == "sqlite"
+    except ArgumentError:
+        return False
+
+
 def missing_sqlite_file(url: str) -> bool:
     parsed = make_url(normalize_url(url))
     database = parsed.database or ""

@@ -7,6 +7,7 @@ import json
 import os
 import random
 import signal
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -185,7 +186,15 @@ def test_doctor_reports_each_check(cli: Harness) -> None:
         {"subject": "tokens", "ok": True, "detail": "present for every integration"},
         first,
     ]
-    if not cli.db_url.startswith("sqlite"):
+    if cli.db_url.startswith("sqlite"):
+        expected.append(
+            {
+                "subject": "sqlite library",
+                "ok": True,
+                "detail": f"SQLite {sqlite3.sqlite_version}: rows move as JSON arrays",
+            }
+        )
+    else:
         expected.append(
             {
                 "subject": "schema",
@@ -209,4 +218,29 @@ def test_doctor_reports_each_check(cli: Harness) -> None:
     assert cli.run("sync").code == 0
     table = cli.run("doctor", "--config", cfg)
     assert table.code == 0
-    assert table.out.splitlines()[-2:] == ["6 checks", "doctor: OK"]
+    checks = 7 if cli.db_url.startswith("sqlite") else 6
+    assert table.out.splitlines()[-2:] == [f"{checks} checks", "doctor: OK"]
+
+
+def test_doctor_says_when_sqlite_moves_rows_one_by_one(
+    cli: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An SQLite library without what the JSON ways need works, more slowly; doctor says
+    which way rows move, and only for SQLite."""
+    seed(cli, {"acme": {"crm": 1}})
+    monkeypatch.setattr(store, "sqlite_has_json", lambda: False)
+    result = cli.run("doctor", "--format", "json")
+    assert result.code == 0
+    library = [p for p in json.loads(result.out) if p["subject"] == "sqlite library"]
+    if not cli.db_url.startswith("sqlite"):
+        assert library == []
+        return
+    assert library == [
+        {
+            "subject": "sqlite library",
+            "ok": True,
+            "detail": f"SQLite {sqlite3.sqlite_version} lacks JSON functions (3.38), row values "
+            "(3.15) or UPDATE ... FROM (3.33): rows move one by one, which makes large syncs "
+            "slower",
+        }
+    ]
