@@ -729,11 +729,11 @@ class IntegrationTransaction:
     ) -> None:
         """Many rows, built and sent in chunks so a large first sync never holds them all;
         ``fixed`` gives columns whose value is the same in every row. PostgreSQL: binary
-        COPY (psycopg's executemany goes row by row, and text COPY costs the client ten
-        times the CPU). SQLite: each chunk as one JSON array that SQLite unpacks itself,
-        one statement step during which other threads run, with the fixed values as
-        parameters beside it; a chunk holding a NUL (which SQLite's JSON functions would
-        cut short) goes row by row with executemany."""
+        COPY (psycopg's executemany sends one statement per row, pipelined or not, and
+        text COPY costs the client ten times the CPU). SQLite: each chunk as one JSON
+        array that SQLite unpacks itself, one statement step during which other threads
+        run, with the fixed values as parameters beside it; a chunk holding a NUL (which
+        SQLite's JSON functions would cut short) goes row by row with executemany."""
         fixed = fixed or {}
         fixed_values = self._stored_values(fixed.values())
         names = ", ".join(f'"{c}"' for c in (*columns, *fixed))
