@@ -57,17 +57,13 @@ def _sqlite_library(settings: Settings) -> list[Probe]:
     """Which way rows move to and from SQLite: an old library works, more slowly."""
     if not store.is_sqlite_url(settings.database_url):
         return []
-    version = f"SQLite {sqlite3.sqlite_version}"
-    if store.sqlite_has_json():
-        return [Probe("sqlite library", True, f"{version}: rows move as JSON arrays")]
-    return [
-        Probe(
-            "sqlite library",
-            True,
-            f"{version} lacks JSON functions (3.38), row values (3.15) or UPDATE ... FROM "
-            "(3.33): rows move one by one, which makes large syncs slower",
-        )
-    ]
+    way = (
+        ": rows move as JSON arrays"
+        if store.sqlite_has_json()
+        else " lacks JSON functions (3.38), row values (3.15) or UPDATE ... FROM (3.33): "
+        "rows move one by one, which makes large syncs slower"
+    )
+    return [Probe("sqlite library", True, f"SQLite {sqlite3.sqlite_version}{way}")]
 
 
 def _reach(settings: Settings) -> list[Probe]:
