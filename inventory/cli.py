@@ -96,6 +96,12 @@ def cli(log_level: str, log_format: str) -> None:
     "--accept-removals", is_flag=True, help="Apply snapshots the mass-removal guard would hold."
 )
 @click.option(
+    "--compare-all",
+    is_flag=True,
+    help="Compare every stored row, also of integrations whose pages are the same as their "
+    "last applied snapshot's (after the database was edited by hand).",
+)
+@click.option(
     "--no-migrate", is_flag=True, help="Refuse to run on a database that is not at the schema head."
 )
 @click.option(
@@ -111,6 +117,7 @@ def sync(
     accounts: tuple[str, ...],
     integrations: tuple[str, ...],
     accept_removals: bool,
+    compare_all: bool,
     no_migrate: bool,
     fmt: str,
 ) -> int:
@@ -127,6 +134,7 @@ def sync(
                 settings,
                 engine,
                 accept_removals=accept_removals,
+                compare_all=compare_all,
                 accounts=accounts,
                 integrations=integrations,
                 stop=stop,

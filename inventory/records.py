@@ -5,12 +5,17 @@ This is where secrets end: every field that is not on the §4 allow-list is drop
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
+from . import __version__
 from .errors import RecordError, ResponseError
+
+if TYPE_CHECKING:
+    from hashlib import _Hash as Digest
 
 KNOWN_TYPES = ("api_key", "basic_auth", "bearer_token", "oauth")
 
@@ -61,6 +66,18 @@ _TIMESTAMP_RE = re.compile(
 
 Value = str | datetime | None
 
+# What a fetched-set digest covers besides the values: the layout that says how many
+# values follow each type and name, and the version whose parsing made the records.
+_DIGEST_HEADER = "\x00".join(
+    (
+        "zis-inventory fetched set 1",
+        __version__,
+        repr(COMMON_FIELDS),
+        repr(sorted(TYPE_FIELDS.items())),
+        "",
+    )
+).encode()
+
 
 class Connection(NamedTuple):
     """The allow-listed metadata of one connection. Field order = METADATA_FIELDS."""
@@ -107,6 +124,19 @@ class SharedValues:
         self.last_stamp: tuple[str, datetime] | None = None
 
 
+def fetched_digest() -> Digest:
+    """A digest to pass to ``parse_page`` for every page of one integration, in order.
+
+    It takes, for every item parsed, the type, the name and the raw text of each field
+    the item's type keeps ("" for null or empty), each token ended by NUL, which no kept
+    text holds: the type says how many values follow, so two different token streams
+    never read the same. Parsing is deterministic, so two integrations' pages that give
+    the same digest (under the same header) gave the same records, in the same order.
+    The converse does not hold (a timestamp written another way, items reordered): a
+    different digest only means "compare record by record"."""
+    return hashlib.sha256(_DIGEST_HEADER)
+
+
 def parse_timestamp(text: str) -> datetime:
     """RFC 3339 with 0-9 fractional digits -> aware UTC datetime (microsecond precision)."""
     m = _TIMESTAMP_RE.match(text)
@@ -134,11 +164,18 @@ def format_timestamp(value: datetime) -> str:
 
 
 def parse_page(
-    body: Mapping[str, Any], *, where: str, page: int, shared: SharedValues | None = None
+    body: Mapping[str, Any],
+    *,
+    where: str,
+    page: int,
+    shared: SharedValues | None = None,
+    digest: Digest | None = None,
 ) -> ParsedPage:
     """All connections of one page. ``where`` names the account/integration for errors;
-    ``shared`` carries repeated values from one page of an integration to the next."""
+    ``shared`` carries repeated values from one page of an integration to the next;
+    ``digest`` (from ``fetched_digest``) takes the page's items once they all parsed."""
     shared = shared if shared is not None else SharedValues()
+    tokens: list[str] | None = None if digest is None else []
     connections: list[Connection] = []
     unknown: set[str] = set()
     for type_name, items in body.items():
@@ -162,8 +199,19 @@ def parse_page(
             )
         for index, item in enumerate(items):
             connections.append(
-                parse_item(type_name, item, where=where, page=page, index=index, shared=shared)
+                parse_item(
+                    type_name,
+                    item,
+                    where=where,
+                    page=page,
+                    index=index,
+                    shared=shared,
+                    tokens=tokens,
+                )
             )
+    if digest is not None and tokens:
+        tokens.append("")  # the last token's NUL
+        digest.update("\x00".join(tokens).encode())
     return ParsedPage(connections, frozenset(unknown))
 
 
@@ -175,7 +223,10 @@ def parse_item(
     page: int = 1,
     index: int = 0,
     shared: SharedValues | None = None,
+    tokens: list[str] | None = None,
 ) -> Connection:
+    """One item; with ``tokens``, its type, name and raw field texts are appended there
+    (see ``fetched_digest``)."""
     place = f"{where}: page {page}: {type_name}[{index}]"
     if not isinstance(item, Mapping):
         raise RecordError(f"{place}: item must be an object, got {_kind(item)}")
@@ -186,8 +237,17 @@ def parse_item(
         raise RecordError(f"{place}: field 'name' must be 1-{MAX_NAME_LENGTH} printable characters")
     shared = shared if shared is not None else SharedValues()
     values: dict[str, Value] = {}
-    for field in (*COMMON_FIELDS, *TYPE_FIELDS.get(type_name, ())):
-        values[field] = _field(item.get(field), field, place, name, shared)
+    fields = (*COMMON_FIELDS, *TYPE_FIELDS.get(type_name, ()))
+    if tokens is None:
+        for field in fields:
+            values[field] = _field(item.get(field), field, place, name, shared)
+    else:
+        tokens.append(type_name)
+        tokens.append(name)
+        for field in fields:
+            raw = item.get(field)
+            values[field] = _field(raw, field, place, name, shared)
+            tokens.append(raw or "")  # a text, once _field took it; null and "" are one
     return Connection(type_name, name, **values)  # type: ignore[arg-type]
 
 

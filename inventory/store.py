@@ -513,6 +513,7 @@ class SnapshotRow:
     counts: tuple[int, int, int, int] = (0, 0, 0, 0)  # added, removed, modified, restored
     superseded_by: int | None = None
     accepted_removals: bool = False
+    fetched_digest: str | None = None
 
 
 def record_snapshot(engine: Engine, row: SnapshotRow) -> int:
@@ -541,6 +542,7 @@ def _insert_snapshot(conn: Connection, row: SnapshotRow) -> int:
             error=row.error,
             superseded_by=row.superseded_by,
             accepted_removals=row.accepted_removals,
+            fetched_digest=row.fetched_digest,
         )
         .returning(m.Snapshot.id)
     ).scalar_one()
@@ -551,27 +553,28 @@ def lock_key(account: str, integration: str, salt: str = "write") -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
-def _complete_since(account: str, integration: str, since: datetime) -> Any:
-    """The newest applied complete snapshot of an integration started at or after ``since``."""
+def _last_applied(
+    account: str, integration: str, column: Any, since: datetime | None = None
+) -> Any:
+    """``column`` of the newest applied complete snapshot of an integration (started at or
+    after ``since``). Applied snapshots start in the order they are applied: one that
+    started before an applied one is superseded, not applied."""
     t = SNAPSHOTS
-    return (
-        select(t.c.id)
-        .where(
-            t.c.account == account,
-            t.c.integration == integration,
-            t.c.status == "complete",
-            t.c.superseded_by.is_(None),
-            t.c.started_at >= since,
-        )
-        .order_by(t.c.started_at.desc())
-        .limit(1)
+    query = select(column).where(
+        t.c.account == account,
+        t.c.integration == integration,
+        t.c.status == "complete",
+        t.c.superseded_by.is_(None),
     )
+    if since is not None:
+        query = query.where(t.c.started_at >= since)
+    return query.order_by(t.c.started_at.desc()).limit(1)
 
 
 def fresh_snapshot(engine: Engine, account: str, integration: str, since: datetime) -> int | None:
     """A complete snapshot of this integration that started at or after ``since``."""
     with engine.connect() as conn:
-        return conn.execute(_complete_since(account, integration, since)).scalar()
+        return conn.execute(_last_applied(account, integration, SNAPSHOTS.c.id, since)).scalar()
 
 
 @contextmanager
@@ -608,8 +611,26 @@ class IntegrationTransaction:
 
     def newer_snapshot(self, started_at: datetime) -> int | None:
         """An applied complete snapshot of this integration that started at or after ours."""
-        query = _complete_since(self.account, self.integration, started_at)
+        query = _last_applied(self.account, self.integration, SNAPSHOTS.c.id, started_at)
         return self.conn.execute(query).scalar()
+
+    def holds(self, digest: str, count: int) -> bool:
+        """Whether the integration's rows of connections are what a fetched set with this
+        digest and count would leave, so that its diff is empty: its last applied snapshot
+        fetched pages with the same digest (applying a snapshot leaves the present rows
+        equal to its fetched set, and only applying writes them), and as many rows are
+        present, so that rows inserted or deleted by hand are not taken for it."""
+        t = SNAPSHOTS
+        last = _last_applied(self.account, self.integration, t.c.fetched_digest)
+        if self.conn.execute(last).scalar() != digest:
+            return False
+        c = CONNECTIONS
+        present = select(func.count()).where(
+            c.c.account == self.account,
+            c.c.integration == self.integration,
+            c.c.removed_at.is_(None),
+        )
+        return self.conn.execute(present).scalar_one() == count
 
     def load_state(self) -> dict[Key, Stored]:
         """The integration's rows of ``connections``, read through the driver: the generic

@@ -15,6 +15,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import httpx
 from sqlalchemy import Engine
@@ -22,7 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from . import store
 from .config import Account, Integration, Settings
-from .diff import diff, removal_hold_reason
+from .diff import Diff, diff, removal_hold_reason
 from .errors import (
     ConfigError,
     DatabaseError,
@@ -31,8 +32,11 @@ from .errors import (
     ResponseError,
     SnapshotError,
 )
-from .records import Connection, SharedValues, parse_page
+from .records import Connection, SharedValues, fetched_digest, parse_page
 from .zis import ZisClient
+
+if TYPE_CHECKING:
+    from hashlib import _Hash as Digest
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +105,7 @@ class Fetched:
     unknown_types: set[str] = field(default_factory=set)
     pages: int = 0
     count: int = 0
+    digest: Digest = field(default_factory=fetched_digest)  # of every page, in order
 
     def add(self, connection: Connection) -> bool:
         """False when the key is already here. Kept by type, then name: no key tuple per
@@ -159,6 +164,7 @@ class _Run:
     run_id: int
     settings: Settings
     accept_removals: bool
+    compare_all: bool
     stop: threading.Event
     tick: Tick | None
     writer: ThreadPoolExecutor
@@ -172,6 +178,7 @@ def run_sync(
     *,
     trigger: str = "cli",
     accept_removals: bool = False,
+    compare_all: bool = False,
     accounts: Sequence[str] = (),
     integrations: Sequence[str] = (),
     transport: TransportFactory | None = None,
@@ -215,6 +222,7 @@ def run_sync(
                 run.id,
                 settings,
                 accept_removals,
+                compare_all,
                 stop,
                 tick,
                 writer,
@@ -328,7 +336,9 @@ def fetch(
     for page in client.pages(integration):
         if stop.is_set():
             raise Interrupted(f"{where}: interrupted")
-        parsed = parse_page(page.body, where=where, page=page.number, shared=shared)
+        parsed = parse_page(
+            page.body, where=where, page=page.number, shared=shared, digest=into.digest
+        )
         into.pages = page.number
         for connection in parsed.connections:
             if not into.add(connection):
@@ -458,6 +468,7 @@ def _apply(
     """Diff and write under the integration's lock, in one transaction."""
     account, name = integration.account, integration.name
     result = SnapshotResult(account, name, "complete", connection_count=fetched.count)
+    digest = fetched.digest.hexdigest()
     row = store.SnapshotRow(
         run_id=ctx.run_id,
         account=account,
@@ -467,6 +478,7 @@ def _apply(
         connection_count=fetched.count,
         pages=fetched.pages,
         accepted_removals=ctx.accept_removals,
+        fetched_digest=digest,
     )
     try:
         with store.integration_transaction(ctx.engine, account, name) as tx:
@@ -479,7 +491,13 @@ def _apply(
                     replace(row, superseded_by=newer), diff({}, []), started
                 )
                 return result
-            changes = diff(tx.load_state(), fetched.connections())
+            if not ctx.compare_all and tx.holds(digest, fetched.count):
+                log.debug(
+                    "%s/%s: the pages of the last applied snapshot: no row compared", account, name
+                )
+                changes = Diff(present_before=fetched.count)
+            else:
+                changes = diff(tx.load_state(), fetched.connections())
             fetched.release()  # the diff holds what is still needed
             reason = None
             if not ctx.accept_removals:

@@ -14,13 +14,14 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from inventory import store
 from inventory.errors import DatabaseError
 from inventory.models import Base
 
 ROOT = Path(__file__).resolve().parent.parent
+AT = "2026-11-29 08:00:00.000000"  # as SQLite stores it; PostgreSQL sessions are UTC
 
 # The auditors' contract (§5 of the spec): these names are public.
 PUBLIC_COLUMNS = {
@@ -40,6 +41,7 @@ PUBLIC_COLUMNS = {
         "restored",
         "pages",
         "error",
+        "fetched_digest",
     },
     "connections": {
         "account",
@@ -101,7 +103,7 @@ PUBLIC_COLUMNS = {
 def test_upgrade_downgrade_upgrade_and_models_agree(db_url: str) -> None:
     engine = store.make_engine(db_url)
     try:
-        assert store.upgrade(engine) == (None, "0001")
+        assert store.upgrade(engine) == (None, "0002")
         tables = set(inspect(engine).get_table_names())
         assert tables == {"alembic_version", *PUBLIC_COLUMNS}
         for table, public in PUBLIC_COLUMNS.items():
@@ -114,8 +116,43 @@ def test_upgrade_downgrade_upgrade_and_models_agree(db_url: str) -> None:
         store.downgrade(engine, "base")
         assert set(inspect(engine).get_table_names()) == {"alembic_version"}
         assert store.current_revision(engine) is None
-        assert store.upgrade(engine) == (None, "0001")
+        assert store.upgrade(engine) == (None, "0002")
         assert store.ensure_schema(engine, migrate=False) is None
+    finally:
+        engine.dispose()
+
+
+def test_the_digest_column_comes_and_goes_with_its_migration(db_url: str) -> None:
+    """0001 -> 0002 keeps every snapshot (their digest NULL: their next snapshot compares
+    rows) and 0002 -> 0001 keeps them too, without the column."""
+    engine = store.make_engine(db_url)
+    try:
+        store.upgrade(engine, "0001")
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO sync_runs (started_at, trigger, status) VALUES (:at, 'cli', 'complete')"
+                ),
+                {"at": AT},
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO snapshots (run_id, account, integration, started_at, finished_at, "
+                    "status, connection_count, added, removed, modified, restored, pages, "
+                    "accepted_removals) VALUES (1, 'acme', 'crm', :at, :at, 'complete', 3, 3, 0, "
+                    "0, 0, 1, false)"
+                ),
+                {"at": AT},
+            )
+        assert store.upgrade(engine) == ("0001", "0002")
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT id, account, status, fetched_digest FROM snapshots"))
+            assert rows.all() == [(1, "acme", "complete", None)]
+        store.downgrade(engine, "0001")
+        assert "fetched_digest" not in {c["name"] for c in inspect(engine).get_columns("snapshots")}
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT id, account, status, connection_count FROM snapshots"))
+            assert rows.all() == [(1, "acme", "complete", 3)]
     finally:
         engine.dispose()
 
@@ -141,7 +178,7 @@ def test_a_sqlite_file_another_process_made_meanwhile_is_used(
     engine = store.make_engine(f"sqlite:///{path}")
     monkeypatch.undo()
     try:
-        assert store.upgrade(engine) == (None, "0001")
+        assert store.upgrade(engine) == (None, "0002")
     finally:
         engine.dispose()
 
@@ -171,7 +208,7 @@ def test_a_new_sqlite_file_locked_by_another_process_is_waited_for(tmp_path: Pat
         timer = threading.Timer(0.3, other.execute, ("COMMIT",))
         timer.start()
         try:
-            assert store.upgrade(patient) == (None, "0001")
+            assert store.upgrade(patient) == (None, "0002")
         finally:
             timer.join()
         with patient.connect() as conn:
@@ -257,5 +294,5 @@ def test_the_wheel_carries_the_migrations(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [
         str(target / "inventory" / "__init__.py"),
-        f"sqlite:///{tmp_path / 'w.db'}: migrated from empty to 0001",
+        f"sqlite:///{tmp_path / 'w.db'}: migrated from empty to 0002",
     ]

@@ -278,6 +278,21 @@ def test_history_versions_and_events_agree_for_any_sequence_of_states(
                 want |= {(*key, "modified", f, as_text(a), as_text(b))
                          for f, a, b in zip(METADATA_FIELDS, old, new, strict=True) if a != b}  # fmt: skip
         assert set(events) == want and len(events) == len(want)
+        # The same pages again: nothing to record, whether the stored rows are skipped (the
+        # pages' digest is the last applied snapshot's) or compared (compare_all).
+        for compare_all in (False, True):
+            again = run_sync(
+                settings_, engine, transport=lambda account: transport, compare_all=compare_all
+            )
+            (same,) = again.snapshots
+            assert (same.status, same.added, same.removed, same.modified, same.restored) == (
+                "complete", 0, 0, 0, 0,
+            )  # fmt: skip
+            with engine.connect() as conn:
+                assert (
+                    conn.execute(select(ch.id).where(ch.snapshot_id == same.snapshot_id)).all()
+                    == []
+                )
         last_known.update(now_records)
         previous = now_records
     # The inventory as of each snapshot's start is what that snapshot fetched.

@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
 from inventory.errors import RecordError, ResponseError
 from inventory.records import (
+    KNOWN_TYPES,
+    TIMESTAMP_FIELDS,
+    TYPE_FIELDS,
     Connection,
     SharedValues,
+    fetched_digest,
     format_timestamp,
     parse_item,
     parse_page,
     parse_timestamp,
 )
-from inventory.testing import SENTINEL, sample_item
+from inventory.testing import SECRET_FIELDS, SENTINEL, sample_item
 
 
 @pytest.mark.parametrize(
@@ -286,3 +291,83 @@ def test_values_repeated_across_pages_are_held_once() -> None:
     ]
     assert len(shared.texts["allowed_domain"]) == SharedValues.LIMIT
     assert many[-1].allowed_domain == f"n{SharedValues.LIMIT + 9}.example.com"
+
+
+def pages_digest(*bodies: dict[str, Any]) -> str:
+    digest = fetched_digest()
+    for number, body in enumerate(bodies, 1):
+        parse_page(body, where="acme/crm", page=number, digest=digest)
+    return digest.hexdigest()
+
+
+def crm_page() -> dict[str, Any]:
+    return {t: [sample_item(t, f"crm_{t}_{i}") for i in range(2)] for t in KNOWN_TYPES}
+
+
+def test_the_digest_of_the_same_pages_is_the_same_and_parsing_is_unchanged() -> None:
+    page = crm_page()
+    digest = fetched_digest()
+    with_digest = parse_page(page, where="acme/crm", page=1, digest=digest)
+    assert with_digest == parse_page(page, where="acme/crm", page=1)
+    assert digest.hexdigest() == pages_digest(crm_page()) == pages_digest(crm_page())
+    # The same items over two pages, in the same order, give the same digest; in another
+    # order, another one (which only means that the rows are compared).
+    first = {"api_key": page["api_key"], "basic_auth": page["basic_auth"]}
+    second = {"bearer_token": page["bearer_token"], "oauth": page["oauth"]}
+    assert pages_digest(first, second) == digest.hexdigest()
+    assert pages_digest(second, first) != digest.hexdigest()
+
+
+# Each kept field of each type, changed to another text, or to null (absent).
+KEPT_FIELD_CHANGES = [
+    (type_name, field, value)
+    for type_name in KNOWN_TYPES
+    for field in ("allowed_domain", "created_at", "updated_at", *TYPE_FIELDS[type_name])
+    for value in (
+        "2031-02-03T04:05:06Z" if field in TIMESTAMP_FIELDS else "other.example.com",
+        None,
+    )
+    if value is not None or sample_item(type_name, "x").get(field) is not None
+]
+
+
+@pytest.mark.parametrize(("type_name", "field", "value"), KEPT_FIELD_CHANGES)
+def test_any_kept_value_changed_changes_the_digest(
+    type_name: str, field: str, value: str | None
+) -> None:
+    page = crm_page()
+    page[type_name][1] = sample_item(type_name, f"crm_{type_name}_1", **{field: value})
+    before = parse_page(crm_page(), where="acme/crm", page=1).connections
+    after = parse_page(page, where="acme/crm", page=1).connections
+    assert before != after  # a change the records see...
+    assert pages_digest(page) != pages_digest(crm_page())  # ...the digest sees too
+
+
+def test_names_types_and_text_moved_between_fields_change_the_digest() -> None:
+    base = pages_digest(crm_page())
+    renamed = crm_page()
+    renamed["oauth"][0]["name"] = "crm_oauth_9"
+    retyped = crm_page()
+    retyped["bearer_token"].append(retyped["api_key"].pop())
+    moved_from, moved_to = crm_page(), crm_page()  # "ab" + "c" against "a" + "bc"
+    moved_from["basic_auth"][0].update(allowed_domain="ab", created_at=None, updated_at=None)
+    moved_from["basic_auth"][0].update(username="c")
+    moved_to["basic_auth"][0].update(allowed_domain="a", created_at=None, updated_at=None)
+    moved_to["basic_auth"][0].update(username="bc")
+    digests = {pages_digest(p) for p in (renamed, retyped, moved_from, moved_to)}
+    assert len(digests | {base}) == 5
+
+
+def test_secrets_other_fields_and_null_or_empty_leave_the_digest_alone() -> None:
+    """The digest is made of kept metadata only: no secret reaches it, and two items that
+    give the same record give the same digest."""
+    page = crm_page()
+    for type_name, items in page.items():
+        for item in items:
+            for secret in SECRET_FIELDS[type_name]:
+                item[secret] = "another secret"
+            item["zendesk_account_id"] = 999
+    page["api_key"][0]["allowed_domain"] = ""  # empty and absent are both no value
+    plain = crm_page()
+    del plain["api_key"][0]["allowed_domain"]
+    assert pages_digest(page) == pages_digest(plain)

@@ -118,7 +118,7 @@ def test_first_sync_records_every_connection_as_added(cli: Harness) -> None:
     seed(cli, {"acme": {"billing": 2, "crm": 1}, "globex": {"ops": 3}})
     result = cli.run("sync")
     assert result.code == 0, result.err
-    assert "database migrated from empty to 0001" in result.err
+    assert "database migrated from empty to 0002" in result.err
     keys = (
         expected_keys("acme", "billing", 2)
         | expected_keys("acme", "crm", 1)
@@ -249,7 +249,7 @@ def test_first_sync_records_every_connection_as_added(cli: Harness) -> None:
     ]
     assert result.out.splitlines()[-2:] == [
         "run 1: complete (3 of 3 snapshots complete)",
-        "  database migrated from empty to 0001",
+        "  database migrated from empty to 0002",
     ]
 
 
@@ -560,7 +560,9 @@ def test_a_binary_value_stored_by_hand_fails_that_snapshot_only(cli: Harness) ->
     seed(cli, {"acme": {"billing": 1, "crm": 1}})
     assert cli.run("sync").code == 0
     with edited_by_hand(cli, "allowed_domain", "x'00ff'"):
-        result = cli.run("sync")
+        # The pages are the last applied snapshot's: no stored row needs reading.
+        assert cli.run("sync").code == 0
+        result = cli.run("sync", "--compare-all")
     assert result.code == 1
     ((integration, status, error),) = failed_error(cli)
     assert (integration, status) == ("billing", "failed")
@@ -572,6 +574,104 @@ def test_a_binary_value_stored_by_hand_fails_that_snapshot_only(cli: Harness) ->
     assert "Traceback" not in result.err
     assert cli.run("sync").code == 0  # sound again: nothing to record
     assert {c for c in changes(cli.db_url) if c[3] != "added"} == set()
+
+
+class StateReads:
+    """The integrations whose stored rows a sync read, in order."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.integrations: list[str] = []
+        load_state = store.IntegrationTransaction.load_state
+
+        def spy(tx: store.IntegrationTransaction) -> Any:
+            self.integrations.append(tx.integration)
+            return load_state(tx)
+
+        monkeypatch.setattr(store.IntegrationTransaction, "load_state", spy)
+
+    def taken(self) -> list[str]:
+        taken, self.integrations = sorted(self.integrations), []
+        return taken
+
+
+def digests(url: str) -> list[tuple[Any, ...]]:
+    s = m.Snapshot
+    return sorted(query(url, select(s.id, s.integration, s.status, s.fetched_digest)))
+
+
+def test_pages_the_same_as_the_last_applied_ones_compare_no_rows(cli: Harness) -> None:
+    seed(cli, {"acme": {"billing": 2, "crm": 2}})
+    reads = StateReads(cli.monkeypatch)
+    assert cli.run("sync").code == 0
+    assert reads.taken() == ["billing", "crm"]
+    assert cli.run("sync").code == 0
+    assert reads.taken() == []  # nothing changed: no stored row read
+    cli.zis.update("acme", "crm", "oauth", "crm_oauth_1", permission_scope="read")
+    assert cli.run("sync").code == 0
+    assert reads.taken() == ["crm"]
+    assert cli.run("sync", "--compare-all").code == 0
+    assert reads.taken() == ["billing", "crm"]
+    assert {c for c in changes(cli.db_url) if c[3] != "added"} == {
+        ("crm", "oauth", "crm_oauth_1", "modified", "permission_scope", "read write", "read")
+    }
+    # Every complete snapshot records what its pages gave: the same pages, the same digest.
+    rows = digests(cli.db_url)
+    assert {(i, status) for _, i, status, _ in rows} == {
+        ("billing", "complete"),
+        ("crm", "complete"),
+    }
+    billing = [d for _, i, _, d in rows if i == "billing"]
+    crm = [d for _, i, _, d in rows if i == "crm"]
+    assert len(billing) == len(crm) == 4
+    assert len(set(billing)) == 1 and crm[0] == crm[1] != crm[2] == crm[3]
+    assert all(len(d) == 64 and int(d, 16) >= 0 for d in billing + crm)
+
+
+def test_rows_inserted_or_deleted_by_hand_are_compared(cli: Harness) -> None:
+    """The digest says the pages are the same; the count of present rows says the table
+    is not what they left: the rows are compared, and the difference recorded."""
+    seed(cli, {"acme": {"billing": 1}})
+    assert cli.run("sync").code == 0
+    reads = StateReads(cli.monkeypatch)
+    url = cli.db_url
+    engine = store.make_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                m.Connection.__table__.delete().where(m.Connection.name == "billing_oauth_0")
+            )
+    finally:
+        engine.dispose()
+    assert cli.run("sync").code == 0
+    assert reads.taken() == ["billing"]
+    assert changes(url, {max(r[0] for r in snapshots(url))}) == {
+        ("billing", "oauth", "billing_oauth_0", "added", None, None, None)
+    }
+    assert present(url) == expected_keys("acme", "billing", 1)
+    assert cli.run("sync").code == 0
+    assert reads.taken() == []
+
+
+def test_a_held_snapshot_is_not_taken_for_the_stored_rows(cli: Harness) -> None:
+    """A held snapshot applied nothing: its pages are compared with the rows the last
+    applied one left, every time, until they are accepted."""
+    seed(cli, {"acme": {"billing": 3}})
+    assert cli.run("sync").code == 0
+    kept = items("billing", 3)[:2] + items("other", 3)[2:]  # as many present as before
+    for type_name, item in items("billing", 3)[2:]:
+        cli.zis.delete("acme", "billing", type_name, item["name"])
+    for type_name, item in items("other", 3)[2:]:
+        cli.zis.put("acme", "billing", type_name, item)
+    reads = StateReads(cli.monkeypatch)
+    assert cli.run("sync").code == 1
+    assert cli.run("sync").code == 1
+    assert reads.taken() == ["billing", "billing"]
+    assert [r[4] for r in snapshots(cli.db_url)] == ["complete", "held", "held"]
+    assert cli.run("sync", "--accept-removals").code == 0
+    assert reads.taken() == ["billing"]
+    assert present(cli.db_url) == {("acme", "billing", t, i["name"]) for t, i in kept}
+    assert cli.run("sync").code == 0
+    assert reads.taken() == []
 
 
 def test_pagination_loop_fails_the_snapshot(cli: Harness) -> None:
@@ -687,7 +787,7 @@ def test_no_migrate_refuses_an_empty_database(cli: Harness) -> None:
     result = cli.run("sync", "--no-migrate")
     assert result.code == 1
     assert (
-        "database error: database is empty, not at schema head 0001; run 'python -m inventory db upgrade'"
+        "database error: database is empty, not at schema head 0002; run 'python -m inventory db upgrade'"
         in result.err
     )
     assert cli.zis.requests == []
@@ -703,15 +803,15 @@ def test_db_commands(cli: Harness) -> None:
     shown = store.safe_url(cli.db_url)
     assert (
         cli.run("db", "current", "--config", cfg).out
-        == f"{shown}: revision none (empty), head 0001: needs 'db upgrade'\n"
+        == f"{shown}: revision none (empty), head 0002: needs 'db upgrade'\n"
     )
     assert (
-        cli.run("db", "upgrade", "--config", cfg).out == f"{shown}: migrated from empty to 0001\n"
+        cli.run("db", "upgrade", "--config", cfg).out == f"{shown}: migrated from empty to 0002\n"
     )
-    assert cli.run("db", "upgrade", "--config", cfg).out == f"{shown}: already at revision 0001\n"
+    assert cli.run("db", "upgrade", "--config", cfg).out == f"{shown}: already at revision 0002\n"
     assert (
         cli.run("db", "current", "--config", cfg).out
-        == f"{shown}: revision 0001, head 0001: up to date\n"
+        == f"{shown}: revision 0002, head 0002: up to date\n"
     )
 
 
