@@ -128,10 +128,10 @@ def fetched_digest() -> Digest:
     """A digest to pass to ``parse_page`` for every page of one integration, in order.
 
     It takes, for every item parsed, the type, the name and the raw text of each field
-    the item's type keeps ("" for null or empty), each token ended by NUL, which no kept
-    text holds: the type says how many values follow, so two different token streams
-    never read the same. Parsing is deterministic, so two integrations' pages that give
-    the same digest (under the same header) gave the same records, in the same order.
+    the item's type keeps ("" for null or empty, which parse alike), each token ended by
+    NUL, which no kept text holds; the type says how many values follow, so two different
+    sequences of items never give the same tokens. Parsing is deterministic, so pages that
+    give the same digest (under the same header) gave the same records, in the same order.
     The converse does not hold (a timestamp written another way, items reordered): a
     different digest only means "compare record by record"."""
     return hashlib.sha256(_DIGEST_HEADER)

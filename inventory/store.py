@@ -614,7 +614,7 @@ class IntegrationTransaction:
         query = _last_applied(self.account, self.integration, SNAPSHOTS.c.id, started_at)
         return self.conn.execute(query).scalar()
 
-    def holds(self, digest: str, count: int) -> bool:
+    def matches_last_applied(self, digest: str, count: int) -> bool:
         """Whether the integration's rows of connections are what a fetched set with this
         digest and count would leave, so that its diff is empty: its last applied snapshot
         fetched pages with the same digest (applying a snapshot leaves the present rows

@@ -491,7 +491,7 @@ def _apply(
                     replace(row, superseded_by=newer), diff({}, []), started
                 )
                 return result
-            if not ctx.compare_all and tx.holds(digest, fetched.count):
+            if not ctx.compare_all and tx.matches_last_applied(digest, fetched.count):
                 log.debug(
                     "%s/%s: the pages of the last applied snapshot: no row compared", account, name
                 )
