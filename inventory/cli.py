@@ -540,7 +540,8 @@ def db_check(config_path: str | None, fmt: str) -> int:
     with _reader(config_path) as (_, engine):
         findings = check_database(engine)
     rows = [{"check": f.check, "detail": f.detail} for f in findings]
-    table = [report.Column("check", "CHECK", 16), report.Column("detail", "DETAIL", 60)]
+    # A finding is read whole: the detail names the rows (up to 255-character names).
+    table = [report.Column("check", "CHECK", 16), report.Column("detail", "DETAIL", 1000)]
     out = report.Report(("check", "detail"), rows, table, "problem")
     out.notes.append("db check: OK" if not findings else "db check: FAILED")
     click.echo(out.render(fmt))

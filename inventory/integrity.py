@@ -160,6 +160,56 @@ def _version_ranges(conn: Connection) -> list[Finding]:
     return findings
 
 
+def _present_counts(conn: Connection) -> list[Finding]:
+    """An integration has as many present rows as its last applied snapshot fetched: only
+    applying a snapshot writes them (a sync whose pages are that snapshot's reads none)."""
+    s, c = m.Snapshot, m.Connection
+    applied = (s.status == "complete", s.superseded_by.is_(None))
+    newest = (
+        select(s.account, s.integration, func.max(s.started_at).label("at"))
+        .where(*applied)
+        .group_by(s.account, s.integration)
+        .subquery()
+    )
+    last = (
+        select(s.account, s.integration, s.id, s.connection_count)
+        .join(
+            newest,
+            and_(
+                newest.c.account == s.account,
+                newest.c.integration == s.integration,
+                newest.c.at == s.started_at,
+            ),
+        )
+        .where(*applied)
+        .subquery()
+    )
+    present = (
+        select(c.account, c.integration, func.count().label("n"))
+        .where(c.removed_at.is_(None))
+        .group_by(c.account, c.integration)
+        .subquery()
+    )
+    n = func.coalesce(present.c.n, 0)
+    rows = conn.execute(
+        select(last.c.account, last.c.integration, n, last.c.id, last.c.connection_count)
+        .outerjoin(
+            present,
+            and_(present.c.account == last.c.account, present.c.integration == last.c.integration),
+        )
+        .where(n != last.c.connection_count)
+        .order_by(last.c.account, last.c.integration)
+    )
+    return [
+        Finding(
+            "present counts",
+            f"{a}/{i} has {count} present connections but its last applied snapshot {sid} "
+            f"fetched {fetched} (rows changed outside zis-inventory? `sync --compare-all`)",
+        )
+        for a, i, count, sid, fetched in rows
+    ]
+
+
 def _runs(conn: Connection) -> list[Finding]:
     """No run is left 'running' by a process that is gone."""
     r = m.SyncRun
@@ -178,6 +228,7 @@ CHECKS: tuple[Callable[[Connection], list[Finding]], ...] = (
     _snapshot_counts,
     _current_versions,
     _version_ranges,
+    _present_counts,
     _runs,
 )
 
