@@ -9,6 +9,7 @@ import hashlib
 import re
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import __version__
@@ -66,12 +67,23 @@ _TIMESTAMP_RE = re.compile(
 
 Value = str | datetime | None
 
+
+def _parsing_identity() -> str:
+    """The version, and a hash of this module's own text when it can be read: after any
+    change to parsing, released or not, the next snapshot compares rows."""
+    try:
+        text = Path(__file__).read_bytes()
+    except OSError:
+        return __version__
+    return f"{__version__} {hashlib.sha256(text).hexdigest()}"
+
+
 # What a fetched-set digest covers besides the values: the layout that says how many
-# values follow each type and name, and the version whose parsing made the records.
+# values follow each type and name, and the parsing that made the records.
 _DIGEST_HEADER = "\x00".join(
     (
         "zis-inventory fetched set 1",
-        __version__,
+        _parsing_identity(),
         repr(COMMON_FIELDS),
         repr(sorted(TYPE_FIELDS.items())),
         "",

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from inventory import __version__, records
 from inventory.errors import RecordError, ResponseError
 from inventory.records import (
+    COMMON_FIELDS,
     KNOWN_TYPES,
     TIMESTAMP_FIELDS,
     TYPE_FIELDS,
@@ -371,3 +375,21 @@ def test_secrets_other_fields_and_null_or_empty_leave_the_digest_alone() -> None
     plain = crm_page()
     del plain["api_key"][0]["allowed_domain"]
     assert pages_digest(page) == pages_digest(plain)
+
+
+def test_the_digest_changes_with_the_parsing_code() -> None:
+    """Its header names this version and the text of records.py, so that the first
+    snapshot after any change to parsing compares rows instead of trusting old digests."""
+    code = hashlib.sha256(Path(records.__file__).read_bytes()).hexdigest()
+    header = hashlib.sha256(
+        "\x00".join(
+            (
+                "zis-inventory fetched set 1",
+                f"{__version__} {code}",
+                repr(COMMON_FIELDS),
+                repr(sorted(TYPE_FIELDS.items())),
+                "",
+            )
+        ).encode()
+    )
+    assert fetched_digest().hexdigest() == header.hexdigest()
