@@ -24,4 +24,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # ALTER TABLE ... DROP COLUMN (SQLite 3.35 and later): copying the table instead, as
+    # a batch operation would, means dropping a table connection_changes refers to.
     op.drop_column("snapshots", "fetched_digest")
