@@ -164,10 +164,9 @@ def _present_counts(conn: Connection) -> list[Finding]:
     """An integration has as many present rows as its last applied snapshot fetched: only
     applying a snapshot writes them (a sync whose pages are that snapshot's reads none)."""
     s, c = m.Snapshot, m.Connection
-    applied = (s.status == "complete", s.superseded_by.is_(None))
     newest = (
         select(s.account, s.integration, func.max(s.started_at).label("at"))
-        .where(*applied)
+        .where(*store.APPLIED)
         .group_by(s.account, s.integration)
         .subquery()
     )
@@ -181,7 +180,7 @@ def _present_counts(conn: Connection) -> list[Finding]:
                 newest.c.at == s.started_at,
             ),
         )
-        .where(*applied)
+        .where(*store.APPLIED)
         .subquery()
     )
     present = (

@@ -553,19 +553,19 @@ def lock_key(account: str, integration: str, salt: str = "write") -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
+# An applied snapshot: complete and not superseded; failed and held ones apply nothing.
+# Applied snapshots start in the order they are applied: one that started before an
+# applied one is superseded, not applied.
+APPLIED = (SNAPSHOTS.c.status == "complete", SNAPSHOTS.c.superseded_by.is_(None))
+
+
 def _last_applied(
     account: str, integration: str, column: Any, since: datetime | None = None
 ) -> Any:
-    """``column`` of the newest applied complete snapshot of an integration (started at or
-    after ``since``). Applied snapshots start in the order they are applied: one that
-    started before an applied one is superseded, not applied."""
+    """``column`` of the newest applied snapshot of an integration (started at or after
+    ``since``)."""
     t = SNAPSHOTS
-    query = select(column).where(
-        t.c.account == account,
-        t.c.integration == integration,
-        t.c.status == "complete",
-        t.c.superseded_by.is_(None),
-    )
+    query = select(column).where(t.c.account == account, t.c.integration == integration, *APPLIED)
     if since is not None:
         query = query.where(t.c.started_at >= since)
     return query.order_by(t.c.started_at.desc()).limit(1)
