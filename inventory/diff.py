@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import NamedTuple
@@ -91,6 +91,43 @@ def diff(stored: Mapping[Key, Stored], fetched: Iterable[Connection]) -> Diff:
             result.removed.append(old.connection)
             result.changes.append(Event("removed", key[0], key[1]))
     return result
+
+
+def narrow(
+    changed: Iterable[Connection],
+    unchanged: int,
+    stored: Mapping[str, Mapping[str, int]],
+    fetched: Mapping[str, Container[str]],
+) -> tuple[set[Key], int] | None:
+    """What a diff over some of the stored rows needs, when all but ``changed`` of the
+    fetched connections (``unchanged`` of them) are known to equal their rows if those are
+    present: the keys of the rows to compare ``changed`` with (theirs, and those of the
+    present rows no fetched connection has: removals), and how many rows are present.
+    ``stored`` maps the type and name of every row to whether it is marked removed;
+    ``fetched`` maps each fetched type to its names.
+
+    ``diff(rows of those keys, changed)``, with ``present_before`` set to that count, is
+    then ``diff(all rows, fetched)``: the connections left out would give no event, and
+    every other row and connection is in it. None when the present rows do not add up
+    (``unchanged`` + those of ``changed`` + removals): a row of an unchanged connection is
+    missing or marked removed, which only a change made outside a sync does."""
+    needed: set[Key] = set()
+    matched = 0  # present rows of changed connections
+    for new in changed:
+        removed = stored.get(new[0], {}).get(new[1])
+        if removed is not None:
+            needed.add(new[:2])
+            matched += not removed
+    present = 0
+    for type_name, named in stored.items():
+        here = fetched.get(type_name, ())
+        for name, removed in named.items():
+            if not removed:
+                present += 1
+                if name not in here:
+                    needed.add((type_name, name))
+                    matched += 1
+    return (needed, present) if present == unchanged + matched else None
 
 
 def _field_events(old: Connection, new: Connection) -> list[Event]:

@@ -17,6 +17,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -145,6 +146,20 @@ class Snapshot(Base):
     # fetched, in order (records.fetched_digest): when the next snapshot's pages give the
     # same, nothing changed and no row needs comparing.
     fetched_digest: Mapped[str | None] = mapped_column(String(64))
+
+
+class FetchedChunks(Base):
+    """The chunk digests (records.FetchedDigest) of each integration's last applied
+    snapshot: when the next snapshot's pages differ, only the rows of the chunks that
+    changed need comparing. One row per integration, replaced by every applied snapshot;
+    read only when ``snapshot_id`` is still the last applied one."""
+
+    __tablename__ = "fetched_chunks"
+
+    account: Mapped[str] = mapped_column(primary_key=True)
+    integration: Mapped[str] = mapped_column(primary_key=True)
+    snapshot_id: Mapped[int] = mapped_column(ForeignKey("snapshots.id"))
+    chunks: Mapped[bytes] = mapped_column(LargeBinary)  # 32 bytes per chunk, in page order
 
 
 class Connection(MetadataColumns, Base):

@@ -7,16 +7,14 @@ from __future__ import annotations
 
 import hashlib
 import re
+import zlib
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 from . import __version__
 from .errors import RecordError, ResponseError
-
-if TYPE_CHECKING:
-    from hashlib import _Hash as Digest
 
 KNOWN_TYPES = ("api_key", "basic_auth", "bearer_token", "oauth")
 
@@ -82,7 +80,7 @@ def _parsing_identity() -> str:
 # values follow each type and name, and the parsing that made the records.
 _DIGEST_HEADER = "\x00".join(
     (
-        "zis-inventory fetched set 1",
+        "zis-inventory fetched set 2",
         _parsing_identity(),
         repr(COMMON_FIELDS),
         repr(sorted(TYPE_FIELDS.items())),
@@ -136,17 +134,76 @@ class SharedValues:
         self.last_stamp: tuple[str, datetime] | None = None
 
 
-def fetched_digest() -> Digest:
-    """A digest to pass to ``parse_page`` for every page of one integration, in order.
+# An item whose name's CRC-32 has these bits clear starts a chunk of the fetched set: about
+# eight items per chunk, wherever the item stands on its page.
+CHUNK_MASK = 0b111
+CHUNK_DIGEST_SIZE = 32  # bytes: SHA-256
 
-    It takes, for every item parsed, the type, the name and the raw text of each field
-    the item's type keeps ("" for null or empty, which parse alike), each token ended by
-    NUL, which no kept text holds; the type says how many values follow, so two different
-    sequences of items never give the same tokens. Parsing is deterministic, so pages that
-    give the same digest (under the same header) gave the same records, in the same order.
-    The converse does not hold (a timestamp written another way, items reordered): a
-    different digest only means "compare record by record"."""
-    return hashlib.sha256(_DIGEST_HEADER)
+
+class FetchedDigest:
+    """What one integration's pages gave, as digests: one per chunk of items, and one of
+    the whole set. Pass it to ``parse_page`` for every page of the integration, in order.
+
+    Each item gives tokens: its type, its name and the raw text of each field its type
+    keeps ("" for null or empty, which parse alike), each ended by NUL, which no kept text
+    holds; the type says how many values follow, so two different sequences of items never
+    give the same tokens. The items are cut into chunks where a name says so (CHUNK_MASK),
+    so that adding, removing or changing an item changes the chunk it is in and no other.
+    A chunk's digest is SHA-256 over the header and its items' tokens; the whole set's is
+    SHA-256 over the header and every chunk's digest, in page order. Parsing is
+    deterministic, so the same digest (under the same header, which names the parsing
+    code) means the same records: the whole set's, the same records in the same order; a
+    chunk's, the same items in the same order. The converse does not hold (a timestamp
+    written another way, items reordered): a different digest only means "compare record
+    by record"."""
+
+    def __init__(self) -> None:
+        self.count = 0  # items taken
+        self.starts: list[int] = []  # the index in page order of each chunk's first item
+        self._done: list[bytes] = []  # the digests of the chunks before the open one
+        self._base = hashlib.sha256(_DIGEST_HEADER)
+        self._open = self._base.copy()
+
+    def take(self, tokens: list[str], breaks: list[tuple[int, int]], items: int) -> None:
+        """One page: its items' ``tokens``, and (token index, item index on the page) of
+        each item whose name starts a chunk."""
+        at = 0
+        if not self.count and items and (not breaks or breaks[0][1]):
+            self.starts.append(0)  # the first item starts the first chunk
+        for token, item in breaks:
+            if token > at:
+                self._feed(tokens[at:token])
+            if self.count + item:  # the open chunk holds the items before this one
+                self._close()
+            self.starts.append(self.count + item)
+            at = token
+        if len(tokens) > at:
+            self._feed(tokens[at:])
+        self.count += items
+
+    def _feed(self, tokens: list[str]) -> None:
+        tokens.append("")  # the last token's NUL
+        self._open.update("\x00".join(tokens).encode())
+
+    def _close(self) -> None:
+        self._done.append(self._open.digest())
+        self._open = self._base.copy()
+
+    def chunks(self) -> list[bytes]:
+        """Each chunk's digest, in page order (``starts`` gives where each begins)."""
+        return [*self._done, self._open.digest()] if self.count else []
+
+    def hexdigest(self) -> str:
+        """The whole set's digest."""
+        whole = self._base.copy()
+        for chunk in self.chunks():
+            whole.update(chunk)
+        return whole.hexdigest()
+
+
+def fetched_digest() -> FetchedDigest:
+    """A digest to pass to ``parse_page`` for every page of one integration, in order."""
+    return FetchedDigest()
 
 
 def parse_timestamp(text: str) -> datetime:
@@ -181,13 +238,14 @@ def parse_page(
     where: str,
     page: int,
     shared: SharedValues | None = None,
-    digest: Digest | None = None,
+    digest: FetchedDigest | None = None,
 ) -> ParsedPage:
     """All connections of one page. ``where`` names the account/integration for errors;
     ``shared`` carries repeated values from one page of an integration to the next;
     ``digest`` (from ``fetched_digest``) takes the page's items once they all parsed."""
     shared = shared if shared is not None else SharedValues()
     tokens: list[str] | None = None if digest is None else []
+    breaks: list[tuple[int, int]] = []  # (token index, item index) of items starting a chunk
     connections: list[Connection] = []
     unknown: set[str] = set()
     for type_name, items in body.items():
@@ -210,20 +268,15 @@ def parse_page(
                 f"{where}: page {page}: {type_name!r} must be an array, got {_kind(items)}"
             )
         for index, item in enumerate(items):
-            connections.append(
-                parse_item(
-                    type_name,
-                    item,
-                    where=where,
-                    page=page,
-                    index=index,
-                    shared=shared,
-                    tokens=tokens,
-                )
+            at = len(tokens) if tokens is not None else 0
+            connection = parse_item(
+                type_name, item, where=where, page=page, index=index, shared=shared, tokens=tokens
             )
-    if digest is not None and tokens:
-        tokens.append("")  # the last token's NUL
-        digest.update("\x00".join(tokens).encode())
+            if tokens is not None and not zlib.crc32(connection.name.encode()) & CHUNK_MASK:
+                breaks.append((at, len(connections)))
+            connections.append(connection)
+    if digest is not None:
+        digest.take(tokens or [], breaks, len(connections))
     return ParsedPage(connections, frozenset(unknown))
 
 

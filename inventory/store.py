@@ -11,7 +11,7 @@ import os
 import socket
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence, Set
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -46,7 +46,7 @@ from . import models as m
 from .config import Settings
 from .diff import Diff, Event, Key, Stored
 from .errors import ConfigError, DatabaseError, SnapshotError
-from .records import METADATA_FIELDS, TIMESTAMP_FIELDS
+from .records import CHUNK_DIGEST_SIZE, METADATA_FIELDS, TIMESTAMP_FIELDS
 from .records import Connection as Record
 
 log = logging.getLogger(__name__)
@@ -60,6 +60,7 @@ SNAPSHOTS = cast(Table, m.Snapshot.__table__)
 CONNECTIONS = cast(Table, m.Connection.__table__)
 VERSIONS = cast(Table, m.ConnectionVersion.__table__)
 CHANGES = cast(Table, m.ConnectionChange.__table__)
+CHUNKS = cast(Table, m.FetchedChunks.__table__)
 RECORD_FIELDS = ("type", "name", *METADATA_FIELDS)  # a Record, in order
 RECORD_COLUMNS = ("account", "integration", *RECORD_FIELDS)
 TIMESTAMP_POSITIONS = tuple(i for i, f in enumerate(RECORD_FIELDS) if f in TIMESTAMP_FIELDS)
@@ -560,12 +561,12 @@ APPLIED = (SNAPSHOTS.c.status == "complete", SNAPSHOTS.c.superseded_by.is_(None)
 
 
 def _last_applied(
-    account: str, integration: str, column: Any, since: datetime | None = None
+    account: str, integration: str, *columns: Any, since: datetime | None = None
 ) -> Any:
-    """``column`` of the newest applied snapshot of an integration (started at or after
+    """``columns`` of the newest applied snapshot of an integration (started at or after
     ``since``)."""
     t = SNAPSHOTS
-    query = select(column).where(t.c.account == account, t.c.integration == integration, *APPLIED)
+    query = select(*columns).where(t.c.account == account, t.c.integration == integration, *APPLIED)
     if since is not None:
         query = query.where(t.c.started_at >= since)
     return query.order_by(t.c.started_at.desc()).limit(1)
@@ -574,7 +575,9 @@ def _last_applied(
 def fresh_snapshot(engine: Engine, account: str, integration: str, since: datetime) -> int | None:
     """A complete snapshot of this integration that started at or after ``since``."""
     with engine.connect() as conn:
-        return conn.execute(_last_applied(account, integration, SNAPSHOTS.c.id, since)).scalar()
+        return conn.execute(
+            _last_applied(account, integration, SNAPSHOTS.c.id, since=since)
+        ).scalar()
 
 
 @contextmanager
@@ -608,10 +611,11 @@ class IntegrationTransaction:
         self.placeholder = "%s" if self.postgres else "?"  # the driver's, for {p}
         self.json = not self.postgres and sqlite_has_json()
         self.written = dict.fromkeys((CONNECTIONS.name, VERSIONS.name, CHANGES.name), 0)
+        self.same_as: int | None = None  # the last applied snapshot, when its pages match
 
     def newer_snapshot(self, started_at: datetime) -> int | None:
         """An applied complete snapshot of this integration that started at or after ours."""
-        query = _last_applied(self.account, self.integration, SNAPSHOTS.c.id, started_at)
+        query = _last_applied(self.account, self.integration, SNAPSHOTS.c.id, since=started_at)
         return self.conn.execute(query).scalar()
 
     def matches_last_applied(self, digest: str, count: int) -> bool:
@@ -621,8 +625,9 @@ class IntegrationTransaction:
         equal to its fetched set, and only applying writes them), and as many rows are
         present, so that rows inserted or deleted by hand are not taken for it."""
         t = SNAPSHOTS
-        last = _last_applied(self.account, self.integration, t.c.fetched_digest)
-        if self.conn.execute(last).scalar() != digest:
+        last = _last_applied(self.account, self.integration, t.c.id, t.c.fetched_digest)
+        snapshot_id, last_digest = self.conn.execute(last).one_or_none() or (None, None)
+        if last_digest != digest:
             return False
         c = CONNECTIONS
         present = select(func.count()).where(
@@ -630,24 +635,105 @@ class IntegrationTransaction:
             c.c.integration == self.integration,
             c.c.removed_at.is_(None),
         )
-        return self.conn.execute(present).scalar_one() == count
+        if self.conn.execute(present).scalar_one() != count:
+            return False
+        self.same_as = snapshot_id
+        return True
 
-    def load_state(self) -> dict[Key, Stored]:
-        """The integration's rows of ``connections``, read through the driver: the generic
-        result processing would cost more than the query. This runs once per connection
-        per sync, so the loops below are written for speed."""
+    def last_applied_chunks(self) -> frozenset[bytes] | None:
+        """The chunk digests of the fetched set of the integration's last applied snapshot,
+        or None when they were not kept with it (applied before they were kept)."""
+        f = CHUNKS
+        last = _last_applied(self.account, self.integration, SNAPSHOTS.c.id).scalar_subquery()
+        blob = self.conn.execute(
+            select(f.c.chunks).where(
+                f.c.account == self.account,
+                f.c.integration == self.integration,
+                f.c.snapshot_id == last,
+            )
+        ).scalar()
+        if blob is None:
+            return None
+        size = CHUNK_DIGEST_SIZE
+        return frozenset(blob[i : i + size] for i in range(0, len(blob), size))
+
+    def _keep_chunks(self, snapshot_id: int, chunks: bytes) -> None:
+        """The chunk digests of this applied snapshot, in place of the last one's. When
+        its pages were the last applied snapshot's (``matches_last_applied``), so are its
+        chunks: the row kept with that snapshot only changes hands."""
+        f = CHUNKS
+        where = (f.c.account == self.account, f.c.integration == self.integration)
+        if self.same_as is not None:
+            moved = self.conn.execute(
+                f.update()
+                .where(*where, f.c.snapshot_id == self.same_as)
+                .values(snapshot_id=snapshot_id)
+            )
+            if moved.rowcount == 1:
+                return
+        self.conn.execute(f.delete().where(*where))
+        self.conn.execute(
+            f.insert().values(
+                account=self.account,
+                integration=self.integration,
+                snapshot_id=snapshot_id,
+                chunks=chunks,
+            )
+        )
+
+    def load_names(self) -> dict[str, dict[str, int]]:
+        """Every row of the integration, as {type: {name: whether it is marked removed}}
+        (1 or 0, or a bool), each type's names made into a mapping by the database's JSON
+        and the driver's JSON parser rather than row by row."""
+        if self.postgres:
+            aggregate = "json_object_agg(name, removed_at IS NOT NULL)"
+        elif self.json:
+            aggregate = "json_group_object(name, removed_at IS NOT NULL)"
+        else:
+            names: dict[str, dict[str, int]] = {}
+            for type_name, name, removed in self._driver_query(
+                "SELECT type, name, removed_at IS NOT NULL FROM connections "
+                "WHERE account = {p} AND integration = {p}",
+                (self.account, self.integration),
+            ):
+                names.setdefault(type_name, {})[name] = removed
+            return names
+        rows = self._driver_query(
+            f"SELECT type, {aggregate} FROM connections "
+            "WHERE account = {p} AND integration = {p} GROUP BY type",
+            (self.account, self.integration),
+        )
+        return {t: named if isinstance(named, dict) else json.loads(named) for t, named in rows}
+
+    def load_state(self, keys: Set[Key] | None = None) -> dict[Key, Stored]:
+        """The integration's rows of ``connections`` (those of ``keys`` only, when given),
+        read through the driver: the generic result processing would cost more than the
+        query. This runs once per connection per sync, so the loops below are written for
+        speed."""
         new = tuple.__new__  # the field count is the query's: no check needed
         state: dict[Key, Stored] = {}
+        if keys is not None and not keys:
+            return state
         if self.postgres:  # UTC sessions: every value is already as a Record holds it
-            for row in self._read_connections('"{}"'):
+            if keys is None:
+                pg_rows = self._read_connections('"{}"')
+            else:
+                pg_rows = self._read_pg_connections_of(keys)
+            for row in pg_rows:
                 state[row[:2]] = new(Stored, (new(Record, row[:-1]), row[-1]))
             return state
         # SQLite keeps UTC text; with the offset appended, the C parser returns aware UTC
         # datetimes directly.
+        rows: Iterable[list[Any]] | None = None
         if self.json:
-            rows: Iterable[list[Any]] = self._read_connections_as_json()
-        else:
+            if keys is None:
+                rows = self._read_connections_as_json()
+            else:
+                rows = self._read_connections_of_as_json(keys)
+        if rows is None:  # without the JSON functions, or keys they cannot carry
             rows = map(list, self._read_connections(SQLITE_AWARE))
+            if keys is not None:
+                rows = (r for r in rows if (r[0], r[1]) in keys)
         parse = datetime.fromisoformat
         first, second, third = TIMESTAMP_POSITIONS
         for values in rows:
@@ -704,12 +790,50 @@ class IntegrationTransaction:
                 return
             after = max((r[0], r[1]) for r in rows)  # the aggregate's order is not promised
 
-    def write(self, row: SnapshotRow, result: Diff, detected_at: datetime) -> int:
-        """The snapshot row, then (when it applies) the changed rows of connections, the
-        versions they open and close, and the events. ``result.added`` is consumed: each
-        record is dropped once its row is sent."""
+    def _read_connections_of_as_json(self, keys: Set[Key]) -> list[list[Any]] | None:
+        """The rows of ``keys`` as ``_read_connections_as_json`` gives rows, or None when a
+        key holds a NUL (SQLite's JSON functions would cut it short). The keys are matched
+        to row ids through the key's index, the JSON side outermost, as updates do."""
+        row = f"json_array({self._columns(SQLITE_AWARE)})"
+        statement = (
+            f"SELECT json_group_array({row}) FROM connections WHERE id IN (SELECT c.id "
+            "FROM json_each({p}) AS j CROSS JOIN connections AS c ON c.account = {p} "
+            "AND c.integration = {p} AND c.type = json_extract(j.value, '$[0]') "
+            "AND c.name = json_extract(j.value, '$[1]') LIMIT -1)"
+        )
+        rows: list[list[Any]] = []
+        for chunk in batched(keys, STATE_CHUNK):
+            text = sqlite_json(chunk)
+            if text is None:
+                return None
+            ((got,),) = self._driver_query(statement, (text, self.account, self.integration))
+            rows.extend(json.loads(got))
+        return rows
+
+    def _read_pg_connections_of(self, keys: Set[Key]) -> list[tuple[Any, ...]]:
+        """The rows of ``keys`` on PostgreSQL: the keys go as two arrays, each row found
+        through the whole key."""
+        types, names = zip(*keys, strict=True)
+        columns = self._columns('"{}"')
+        return self._driver_query(
+            f"SELECT {columns} FROM connections "
+            "WHERE account = {p} AND integration = {p} "
+            "AND (type, name) IN (SELECT * FROM unnest({p}::text[], {p}::text[]))",
+            (self.account, self.integration, list(types), list(names)),
+        )
+
+    def write(
+        self, row: SnapshotRow, result: Diff, detected_at: datetime, chunks: bytes | None = None
+    ) -> int:
+        """The snapshot row, then (when it applies) the chunk digests of what it fetched,
+        the changed rows of connections, the versions they open and close, and the events.
+        ``result.added`` is consumed: each record is dropped once its row is sent."""
         snapshot_id = _insert_snapshot(self.conn, row)
-        if row.status != "complete" or row.superseded_by is not None or result.empty:
+        if row.status != "complete" or row.superseded_by is not None:
+            return snapshot_id
+        if chunks is not None:
+            self._keep_chunks(snapshot_id, chunks)
+        if result.empty:
             return snapshot_id
         opens = bool(result.added or result.modified or result.restored)
         adds = bool(result.added)

@@ -10,12 +10,11 @@ import gc
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence, Set
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import TYPE_CHECKING
 
 import httpx
 from sqlalchemy import Engine
@@ -23,7 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from . import store
 from .config import Account, Integration, Settings
-from .diff import Diff, diff, removal_hold_reason
+from .diff import Diff, diff, narrow, removal_hold_reason
 from .errors import (
     ConfigError,
     DatabaseError,
@@ -32,11 +31,8 @@ from .errors import (
     ResponseError,
     SnapshotError,
 )
-from .records import Connection, SharedValues, fetched_digest, parse_page
+from .records import Connection, FetchedDigest, SharedValues, fetched_digest, parse_page
 from .zis import ZisClient
-
-if TYPE_CHECKING:
-    from hashlib import _Hash as Digest
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +101,8 @@ class Fetched:
     unknown_types: set[str] = field(default_factory=set)
     pages: int = 0
     count: int = 0
-    digest: Digest = field(default_factory=fetched_digest)  # of every page, in order
+    digest: FetchedDigest = field(default_factory=fetched_digest)  # of every page, in order
+    in_order: list[Connection] = field(default_factory=list)  # as the pages gave them
 
     def add(self, connection: Connection) -> bool:
         """False when the key is already here. Kept by type, then name: no key tuple per
@@ -114,12 +111,26 @@ class Fetched:
         if connection.name in named:
             return False
         named[connection.name] = connection
+        self.in_order.append(connection)
         self.count += 1
         return True
 
     def release(self) -> None:
         """Drop the records (the counts stay), once the diff holds what is needed."""
         self.by_type = {}
+        self.in_order = []
+
+    def split(self, chunks: Set[bytes]) -> tuple[list[Connection], int]:
+        """The connections in a chunk whose digest is not one of ``chunks``, in the order
+        ``connections`` gives them, and how many connections the others hold."""
+        changed: list[Connection] = []
+        starts = [*self.digest.starts, self.count]
+        for number, chunk in enumerate(self.digest.chunks()):
+            if chunk not in chunks:
+                changed += self.in_order[starts[number] : starts[number + 1]]
+        rank = {type_name: n for n, type_name in enumerate(self.by_type)}
+        changed.sort(key=lambda c: rank[c.type])  # stable: by type, then as the pages came
+        return changed, self.count - len(changed)
 
     def connections(self) -> Iterator[Connection]:
         for named in self.by_type.values():
@@ -491,13 +502,8 @@ def _apply(
                     replace(row, superseded_by=newer), diff({}, []), started
                 )
                 return result
-            if not ctx.compare_all and tx.matches_last_applied(digest, fetched.count):
-                log.debug(
-                    "%s/%s: the pages of the last applied snapshot: no row compared", account, name
-                )
-                changes = Diff(present_before=fetched.count)
-            else:
-                changes = diff(tx.load_state(), fetched.connections())
+            chunks = fetched.digest.chunks()
+            changes = _compare(ctx, tx, fetched, digest, frozenset(chunks))
             fetched.release()  # the diff holds what is still needed
             reason = None
             if not ctx.accept_removals:
@@ -516,13 +522,54 @@ def _apply(
                 row = replace(
                     row, counts=(result.added, result.removed, result.modified, result.restored)
                 )
-            result.snapshot_id = tx.write(row, changes, started)
+            result.snapshot_id = tx.write(row, changes, started, b"".join(chunks))
             return result
     except SQLAlchemyError as exc:
         message = f"{account}/{name}: database error while writing the snapshot: " + (
             store.describe_db_error(ctx.engine, exc)
         )
         raise _WriteFailed(message) from None
+
+
+def _compare(
+    ctx: _Run,
+    tx: store.IntegrationTransaction,
+    fetched: Fetched,
+    digest: str,
+    chunks: Set[bytes],
+) -> Diff:
+    """The diff of a fetched set with the integration's rows, reading as few rows as what
+    the last applied snapshot fetched allows: none when its pages were the same, those of
+    the chunks that changed when its chunk digests were kept, all of them otherwise (or
+    with --compare-all). Applying a snapshot leaves the present rows equal to what it
+    fetched, so a chunk it fetched holds items equal to their rows."""
+    where = f"{tx.account}/{tx.integration}"
+    if ctx.compare_all:
+        return diff(tx.load_state(), fetched.connections())
+    if tx.matches_last_applied(digest, fetched.count):
+        log.debug("%s: the pages of the last applied snapshot: no row compared", where)
+        return Diff(present_before=fetched.count)
+    before = tx.last_applied_chunks()
+    if before is None:
+        return diff(tx.load_state(), fetched.connections())
+    changed, unchanged = fetched.split(before)
+    narrowed = narrow(changed, unchanged, tx.load_names(), fetched.by_type)
+    if narrowed is None:  # the rows are not what the last applied snapshot left
+        return diff(tx.load_state(), fetched.connections())
+    needed, present = narrowed
+    state = tx.load_state(needed)
+    if len(state) != len(needed):  # a key the names gave and the row read did not find
+        return diff(tx.load_state(), fetched.connections())
+    log.debug(
+        "%s: %d of %d chunks as last applied: %d rows compared",
+        where,
+        len(chunks & before),
+        len(chunks),
+        len(state),
+    )
+    changes = diff(state, changed)
+    changes.present_before = present
+    return changes
 
 
 class _WriteFailed(SnapshotError):

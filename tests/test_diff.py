@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from inventory.diff import Event, Stored, diff, removal_hold_reason
+from inventory.diff import Event, Stored, diff, narrow, removal_hold_reason
 from inventory.records import Connection
 
 T1 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -120,3 +120,60 @@ def test_events_come_in_the_order_they_are_stored() -> None:
         Event("added", "api_key", "y_new"),
         Event("added", "oauth", "c_new"),
     ]
+
+
+def names_of(stored: dict[tuple[str, str], Stored]) -> dict[str, dict[str, int]]:
+    named: dict[str, dict[str, int]] = {}
+    for (type_name, name), row in stored.items():
+        named.setdefault(type_name, {})[name] = int(row.removed)
+    return named
+
+
+def by_type(fetched: list[Connection]) -> dict[str, set[str]]:
+    named: dict[str, set[str]] = {}
+    for c in fetched:
+        named.setdefault(c.type, set()).add(c.name)
+    return named
+
+
+def test_a_diff_over_the_narrowed_rows_is_the_diff_over_all_rows() -> None:
+    same = [conn(f"same{i}", allowed_domain="x.com") for i in range(4)]
+    stored = state(
+        *((c, False) for c in same),
+        (conn("mod", allowed_domain="x.com"), False),
+        (conn("back", "oauth", created_by="me"), True),
+        (conn("gone", "basic_auth"), False),
+        (conn("long_gone"), True),
+    )
+    changed = [
+        conn("mod", allowed_domain="y.com"),
+        conn("back", "oauth", created_by="you"),
+        conn("new", "oauth"),
+    ]
+    fetched = [*same, *changed]
+    narrowed = narrow(changed, len(same), names_of(stored), by_type(fetched))
+    assert narrowed is not None
+    needed, present = narrowed
+    assert (needed, present) == (
+        {("api_key", "mod"), ("oauth", "back"), ("basic_auth", "gone")},
+        6,
+    )
+    partial = diff({k: stored[k] for k in needed}, changed)
+    partial.present_before = present
+    assert partial == diff(stored, fetched)
+    assert partial.counts() == {"added": 1, "removed": 1, "modified": 1, "restored": 1}
+
+
+def test_narrowing_refuses_rows_that_do_not_add_up() -> None:
+    """A row of an unchanged connection deleted, or marked removed, outside a sync: the
+    present rows are fewer than the connections said to equal them."""
+    same = [conn(f"same{i}") for i in range(3)]
+    fetched = [*same, conn("new")]
+    whole = state(*((c, False) for c in same))
+    assert narrow([conn("new")], 3, names_of(whole), by_type(fetched)) == (set(), 3)
+    deleted = state(*((c, False) for c in same[1:]))
+    marked = state((same[0], True), *((c, False) for c in same[1:]))
+    # ...and one inserted beside a deletion, which the count alone would not see.
+    swapped = state(*((c, False) for c in same[1:]), (conn("stranger"), False))
+    for stored in (deleted, marked, swapped):
+        assert narrow([conn("new")], 3, names_of(stored), by_type(fetched)) is None

@@ -77,6 +77,7 @@ PUBLIC_COLUMNS = {
         "new_value",
         "detected_at",
     },
+    "fetched_chunks": {"account", "integration", "snapshot_id", "chunks"},
     "connection_versions": {
         "account",
         "integration",
@@ -103,7 +104,7 @@ PUBLIC_COLUMNS = {
 def test_upgrade_downgrade_upgrade_and_models_agree(db_url: str) -> None:
     engine = store.make_engine(db_url)
     try:
-        assert store.upgrade(engine) == (None, "0002")
+        assert store.upgrade(engine) == (None, "0003")
         tables = set(inspect(engine).get_table_names())
         assert tables == {"alembic_version", *PUBLIC_COLUMNS}
         for table, public in PUBLIC_COLUMNS.items():
@@ -116,7 +117,7 @@ def test_upgrade_downgrade_upgrade_and_models_agree(db_url: str) -> None:
         store.downgrade(engine, "base")
         assert set(inspect(engine).get_table_names()) == {"alembic_version"}
         assert store.current_revision(engine) is None
-        assert store.upgrade(engine) == (None, "0002")
+        assert store.upgrade(engine) == (None, "0003")
         assert store.ensure_schema(engine, migrate=False) is None
     finally:
         engine.dispose()
@@ -144,7 +145,7 @@ def test_the_digest_column_comes_and_goes_with_its_migration(db_url: str) -> Non
                 ),
                 {"at": AT},
             )
-        assert store.upgrade(engine) == ("0001", "0002")
+        assert store.upgrade(engine, "0002") == ("0001", "0002")
         with engine.connect() as conn:
             rows = conn.execute(text("SELECT id, account, status, fetched_digest FROM snapshots"))
             assert rows.all() == [(1, "acme", "complete", None)]
@@ -153,6 +154,16 @@ def test_the_digest_column_comes_and_goes_with_its_migration(db_url: str) -> Non
         with engine.connect() as conn:
             rows = conn.execute(text("SELECT id, account, status, connection_count FROM snapshots"))
             assert rows.all() == [(1, "acme", "complete", 3)]
+        # 0003 adds fetched_chunks, empty (each integration's next snapshot that changed
+        # compares all its rows), and takes it away again, keeping the snapshots.
+        assert store.upgrade(engine) == ("0001", "0003")
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT * FROM fetched_chunks")).all() == []
+        store.downgrade(engine, "0002")
+        assert "fetched_chunks" not in inspect(engine).get_table_names()
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT id, account, status, fetched_digest FROM snapshots"))
+            assert rows.all() == [(1, "acme", "complete", None)]
     finally:
         engine.dispose()
 
@@ -178,7 +189,7 @@ def test_a_sqlite_file_another_process_made_meanwhile_is_used(
     engine = store.make_engine(f"sqlite:///{path}")
     monkeypatch.undo()
     try:
-        assert store.upgrade(engine) == (None, "0002")
+        assert store.upgrade(engine) == (None, "0003")
     finally:
         engine.dispose()
 
@@ -208,7 +219,7 @@ def test_a_new_sqlite_file_locked_by_another_process_is_waited_for(tmp_path: Pat
         timer = threading.Timer(0.3, other.execute, ("COMMIT",))
         timer.start()
         try:
-            assert store.upgrade(patient) == (None, "0002")
+            assert store.upgrade(patient) == (None, "0003")
         finally:
             timer.join()
         with patient.connect() as conn:
@@ -294,5 +305,5 @@ def test_the_wheel_carries_the_migrations(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [
         str(target / "inventory" / "__init__.py"),
-        f"sqlite:///{tmp_path / 'w.db'}: migrated from empty to 0002",
+        f"sqlite:///{tmp_path / 'w.db'}: migrated from empty to 0003",
     ]

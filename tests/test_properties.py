@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from sqlalchemy import Engine, select
 
 from inventory import models as m
+from inventory import records as records_module
 from inventory import store
 from inventory.config import (
     Account,
@@ -225,13 +226,20 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Engine:
     return eng
 
 
+# Chunks of about eight items (as syncs cut them), and of one item each, so that the rows
+# of a changed integration are compared chunk by chunk in every way.
+@pytest.mark.parametrize("chunk_mask", [records_module.CHUNK_MASK, 0])
 @settings(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-@given(account_states)
+@given(states=account_states)
 def test_history_versions_and_events_agree_for_any_sequence_of_states(
-    engine: Engine, states: list[dict[tuple[str, str], dict[str, Any]]]
+    engine: Engine,
+    monkeypatch: pytest.MonkeyPatch,
+    chunk_mask: int,
+    states: list[dict[tuple[str, str], dict[str, Any]]],
 ) -> None:
+    monkeypatch.setattr(records_module, "CHUNK_MASK", chunk_mask)
     integration = f"prop{next(counter)}"
     current: dict[str, Any] = {}
     transport = httpx.MockTransport(lambda request: httpx.Response(200, json=current["body"]))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import zlib
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -384,7 +385,7 @@ def test_the_digest_changes_with_the_parsing_code() -> None:
     header = hashlib.sha256(
         "\x00".join(
             (
-                "zis-inventory fetched set 1",
+                "zis-inventory fetched set 2",
                 f"{__version__} {code}",
                 repr(COMMON_FIELDS),
                 repr(sorted(TYPE_FIELDS.items())),
@@ -393,3 +394,62 @@ def test_the_digest_changes_with_the_parsing_code() -> None:
         ).encode()
     )
     assert fetched_digest().hexdigest() == header.hexdigest()
+    # A chunk's digest starts from the same header; the whole set's is taken over the
+    # chunks' digests.
+    digest = fetched_digest()
+    item = {"name": "b1", "allowed_domain": "x.com", "token": SENTINEL}
+    parse_page({"bearer_token": [item]}, where="acme/crm", page=1, digest=digest)
+    chunk = header.copy()
+    chunk.update(b"bearer_token\x00b1\x00x.com\x00\x00\x00")
+    assert digest.chunks() == [chunk.digest()]
+    whole = header.copy()
+    whole.update(chunk.digest())
+    assert digest.hexdigest() == whole.hexdigest()
+
+
+def api_keys(names: list[str]) -> list[dict[str, Any]]:
+    return [sample_item("api_key", name) for name in names]
+
+
+def chunked(*pages: list[dict[str, Any]]) -> records.FetchedDigest:
+    digest = fetched_digest()
+    for number, items in enumerate(pages, 1):
+        parse_page({"api_key": items}, where="acme/crm", page=number, digest=digest)
+    return digest
+
+
+NAMES = [f"crm_key_{i:03d}" for i in range(60)]
+# The items whose names start a chunk, by the rule parse_page applies.
+STARTS = [i for i, n in enumerate(NAMES) if not zlib.crc32(n.encode()) & records.CHUNK_MASK]
+
+
+def test_chunks_are_cut_where_names_say_whatever_the_pages() -> None:
+    assert 5 <= len(STARTS) <= 15 and STARTS[0] != 0  # the test's names cut in between
+    whole = chunked(api_keys(NAMES))
+    assert whole.starts == [0, *STARTS]
+    assert len(whole.chunks()) == len(STARTS) + 1 and whole.count == 60
+    for size in (1, 7, STARTS[0], STARTS[0] + 1):
+        split = chunked(*(api_keys(NAMES[i : i + size]) for i in range(0, 60, size)))
+        assert (split.starts, split.chunks(), split.hexdigest()) == (
+            whole.starts,
+            whole.chunks(),
+            whole.hexdigest(),
+        )
+    empty = fetched_digest()
+    parse_page({"api_key": []}, where="acme/crm", page=1, digest=empty)
+    assert (empty.starts, empty.chunks(), empty.count) == ([], [], 0)
+
+
+def test_a_change_to_one_item_changes_the_chunk_it_is_in_and_no_other() -> None:
+    before = chunked(api_keys(NAMES)).chunks()
+    inside = STARTS[2] + 1  # in the chunk STARTS[2] begins (the fourth), not starting one
+    assert inside not in STARTS
+    modified = api_keys(NAMES)
+    modified[inside] = sample_item("api_key", NAMES[inside], allowed_domain="other.example")
+    removed = api_keys(NAMES[:inside] + NAMES[inside + 1 :])
+    added = api_keys([*NAMES[:inside], "crm_key_new", *NAMES[inside:]])
+    assert zlib.crc32(b"crm_key_new") & records.CHUNK_MASK  # it starts no chunk
+    for items in (modified, removed, added):
+        after = chunked(items).chunks()
+        assert len(after) == len(before)
+        assert [n for n, (a, b) in enumerate(zip(before, after, strict=True)) if a != b] == [3]

@@ -5,22 +5,24 @@ from __future__ import annotations
 
 import gc
 import json
+import random
 import sqlite3
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from inventory import models as m
-from inventory import store
+from inventory import records, store
 from inventory import sync as sync_module
 from inventory.config import (
     Account,
@@ -31,6 +33,7 @@ from inventory.config import (
     Settings,
     SyncSettings,
 )
+from inventory.diff import Diff
 from inventory.sync import RUN_GC_THRESHOLD, rare_collections
 from inventory.testing import (
     FakeZisServer,
@@ -118,7 +121,7 @@ def test_first_sync_records_every_connection_as_added(cli: Harness) -> None:
     seed(cli, {"acme": {"billing": 2, "crm": 1}, "globex": {"ops": 3}})
     result = cli.run("sync")
     assert result.code == 0, result.err
-    assert "database migrated from empty to 0002" in result.err
+    assert "database migrated from empty to 0003" in result.err
     keys = (
         expected_keys("acme", "billing", 2)
         | expected_keys("acme", "crm", 1)
@@ -249,7 +252,7 @@ def test_first_sync_records_every_connection_as_added(cli: Harness) -> None:
     ]
     assert result.out.splitlines()[-2:] == [
         "run 1: complete (3 of 3 snapshots complete)",
-        "  database migrated from empty to 0002",
+        "  database migrated from empty to 0003",
     ]
 
 
@@ -577,21 +580,26 @@ def test_a_binary_value_stored_by_hand_fails_that_snapshot_only(cli: Harness) ->
 
 
 class StateReads:
-    """The integrations whose stored rows a sync read, in order."""
+    """The integrations whose stored rows a sync read, and which rows (None: all)."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.integrations: list[str] = []
+        self.reads: list[tuple[str, frozenset[tuple[str, str]] | None]] = []
         load_state = store.IntegrationTransaction.load_state
 
-        def spy(tx: store.IntegrationTransaction) -> Any:
-            self.integrations.append(tx.integration)
-            return load_state(tx)
+        def spy(tx: store.IntegrationTransaction, keys: Any = None) -> Any:
+            self.reads.append((tx.integration, None if keys is None else frozenset(keys)))
+            return load_state(tx, keys)
 
         monkeypatch.setattr(store.IntegrationTransaction, "load_state", spy)
 
     def taken(self) -> list[str]:
-        taken, self.integrations = sorted(self.integrations), []
-        return taken
+        """The integrations read since the last call, in name order."""
+        return sorted(integration for integration, _ in self.rows())
+
+    def rows(self) -> list[tuple[str, frozenset[tuple[str, str]] | None]]:
+        """What was read since the last call, in name order."""
+        reads, self.reads = sorted(self.reads, key=lambda r: r[0]), []
+        return reads
 
 
 def digests(url: str) -> list[tuple[Any, ...]]:
@@ -600,6 +608,7 @@ def digests(url: str) -> list[tuple[Any, ...]]:
 
 
 def test_pages_the_same_as_the_last_applied_ones_compare_no_rows(cli: Harness) -> None:
+    cli.monkeypatch.setattr(records, "CHUNK_MASK", 0)  # each item a chunk of its own
     seed(cli, {"acme": {"billing": 2, "crm": 2}})
     reads = StateReads(cli.monkeypatch)
     assert cli.run("sync").code == 0
@@ -608,7 +617,7 @@ def test_pages_the_same_as_the_last_applied_ones_compare_no_rows(cli: Harness) -
     assert reads.taken() == []  # nothing changed: no stored row read
     cli.zis.update("acme", "crm", "oauth", "crm_oauth_1", permission_scope="read")
     assert cli.run("sync").code == 0
-    assert reads.taken() == ["crm"]
+    assert reads.rows() == [("crm", {("oauth", "crm_oauth_1")})]  # that row only
     assert cli.run("sync", "--compare-all").code == 0
     assert reads.taken() == ["billing", "crm"]
     assert {c for c in changes(cli.db_url) if c[3] != "added"} == {
@@ -625,6 +634,16 @@ def test_pages_the_same_as_the_last_applied_ones_compare_no_rows(cli: Harness) -
     assert len(billing) == len(crm) == 4
     assert len(set(billing)) == 1 and crm[0] == crm[1] != crm[2] == crm[3]
     assert all(len(d) == 64 and int(d, 16) >= 0 for d in billing + crm)
+    # The chunk digests kept are the last snapshot's: one per connection here.
+    assert kept_chunks(cli.db_url) == {
+        ("billing", max(i for i, n, _, _ in rows if n == "billing"), 8 * 32),
+        ("crm", max(i for i, n, _, _ in rows if n == "crm"), 8 * 32),
+    }
+
+
+def kept_chunks(url: str) -> set[tuple[Any, ...]]:
+    f = m.FetchedChunks
+    return query(url, select(f.integration, f.snapshot_id, func.length(f.chunks)))
 
 
 def test_rows_inserted_or_deleted_by_hand_are_compared(cli: Harness) -> None:
@@ -667,11 +686,93 @@ def test_a_held_snapshot_is_not_taken_for_the_stored_rows(cli: Harness) -> None:
     assert cli.run("sync").code == 1
     assert reads.taken() == ["billing", "billing"]
     assert [r[4] for r in snapshots(cli.db_url)] == ["complete", "held", "held"]
+    ((first, *_),) = snapshots(cli.db_url)[:1]
+    assert {r[:2] for r in kept_chunks(cli.db_url)} == {("billing", first)}  # applied only
     assert cli.run("sync", "--accept-removals").code == 0
     assert reads.taken() == ["billing"]
     assert present(cli.db_url) == {("acme", "billing", t, i["name"]) for t, i in kept}
     assert cli.run("sync").code == 0
     assert reads.taken() == []
+
+
+def test_comparing_the_changed_chunks_finds_what_comparing_every_row_finds(
+    cli: Harness,
+) -> None:
+    """Over rounds of random changes (modified, removed, added, restored, a row deleted or
+    marked removed by hand), each snapshot's diff over the rows of its changed chunks is
+    the diff over every row, to the order of the events; and it reads fewer rows."""
+    cli.monkeypatch.setattr(records, "CHUNK_MASK", 3)  # about four items per chunk
+    seed(cli, {"acme": {"billing": 30}})
+    compare = sync_module._compare
+    partial: list[int] = []
+
+    def both(ctx: Any, tx: store.IntegrationTransaction, *args: Any) -> Diff:
+        every_row = compare(replace(ctx, compare_all=True), tx, *args)
+        reads.rows()
+        got = compare(ctx, tx, *args)
+        partial.extend(len(keys) for _, keys in reads.rows() if keys is not None)
+        assert got == every_row
+        return got
+
+    cli.monkeypatch.setattr(sync_module, "_compare", both)
+    reads = StateReads(cli.monkeypatch)
+    assert cli.run("sync").code == 0
+    fake = cli.zis.integration("acme", "billing")
+    rng = random.Random(7)
+    gone: list[tuple[str, dict[str, Any]]] = []
+    engine = store.make_engine(cli.db_url)
+    try:
+        for round_ in range(8):
+            for type_name, name in rng.sample(sorted(fake.items), 5):
+                kind = rng.randrange(3)
+                if kind == 0:
+                    gone.append((type_name, cli.zis.delete("acme", "billing", type_name, name)))
+                elif kind == 1:
+                    cli.zis.update(
+                        "acme", "billing", type_name, name, allowed_domain=f"r{round_}.example"
+                    )
+                else:
+                    new = f"billing_{type_name}_new_{round_}"
+                    cli.zis.put("acme", "billing", type_name, sample_item(type_name, new))
+            if gone and round_ % 2:
+                cli.zis.put("acme", "billing", *gone.pop(0))  # restored
+            if round_ in (3, 5):  # a row of an unchanged connection, changed by hand
+                c = m.Connection.__table__
+                (type_name, name), *_ = sorted(fake.items)
+                with engine.begin() as conn:
+                    where = (c.c.type == type_name) & (c.c.name == name)
+                    if round_ == 3:
+                        conn.execute(c.delete().where(where))
+                    else:
+                        conn.execute(c.update().where(where).values(removed_at=datetime.now(UTC)))
+            assert cli.run("sync").code == 0
+            want = {("acme", "billing", t, n) for t, n in fake.items}
+            assert present(cli.db_url) == want
+    finally:
+        engine.dispose()
+    rows = 120 + 8 * 5  # at most
+    assert len(partial) >= 5 and all(0 < n < rows // 2 for n in partial), partial
+
+
+def test_the_changed_chunks_come_in_the_order_every_connection_is_compared_in(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """By type, then as the pages gave them, as ``connections`` gives them all."""
+    monkeypatch.setattr(records, "CHUNK_MASK", 0)  # each item a chunk of its own
+    fetched = sync_module.Fetched()
+    pages = [
+        {"oauth": [{"name": "o1"}], "api_key": [{"name": "a1"}]},
+        {"api_key": [{"name": "a2"}], "oauth": [{"name": "o2"}]},
+    ]
+    for number, body in enumerate(pages, 1):
+        parsed = records.parse_page(body, where="acme/crm", page=number, digest=fetched.digest)
+        assert all(fetched.add(c) for c in parsed.connections)
+    assert [c.name for c in fetched.connections()] == ["o1", "o2", "a1", "a2"]
+    _, a1, _, o2 = fetched.digest.chunks()  # o1, a1, a2, o2: as the pages gave them
+    changed, unchanged = fetched.split({a1, o2})
+    assert ([c.name for c in changed], unchanged) == (["o1", "a2"], 2)
+    changed, unchanged = fetched.split({a1})
+    assert ([c.name for c in changed], unchanged) == (["o1", "o2", "a2"], 1)
 
 
 def test_pagination_loop_fails_the_snapshot(cli: Harness) -> None:
@@ -787,7 +888,7 @@ def test_no_migrate_refuses_an_empty_database(cli: Harness) -> None:
     result = cli.run("sync", "--no-migrate")
     assert result.code == 1
     assert (
-        "database error: database is empty, not at schema head 0002; run 'python -m inventory db upgrade'"
+        "database error: database is empty, not at schema head 0003; run 'python -m inventory db upgrade'"
         in result.err
     )
     assert cli.zis.requests == []
@@ -803,15 +904,15 @@ def test_db_commands(cli: Harness) -> None:
     shown = store.safe_url(cli.db_url)
     assert (
         cli.run("db", "current", "--config", cfg).out
-        == f"{shown}: revision none (empty), head 0002: needs 'db upgrade'\n"
+        == f"{shown}: revision none (empty), head 0003: needs 'db upgrade'\n"
     )
     assert (
-        cli.run("db", "upgrade", "--config", cfg).out == f"{shown}: migrated from empty to 0002\n"
+        cli.run("db", "upgrade", "--config", cfg).out == f"{shown}: migrated from empty to 0003\n"
     )
-    assert cli.run("db", "upgrade", "--config", cfg).out == f"{shown}: already at revision 0002\n"
+    assert cli.run("db", "upgrade", "--config", cfg).out == f"{shown}: already at revision 0003\n"
     assert (
         cli.run("db", "current", "--config", cfg).out
-        == f"{shown}: revision 0002, head 0002: up to date\n"
+        == f"{shown}: revision 0003, head 0003: up to date\n"
     )
 
 
