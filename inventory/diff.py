@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Container, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import NamedTuple
@@ -97,14 +97,14 @@ def narrow(
     changed: Iterable[Connection],
     unchanged: int,
     stored: Mapping[str, Mapping[str, int]],
-    fetched: Mapping[str, Container[str]],
+    fetched: Mapping[str, Mapping[str, object]],
 ) -> tuple[set[Key], int] | None:
     """What a diff over some of the stored rows needs, when all but ``changed`` of the
     fetched connections (``unchanged`` of them) are known to equal their rows if those are
     present: the keys of the rows to compare ``changed`` with (theirs, and those of the
     present rows no fetched connection has: removals), and how many rows are present.
-    ``stored`` maps the type and name of every row to whether it is marked removed;
-    ``fetched`` maps each fetched type to its names.
+    ``stored`` maps the type and name of every row to whether it is marked removed (1 or
+    0); ``fetched`` maps each fetched type to a mapping whose keys are its names.
 
     ``diff(rows of those keys, changed)``, with ``present_before`` set to that count, is
     then ``diff(all rows, fetched)``: the connections left out would give no event, and
@@ -120,13 +120,11 @@ def narrow(
             matched += not removed
     present = 0
     for type_name, named in stored.items():
-        here = fetched.get(type_name, ())
-        for name, removed in named.items():
-            if not removed:
-                present += 1
-                if name not in here:
-                    needed.add((type_name, name))
-                    matched += 1
+        present += len(named) - sum(named.values())
+        for name in named.keys() - fetched.get(type_name, {}).keys():
+            if not named[name]:  # present, and fetched no more
+                needed.add((type_name, name))
+                matched += 1
     return (needed, present) if present == unchanged + matched else None
 
 

@@ -138,6 +138,7 @@ class SharedValues:
 # eight items per chunk, wherever the item stands on its page.
 CHUNK_MASK = 0b111
 CHUNK_DIGEST_SIZE = 32  # bytes: SHA-256
+_HEADER_DIGEST = hashlib.sha256(_DIGEST_HEADER).digest()
 
 
 class FetchedDigest:
@@ -149,20 +150,20 @@ class FetchedDigest:
     holds; the type says how many values follow, so two different sequences of items never
     give the same tokens. The items are cut into chunks where a name says so (CHUNK_MASK),
     so that adding, removing or changing an item changes the chunk it is in and no other.
-    A chunk's digest is SHA-256 over the header and its items' tokens; the whole set's is
-    SHA-256 over the header and every chunk's digest, in page order. Parsing is
-    deterministic, so the same digest (under the same header, which names the parsing
-    code) means the same records: the whole set's, the same records in the same order; a
-    chunk's, the same items in the same order. The converse does not hold (a timestamp
-    written another way, items reordered): a different digest only means "compare record
-    by record"."""
+    A chunk's digest is SHA-256 over its items' tokens; the whole set's is SHA-256 over
+    the header and every chunk's digest, in page order, and the chunk digests are kept
+    after the header's own digest (``kept``), so that they are only ever compared with
+    chunk digests the same parsing made. Parsing is deterministic, so the same digest
+    (under the same header, which names the parsing code) means the same records: the
+    whole set's, the same records in the same order; a chunk's, the same items in the
+    same order. The converse does not hold (a timestamp written another way, items
+    reordered): a different digest only means "compare record by record"."""
 
     def __init__(self) -> None:
         self.count = 0  # items taken
         self.starts: list[int] = []  # the index in page order of each chunk's first item
         self._done: list[bytes] = []  # the digests of the chunks before the open one
-        self._base = hashlib.sha256(_DIGEST_HEADER)
-        self._open = self._base.copy()
+        self._open: list[str] = []  # the open chunk's tokens
 
     def take(self, tokens: list[str], breaks: list[tuple[int, int]], items: int) -> None:
         """One page: its items' ``tokens``, and (token index, item index on the page) of
@@ -171,34 +172,39 @@ class FetchedDigest:
         if not self.count and items and (not breaks or breaks[0][1]):
             self.starts.append(0)  # the first item starts the first chunk
         for token, item in breaks:
-            if token > at:
-                self._feed(tokens[at:token])
             if self.count + item:  # the open chunk holds the items before this one
-                self._close()
+                self._open += tokens[at:token]
+                self._done.append(_chunk_digest(self._open))
+                self._open = []
             self.starts.append(self.count + item)
             at = token
-        if len(tokens) > at:
-            self._feed(tokens[at:])
+        self._open += tokens[at:]
         self.count += items
-
-    def _feed(self, tokens: list[str]) -> None:
-        tokens.append("")  # the last token's NUL
-        self._open.update("\x00".join(tokens).encode())
-
-    def _close(self) -> None:
-        self._done.append(self._open.digest())
-        self._open = self._base.copy()
 
     def chunks(self) -> list[bytes]:
         """Each chunk's digest, in page order (``starts`` gives where each begins)."""
-        return [*self._done, self._open.digest()] if self.count else []
+        return [*self._done, _chunk_digest(self._open)] if self.count else []
 
     def hexdigest(self) -> str:
         """The whole set's digest."""
-        whole = self._base.copy()
-        for chunk in self.chunks():
-            whole.update(chunk)
-        return whole.hexdigest()
+        return hashlib.sha256(_DIGEST_HEADER + b"".join(self.chunks())).hexdigest()
+
+    def kept(self) -> bytes:
+        """The chunk digests as they are kept (``chunk_set`` reads them back)."""
+        return _HEADER_DIGEST + b"".join(self.chunks())
+
+
+def _chunk_digest(tokens: list[str]) -> bytes:
+    return hashlib.sha256(("\x00".join(tokens) + "\x00").encode()).digest()
+
+
+def chunk_set(kept: bytes) -> frozenset[bytes] | None:
+    """The chunk digests ``FetchedDigest.kept`` gave, or None when the parsing that took
+    them was another (or the bytes are not such digests): nothing to compare them with."""
+    size = CHUNK_DIGEST_SIZE
+    if len(kept) % size or kept[:size] != _HEADER_DIGEST:
+        return None
+    return frozenset(kept[i : i + size] for i in range(size, len(kept), size))
 
 
 def fetched_digest() -> FetchedDigest:
@@ -267,12 +273,19 @@ def parse_page(
             raise ResponseError(
                 f"{where}: page {page}: {type_name!r} must be an array, got {_kind(items)}"
             )
+        if tokens is None:
+            for index, item in enumerate(items):
+                connections.append(
+                    parse_item(type_name, item, where=where, page=page, index=index, shared=shared)
+                )
+            continue
+        crc32, mask = zlib.crc32, CHUNK_MASK
         for index, item in enumerate(items):
-            at = len(tokens) if tokens is not None else 0
+            at = len(tokens)
             connection = parse_item(
                 type_name, item, where=where, page=page, index=index, shared=shared, tokens=tokens
             )
-            if tokens is not None and not zlib.crc32(connection.name.encode()) & CHUNK_MASK:
+            if not crc32(connection[1].encode()) & mask:  # its name starts a chunk
                 breaks.append((at, len(connections)))
             connections.append(connection)
     if digest is not None:

@@ -46,7 +46,7 @@ from . import models as m
 from .config import Settings
 from .diff import Diff, Event, Key, Stored
 from .errors import ConfigError, DatabaseError, SnapshotError
-from .records import CHUNK_DIGEST_SIZE, METADATA_FIELDS, TIMESTAMP_FIELDS
+from .records import METADATA_FIELDS, TIMESTAMP_FIELDS, chunk_set
 from .records import Connection as Record
 
 log = logging.getLogger(__name__)
@@ -652,10 +652,7 @@ class IntegrationTransaction:
                 f.c.snapshot_id == last,
             )
         ).scalar()
-        if blob is None:
-            return None
-        size = CHUNK_DIGEST_SIZE
-        return frozenset(blob[i : i + size] for i in range(0, len(blob), size))
+        return None if blob is None else chunk_set(blob)
 
     def _keep_chunks(self, snapshot_id: int, chunks: bytes) -> None:
         """The chunk digests of this applied snapshot, in place of the last one's. When

@@ -15,6 +15,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from itertools import groupby
+from operator import itemgetter
 
 import httpx
 from sqlalchemy import Engine
@@ -104,16 +106,31 @@ class Fetched:
     digest: FetchedDigest = field(default_factory=fetched_digest)  # of every page, in order
     in_order: list[Connection] = field(default_factory=list)  # as the pages gave them
 
-    def add(self, connection: Connection) -> bool:
-        """False when the key is already here. Kept by type, then name: no key tuple per
-        connection."""
-        named = self.by_type.setdefault(connection.type, {})
-        if connection.name in named:
-            return False
-        named[connection.name] = connection
-        self.in_order.append(connection)
-        self.count += 1
-        return True
+    def add(self, connections: list[Connection]) -> Connection | None:
+        """One page's connections, as ``parse_page`` gives them (each type's together);
+        the first one whose key is already here (or twice on the page) stops it and is
+        returned. Kept by type, then name: no key tuple per connection, and each type's
+        run of the page goes in with one ``dict.update``."""
+        for type_name, run in groupby(connections, key=itemgetter(0)):
+            same_type = list(run)
+            named = self.by_type.setdefault(type_name, {})
+            before = len(named)
+            named.update(zip(map(itemgetter(1), same_type), same_type, strict=True))
+            if len(named) != before + len(same_type):
+                return self._repeated(same_type)
+            self.in_order += same_type
+            self.count += len(same_type)
+        return None
+
+    def _repeated(self, same_type: list[Connection]) -> Connection:
+        """The first of ``same_type`` (just added to their type, overwriting) whose name
+        came before, in this run or in an earlier page."""
+        seen = {c.name for c in self.in_order if c.type == same_type[0].type}
+        for connection in same_type:
+            if connection.name in seen:
+                return connection
+            seen.add(connection.name)
+        raise AssertionError("no repeated name")  # the caller saw a repeated one
 
     def release(self) -> None:
         """Drop the records (the counts stay), once the diff holds what is needed."""
@@ -351,12 +368,12 @@ def fetch(
             page.body, where=where, page=page.number, shared=shared, digest=into.digest
         )
         into.pages = page.number
-        for connection in parsed.connections:
-            if not into.add(connection):
-                raise ResponseError(
-                    f"{where}: page {page.number}: {connection.type} connection "
-                    f"{connection.name!r} appears twice (the account changed while paging?)"
-                )
+        connection = into.add(parsed.connections)
+        if connection is not None:
+            raise ResponseError(
+                f"{where}: page {page.number}: {connection.type} connection "
+                f"{connection.name!r} appears twice (the account changed while paging?)"
+            )
         into.unknown_types |= parsed.unknown_types
 
 
@@ -503,6 +520,7 @@ def _apply(
                 )
                 return result
             chunks = fetched.digest.chunks()
+            kept = fetched.digest.kept()
             changes = _compare(ctx, tx, fetched, digest, frozenset(chunks))
             fetched.release()  # the diff holds what is still needed
             reason = None
@@ -522,7 +540,7 @@ def _apply(
                 row = replace(
                     row, counts=(result.added, result.removed, result.modified, result.restored)
                 )
-            result.snapshot_id = tx.write(row, changes, started, b"".join(chunks))
+            result.snapshot_id = tx.write(row, changes, started, kept)
             return result
     except SQLAlchemyError as exc:
         message = f"{account}/{name}: database error while writing the snapshot: " + (

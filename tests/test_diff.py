@@ -129,10 +129,10 @@ def names_of(stored: dict[tuple[str, str], Stored]) -> dict[str, dict[str, int]]
     return named
 
 
-def by_type(fetched: list[Connection]) -> dict[str, set[str]]:
-    named: dict[str, set[str]] = {}
+def by_type(fetched: list[Connection]) -> dict[str, dict[str, Connection]]:
+    named: dict[str, dict[str, Connection]] = {}
     for c in fetched:
-        named.setdefault(c.type, set()).add(c.name)
+        named.setdefault(c.type, {})[c.name] = c
     return named
 
 

@@ -394,17 +394,22 @@ def test_the_digest_changes_with_the_parsing_code() -> None:
         ).encode()
     )
     assert fetched_digest().hexdigest() == header.hexdigest()
-    # A chunk's digest starts from the same header; the whole set's is taken over the
-    # chunks' digests.
+    # The whole set's digest is taken over the chunks' digests after the header, and the
+    # chunks' digests are kept after the header's: read back under another header (other
+    # parsing code), they are not used.
     digest = fetched_digest()
     item = {"name": "b1", "allowed_domain": "x.com", "token": SENTINEL}
     parse_page({"bearer_token": [item]}, where="acme/crm", page=1, digest=digest)
-    chunk = header.copy()
-    chunk.update(b"bearer_token\x00b1\x00x.com\x00\x00\x00")
-    assert digest.chunks() == [chunk.digest()]
+    chunk = hashlib.sha256(b"bearer_token\x00b1\x00x.com\x00\x00\x00").digest()
+    assert digest.chunks() == [chunk]
     whole = header.copy()
-    whole.update(chunk.digest())
+    whole.update(chunk)
     assert digest.hexdigest() == whole.hexdigest()
+    assert digest.kept() == header.digest() + chunk
+    assert records.chunk_set(digest.kept()) == {chunk}
+    other = hashlib.sha256(b"another header").digest()
+    for kept in (other + chunk, digest.kept()[:-1], b""):
+        assert records.chunk_set(kept) is None
 
 
 def api_keys(names: list[str]) -> list[dict[str, Any]]:

@@ -634,10 +634,11 @@ def test_pages_the_same_as_the_last_applied_ones_compare_no_rows(cli: Harness) -
     assert len(billing) == len(crm) == 4
     assert len(set(billing)) == 1 and crm[0] == crm[1] != crm[2] == crm[3]
     assert all(len(d) == 64 and int(d, 16) >= 0 for d in billing + crm)
-    # The chunk digests kept are the last snapshot's: one per connection here.
+    # The chunk digests kept are the last snapshot's: one per connection here, after the
+    # header's.
     assert kept_chunks(cli.db_url) == {
-        ("billing", max(i for i, n, _, _ in rows if n == "billing"), 8 * 32),
-        ("crm", max(i for i, n, _, _ in rows if n == "crm"), 8 * 32),
+        ("billing", max(i for i, n, _, _ in rows if n == "billing"), 32 + 8 * 32),
+        ("crm", max(i for i, n, _, _ in rows if n == "crm"), 32 + 8 * 32),
     }
 
 
@@ -766,7 +767,7 @@ def test_the_changed_chunks_come_in_the_order_every_connection_is_compared_in(
     ]
     for number, body in enumerate(pages, 1):
         parsed = records.parse_page(body, where="acme/crm", page=number, digest=fetched.digest)
-        assert all(fetched.add(c) for c in parsed.connections)
+        assert fetched.add(parsed.connections) is None
     assert [c.name for c in fetched.connections()] == ["o1", "o2", "a1", "a2"]
     _, a1, _, o2 = fetched.digest.chunks()  # o1, a1, a2, o2: as the pages gave them
     changed, unchanged = fetched.split({a1, o2})
@@ -1089,3 +1090,61 @@ def test_no_more_integrations_are_held_than_fetch_workers(
     engine.dispose()
     assert [s.status for s in result.snapshots] == ["complete"] * 8
     assert (held[0], most[0]) == (0, 3)
+
+
+def sync_pages(tmp_path: Path, pages: list[dict[str, Any]]) -> tuple[Any, set[tuple[Any, ...]]]:
+    """One sync of integration acme/crm whose pages are ``pages``: its result, and the
+    connections present afterwards."""
+
+    def page(request: httpx.Request) -> httpx.Response:
+        number = int(request.url.params.get("page[after]", "0"))
+        more = number + 1 < len(pages)
+        meta = {"has_more": more, "after": str(number + 1) if more else None}
+        return httpx.Response(200, json={**pages[number], "meta": meta})
+
+    transport = httpx.MockTransport(page)
+    account = Account(
+        "acme", "https://acme.zendesk.com", (Integration("acme", "crm", Secret("t")),)
+    )
+    url = f"sqlite:///{tmp_path / 'pages.db'}"
+    settings = Settings(
+        "(test)", url, DatabaseSettings(), SyncSettings(), ScheduleSettings(), (account,)
+    )
+    engine = store.engine_for(settings)
+    try:
+        store.ensure_schema(engine, migrate=True)
+        result = sync_module.run_sync(settings, engine, transport=lambda a: transport)
+    finally:
+        engine.dispose()
+    return result, present(url)
+
+
+@pytest.mark.parametrize(
+    ("pages", "error"),
+    [
+        (  # on a later page
+            [{"api_key": [{"name": "a"}, {"name": "b"}]}, {"api_key": [{"name": "c"}, {"name": "b"}]}],
+            "acme/crm: page 2: api_key connection 'b' appears twice (the account changed while paging?)",
+        ),
+        (  # on the same page
+            [{"oauth": [{"name": "x"}]}, {"basic_auth": [{"name": "y"}, {"name": "z"}, {"name": "y"}]}],
+            "acme/crm: page 2: basic_auth connection 'y' appears twice (the account changed while paging?)",
+        ),
+    ],
+)  # fmt: skip
+def test_a_connection_twice_in_one_fetch_fails_the_snapshot_naming_it(
+    tmp_path: Path, pages: list[dict[str, Any]], error: str
+) -> None:
+    result, rows = sync_pages(tmp_path, pages)
+    assert [(s.status, s.error) for s in result.snapshots] == [("failed", error)]
+    assert rows == set()
+
+
+def test_one_name_in_two_types_is_two_connections(tmp_path: Path) -> None:
+    pages = [
+        {"api_key": [{"name": "a"}], "oauth": [{"name": "a"}]},
+        {"basic_auth": [{"name": "a"}]},
+    ]
+    result, rows = sync_pages(tmp_path, pages)
+    assert [s.status for s in result.snapshots] == ["complete"]
+    assert rows == {("acme", "crm", t, "a") for t in ("api_key", "oauth", "basic_auth")}
