@@ -229,6 +229,13 @@ def test_sqlite_stores_and_reads_the_same_rows_with_or_without_its_json_function
             with store.integration_transaction(engine, "acme", "crm") as tx:
                 assert tx.json is (way == "json")
                 state = tx.load_state()
+                names = tx.load_names()
+                # Some rows by key (across chunks of 4), one key without a row, and one
+                # with a NUL, which the JSON way cannot carry and leaves to a full read.
+                keys = {("api_key", "api_key_0"), ("basic_auth", "b1"), ("basic_auth", "b2")}
+                keys |= {("oauth", f"oauth_{i}") for i in range(4)} | {("oauth", "gone")}
+                picked = tx.load_state(keys)
+                with_nul = tx.load_state(keys | {("basic_auth", "b\x00")})
             dumps.append(sqlite_rows(engine))
         finally:
             engine.dispose()
@@ -236,6 +243,12 @@ def test_sqlite_stores_and_reads_the_same_rows_with_or_without_its_json_function
             **{(c.type, c.name): (c, True) for c in third[3:7]},
             **{(c.type, c.name): (c, False) for c in fourth},
         }
+        assert names == {
+            t: {n: int(s.removed) for (t2, n), s in state.items() if t2 == t}
+            for t in ("api_key", "basic_auth", "oauth")
+        }
+        assert picked == with_nul == {k: state[k] for k in keys if k in state}
+        assert len(picked) == 7
         states.append(state)
     assert dumps[0] == dumps[1]
     assert states[0] == states[1]
