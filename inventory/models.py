@@ -159,7 +159,8 @@ class FetchedChunks(Base):
     account: Mapped[str] = mapped_column(primary_key=True)
     integration: Mapped[str] = mapped_column(primary_key=True)
     snapshot_id: Mapped[int] = mapped_column(ForeignKey("snapshots.id"))
-    chunks: Mapped[bytes] = mapped_column(LargeBinary)  # 32 bytes per chunk, in page order
+    # The parsing header's SHA-256, then each chunk's, in page order: 32 bytes each.
+    chunks: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class Connection(MetadataColumns, Base):
