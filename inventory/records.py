@@ -162,7 +162,7 @@ class FetchedDigest:
     def __init__(self) -> None:
         self.count = 0  # items taken
         self.starts: list[int] = []  # the index in page order of each chunk's first item
-        self._done: list[bytes] = []  # the digests of the chunks before the open one
+        self._done = bytearray()  # the digests of the chunks before the open one
         self._open: list[str] = []  # the open chunk's tokens
 
     def take(self, tokens: list[str], breaks: list[tuple[int, int]], items: int) -> None:
@@ -174,7 +174,7 @@ class FetchedDigest:
         for token, item in breaks:
             if self.count + item:  # the open chunk holds the items before this one
                 self._open += tokens[at:token]
-                self._done.append(_chunk_digest(self._open))
+                self._done += _chunk_digest(self._open)
                 self._open = []
             self.starts.append(self.count + item)
             at = token
@@ -183,15 +183,20 @@ class FetchedDigest:
 
     def chunks(self) -> list[bytes]:
         """Each chunk's digest, in page order (``starts`` gives where each begins)."""
-        return [*self._done, _chunk_digest(self._open)] if self.count else []
+        joined, size = self._joined(), CHUNK_DIGEST_SIZE
+        return [joined[i : i + size] for i in range(0, len(joined), size)]
 
     def hexdigest(self) -> str:
         """The whole set's digest."""
-        return hashlib.sha256(_DIGEST_HEADER + b"".join(self.chunks())).hexdigest()
+        return hashlib.sha256(_DIGEST_HEADER + self._joined()).hexdigest()
 
     def kept(self) -> bytes:
         """The chunk digests as they are kept (``chunk_set`` reads them back)."""
-        return _HEADER_DIGEST + b"".join(self.chunks())
+        return _HEADER_DIGEST + self._joined()
+
+    def _joined(self) -> bytes:
+        """Every chunk's digest, one after the other."""
+        return bytes(self._done) + _chunk_digest(self._open) if self.count else b""
 
 
 def _chunk_digest(tokens: list[str]) -> bytes:

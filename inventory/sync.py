@@ -519,9 +519,8 @@ def _apply(
                     replace(row, superseded_by=newer), diff({}, []), started
                 )
                 return result
-            chunks = fetched.digest.chunks()
+            changes = _compare(ctx, tx, fetched, digest)
             kept = fetched.digest.kept()
-            changes = _compare(ctx, tx, fetched, digest, frozenset(chunks))
             fetched.release()  # the diff holds what is still needed
             reason = None
             if not ctx.accept_removals:
@@ -554,7 +553,6 @@ def _compare(
     tx: store.IntegrationTransaction,
     fetched: Fetched,
     digest: str,
-    chunks: Set[bytes],
 ) -> Diff:
     """The diff of a fetched set with the integration's rows, reading as few rows as what
     the last applied snapshot fetched allows: none when its pages were the same, those of
@@ -579,10 +577,9 @@ def _compare(
     if len(state) != len(needed):  # a key the names gave and the row read did not find
         return diff(tx.load_state(), fetched.connections())
     log.debug(
-        "%s: %d of %d chunks as last applied: %d rows compared",
+        "%s: %d connections in chunks not as last applied: %d rows compared",
         where,
-        len(chunks & before),
-        len(chunks),
+        len(changed),
         len(state),
     )
     changes = diff(state, changed)
