@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator, Sequence, Set
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import cache
+from functools import cache, cached_property
 from importlib.resources import files
 from itertools import islice
 from pathlib import Path
@@ -613,10 +613,22 @@ class IntegrationTransaction:
         self.written = dict.fromkeys((CONNECTIONS.name, VERSIONS.name, CHANGES.name), 0)
         self.same_as: int | None = None  # the last applied snapshot, when its pages match
 
+    @cached_property
+    def last_applied(self) -> tuple[int, datetime, str | None] | None:
+        """The id, start and fetched digest of the integration's last applied snapshot, read
+        once, under the lock and before this transaction writes a snapshot."""
+        t = SNAPSHOTS
+        query = _last_applied(
+            self.account, self.integration, t.c.id, t.c.started_at, t.c.fetched_digest
+        )
+        row = self.conn.execute(query).one_or_none()
+        return None if row is None else (row[0], row[1], row[2])
+
     def newer_snapshot(self, started_at: datetime) -> int | None:
-        """An applied complete snapshot of this integration that started at or after ours."""
-        query = _last_applied(self.account, self.integration, SNAPSHOTS.c.id, since=started_at)
-        return self.conn.execute(query).scalar()
+        """An applied complete snapshot of this integration that started at or after ours:
+        the last applied one, when it did."""
+        last = self.last_applied
+        return last[0] if last is not None and last[1] >= started_at else None
 
     def matches_last_applied(self, digest: str, count: int) -> bool:
         """Whether the integration's rows of connections are what a fetched set with this
@@ -624,10 +636,8 @@ class IntegrationTransaction:
         fetched pages with the same digest (applying a snapshot leaves the present rows
         equal to its fetched set, and only applying writes them), and as many rows are
         present, so that rows inserted or deleted by hand are not taken for it."""
-        t = SNAPSHOTS
-        last = _last_applied(self.account, self.integration, t.c.id, t.c.fetched_digest)
-        snapshot_id, last_digest = self.conn.execute(last).one_or_none() or (None, None)
-        if last_digest != digest:
+        last = self.last_applied
+        if last is None or last[2] != digest:
             return False
         c = CONNECTIONS
         present = select(func.count()).where(
@@ -637,19 +647,20 @@ class IntegrationTransaction:
         )
         if self.conn.execute(present).scalar_one() != count:
             return False
-        self.same_as = snapshot_id
+        self.same_as = last[0]
         return True
 
     def last_applied_chunks(self) -> frozenset[bytes] | None:
         """The chunk digests of the fetched set of the integration's last applied snapshot,
         or None when they were not kept with it (applied before they were kept)."""
-        f = CHUNKS
-        last = _last_applied(self.account, self.integration, SNAPSHOTS.c.id).scalar_subquery()
+        f, last = CHUNKS, self.last_applied
+        if last is None:
+            return None
         blob = self.conn.execute(
             select(f.c.chunks).where(
                 f.c.account == self.account,
                 f.c.integration == self.integration,
-                f.c.snapshot_id == last,
+                f.c.snapshot_id == last[0],
             )
         ).scalar()
         return None if blob is None else chunk_set(blob)

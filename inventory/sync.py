@@ -33,7 +33,7 @@ from .errors import (
     ResponseError,
     SnapshotError,
 )
-from .records import Connection, FetchedDigest, SharedValues, fetched_digest, parse_page
+from .records import Connection, FetchedDigest, SharedValues, parse_page
 from .zis import ZisClient
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,7 @@ class Fetched:
     unknown_types: set[str] = field(default_factory=set)
     pages: int = 0
     count: int = 0
-    digest: FetchedDigest = field(default_factory=fetched_digest)  # of every page, in order
+    digest: FetchedDigest = field(default_factory=FetchedDigest)  # of every page, in order
     in_order: list[Connection] = field(default_factory=list)  # as the pages gave them
 
     def add(self, connections: list[Connection]) -> Connection | None:
@@ -559,26 +559,39 @@ def _compare(
     the chunks that changed when its chunk digests were kept, all of them otherwise (or
     with --compare-all). Applying a snapshot leaves the present rows equal to what it
     fetched, so a chunk it fetched holds items equal to their rows."""
-    where = f"{tx.account}/{tx.integration}"
-    if ctx.compare_all:
-        return diff(tx.load_state(), fetched.connections())
-    if tx.matches_last_applied(digest, fetched.count):
-        log.debug("%s: the pages of the last applied snapshot: no row compared", where)
-        return Diff(present_before=fetched.count)
+    if not ctx.compare_all:
+        if tx.matches_last_applied(digest, fetched.count):
+            log.debug(
+                "%s/%s: the pages of the last applied snapshot: no row compared",
+                tx.account,
+                tx.integration,
+            )
+            return Diff(present_before=fetched.count)
+        changes = _compare_changed_chunks(tx, fetched)
+        if changes is not None:
+            return changes
+    return diff(tx.load_state(), fetched.connections())
+
+
+def _compare_changed_chunks(tx: store.IntegrationTransaction, fetched: Fetched) -> Diff | None:
+    """The diff over the rows of the chunks not among those the last applied snapshot
+    kept, and of the removals; None when every row must be compared: no chunks were kept,
+    or the rows are not what that snapshot left."""
     before = tx.last_applied_chunks()
     if before is None:
-        return diff(tx.load_state(), fetched.connections())
+        return None
     changed, unchanged = fetched.split(before)
     narrowed = narrow(changed, unchanged, tx.load_names(), fetched.by_type)
     if narrowed is None:  # the rows are not what the last applied snapshot left
-        return diff(tx.load_state(), fetched.connections())
+        return None
     needed, present = narrowed
     state = tx.load_state(needed)
     if len(state) != len(needed):  # a key the names gave and the row read did not find
-        return diff(tx.load_state(), fetched.connections())
+        return None
     log.debug(
-        "%s: %d connections in chunks not as last applied: %d rows compared",
-        where,
+        "%s/%s: %d connections in chunks not as last applied: %d rows compared",
+        tx.account,
+        tx.integration,
         len(changed),
         len(state),
     )
