@@ -143,7 +143,7 @@ class Snapshot(Base):
     superseded_by: Mapped[int | None] = mapped_column(ForeignKey("snapshots.id"))
     accepted_removals: Mapped[bool] = mapped_column(Boolean, default=False)
     # SHA-256 (hex) of the allow-listed metadata of the pages a complete or held snapshot
-    # fetched, in order (records.fetched_digest): when the next snapshot's pages give the
+    # fetched, in order (records.FetchedDigest): when the next snapshot's pages give the
     # same, nothing changed and no row needs comparing.
     fetched_digest: Mapped[str | None] = mapped_column(String(64))
 

@@ -183,8 +183,7 @@ class FetchedDigest:
 
     def chunks(self) -> list[bytes]:
         """Each chunk's digest, in page order (``starts`` gives where each begins)."""
-        joined, size = self._joined(), CHUNK_DIGEST_SIZE
-        return [joined[i : i + size] for i in range(0, len(joined), size)]
+        return _digests(self._joined())
 
     def hexdigest(self) -> str:
         """The whole set's digest."""
@@ -209,12 +208,13 @@ def chunk_set(kept: bytes) -> frozenset[bytes] | None:
     size = CHUNK_DIGEST_SIZE
     if len(kept) % size or kept[:size] != _HEADER_DIGEST:
         return None
-    return frozenset(kept[i : i + size] for i in range(size, len(kept), size))
+    return frozenset(_digests(kept[size:]))
 
 
-def fetched_digest() -> FetchedDigest:
-    """A digest to pass to ``parse_page`` for every page of one integration, in order."""
-    return FetchedDigest()
+def _digests(joined: bytes) -> list[bytes]:
+    """Digests written one after the other, apart."""
+    size = CHUNK_DIGEST_SIZE
+    return [joined[i : i + size] for i in range(0, len(joined), size)]
 
 
 def parse_timestamp(text: str) -> datetime:
@@ -253,7 +253,7 @@ def parse_page(
 ) -> ParsedPage:
     """All connections of one page. ``where`` names the account/integration for errors;
     ``shared`` carries repeated values from one page of an integration to the next;
-    ``digest`` (from ``fetched_digest``) takes the page's items once they all parsed."""
+    ``digest`` (a ``FetchedDigest``) takes the page's items once they all parsed."""
     shared = shared if shared is not None else SharedValues()
     tokens: list[str] | None = None if digest is None else []
     breaks: list[tuple[int, int]] = []  # (token index, item index) of items starting a chunk
@@ -309,7 +309,7 @@ def parse_item(
     tokens: list[str] | None = None,
 ) -> Connection:
     """One item; with ``tokens``, its type, name and raw field texts are appended there
-    (see ``fetched_digest``)."""
+    (see ``FetchedDigest``)."""
     place = f"{where}: page {page}: {type_name}[{index}]"
     if not isinstance(item, Mapping):
         raise RecordError(f"{place}: item must be an object, got {_kind(item)}")

@@ -18,8 +18,8 @@ from inventory.records import (
     TIMESTAMP_FIELDS,
     TYPE_FIELDS,
     Connection,
+    FetchedDigest,
     SharedValues,
-    fetched_digest,
     format_timestamp,
     parse_item,
     parse_page,
@@ -303,7 +303,7 @@ def pages_digest(*bodies: dict[str, Any]) -> str:
 
 
 def pages_fetched_digest(*bodies: dict[str, Any]) -> records.FetchedDigest:
-    digest = fetched_digest()
+    digest = FetchedDigest()
     for number, body in enumerate(bodies, 1):
         parse_page(body, where="acme/crm", page=number, digest=digest)
     return digest
@@ -315,7 +315,7 @@ def crm_page() -> dict[str, Any]:
 
 def test_the_digest_of_the_same_pages_is_the_same_and_parsing_is_unchanged() -> None:
     page = crm_page()
-    digest = fetched_digest()
+    digest = FetchedDigest()
     with_digest = parse_page(page, where="acme/crm", page=1, digest=digest)
     assert with_digest == parse_page(page, where="acme/crm", page=1)
     assert digest.hexdigest() == pages_digest(crm_page()) == pages_digest(crm_page())
@@ -398,11 +398,11 @@ def test_the_digest_changes_with_the_parsing_code() -> None:
             )
         ).encode()
     )
-    assert fetched_digest().hexdigest() == header.hexdigest()
+    assert FetchedDigest().hexdigest() == header.hexdigest()
     # The whole set's digest is taken over the chunks' digests after the header, and the
     # chunks' digests are kept after the header's: read back under another header (other
     # parsing code), they are not used.
-    digest = fetched_digest()
+    digest = FetchedDigest()
     item = {"name": "b1", "allowed_domain": "x.com", "token": SENTINEL}
     parse_page({"bearer_token": [item]}, where="acme/crm", page=1, digest=digest)
     chunk = hashlib.sha256(b"bearer_token\x00b1\x00x.com\x00\x00\x00").digest()
@@ -422,7 +422,7 @@ def api_keys(names: list[str]) -> list[dict[str, Any]]:
 
 
 def chunked(*pages: list[dict[str, Any]]) -> records.FetchedDigest:
-    digest = fetched_digest()
+    digest = FetchedDigest()
     for number, items in enumerate(pages, 1):
         parse_page({"api_key": items}, where="acme/crm", page=number, digest=digest)
     return digest
@@ -445,7 +445,7 @@ def test_chunks_are_cut_where_names_say_whatever_the_pages() -> None:
             whole.chunks(),
             whole.hexdigest(),
         )
-    empty = fetched_digest()
+    empty = FetchedDigest()
     parse_page({"api_key": []}, where="acme/crm", page=1, digest=empty)
     assert (empty.starts, empty.chunks(), empty.count) == ([], [], 0)
 
