@@ -11,7 +11,7 @@ import os
 import socket
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Sequence, Set
+from collections.abc import Callable, Iterable, Iterator, Sequence, Set
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,7 +19,7 @@ from functools import cache, cached_property
 from importlib.resources import files
 from itertools import islice
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
@@ -91,6 +91,16 @@ def sqlite_json(rows: list[Sequence[Any]]) -> str | None:
     call back into Python."""
     text = json.dumps(rows, ensure_ascii=False, default=_sqlite_json_value)
     return None if "\\u0000" in text else text
+
+
+def sqlite_json_columns(rows: list[Sequence[Any]]) -> tuple[list[int], str] | None:
+    """The positions of the columns some row has a value in, and the rows as
+    ``sqlite_json`` gives them with those columns only (the first column at least, so
+    that every row is still there); None as there."""
+    columns = list(zip(*rows, strict=True))
+    used = [i for i, values in enumerate(columns) if values.count(None) != len(values)] or [0]
+    text = sqlite_json(list(zip(*(columns[i] for i in used), strict=True)))
+    return None if text is None else (used, text)
 
 
 def _sqlite_json_value(value: Any) -> str:
@@ -831,11 +841,18 @@ class IntegrationTransaction:
         )
 
     def write(
-        self, row: SnapshotRow, result: Diff, detected_at: datetime, chunks: bytes | None = None
+        self,
+        row: SnapshotRow,
+        result: Diff,
+        detected_at: datetime,
+        chunks: bytes | None = None,
+        sent: Callable[[], None] | None = None,
     ) -> int:
         """The snapshot row, then (when it applies) the chunk digests of what it fetched,
-        the changed rows of connections, the versions they open and close, and the events.
-        ``result.added`` is consumed: each record is dropped once its row is sent."""
+        the changed rows of connections, the versions they close, and the events the
+        diff found; ``result`` is consumed, each record dropped once its row is sent.
+        Then ``sent`` is called: what is left, the versions opened and the added
+        events, the database copies from the rows it now has, and no record is held."""
         snapshot_id = _insert_snapshot(self.conn, row)
         if row.status != "complete" or row.superseded_by is not None:
             return snapshot_id
@@ -846,8 +863,21 @@ class IntegrationTransaction:
         opens = bool(result.added or result.modified or result.restored)
         adds = bool(result.added)
         self._write_connections(result, detected_at)  # empties result.added
-        self._write_versions(result, detected_at, opens)
-        self._write_events(snapshot_id, result, detected_at, adds)
+        self._close_versions(result, detected_at)
+        events: Iterator[Event] = _consumed(result.changes)
+        self._insert(
+            CHANGES,
+            Event._fields,
+            events,
+            self._scope(snapshot_id=snapshot_id, detected_at=detected_at),
+        )
+        result.modified, result.restored, result.removed = [], [], []
+        if sent is not None:
+            sent()
+        if opens:
+            self._open_versions(detected_at)
+        if adds:
+            self._copy_added_events(snapshot_id, detected_at)
         return snapshot_id
 
     @contextmanager
@@ -885,8 +915,11 @@ class IntegrationTransaction:
         COPY (psycopg's executemany sends one statement per row, pipelined or not, and
         text COPY costs the client ten times the CPU). SQLite: each chunk as one JSON
         array that SQLite unpacks itself, one statement step during which other threads
-        run, with the fixed values as parameters beside it; a chunk holding a NUL (which
-        SQLite's JSON functions would cut short) goes row by row with executemany."""
+        run, with the fixed values as parameters beside it. The array holds only the
+        columns some row of the chunk has a value in (a type's rows leave most of the
+        metadata columns NULL, and unpacking a value is most of the statement's work);
+        the others are inserted as NULL. A chunk holding a NUL (which SQLite's JSON
+        functions would cut short) goes row by row with executemany."""
         fixed = fixed or {}
         fixed_values = self._stored_values(fixed.values())
         names = ", ".join(f'"{c}"' for c in (*columns, *fixed))
@@ -896,11 +929,6 @@ class IntegrationTransaction:
         else:
             marks = ", ".join("?" * (len(columns) + len(fixed)))
             statement = f"INSERT INTO {table.name} ({names}) VALUES ({marks})"
-            values = [f"json_extract(value, '$[{i}]')" for i in range(len(columns))]
-            from_json = (
-                f"INSERT INTO {table.name} ({names}) "
-                f"SELECT {', '.join(values + ['?'] * len(fixed))} FROM json_each(?)"
-            )
         for chunk in batched(rows, INSERT_CHUNK):
             with self._driver_cursor(statement) as cursor:
                 if self.postgres:
@@ -908,7 +936,16 @@ class IntegrationTransaction:
                         copy.set_types(types)
                         for row in chunk:
                             copy.write_row((*row, *fixed_values))
-                elif self.json and (text := sqlite_json(chunk)) is not None:
+                elif self.json and (packed := sqlite_json_columns(chunk)) is not None:
+                    used, text = packed
+                    values = [
+                        f"json_extract(value, '$[{used.index(i)}]')" if i in used else "NULL"
+                        for i in range(len(columns))
+                    ]
+                    from_json = (
+                        f"INSERT INTO {table.name} ({names}) "
+                        f"SELECT {', '.join(values + ['?'] * len(fixed))} FROM json_each(?)"
+                    )
                     cursor.execute(from_json, (*fixed_values, text))
                 else:
                     cursor.executemany(
@@ -929,25 +966,18 @@ class IntegrationTransaction:
         """Columns the same in every row a snapshot writes: the integration, and ``fixed``."""
         return {"account": self.account, "integration": self.integration, **fixed}
 
-    def _write_events(self, snapshot_id: int, result: Diff, at: datetime, adds: bool) -> None:
-        """The few restored, modified and removed events in the order the diff gives them,
-        then the added ones, copied inside the database from the rows this snapshot
-        inserted into connections (first_seen_at = at), in key order."""
-        self._insert(
+    def _copy_added_events(self, snapshot_id: int, at: datetime) -> None:
+        """The added events, after the others (the diff's order), copied inside the
+        database from the rows this snapshot inserted into connections (first_seen_at =
+        at), in key order."""
+        self._copy_rows(
             CHANGES,
-            Event._fields,
-            result.changes,
-            self._scope(snapshot_id=snapshot_id, detected_at=at),
+            ("snapshot_id", "account", "integration", "detected_at", "change", "type", "name"),
+            "{p}, account, integration, first_seen_at, 'added', type, name",
+            "first_seen_at = {p}",
+            select_params=(snapshot_id,),
+            condition_params=(self._stored(at),),
         )
-        if adds:
-            self._copy_rows(
-                CHANGES,
-                ("snapshot_id", "account", "integration", "detected_at", "change", "type", "name"),
-                "{p}, account, integration, first_seen_at, 'added', type, name",
-                "first_seen_at = {p}",
-                select_params=(snapshot_id,),
-                condition_params=(self._stored(at),),
-            )
 
     def _copy_rows(
         self,
@@ -1029,10 +1059,11 @@ class IntegrationTransaction:
 
     def _write_connections(self, result: Diff, at: datetime) -> None:
         t = CONNECTIONS
+        added: Iterator[Record] = _consumed(result.added)
         self._insert(
             t,
             RECORD_FIELDS,
-            _consumed(result.added),
+            added,
             self._scope(first_seen_at=at, last_changed_at=at, removed_at=None),
         )
         self._update(
@@ -1045,20 +1076,19 @@ class IntegrationTransaction:
             t, (r[:2] for r in result.removed), fixed={"removed_at": at, "last_changed_at": at}
         )
 
-    def _write_versions(self, result: Diff, at: datetime, opens: bool) -> None:
-        t = VERSIONS
+    def _close_versions(self, result: Diff, at: datetime) -> None:
         self._update(
-            t,
+            VERSIONS,
             (r[:2] for r in result.modified + result.removed),
             fixed={"valid_to": at},
             open_only=True,
         )
-        if not opens:
-            return
-        # Every row of connections this snapshot added, modified or restored opens a
-        # version holding its values as they now stand.
+
+    def _open_versions(self, at: datetime) -> None:
+        """Every row of connections this snapshot added, modified or restored opens a
+        version holding its values as they now stand."""
         self._copy_rows(
-            t,
+            VERSIONS,
             (*RECORD_COLUMNS, "valid_from", "valid_to"),
             ", ".join(f'"{c}"' for c in RECORD_COLUMNS) + ", last_changed_at, NULL",
             "last_changed_at = {p} AND removed_at IS NULL",
@@ -1077,12 +1107,15 @@ def _pg_type(kind: Any) -> str:
     raise TypeError(f"no COPY type for {kind!r}")
 
 
-def _consumed(records: list[Record]) -> Iterator[Record]:
-    """Each record in order, dropped from the list as it is given: the records of a large
+_Item = TypeVar("_Item")
+
+
+def _consumed(items: list[_Item]) -> Iterator[_Item]:
+    """Each item in order, dropped from the list as it is given: the records of a large
     first sync are freed while their rows are sent, not after the last one."""
-    records.reverse()
-    while records:
-        yield records.pop()
+    items.reverse()
+    while items:
+        yield items.pop()
 
 
 @contextmanager

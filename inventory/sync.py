@@ -196,7 +196,7 @@ class _Run:
     stop: threading.Event
     tick: Tick | None
     writer: ThreadPoolExecutor
-    sets: threading.Semaphore  # integrations in memory: being fetched, waiting or written
+    sets: threading.Semaphore  # integrations in memory: being fetched, waiting or sent
     drift: dict[str, list[str]] = field(default_factory=dict)
 
 
@@ -235,8 +235,9 @@ def run_sync(
     }
     # Fetch workers hand each complete set to a writer and go on fetching: SQLite has one
     # writer (its writes queue on one lock anyway), PostgreSQL as many as fetchers. An
-    # integration holds one of `concurrency` places from its first page until its write
-    # ends, so memory is bounded by that many integrations' metadata, whatever the total.
+    # integration holds one of `concurrency` places from its first page until its records
+    # are sent to the database, so memory is bounded by that many integrations' metadata,
+    # whatever the total; the next one is fetched while the database finishes the write.
     concurrency = settings.sync.concurrency
     writers = concurrency if store.is_postgres(engine) else 1
     try:
@@ -388,9 +389,10 @@ def sync_integration(
     here, then written by ctx.writer (the returned future) while this worker goes on."""
     account, name = integration.account, integration.name
     tick = ctx.tick
-    held = ExitStack()  # the set's place and the claim last until the write is done
+    held = ExitStack()  # the claim lasts until the write is done, the place at most so
     ctx.sets.acquire()
-    held.callback(ctx.sets.release)
+    place = _Place(ctx.sets)
+    held.callback(place.release)
     try:
         if tick and tick.claim and not held.enter_context(store.claim(ctx.engine, account, name)):
             held.close()
@@ -400,7 +402,7 @@ def sync_integration(
             if done is not None:
                 held.close()
                 return _skipped(account, name, f"snapshot {done} already covers this tick")
-        snapshot = _Snapshot(ctx, integration)
+        snapshot = _Snapshot(ctx, integration, place)
         if not snapshot.fetch(client):
             held.close()
             return snapshot.done()
@@ -417,6 +419,21 @@ def sync_integration(
         raise
 
 
+class _Place:
+    """One of the run's places for an integration in memory, given back once: when its
+    records have been sent to the database, or when its snapshot ends."""
+
+    def __init__(self, places: threading.Semaphore) -> None:
+        self._places: threading.Semaphore | None = places
+        self._lock = threading.Lock()
+
+    def release(self) -> None:
+        with self._lock:
+            places, self._places = self._places, None
+        if places is not None:
+            places.release()
+
+
 def _skipped(account: str, integration: str, why: str) -> SnapshotResult:
     log.info("%s/%s: skipped: %s", account, integration, why)
     return SnapshotResult(account, integration, "skipped")
@@ -425,9 +442,10 @@ def _skipped(account: str, integration: str, why: str) -> SnapshotResult:
 class _Snapshot:
     """One integration's snapshot: fetched by a fetch worker, written by a writer."""
 
-    def __init__(self, ctx: _Run, integration: Integration) -> None:
+    def __init__(self, ctx: _Run, integration: Integration, place: _Place) -> None:
         self.ctx = ctx
         self.integration = integration
+        self.place = place
         self.where = f"{integration.account}/{integration.name}"
         self.started = store.now()
         self.clock = time.perf_counter()
@@ -450,7 +468,9 @@ class _Snapshot:
         return self.done()
 
     def _write(self) -> None:
-        self.result = _apply(self.ctx, self.integration, self.started, self.fetched)
+        self.result = _apply(
+            self.ctx, self.integration, self.started, self.fetched, self.place.release
+        )
 
     def _step(self, action: Callable[[], None]) -> bool:
         try:
@@ -491,9 +511,14 @@ class _Snapshot:
 
 
 def _apply(
-    ctx: _Run, integration: Integration, started: datetime, fetched: Fetched
+    ctx: _Run,
+    integration: Integration,
+    started: datetime,
+    fetched: Fetched,
+    sent: Callable[[], None],
 ) -> SnapshotResult:
-    """Diff and write under the integration's lock, in one transaction."""
+    """Diff and write under the integration's lock, in one transaction; ``sent`` once
+    the rows of the records are sent (store.IntegrationTransaction.write)."""
     account, name = integration.account, integration.name
     result = SnapshotResult(account, name, "complete", connection_count=fetched.count)
     digest = fetched.digest.hexdigest()
@@ -539,7 +564,7 @@ def _apply(
                 row = replace(
                     row, counts=(result.added, result.removed, result.modified, result.restored)
                 )
-            result.snapshot_id = tx.write(row, changes, started, kept)
+            result.snapshot_id = tx.write(row, changes, started, kept, sent)
             return result
     except SQLAlchemyError as exc:
         message = f"{account}/{name}: database error while writing the snapshot: " + (

@@ -254,6 +254,18 @@ def test_sqlite_stores_and_reads_the_same_rows_with_or_without_its_json_function
     assert states[0] == states[1]
 
 
+def test_sqlite_json_columns_carries_only_the_columns_some_row_has_a_value_in() -> None:
+    at = datetime(2024, 5, 6, 7, 8, 9, 10, tzinfo=UTC)
+    rows = [("api_key", "a", None, at, None), ("oauth", "b", None, None, "")]
+    assert store.sqlite_json_columns(rows) == (
+        [0, 1, 3, 4],
+        '[["api_key", "a", "2024-05-06 07:08:09.000010", null], ["oauth", "b", null, ""]]',
+    )
+    # Every value NULL: the first column still carries one element per row.
+    assert store.sqlite_json_columns([(None, None), (None, None)]) == ([0], "[[null], [null]]")
+    assert store.sqlite_json_columns([("a", "x\x00y")]) is None  # left to row by row
+
+
 def test_sqlite_without_json_functions_is_noticed(monkeypatch: pytest.MonkeyPatch) -> None:
     class NoJson:
         def execute(self, statement: str) -> None:

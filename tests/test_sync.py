@@ -1047,9 +1047,11 @@ def test_a_run_collects_garbage_rarely_and_restores_the_thresholds_after_the_las
 def test_no_more_integrations_are_held_than_fetch_workers(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """From its first page to the end of its write, an integration holds one of
-    sync.concurrency places: a slow writer makes the fetchers wait instead of piling up
-    fetched sets in memory."""
+    """From its first page until its records are sent to the database, an integration
+    holds one of sync.concurrency places: a slow writer makes the fetchers wait instead
+    of piling up fetched sets in memory. The place is given back before the database
+    derives the rest (versions opened, added events) and commits: the next integration
+    is fetched meanwhile."""
     names = [f"i{n}" for n in range(8)]
     body = {
         "api_key": [sample_item("api_key", "only_key")],
@@ -1068,28 +1070,48 @@ def test_no_more_integrations_are_held_than_fetch_workers(
     engine = store.engine_for(settings)
     store.ensure_schema(engine, migrate=True)
     lock, held, most = threading.Lock(), [0], [0]
+    finishing: set[str] = set()  # sent, its write not ended yet
+    fetched_meanwhile: list[str] = []  # integrations fetched while another one finished
     real_fetch, real_apply = sync_module.fetch, sync_module._apply
+    real_open = store.IntegrationTransaction._open_versions
 
-    def counted_fetch(*args: Any) -> None:
+    def counted_fetch(client: Any, integration: Integration, *args: Any) -> None:
         with lock:
             held[0] += 1
             most[0] = max(most[0], held[0])
-        real_fetch(*args)
+            if finishing:
+                fetched_meanwhile.append(integration.name)
+        real_fetch(client, integration, *args)
 
-    def slow_apply(*args: Any) -> Any:
+    def slow_apply(ctx: Any, integration: Integration, *args: Any) -> Any:
+        *rest, sent = args
         time.sleep(0.05)
-        try:
-            return real_apply(*args)
-        finally:
+
+        def counted_sent() -> None:
             with lock:
                 held[0] -= 1
+                finishing.add(integration.name)
+            sent()
+
+        try:
+            return real_apply(ctx, integration, *rest, counted_sent)
+        finally:
+            with lock:
+                finishing.discard(integration.name)
+
+    def slow_open(tx: store.IntegrationTransaction, at: Any) -> None:
+        time.sleep(0.05)
+        real_open(tx, at)
 
     monkeypatch.setattr(sync_module, "fetch", counted_fetch)
     monkeypatch.setattr(sync_module, "_apply", slow_apply)
+    monkeypatch.setattr(store.IntegrationTransaction, "_open_versions", slow_open)
     result = sync_module.run_sync(settings, engine, transport=lambda a: transport)
     engine.dispose()
     assert [s.status for s in result.snapshots] == ["complete"] * 8
     assert (held[0], most[0]) == (0, 3)
+    assert fetched_meanwhile  # not the first three: they start before any write
+    assert set(fetched_meanwhile) <= set(names[3:])
 
 
 def sync_pages(tmp_path: Path, pages: list[dict[str, Any]]) -> tuple[Any, set[tuple[Any, ...]]]:
