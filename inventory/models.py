@@ -23,6 +23,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -167,8 +168,19 @@ class Connection(MetadataColumns, Base):
     __tablename__ = "connections"
     __table_args__ = (
         UniqueConstraint("account", "integration", "type", "name", name="uq_connections_key"),
-        Index("ix_connections_token_expiry", "token_expiry"),
-        Index("ix_connections_removed_at", "removed_at"),
+        # Only the rows with a value: most rows have neither (migration 0004).
+        Index(
+            "ix_connections_token_expiry",
+            "token_expiry",
+            sqlite_where=text("token_expiry IS NOT NULL"),
+            postgresql_where=text("token_expiry IS NOT NULL"),
+        ),
+        Index(
+            "ix_connections_removed_at",
+            "removed_at",
+            sqlite_where=text("removed_at IS NOT NULL"),
+            postgresql_where=text("removed_at IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

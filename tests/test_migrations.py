@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect, text
+from sqlalchemy import Engine, inspect, text
 
 from inventory import store
 from inventory.errors import DatabaseError
@@ -104,7 +104,7 @@ PUBLIC_COLUMNS = {
 def test_upgrade_downgrade_upgrade_and_models_agree(db_url: str) -> None:
     engine = store.make_engine(db_url)
     try:
-        assert store.upgrade(engine) == (None, "0003")
+        assert store.upgrade(engine) == (None, "0004")
         tables = set(inspect(engine).get_table_names())
         assert tables == {"alembic_version", *PUBLIC_COLUMNS}
         for table, public in PUBLIC_COLUMNS.items():
@@ -117,7 +117,7 @@ def test_upgrade_downgrade_upgrade_and_models_agree(db_url: str) -> None:
         store.downgrade(engine, "base")
         assert set(inspect(engine).get_table_names()) == {"alembic_version"}
         assert store.current_revision(engine) is None
-        assert store.upgrade(engine) == (None, "0003")
+        assert store.upgrade(engine) == (None, "0004")
         assert store.ensure_schema(engine, migrate=False) is None
     finally:
         engine.dispose()
@@ -156,7 +156,7 @@ def test_the_digest_column_comes_and_goes_with_its_migration(db_url: str) -> Non
             assert rows.all() == [(1, "acme", "complete", 3)]
         # 0003 adds fetched_chunks, empty (each integration's next snapshot that changed
         # compares all its rows), and takes it away again, keeping the snapshots.
-        assert store.upgrade(engine) == ("0001", "0003")
+        assert store.upgrade(engine) == ("0001", "0004")
         with engine.connect() as conn:
             assert conn.execute(text("SELECT * FROM fetched_chunks")).all() == []
         store.downgrade(engine, "0002")
@@ -164,6 +164,70 @@ def test_the_digest_column_comes_and_goes_with_its_migration(db_url: str) -> Non
         with engine.connect() as conn:
             rows = conn.execute(text("SELECT id, account, status, fetched_digest FROM snapshots"))
             assert rows.all() == [(1, "acme", "complete", None)]
+    finally:
+        engine.dispose()
+
+
+def partial_indexes(engine: Engine) -> dict[str, str | None]:
+    """The predicate of each index of connections on one column, as the database gives it."""
+    found = {}
+    for index in inspect(engine).get_indexes("connections"):
+        if len(index["column_names"]) == 1:
+            options = index.get("dialect_options", {})
+            where = options.get("sqlite_where", options.get("postgresql_where"))
+            found[index["name"]] = None if where is None else str(where).strip("()")
+    return found
+
+
+def test_the_removed_and_expiry_indexes_hold_only_rows_with_a_value(db_url: str) -> None:
+    """0004 makes both indexes partial (most rows have neither value), keeping the rows;
+    a query comparing the column with a value still uses its index; 0004 -> 0003 makes
+    them whole again."""
+    engine = store.make_engine(db_url)
+    try:
+        store.upgrade(engine, "0003")
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO connections (account, integration, type, name, token_expiry, "
+                    "first_seen_at, last_changed_at, removed_at) VALUES "
+                    "('acme', 'crm', 'oauth', 'o', :at, :at, :at, NULL), "
+                    "('acme', 'crm', 'api_key', 'k', NULL, :at, :at, :at)"
+                ),
+                {"at": AT},
+            )
+        assert partial_indexes(engine) == {
+            "ix_connections_removed_at": None,
+            "ix_connections_token_expiry": None,
+        }
+        assert store.upgrade(engine) == ("0003", "0004")
+        assert partial_indexes(engine) == {
+            "ix_connections_removed_at": "removed_at IS NOT NULL",
+            "ix_connections_token_expiry": "token_expiry IS NOT NULL",
+        }
+        with engine.begin() as conn:
+            if store.is_postgres(conn):  # two rows: make the planner show what it could use
+                conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
+            for column, name in (("token_expiry", "o"), ("removed_at", "k")):
+                query = f"SELECT name FROM connections WHERE {column} < '2027-01-01'"
+                plan = " ".join(
+                    str(row[-1])
+                    for row in conn.exec_driver_sql(
+                        ("EXPLAIN " if store.is_postgres(conn) else "EXPLAIN QUERY PLAN ") + query
+                    )
+                )
+                assert f"ix_connections_{column}" in plan, plan
+                assert conn.exec_driver_sql(query).all() == [(name,)]
+        store.downgrade(engine, "0003")
+        assert partial_indexes(engine) == {
+            "ix_connections_removed_at": None,
+            "ix_connections_token_expiry": None,
+        }
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT name FROM connections ORDER BY name")).all() == [
+                ("k",),
+                ("o",),
+            ]
     finally:
         engine.dispose()
 
@@ -189,7 +253,7 @@ def test_a_sqlite_file_another_process_made_meanwhile_is_used(
     engine = store.make_engine(f"sqlite:///{path}")
     monkeypatch.undo()
     try:
-        assert store.upgrade(engine) == (None, "0003")
+        assert store.upgrade(engine) == (None, "0004")
     finally:
         engine.dispose()
 
@@ -219,7 +283,7 @@ def test_a_new_sqlite_file_locked_by_another_process_is_waited_for(tmp_path: Pat
         timer = threading.Timer(0.3, other.execute, ("COMMIT",))
         timer.start()
         try:
-            assert store.upgrade(patient) == (None, "0003")
+            assert store.upgrade(patient) == (None, "0004")
         finally:
             timer.join()
         with patient.connect() as conn:
@@ -305,5 +369,5 @@ def test_the_wheel_carries_the_migrations(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [
         str(target / "inventory" / "__init__.py"),
-        f"sqlite:///{tmp_path / 'w.db'}: migrated from empty to 0003",
+        f"sqlite:///{tmp_path / 'w.db'}: migrated from empty to 0004",
     ]
