@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import re
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -115,9 +115,20 @@ class Connection(NamedTuple):
         return tuple(self[2:])
 
 
+class Settled(NamedTuple):
+    """An item whose chunk's digest is known at last, when parsing skips known chunks
+    (``FetchedDigest(known=...)``): its record, or None when its chunk is a known one."""
+
+    type: str
+    name: str
+    page: int
+    connection: Connection | None
+
+
 class ParsedPage(NamedTuple):
     connections: list[Connection]
     unknown_types: frozenset[str]
+    settled: Sequence[Settled] = ()  # parsing that skips known chunks: instead of connections
 
 
 class SharedValues:
@@ -159,27 +170,67 @@ class FetchedDigest:
     same order. The converse does not hold (a timestamp written another way, items
     reordered): a different digest only means "compare record by record"."""
 
-    def __init__(self) -> None:
+    def __init__(self, known: frozenset[bytes] | None = None) -> None:
         self.count = 0  # items taken
         self.starts: list[int] = []  # the index in page order of each chunk's first item
         self._done = bytearray()  # the digests of the chunks before the open one
         self._open: list[str] = []  # the open chunk's tokens
+        # With ``known`` chunk digests, parsing turns into records only the items of the
+        # other chunks; the items of the open chunk wait here, as the page gave them.
+        self.known = known
+        self.waiting: list[tuple[str, Any, int, int]] = []  # (type, item, page, index)
 
-    def take(self, tokens: list[str], breaks: list[tuple[int, int]], items: int) -> None:
+    def take(
+        self, tokens: list[str], breaks: list[tuple[int, int]], items: int
+    ) -> list[tuple[bytes, int]]:
         """One page: its items' ``tokens``, and (token index, item index on the page) of
-        each item whose name starts a chunk."""
+        each item whose name starts a chunk. Gives the digest and size of each chunk the
+        page closed."""
         at = 0
+        closed = []
         if not self.count and items and (not breaks or breaks[0][1]):
             self.starts.append(0)  # the first item starts the first chunk
         for token, item in breaks:
             if self.count + item:  # the open chunk holds the items before this one
                 self._open += tokens[at:token]
-                self._done += _chunk_digest(self._open)
+                digest = _chunk_digest(self._open)
+                self._done += digest
                 self._open = []
+                closed.append((digest, self.count + item - self.starts[-1]))
             self.starts.append(self.count + item)
             at = token
         self._open += tokens[at:]
         self.count += items
+        return closed
+
+    def settle(
+        self, closed: list[tuple[bytes, int]], where: str, shared: SharedValues
+    ) -> list[Settled]:
+        """The waiting items of the chunks just closed, in page order: parsed when their
+        chunk is not a known one (its digest says nothing of them), else by name only:
+        the same tokens, which the same parsing (the header says) took before, parsed
+        without error into the same records."""
+        known = self.known or frozenset()
+        settled: list[Settled] = []
+        for digest, size in closed:
+            chunk, self.waiting = self.waiting[:size], self.waiting[size:]
+            if digest in known:
+                settled += (Settled(t, item["name"], page, None) for t, item, page, _ in chunk)
+                continue
+            for type_name, item, page, index in chunk:
+                connection = parse_item(
+                    type_name, item, where=where, page=page, index=index, shared=shared
+                )
+                settled.append(Settled(type_name, connection.name, page, connection))
+        return settled
+
+    def finish(self, where: str, shared: SharedValues) -> list[Settled]:
+        """After the last page: the waiting items of the last chunk, as ``settle``."""
+        if not self.waiting:
+            return []
+        return self.settle(
+            [(_chunk_digest(self._open), self.count - self.starts[-1])], where, shared
+        )
 
     def chunks(self) -> list[bytes]:
         """Each chunk's digest, in page order (``starts`` gives where each begins)."""
@@ -253,9 +304,13 @@ def parse_page(
 ) -> ParsedPage:
     """All connections of one page. ``where`` names the account/integration for errors;
     ``shared`` carries repeated values from one page of an integration to the next;
-    ``digest`` (a ``FetchedDigest``) takes the page's items once they all parsed."""
+    ``digest`` (a ``FetchedDigest``) takes the page's items once they all parsed. When
+    ``digest`` has known chunk digests, the page's items are only checked for what their
+    tokens need and wait in it for their chunk to close: ``settled`` gives the items of
+    the chunks the page closed (``FetchedDigest.settle``), and ``connections`` is empty."""
     shared = shared if shared is not None else SharedValues()
     tokens: list[str] | None = None if digest is None else []
+    taken = 0  # items waiting in digest, when it skips known chunks
     breaks: list[tuple[int, int]] = []  # (token index, item index) of items starting a chunk
     connections: list[Connection] = []
     unknown: set[str] = set()
@@ -285,6 +340,20 @@ def parse_page(
                 )
             continue
         crc32, mask = zlib.crc32, CHUNK_MASK
+        if digest is not None and digest.known is not None:
+            fields = (*COMMON_FIELDS, *TYPE_FIELDS.get(type_name, ()))
+            waiting = digest.waiting
+            for index, item in enumerate(items):
+                at = len(tokens)
+                name = _item_tokens(type_name, item, fields, tokens)
+                if name is None:  # parsing says what is wrong with it
+                    parse_item(type_name, item, where=where, page=page, index=index)
+                    raise AssertionError("an item without tokens parsed")
+                if not crc32(name.encode()) & mask:
+                    breaks.append((at, taken))
+                waiting.append((type_name, item, page, index))
+                taken += 1
+            continue
         for index, item in enumerate(items):
             at = len(tokens)
             connection = parse_item(
@@ -293,9 +362,38 @@ def parse_page(
             if not crc32(connection[1].encode()) & mask:  # its name starts a chunk
                 breaks.append((at, len(connections)))
             connections.append(connection)
-    if digest is not None:
+    if digest is None:
+        return ParsedPage(connections, frozenset(unknown))
+    if digest.known is None:
         digest.take(tokens or [], breaks, len(connections))
-    return ParsedPage(connections, frozenset(unknown))
+        return ParsedPage(connections, frozenset(unknown))
+    closed = digest.take(tokens or [], breaks, taken)
+    return ParsedPage([], frozenset(unknown), digest.settle(closed, where, shared))
+
+
+def _item_tokens(
+    type_name: str, item: Any, fields: tuple[str, ...], tokens: list[str]
+) -> str | None:
+    """The tokens ``parse_item`` would append for an item, without parsing its values,
+    and its name; None (nothing appended) when the item is not one parsing would take."""
+    if not isinstance(item, Mapping):
+        return None
+    name = item.get("name")
+    if (
+        not isinstance(name, str)
+        or not name
+        or len(name) > MAX_NAME_LENGTH
+        or _CONTROL_RE.search(name)
+    ):
+        return None
+    values = [item.get(field) for field in fields]
+    for value in values:
+        if value is not None and not isinstance(value, str):
+            return None
+    tokens.append(type_name)
+    tokens.append(name)
+    tokens += [value or "" for value in values]  # as parse_item: null and "" are one
+    return name
 
 
 def parse_item(

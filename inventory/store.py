@@ -55,6 +55,7 @@ RUN_LOCK_CLASS = 0x5A15  # pg_advisory_lock(int, int) key space for live sync ru
 MIGRATION_LOCK = 0x5A15_0000_0000_0001  # pg_advisory_xact_lock(bigint) for migrations
 INSERT_CHUNK = 1000
 STATE_CHUNK = 10_000  # rows of the stored state per read, on SQLite
+READ_ONLY_OPTION = "inventory_read_only"  # an execution option: SQLite's BEGIN, not IMMEDIATE
 SQLITE_AWARE = "\"{}\" || '+00:00'"  # a SQLite timestamp column, as aware ISO text
 SNAPSHOTS = cast(Table, m.Snapshot.__table__)
 CONNECTIONS = cast(Table, m.Connection.__table__)
@@ -239,7 +240,9 @@ def _sqlite_transactions(engine: Engine, busy_timeout: float) -> None:
 
     @event.listens_for(engine, "begin")
     def _begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # A connection opened with READ_ONLY reads beside the writer (WAL) instead.
+        read_only = conn.get_execution_options().get(READ_ONLY_OPTION, False)
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 def _wal_mode(cursor: sqlite3.Cursor, busy_timeout: float) -> None:
@@ -590,6 +593,35 @@ def fresh_snapshot(engine: Engine, account: str, integration: str, since: dateti
         ).scalar()
 
 
+def known_chunks(
+    engine: Engine, account: str, integration: str
+) -> tuple[int, frozenset[bytes]] | None:
+    """Before fetching: the integration's last applied snapshot and the chunk digests kept
+    with it, or None when it has none (or none were kept). The write checks, under the
+    lock, that it is still the last applied one."""
+    with engine.connect() as conn:
+        conn.execution_options(**{READ_ONLY_OPTION: True})  # a fetch does not wait for a write
+        last = conn.execute(_last_applied(account, integration, SNAPSHOTS.c.id)).scalar()
+        if last is None:
+            return None
+        chunks = _kept_chunks(conn, account, integration, last)
+        return None if chunks is None else (last, chunks)
+
+
+def _kept_chunks(
+    conn: Connection, account: str, integration: str, snapshot_id: int
+) -> frozenset[bytes] | None:
+    """The chunk digests kept with an applied snapshot, when they still are and the same
+    parsing took them."""
+    f = CHUNKS
+    blob = conn.execute(
+        select(f.c.chunks).where(
+            f.c.account == account, f.c.integration == integration, f.c.snapshot_id == snapshot_id
+        )
+    ).scalar()
+    return None if blob is None else chunk_set(blob)
+
+
 @contextmanager
 def claim(engine: Engine, account: str, integration: str) -> Iterator[bool]:
     """PostgreSQL: try to take this integration for the whole snapshot (fetch and write),
@@ -663,17 +695,10 @@ class IntegrationTransaction:
     def last_applied_chunks(self) -> frozenset[bytes] | None:
         """The chunk digests of the fetched set of the integration's last applied snapshot,
         or None when they were not kept with it (applied before they were kept)."""
-        f, last = CHUNKS, self.last_applied
+        last = self.last_applied
         if last is None:
             return None
-        blob = self.conn.execute(
-            select(f.c.chunks).where(
-                f.c.account == self.account,
-                f.c.integration == self.integration,
-                f.c.snapshot_id == last[0],
-            )
-        ).scalar()
-        return None if blob is None else chunk_set(blob)
+        return _kept_chunks(self.conn, self.account, self.integration, last[0])
 
     def _keep_chunks(self, snapshot_id: int, chunks: bytes) -> None:
         """The chunk digests of this applied snapshot, in place of the last one's. When

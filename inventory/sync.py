@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from itertools import groupby
 from operator import itemgetter
+from typing import NoReturn
 
 import httpx
 from sqlalchemy import Engine
@@ -33,7 +34,7 @@ from .errors import (
     ResponseError,
     SnapshotError,
 )
-from .records import Connection, FetchedDigest, SharedValues, parse_page
+from .records import Connection, FetchedDigest, Settled, SharedValues, parse_page
 from .zis import ZisClient
 
 log = logging.getLogger(__name__)
@@ -105,6 +106,11 @@ class Fetched:
     count: int = 0
     digest: FetchedDigest = field(default_factory=FetchedDigest)  # of every page, in order
     in_order: list[Connection] = field(default_factory=list)  # as the pages gave them
+    # Parsing that skipped the chunks the snapshot ``known_of`` kept (``add_settled``):
+    # the records of the other chunks, in page order; by_type maps the others' names to
+    # None, and in_order stays empty.
+    known_of: int | None = None
+    changed: list[Connection] = field(default_factory=list)
 
     def add(self, connections: list[Connection]) -> Connection | None:
         """One page's connections, as ``parse_page`` gives them (each type's together);
@@ -122,6 +128,22 @@ class Fetched:
             self.count += len(same_type)
         return None
 
+    def add_settled(self, settled: Sequence[Settled]) -> Settled | None:
+        """Items as parsing that skips known chunks settles them; the first one whose
+        key is already here stops it and is returned."""
+        by_type, changed = self.by_type, self.changed
+        for item in settled:
+            named = by_type.get(item.type)
+            if named is None:
+                named = by_type[item.type] = {}
+            elif item.name in named:
+                return item
+            named[item.name] = item.connection  # type: ignore[assignment]
+            if item.connection is not None:
+                changed.append(item.connection)
+        self.count += len(settled)
+        return None
+
     def _repeated(self, same_type: list[Connection]) -> Connection:
         """The first of ``same_type`` (just added to their type, overwriting) whose name
         came before, in this run or in an earlier page."""
@@ -136,6 +158,7 @@ class Fetched:
         """Drop the records (the counts stay), once the diff holds what is needed."""
         self.by_type = {}
         self.in_order = []
+        self.changed = []
 
     def split(self, chunks: Set[bytes]) -> tuple[list[Connection], int]:
         """The connections in a chunk whose digest is not one of ``chunks``, in the order
@@ -145,9 +168,16 @@ class Fetched:
         for number, chunk in enumerate(self.digest.chunks()):
             if chunk not in chunks:
                 changed += self.in_order[starts[number] : starts[number + 1]]
+        return self._by_type(changed), self.count - len(changed)
+
+    def settled_split(self) -> tuple[list[Connection], int]:
+        """``split`` of the chunks the snapshot ``known_of`` kept, as parsing settled them."""
+        return self._by_type(list(self.changed)), self.count - len(self.changed)
+
+    def _by_type(self, changed: list[Connection]) -> list[Connection]:
         rank = {type_name: n for n, type_name in enumerate(self.by_type)}
         changed.sort(key=lambda c: rank[c.type])  # stable: by type, then as the pages came
-        return changed, self.count - len(changed)
+        return changed
 
     def connections(self) -> Iterator[Connection]:
         for named in self.by_type.values():
@@ -359,7 +389,8 @@ def _finish(engine: Engine, run: store.Run, status: str, error: str | None = Non
 def fetch(
     client: ZisClient, integration: Integration, into: Fetched, stop: threading.Event
 ) -> None:
-    """Every page of one integration, parsed; the first malformed thing raises."""
+    """Every page of one integration, parsed; the first malformed thing raises. When
+    ``into.digest`` knows chunks, only the items of the other chunks become records."""
     where = f"{integration.account}/{integration.name}"
     shared = SharedValues()
     for page in client.pages(integration):
@@ -369,13 +400,22 @@ def fetch(
             page.body, where=where, page=page.number, shared=shared, digest=into.digest
         )
         into.pages = page.number
-        connection = into.add(parsed.connections)
-        if connection is not None:
-            raise ResponseError(
-                f"{where}: page {page.number}: {connection.type} connection "
-                f"{connection.name!r} appears twice (the account changed while paging?)"
-            )
         into.unknown_types |= parsed.unknown_types
+        if into.known_of is None:
+            connection = into.add(parsed.connections)
+            if connection is not None:
+                _twice(where, page.number, connection.type, connection.name)
+        elif (item := into.add_settled(parsed.settled)) is not None:
+            _twice(where, item.page, item.type, item.name)
+    if into.known_of is not None and (item := into.add_settled(into.digest.finish(where, shared))):
+        _twice(where, item.page, item.type, item.name)
+
+
+def _twice(where: str, page: int, type_name: str, name: str) -> NoReturn:
+    raise ResponseError(
+        f"{where}: page {page}: {type_name} connection {name!r} appears twice "
+        "(the account changed while paging?)"
+    )
 
 
 def _written(outcome: SnapshotResult | Future[SnapshotResult]) -> SnapshotResult:
@@ -402,8 +442,8 @@ def sync_integration(
             if done is not None:
                 held.close()
                 return _skipped(account, name, f"snapshot {done} already covers this tick")
-        snapshot = _Snapshot(ctx, integration, place)
-        if not snapshot.fetch(client):
+        snapshot = _Snapshot(ctx, client, integration, place)
+        if not snapshot.fetch():
             held.close()
             return snapshot.done()
 
@@ -442,8 +482,11 @@ def _skipped(account: str, integration: str, why: str) -> SnapshotResult:
 class _Snapshot:
     """One integration's snapshot: fetched by a fetch worker, written by a writer."""
 
-    def __init__(self, ctx: _Run, integration: Integration, place: _Place) -> None:
+    def __init__(
+        self, ctx: _Run, client: ZisClient, integration: Integration, place: _Place
+    ) -> None:
         self.ctx = ctx
+        self.client = client
         self.integration = integration
         self.place = place
         self.where = f"{integration.account}/{integration.name}"
@@ -452,14 +495,31 @@ class _Snapshot:
         self.fetched = Fetched()
         self.result = SnapshotResult(integration.account, integration.name, "failed")
 
-    def fetch(self, client: ZisClient) -> bool:
+    def fetch(self) -> bool:
         """Every page; False when the snapshot already ended (failed or interrupted)."""
-        return self._step(lambda: self._fetch(client))
+        return self._step(lambda: self._fetch(skip_known=not self.ctx.compare_all))
 
-    def _fetch(self, client: ZisClient) -> None:
+    def _fetch(self, *, skip_known: bool) -> None:
+        """Every page. With ``skip_known``, the chunks of items the last applied snapshot
+        kept are checked against their digests rather than parsed into records."""
         if self.ctx.stop.is_set():
             raise Interrupted(f"{self.where}: interrupted")
-        fetch(client, self.integration, self.fetched, self.ctx.stop)
+        self.fetched = Fetched()
+        known = None
+        if skip_known:
+            try:
+                known = store.known_chunks(
+                    self.ctx.engine, self.integration.account, self.integration.name
+                )
+            except SQLAlchemyError as exc:  # the write will say what is wrong with it
+                log.debug(
+                    "%s: every item parsed: %s",
+                    self.where,
+                    store.describe_db_error(self.ctx.engine, exc),
+                )
+        if known is not None:
+            self.fetched = Fetched(digest=FetchedDigest(known[1]), known_of=known[0])
+        fetch(self.client, self.integration, self.fetched, self.ctx.stop)
         for type_name in self.fetched.unknown_types:
             self.ctx.drift.setdefault(type_name, []).append(self.where)
 
@@ -468,9 +528,18 @@ class _Snapshot:
         return self.done()
 
     def _write(self) -> None:
-        self.result = _apply(
-            self.ctx, self.integration, self.started, self.fetched, self.place.release
-        )
+        try:
+            self.result = _apply(
+                self.ctx, self.integration, self.started, self.fetched, self.place.release
+            )
+        except _EveryRecordNeeded as exc:
+            # Rare: the rows are not what the snapshot whose chunks were skipped left.
+            log.info("%s: %s; fetching every record again", self.where, exc)
+            self.started = store.now()
+            self._fetch(skip_known=False)
+            self.result = _apply(
+                self.ctx, self.integration, self.started, self.fetched, self.place.release
+            )
 
     def _step(self, action: Callable[[], None]) -> bool:
         try:
@@ -595,17 +664,27 @@ def _compare(
         changes = _compare_changed_chunks(tx, fetched)
         if changes is not None:
             return changes
+    if fetched.known_of is not None:
+        raise _EveryRecordNeeded("the rows are not what the last applied snapshot left")
     return diff(tx.load_state(), fetched.connections())
 
 
 def _compare_changed_chunks(tx: store.IntegrationTransaction, fetched: Fetched) -> Diff | None:
     """The diff over the rows of the chunks not among those the last applied snapshot
     kept, and of the removals; None when every row must be compared: no chunks were kept,
-    or the rows are not what that snapshot left."""
-    before = tx.last_applied_chunks()
-    if before is None:
-        return None
-    changed, unchanged = fetched.split(before)
+    or the rows are not what that snapshot left. When parsing skipped the chunks of the
+    snapshot that was the last applied one when the fetch began, that snapshot must still
+    be."""
+    if fetched.known_of is not None:
+        last = tx.last_applied
+        if last is None or last[0] != fetched.known_of:
+            raise _EveryRecordNeeded("another snapshot was applied while this one was fetched")
+        changed, unchanged = fetched.settled_split()
+    else:
+        before = tx.last_applied_chunks()
+        if before is None:
+            return None
+        changed, unchanged = fetched.split(before)
     narrowed = narrow(changed, unchanged, tx.load_names(), fetched.by_type)
     if narrowed is None:  # the rows are not what the last applied snapshot left
         return None
@@ -627,6 +706,10 @@ def _compare_changed_chunks(tx: store.IntegrationTransaction, fetched: Fetched) 
 
 class _WriteFailed(SnapshotError):
     pass
+
+
+class _EveryRecordNeeded(Exception):
+    """The diff needs the records of the chunks parsing skipped: fetch them again."""
 
 
 def _record_failure(

@@ -19,6 +19,7 @@ from inventory.records import (
     TYPE_FIELDS,
     Connection,
     FetchedDigest,
+    Settled,
     SharedValues,
     format_timestamp,
     parse_item,
@@ -463,3 +464,82 @@ def test_a_change_to_one_item_changes_the_chunk_it_is_in_and_no_other() -> None:
         after = chunked(items).chunks()
         assert len(after) == len(before)
         assert [n for n, (a, b) in enumerate(zip(before, after, strict=True)) if a != b] == [3]
+
+
+def skipping(
+    known: frozenset[bytes], *pages: dict[str, Any]
+) -> tuple[FetchedDigest, list[Settled]]:
+    """Parsing that skips the ``known`` chunks, over ``pages``: the digest and what it settled."""
+    digest, settled, shared = FetchedDigest(known), [], SharedValues()
+    for number, body in enumerate(pages, 1):
+        page = parse_page(body, where="acme/crm", page=number, shared=shared, digest=digest)
+        assert page.connections == []
+        settled += page.settled
+    return digest, settled + digest.finish("acme/crm", shared)
+
+
+def mixed_page(names: list[str], **changed: str) -> dict[str, Any]:
+    """Items of every type by turns, the named ones with another allowed_domain."""
+    page: dict[str, Any] = {t: [] for t in KNOWN_TYPES}
+    for i, name in enumerate(names):
+        t = KNOWN_TYPES[i % 4]
+        domain = {"allowed_domain": changed[name]} if name in changed else {}
+        page[t].append(sample_item(t, name, **domain))
+    return page
+
+
+def test_parsing_that_skips_known_chunks_makes_records_of_the_others_only() -> None:
+    """With the chunk digests of earlier pages, parsing gives every item in page order
+    with a record only where its chunk is not among them, and the same digests as parsing
+    every item; over any pages and whichever items changed."""
+    known = frozenset(pages_fetched_digest(mixed_page(NAMES)).chunks())
+    changed = {NAMES[21]: "other.example", NAMES[-1]: "last.example"}
+    one_page = [mixed_page(NAMES, **changed)]
+    two_pages = [mixed_page(NAMES[:7], **changed), mixed_page(NAMES[7:], **changed)]
+    skipped = []
+    for pages in (one_page, two_pages):
+        full = pages_fetched_digest(*pages)
+        digest, settled = skipping(known, *pages)
+        assert (digest.hexdigest(), digest.kept(), digest.count) == (
+            full.hexdigest(),
+            full.kept(),
+            60,
+        )
+        # Each item in page order, with its page, its record when its chunk is new.
+        listed = [
+            (number, connection)
+            for number, body in enumerate(pages, 1)
+            for connection in parse_page(body, where="acme/crm", page=number).connections
+        ]
+        starts, chunks = [*full.starts, 60], full.chunks()
+        new = {
+            i for c, chunk in enumerate(chunks) if chunk not in known
+            for i in range(starts[c], starts[c + 1])
+        }  # fmt: skip
+        assert settled == [
+            Settled(c.type, c.name, number, c if i in new else None)
+            for i, (number, c) in enumerate(listed)
+        ]
+        skipped.append(60 - len(new))
+    # On one page as before, only the chunks of the two changed items are parsed.
+    assert 40 <= skipped[0] < 60 and skipped[0] > skipped[1]
+    # Knowing nothing, every item is parsed; knowing every chunk, none is.
+    assert all(s.connection is not None for s in skipping(frozenset(), *one_page)[1])
+    everything = frozenset(pages_fetched_digest(*one_page).chunks())
+    assert all(s.connection is None for s in skipping(everything, *one_page)[1])
+
+
+def test_parsing_that_skips_known_chunks_says_what_is_wrong_as_parsing_every_item_does() -> None:
+    known = frozenset(pages_fetched_digest(mixed_page(NAMES)).chunks())
+    not_a_name = mixed_page(NAMES)
+    not_a_name["basic_auth"][3]["name"] = 7
+    bad_time = mixed_page(NAMES)
+    bad_time["oauth"][2]["created_at"] = "yesterday"
+    not_text = mixed_page(NAMES)
+    not_text["api_key"][5]["header_name"] = ["x"]
+    for body in (not_a_name, bad_time, not_text):
+        with pytest.raises(RecordError) as every_item:
+            parse_page(body, where="acme/crm", page=1)
+        with pytest.raises(RecordError) as skipping_known:
+            skipping(known, body)
+        assert str(skipping_known.value) == str(every_item.value)

@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
 
 from inventory import models as m
 from inventory import records, store
@@ -672,6 +673,78 @@ def test_rows_inserted_or_deleted_by_hand_are_compared(cli: Harness) -> None:
     assert reads.taken() == []
 
 
+def test_a_snapshot_applied_while_one_was_fetched_makes_it_fetch_every_record(
+    cli: Harness,
+) -> None:
+    """A fetch skips the chunks the last applied snapshot kept; when another snapshot was
+    applied before it writes, those chunks say nothing of the rows, and it fetches again.
+    Here the skipped chunk holds a value the rows no longer have: taken as unchanged, the
+    change back would be lost."""
+    seed(cli, {"acme": {"billing": 3}})
+    assert cli.run("sync").code == 0  # the oauth connection's scope: "read write"
+    engine = store.make_engine(cli.db_url)
+    try:
+        first = store.known_chunks(engine, "acme", "billing")
+    finally:
+        engine.dispose()
+    assert first is not None
+    cli.zis.update("acme", "billing", "oauth", "billing_oauth_0", permission_scope="read")
+    assert cli.run("sync").code == 0
+    cli.zis.update("acme", "billing", "oauth", "billing_oauth_0", permission_scope="read write")
+    # As if the second sync had been applied while this one fetched, after it began.
+    cli.monkeypatch.setattr(store, "known_chunks", lambda *args: first)
+    before = cli.zis.request_counts()[("acme", "billing")]
+    assert cli.run("sync").code == 0
+    assert cli.zis.request_counts()[("acme", "billing")] - before == 2 * 4  # 4 pages, twice
+    last = max(r[0] for r in snapshots(cli.db_url))
+    assert changes(cli.db_url, {last}) == {
+        (
+            "billing",
+            "oauth",
+            "billing_oauth_0",
+            "modified",
+            "permission_scope",
+            "read",
+            "read write",
+        )
+    }
+
+
+def test_chunks_that_cannot_be_read_before_fetching_only_cost_parsing_every_item(
+    cli: Harness,
+) -> None:
+    seed(cli, {"acme": {"billing": 2}})
+    assert cli.run("sync").code == 0
+    cli.zis.update("acme", "billing", "oauth", "billing_oauth_1", permission_scope="read")
+
+    def unreadable(*args: Any) -> None:
+        raise OperationalError("SELECT", {}, Exception("database is locked"))
+
+    cli.monkeypatch.setattr(store, "known_chunks", unreadable)
+    made: list[int] = []
+    fetch = sync_module.fetch
+
+    def counted(client: Any, integration: Any, into: Any, stop: Any) -> None:
+        fetch(client, integration, into, stop)
+        made.append(len(into.in_order) if into.known_of is None else -1)
+
+    cli.monkeypatch.setattr(sync_module, "fetch", counted)
+    assert cli.run("sync").code == 0
+    assert made == [8]  # every item a record, none skipped
+    last = max(r[0] for r in snapshots(cli.db_url))
+    assert changes(cli.db_url, {last}) == {
+        (
+            "billing",
+            "oauth",
+            "billing_oauth_1",
+            "modified",
+            "permission_scope",
+            "read write",
+            "read",
+        )
+    }
+
+
 def test_a_held_snapshot_is_not_taken_for_the_stored_rows(cli: Harness) -> None:
     """A held snapshot applied nothing: its pages are compared with the rows the last
     applied one left, every time, until they are accepted."""
@@ -701,20 +774,35 @@ def test_comparing_the_changed_chunks_finds_what_comparing_every_row_finds(
 ) -> None:
     """Over rounds of random changes (modified, removed, added, restored, a row deleted or
     marked removed by hand), each snapshot's diff over the rows of its changed chunks is
-    the diff over every row, to the order of the events; and it reads fewer rows."""
+    the diff over every row, to the order of the events; and it reads fewer rows. The
+    snapshots parse only the items of the changed chunks into records; each page is
+    fetched a second time and parsed whole, for the diff over every row."""
     cli.monkeypatch.setattr(records, "CHUNK_MASK", 3)  # about four items per chunk
     seed(cli, {"acme": {"billing": 30}})
-    compare = sync_module._compare
+    compare, fetch = sync_module._compare, sync_module.fetch
     partial: list[int] = []
+    whole: dict[str, sync_module.Fetched] = {}
+    parsed: list[tuple[int, int]] = []  # (records made, items) when known chunks were skipped
+    whole_fetches: list[str] = []  # fetches that parsed every item
 
-    def both(ctx: Any, tx: store.IntegrationTransaction, *args: Any) -> Diff:
-        every_row = compare(replace(ctx, compare_all=True), tx, *args)
+    def fetch_twice(client: Any, integration: Any, into: Any, stop: Any) -> None:
+        whole[integration.name] = sync_module.Fetched()
+        fetch(client, integration, whole[integration.name], stop)
+        fetch(client, integration, into, stop)
+        if into.known_of is not None:
+            parsed.append((len(into.changed), into.count))
+        else:
+            whole_fetches.append(integration.name)
+
+    def both(ctx: Any, tx: store.IntegrationTransaction, fetched: Any, digest: str) -> Diff:
+        every_row = compare(replace(ctx, compare_all=True), tx, whole[tx.integration], digest)
         reads.rows()
-        got = compare(ctx, tx, *args)
+        got = compare(ctx, tx, fetched, digest)
         partial.extend(len(keys) for _, keys in reads.rows() if keys is not None)
         assert got == every_row
         return got
 
+    cli.monkeypatch.setattr(sync_module, "fetch", fetch_twice)
     cli.monkeypatch.setattr(sync_module, "_compare", both)
     reads = StateReads(cli.monkeypatch)
     assert cli.run("sync").code == 0
@@ -753,6 +841,10 @@ def test_comparing_the_changed_chunks_finds_what_comparing_every_row_finds(
         engine.dispose()
     rows = 120 + 8 * 5  # at most
     assert len(partial) >= 5 and all(0 < n < rows // 2 for n in partial), partial
+    # Every resync skipped the known chunks; the two after a change by hand then found the
+    # rows not as the last snapshot left them, and fetched again, parsing every item.
+    assert len(parsed) == 8 and all(0 < made < items // 2 for made, items in parsed), parsed
+    assert whole_fetches == ["billing"] * 3  # the first sync, rounds 3 and 5
 
 
 def test_the_changed_chunks_come_in_the_order_every_connection_is_compared_in(
