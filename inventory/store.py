@@ -10,6 +10,7 @@ import logging
 import os
 import socket
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence, Set
 from contextlib import closing, contextmanager
@@ -594,18 +595,47 @@ def fresh_snapshot(engine: Engine, account: str, integration: str, since: dateti
 
 
 def known_chunks(
-    engine: Engine, account: str, integration: str
+    conn: Connection, account: str, integration: str
 ) -> tuple[int, frozenset[bytes]] | None:
     """Before fetching: the integration's last applied snapshot and the chunk digests kept
     with it, or None when it has none (or none were kept). The write checks, under the
     lock, that it is still the last applied one."""
-    with engine.connect() as conn:
-        conn.execution_options(**{READ_ONLY_OPTION: True})  # a fetch does not wait for a write
-        last = conn.execute(_last_applied(account, integration, SNAPSHOTS.c.id)).scalar()
-        if last is None:
-            return None
-        chunks = _kept_chunks(conn, account, integration, last)
-        return None if chunks is None else (last, chunks)
+    last = conn.execute(_last_applied(account, integration, SNAPSHOTS.c.id)).scalar()
+    if last is None:
+        return None
+    chunks = _kept_chunks(conn, account, integration, last)
+    return None if chunks is None else (last, chunks)
+
+
+class ChunkReader:
+    """``known_chunks`` for the fetch workers of a run, one read at a time through one
+    connection they share (each connection to SQLite holds a cache of its own), each read
+    a short transaction of its own; on SQLite a deferred one, so a fetch does not wait
+    for a write."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._lock = threading.Lock()
+        self._conn: Connection | None = None
+
+    def read(self, account: str, integration: str) -> tuple[int, frozenset[bytes]] | None:
+        with self._lock:
+            if self._conn is None:
+                self._conn = self._engine.connect()
+                self._conn.execution_options(**{READ_ONLY_OPTION: True})
+            try:
+                with self._conn.begin():
+                    return known_chunks(self._conn, account, integration)
+            except BaseException:
+                self._conn.close()
+                self._conn = None
+                raise
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
 
 
 def _kept_chunks(

@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence, Set
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from itertools import groupby
@@ -227,6 +227,7 @@ class _Run:
     tick: Tick | None
     writer: ThreadPoolExecutor
     sets: threading.Semaphore  # integrations in memory: being fetched, waiting or sent
+    chunks: store.ChunkReader  # what each fetch may skip
     drift: dict[str, list[str]] = field(default_factory=dict)
 
 
@@ -273,6 +274,7 @@ def run_sync(
     try:
         with (
             rare_collections(),
+            closing(store.ChunkReader(engine)) as chunks,
             ThreadPoolExecutor(concurrency, thread_name_prefix="fetch") as pool,
             ThreadPoolExecutor(writers, thread_name_prefix="write") as writer,
         ):
@@ -286,6 +288,7 @@ def run_sync(
                 tick,
                 writer,
                 threading.Semaphore(concurrency),
+                chunks,
             )
             futures = [
                 pool.submit(sync_integration, ctx, clients[account.subdomain], integration)
@@ -508,9 +511,7 @@ class _Snapshot:
         known = None
         if skip_known:
             try:
-                known = store.known_chunks(
-                    self.ctx.engine, self.integration.account, self.integration.name
-                )
+                known = self.ctx.chunks.read(self.integration.account, self.integration.name)
             except SQLAlchemyError as exc:  # the write will say what is wrong with it
                 log.debug(
                     "%s: every item parsed: %s",

@@ -14,7 +14,8 @@ from sqlalchemy import Engine, select
 from inventory import models as m
 from inventory import store
 from inventory.diff import diff
-from inventory.records import Connection
+from inventory.records import Connection, FetchedDigest, parse_page
+from inventory.testing import sample_item
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 T1 = datetime(2026, 2, 1, 12, 0, tzinfo=UTC)
@@ -252,6 +253,28 @@ def test_sqlite_stores_and_reads_the_same_rows_with_or_without_its_json_function
         states.append(state)
     assert dumps[0] == dumps[1]
     assert states[0] == states[1]
+
+
+def test_the_chunks_a_fetch_may_skip_are_read_beside_a_write(tmp_path: Path) -> None:
+    """The last applied snapshot and its kept chunk digests, read before a fetch, through
+    the run's one shared connection; on SQLite without waiting for the write lock."""
+    engine = store.make_engine(f"sqlite:///{tmp_path / 'chunks.db'}", busy_timeout=0.2)
+    store.ensure_schema(engine, migrate=True)
+    digest = FetchedDigest()
+    body = {"api_key": [sample_item("api_key", f"k{i}") for i in range(20)]}
+    fetched = parse_page(body, where="acme/crm", page=1, digest=digest).connections
+    run = store.start_run(engine, "cli")
+    with store.integration_transaction(engine, "acme", "crm") as tx:
+        row = store.SnapshotRow(run.id, "acme", "crm", T0, "complete")
+        applied = tx.write(row, diff(tx.load_state(), fetched), T0, digest.kept())
+    reader = store.ChunkReader(engine)
+    try:
+        assert reader.read("acme", "other") is None  # nothing applied
+        with store.integration_transaction(engine, "acme", "crm"):  # the write lock held
+            assert reader.read("acme", "crm") == (applied, frozenset(digest.chunks()))
+    finally:
+        reader.close()
+        engine.dispose()
 
 
 def test_sqlite_json_columns_carries_only_the_columns_some_row_has_a_value_in() -> None:

@@ -684,7 +684,8 @@ def test_a_snapshot_applied_while_one_was_fetched_makes_it_fetch_every_record(
     assert cli.run("sync").code == 0  # the oauth connection's scope: "read write"
     engine = store.make_engine(cli.db_url)
     try:
-        first = store.known_chunks(engine, "acme", "billing")
+        with engine.connect() as conn:
+            first = store.known_chunks(conn, "acme", "billing")
     finally:
         engine.dispose()
     assert first is not None
