@@ -116,7 +116,7 @@ def _sqlite_json_value(value: Any) -> str:
 
 def engine_for(settings: Settings, *, readonly: bool = False) -> Engine:
     """The engine of the configured database, its pool sized for the sync workers (each may
-    hold a claim connection and a write connection)."""
+    hold a claim connection and a write connection), the run's own and its chunk reader."""
     return make_engine(
         settings.database_url,
         busy_timeout=settings.database.busy_timeout_seconds,
