@@ -868,12 +868,8 @@ class IntegrationTransaction:
         key holds a NUL (SQLite's JSON functions would cut it short). The keys are matched
         to row ids through the key's index, the JSON side outermost, as updates do."""
         row = f"json_array({self._columns(SQLITE_AWARE)})"
-        statement = (
-            f"SELECT json_group_array({row}) FROM connections WHERE id IN (SELECT c.id "
-            "FROM json_each({p}) AS j CROSS JOIN connections AS c ON c.account = {p} "
-            "AND c.integration = {p} AND c.type = json_extract(j.value, '$[0]') "
-            "AND c.name = json_extract(j.value, '$[1]') LIMIT -1)"
-        )
+        keyed = _sqlite_keyed(CONNECTIONS.name)
+        statement = f"SELECT json_group_array({row}) FROM connections WHERE id IN ({keyed})"
         rows: list[list[Any]] = []
         for chunk in batched(keys, STATE_CHUNK):
             text = sqlite_json(chunk)
@@ -1083,19 +1079,14 @@ class IntegrationTransaction:
             + " WHERE account = {p} AND integration = {p} AND type = {p} AND name = {p}"
             + (" AND valid_to IS NULL" if open_only else "")
         ).format(p=self.placeholder)
-        # The subquery's LIMIT keeps it from being merged into the UPDATE's join, where the
-        # planner may put the table outermost.
         picked = "".join(
             f", json_extract(j.value, '$[{i}]') AS \"{c}\"" for i, c in enumerate(columns, 2)
         )
+        keyed = _sqlite_keyed(t, picked, " AND c.valid_to IS NULL" if open_only else "")
         from_json = (
             f"UPDATE {t} SET "
             + ", ".join([*(f'"{c}" = v."{c}"' for c in columns), *(f'"{c}" = ?' for c in fixed)])
-            + f" FROM (SELECT c.id{picked} FROM json_each(?) AS j CROSS JOIN {t} AS c "
-            "ON c.account = ? AND c.integration = ? AND c.type = json_extract(j.value, '$[0]') "
-            "AND c.name = json_extract(j.value, '$[1]')"
-            + (" AND c.valid_to IS NULL" if open_only else "")
-            + f" LIMIT -1) AS v WHERE {t}.id = v.id"
+            + f" FROM ({keyed}) AS v WHERE {t}.id = v.id"
         )
         head, fixed_values = (self.account, self.integration), self._stored_values(fixed.values())
         for chunk in batched(rows, INSERT_CHUNK):
@@ -1149,6 +1140,19 @@ class IntegrationTransaction:
             "last_changed_at = {p} AND removed_at IS NULL",
             condition_params=(self._stored(at),),
         )
+
+
+def _sqlite_keyed(table: str, picked: str = "", condition: str = "") -> str:
+    """SQLite: the ids (and ``picked``) of an integration's rows of ``table`` whose (type,
+    name) a JSON array of keys holds; parameters: the array, the account, the integration.
+    The keys are matched through the key's index, the JSON side outermost: the LIMIT keeps
+    the subquery from being merged into an outer join, where the planner may put the table
+    outermost and scan the integration's rows once per key."""
+    return (
+        f"SELECT c.id{picked} FROM json_each(?) AS j CROSS JOIN {table} AS c "
+        "ON c.account = ? AND c.integration = ? AND c.type = json_extract(j.value, '$[0]') "
+        f"AND c.name = json_extract(j.value, '$[1]'){condition} LIMIT -1"
+    )
 
 
 def _pg_type(kind: Any) -> str:
