@@ -49,6 +49,7 @@ TYPE_FIELDS: Mapping[str, tuple[str, ...]] = {
     ),
 }
 TIMESTAMP_FIELDS = frozenset({"created_at", "updated_at", "token_expiry"})
+_KEPT_FIELDS = {t: (*COMMON_FIELDS, *fields) for t, fields in TYPE_FIELDS.items()}
 
 TYPE_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 MAX_NAME_LENGTH = 255
@@ -341,7 +342,7 @@ def parse_page(
             continue
         crc32, mask = zlib.crc32, CHUNK_MASK
         if digest is not None and digest.known is not None:
-            fields = (*COMMON_FIELDS, *TYPE_FIELDS.get(type_name, ()))
+            fields = _kept_fields(type_name)
             waiting = digest.waiting
             for index, item in enumerate(items):
                 at = len(tokens)
@@ -379,12 +380,7 @@ def _item_tokens(
     if not isinstance(item, Mapping):
         return None
     name = item.get("name")
-    if (
-        not isinstance(name, str)
-        or not name
-        or len(name) > MAX_NAME_LENGTH
-        or _CONTROL_RE.search(name)
-    ):
+    if not isinstance(name, str) or not _printable_name(name):
         return None
     values = [item.get(field) for field in fields]
     for value in values:
@@ -394,6 +390,16 @@ def _item_tokens(
     tokens.append(name)
     tokens += [value or "" for value in values]  # as parse_item: null and "" are one
     return name
+
+
+def _kept_fields(type_name: str) -> tuple[str, ...]:
+    """The fields an item of this type keeps, in order; an unknown type keeps the common
+    ones."""
+    return _KEPT_FIELDS.get(type_name, COMMON_FIELDS)
+
+
+def _printable_name(name: str) -> bool:
+    return bool(name) and len(name) <= MAX_NAME_LENGTH and not _CONTROL_RE.search(name)
 
 
 def parse_item(
@@ -414,11 +420,11 @@ def parse_item(
     name = item.get("name")
     if not isinstance(name, str):
         raise RecordError(f"{place}: field 'name' must be a string, got {_kind(name)}")
-    if not name or len(name) > MAX_NAME_LENGTH or _CONTROL_RE.search(name):
+    if not _printable_name(name):
         raise RecordError(f"{place}: field 'name' must be 1-{MAX_NAME_LENGTH} printable characters")
     shared = shared if shared is not None else SharedValues()
     values: dict[str, Value] = {}
-    fields = (*COMMON_FIELDS, *TYPE_FIELDS.get(type_name, ()))
+    fields = _kept_fields(type_name)
     if tokens is None:
         for field in fields:
             values[field] = _field(item.get(field), field, place, name, shared)
