@@ -507,7 +507,6 @@ class _Snapshot:
         kept are checked against their digests rather than parsed into records."""
         if self.ctx.stop.is_set():
             raise Interrupted(f"{self.where}: interrupted")
-        self.fetched = Fetched()
         known = None
         if skip_known:
             try:
@@ -518,6 +517,7 @@ class _Snapshot:
                     self.where,
                     store.describe_db_error(self.ctx.engine, exc),
                 )
+        self.fetched = Fetched()
         if known is not None:
             self.fetched = Fetched(digest=FetchedDigest(known[1]), known_of=known[0])
         fetch(self.client, self.integration, self.fetched, self.ctx.stop)
@@ -530,17 +530,16 @@ class _Snapshot:
 
     def _write(self) -> None:
         try:
-            self.result = _apply(
-                self.ctx, self.integration, self.started, self.fetched, self.place.release
-            )
+            self.result = self._applied()
         except _EveryRecordNeeded as exc:
             # Rare: the rows are not what the snapshot whose chunks were skipped left.
             log.info("%s: %s; fetching every record again", self.where, exc)
             self.started = store.now()
             self._fetch(skip_known=False)
-            self.result = _apply(
-                self.ctx, self.integration, self.started, self.fetched, self.place.release
-            )
+            self.result = self._applied()
+
+    def _applied(self) -> SnapshotResult:
+        return _apply(self.ctx, self.integration, self.started, self.fetched, self.place.release)
 
     def _step(self, action: Callable[[], None]) -> bool:
         try:
