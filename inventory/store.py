@@ -12,7 +12,7 @@ import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence, Set
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence, Set
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -95,13 +95,23 @@ def sqlite_json(rows: list[Sequence[Any]]) -> str | None:
     return None if "\\u0000" in text else text
 
 
-def sqlite_json_columns(rows: list[Sequence[Any]]) -> tuple[list[int], str] | None:
+def sqlite_json_columns(
+    rows: list[Sequence[Any]], timestamps: Collection[int] = ()
+) -> tuple[list[int], str] | None:
     """The positions of the columns some row has a value in, and the rows as
     ``sqlite_json`` gives them with those columns only (the first column at least, so
-    that every row is still there); None as there."""
+    that every row is still there); None as there. The columns at ``timestamps`` hold
+    datetimes or None, written as stored a column at a time: the encoder calling back
+    into Python for each datetime costs a third more."""
     columns = list(zip(*rows, strict=True))
     used = [i for i, values in enumerate(columns) if values.count(None) != len(values)] or [0]
-    text = sqlite_json(list(zip(*(columns[i] for i in used), strict=True)))
+    picked = [
+        [None if v is None else sqlite_value(v) for v in columns[i]]
+        if i in timestamps
+        else columns[i]
+        for i in used
+    ]
+    text = sqlite_json(list(zip(*picked, strict=True)))
     return None if text is None else (used, text)
 
 
@@ -980,6 +990,9 @@ class IntegrationTransaction:
         else:
             marks = ", ".join("?" * (len(columns) + len(fixed)))
             statement = f"INSERT INTO {table.name} ({names}) VALUES ({marks})"
+            timestamps = {
+                i for i, c in enumerate(columns) if isinstance(table.c[c].type, m.UTCDateTime)
+            }
         for chunk in batched(rows, INSERT_CHUNK):
             with self._driver_cursor(statement) as cursor:
                 if self.postgres:
@@ -987,7 +1000,7 @@ class IntegrationTransaction:
                         copy.set_types(types)
                         for row in chunk:
                             copy.write_row((*row, *fixed_values))
-                elif self.json and (packed := sqlite_json_columns(chunk)) is not None:
+                elif self.json and (packed := sqlite_json_columns(chunk, timestamps)) is not None:
                     used, text = packed
                     values = [
                         f"json_extract(value, '$[{used.index(i)}]')" if i in used else "NULL"

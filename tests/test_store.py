@@ -284,6 +284,8 @@ def test_sqlite_json_columns_carries_only_the_columns_some_row_has_a_value_in() 
         [0, 1, 3, 4],
         '[["api_key", "a", "2024-05-06 07:08:09.000010", null], ["oauth", "b", null, ""]]',
     )
+    # Timestamp columns named as such are written a column at a time, to the same text.
+    assert store.sqlite_json_columns(rows, timestamps={3}) == store.sqlite_json_columns(rows)
     # Every value NULL: the first column still carries one element per row.
     assert store.sqlite_json_columns([(None, None), (None, None)]) == ([0], "[[null], [null]]")
     assert store.sqlite_json_columns([("a", "x\x00y")]) is None  # left to row by row

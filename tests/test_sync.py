@@ -1190,6 +1190,48 @@ def test_no_more_integrations_are_held_than_fetch_workers(
     assert set(fetched_meanwhile) <= set(names[3:])
 
 
+def test_postgresql_writes_two_snapshots_at_a_time_and_sqlite_one(db_url: str) -> None:
+    """More snapshot transactions at once than POSTGRES_WRITERS only take processor time
+    from the fetch (docs/decisions.md); SQLite writes one at a time."""
+    names = [f"i{n}" for n in range(8)]
+    body = {
+        "api_key": [sample_item("api_key", "only_key")],
+        "meta": {"has_more": False, "after": None},
+    }
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, json=body))
+    account = Account(
+        "acme",
+        "https://acme.zendesk.com",
+        tuple(Integration("acme", n, Secret("t")) for n in names),
+    )
+    settings = Settings(
+        "(test)", db_url, DatabaseSettings(), SyncSettings(concurrency=4),
+        ScheduleSettings(), (account,),
+    )  # fmt: skip
+    engine = store.engine_for(settings)
+    store.ensure_schema(engine, migrate=True)
+    lock, writing, most = threading.Lock(), [0], [0]
+    real_apply = sync_module._apply
+
+    def slow_apply(*args: Any) -> Any:
+        with lock:
+            writing[0] += 1
+            most[0] = max(most[0], writing[0])
+        try:
+            time.sleep(0.1)  # every fetch ends meanwhile: the writers are all busy
+            return real_apply(*args)
+        finally:
+            with lock:
+                writing[0] -= 1
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sync_module, "_apply", slow_apply)
+        result = sync_module.run_sync(settings, engine, transport=lambda a: transport)
+    engine.dispose()
+    assert [s.status for s in result.snapshots] == ["complete"] * 8
+    assert most[0] == (2 if store.is_postgres(engine) else 1)
+
+
 def sync_pages(tmp_path: Path, pages: list[dict[str, Any]]) -> tuple[Any, set[tuple[Any, ...]]]:
     """One sync of integration acme/crm whose pages are ``pages``: its result, and the
     connections present afterwards."""
