@@ -4,6 +4,10 @@ The floor is the same client code fetching and parsing the same pages with no di
 database. Every measured step runs in a process of its own (peak RSS is per step); the
 fake server runs in another. Each run of a step comes right after a floor run of its own,
 and its ratio is to that floor. Figures vary from run to run; the ratios are what matter.
+Besides the step's own CPU, each row shows the CPU its database server used (`db cpu`:
+PostgreSQL's processes, when they run on this machine; SQLite works inside the step) and
+the fake server's (`api cpu`): on a machine that runs all three, their sum over its cores
+is a time no step can beat (`cpu bound` in the throughput table).
 
     python benchmarks/run.py                          # everything, on SQLite
     python benchmarks/run.py --database postgresql://postgres@127.0.0.1/test
@@ -69,6 +73,7 @@ def serve(spec: Account, pipe: Pipe) -> None:
             ]
             server.add_integration(ACCOUNT, name, TOKEN, items)
         pipe.send(server.base_url(ACCOUNT))
+        cpu = time.process_time()  # the server's CPU since the last step
         while True:
             command = pipe.recv()
             if command == "stop":
@@ -76,6 +81,7 @@ def serve(spec: Account, pipe: Pipe) -> None:
             if command == "stats":
                 statuses = [r.status for r in server.requests]
                 stats: dict[str, Any] = {"requests": len(statuses), "429": statuses.count(429)}
+                stats["api_cpu"], cpu = time.process_time() - cpu, time.process_time()
                 if spec.rate_limit is not None:  # (served, 429s) in each window used
                     windows: dict[int, list[int]] = {}
                     for r in server.requests:
@@ -107,6 +113,7 @@ def serve(spec: Account, pipe: Pipe) -> None:
                             ACCOUNT, name, "api_key", sample_item("api_key", f"{item_name}_new")
                         )
                     changed += 1
+            cpu = time.process_time()  # changing the account is no step's work
             pipe.send(changed)
 
 
@@ -189,6 +196,7 @@ def step(args: argparse.Namespace) -> dict[str, Any]:
             list(pool.map(read, integrations))
         client.close()
         wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+        db_cpu = None
         status = "floor"
     else:
         settings = Settings(
@@ -209,14 +217,18 @@ def step(args: argparse.Namespace) -> dict[str, Any]:
 
         store.integration_transaction = counted
 
+        local_postgres = is_local_postgres(args.database)
+        db_cpu0 = postgres_cpu() if local_postgres else 0.0
         cpu0, wall0 = time.process_time(), time.perf_counter()
         result = run_sync(settings, engine)
         wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+        db_cpu = postgres_cpu() - db_cpu0 if local_postgres else None
         engine.dispose()
         status = result.status
     return {
         "wall": wall,
         "cpu": cpu,
+        "db_cpu": db_cpu,
         "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "written": written,
         "status": status,
@@ -287,6 +299,33 @@ def measure_once(
     return figures
 
 
+def is_local_postgres(database: str) -> bool:
+    """A PostgreSQL server on this machine, whose processes /proc shows."""
+    from sqlalchemy.engine import make_url
+
+    if not database.startswith("postgresql") or not os.path.isdir("/proc"):
+        return False
+    return make_url(database).host in (None, "", "localhost", "127.0.0.1", "::1")
+
+
+def postgres_cpu() -> float:
+    """CPU seconds used so far by every PostgreSQL server process on this machine (the
+    backends serving a step and the server's own writers), from /proc; with the children
+    the server has reaped, so that a backend that ended still counts."""
+    ticks = 0
+    for pid in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                stat = f.read()
+        except OSError:  # not a process, or it ended meanwhile
+            continue
+        name, _, rest = stat.partition("(")[2].rpartition(")")
+        if name == "postgres":
+            fields = rest.split()
+            ticks += sum(int(v) for v in fields[11:15])  # utime, stime, cutime, cstime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 # --- the scenarios ---------------------------------------------------------------------
 
 
@@ -303,15 +342,16 @@ def print_table(title: str, rows: list[Row], extra: Callable[[Row], str] = lambd
             "(each step: the run with the median ratio to the floor run just before it; "
             "every run's wall time / its floor's at the end)"
         )
-    header = f"{'step':36} {'wall s':>8} {'cpu s':>7} {'rss MB':>7} {'requests':>8} {'429s':>5} {'x floor':>8}  rows written (connections / versions / changes)"
+    header = f"{'step':36} {'wall s':>8} {'cpu s':>7} {'db cpu':>7} {'api cpu':>7} {'rss MB':>7} {'requests':>8} {'429s':>5} {'x floor':>8}  rows written (connections / versions / changes)"
     print(header)
     print("-" * len(header))
     for row in rows:
         f = row.figures
         ratio = f"{f['ratio']:8.2f}" if "ratio" in f else f"{'-':>8}"
         written = " / ".join(str(f["written"][t]) for t in INVENTORY_TABLES)
+        db_cpu = f"{f['db_cpu']:7.2f}" if f.get("db_cpu") is not None else f"{'-':>7}"
         print(
-            f"{row.name:36} {f['wall']:8.2f} {f['cpu']:7.2f} {f['rss_mb']:7.0f} {f['requests']:8d} {f['429']:5d} {ratio}  {written}{extra(row)}{spread(f)}"
+            f"{row.name:36} {f['wall']:8.2f} {f['cpu']:7.2f} {db_cpu} {f['api_cpu']:7.2f} {f['rss_mb']:7.0f} {f['requests']:8d} {f['429']:5d} {ratio}  {written}{extra(row)}{spread(f)}"
         )
 
 
@@ -387,8 +427,19 @@ def throughput(args: argparse.Namespace, tmp: str) -> list[Row]:
     print_table(
         f"1. Throughput: {spec.integrations} integrations x {spec.per_integration} = {spec.total} connections, concurrency {args.concurrency}",
         rows,
+        cpu_bound,
     )
     return rows
+
+
+def cpu_bound(row: Row) -> str:
+    """The CPU of the step, its database server and the fake server, spread over every
+    core of this machine: the wall time no run could beat here, as a ratio to the floor."""
+    f = row.figures
+    if "floor_wall" not in f:
+        return ""
+    busy = f["cpu"] + (f.get("db_cpu") or 0.0) + f["api_cpu"]
+    return f"   cpu bound {busy / (os.cpu_count() or 1) / f['floor_wall']:.2f} x floor"
 
 
 def scaling(args: argparse.Namespace, tmp: str) -> None:
