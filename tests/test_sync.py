@@ -1120,15 +1120,8 @@ def test_a_run_collects_garbage_rarely_and_restores_the_thresholds_after_the_las
         gc.set_threshold(700, 10, 10)
 
 
-def test_no_more_integrations_are_held_than_fetch_workers(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """From its first page until its records are sent to the database, an integration
-    holds one of sync.concurrency places: a slow writer makes the fetchers wait instead
-    of piling up fetched sets in memory. The place is given back before the database
-    derives the rest (versions opened, added events) and commits: the next integration
-    is fetched meanwhile."""
-    names = [f"i{n}" for n in range(8)]
+def one_key_integrations(names: list[str]) -> tuple[httpx.MockTransport, Account]:
+    """Account acme with an integration of each of ``names``, each holding one key."""
     body = {
         "api_key": [sample_item("api_key", "only_key")],
         "meta": {"has_more": False, "after": None},
@@ -1139,6 +1132,19 @@ def test_no_more_integrations_are_held_than_fetch_workers(
         "https://acme.zendesk.com",
         tuple(Integration("acme", n, Secret("t")) for n in names),
     )
+    return transport, account
+
+
+def test_no_more_integrations_are_held_than_fetch_workers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From its first page until its records are sent to the database, an integration
+    holds one of sync.concurrency places: a slow writer makes the fetchers wait instead
+    of piling up fetched sets in memory. The place is given back before the database
+    derives the rest (versions opened, added events) and commits: the next integration
+    is fetched meanwhile."""
+    names = [f"i{n}" for n in range(8)]
+    transport, account = one_key_integrations(names)
     settings = Settings(
         "(test)", f"sqlite:///{tmp_path / 'held.db'}", DatabaseSettings(),
         SyncSettings(concurrency=3), ScheduleSettings(), (account,),
@@ -1194,16 +1200,7 @@ def test_postgresql_writes_two_snapshots_at_a_time_and_sqlite_one(db_url: str) -
     """More snapshot transactions at once than POSTGRES_WRITERS only take processor time
     from the fetch (docs/decisions.md); SQLite writes one at a time."""
     names = [f"i{n}" for n in range(8)]
-    body = {
-        "api_key": [sample_item("api_key", "only_key")],
-        "meta": {"has_more": False, "after": None},
-    }
-    transport = httpx.MockTransport(lambda request: httpx.Response(200, json=body))
-    account = Account(
-        "acme",
-        "https://acme.zendesk.com",
-        tuple(Integration("acme", n, Secret("t")) for n in names),
-    )
+    transport, account = one_key_integrations(names)
     settings = Settings(
         "(test)", db_url, DatabaseSettings(), SyncSettings(concurrency=4),
         ScheduleSettings(), (account,),
