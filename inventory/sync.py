@@ -523,9 +523,11 @@ class _Snapshot:
                     self.where,
                     store.describe_db_error(self.ctx.engine, exc),
                 )
-        self.fetched = Fetched()
-        if known is not None:
-            self.fetched = Fetched(digest=FetchedDigest(known[1]), known_of=known[0])
+        self.fetched = (
+            Fetched()
+            if known is None
+            else Fetched(digest=FetchedDigest(known[1]), known_of=known[0])
+        )
         fetch(self.client, self.integration, self.fetched, self.ctx.stop)
         for type_name in self.fetched.unknown_types:
             self.ctx.drift.setdefault(type_name, []).append(self.where)
