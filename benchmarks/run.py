@@ -81,7 +81,8 @@ def serve(spec: Account, pipe: Pipe) -> None:
             if command == "stats":
                 statuses = [r.status for r in server.requests]
                 stats: dict[str, Any] = {"requests": len(statuses), "429": statuses.count(429)}
-                stats["api_cpu"], cpu = time.process_time() - cpu, time.process_time()
+                now = time.process_time()
+                stats["api_cpu"], cpu = now - cpu, now
                 if spec.rate_limit is not None:  # (served, 429s) in each window used
                     windows: dict[int, list[int]] = {}
                     for r in server.requests:
