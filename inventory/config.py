@@ -12,6 +12,7 @@ import stat
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -57,6 +58,21 @@ class Secret:
         return hash(self._value)
 
 
+_DURATION_RE = re.compile(r"^(\d+)\s*([smhd])$")
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> timedelta:
+    """``<n>s|m|h|d`` (or ``0``) -> timedelta."""
+    text = text.strip()
+    if text == "0":
+        return timedelta(0)
+    match = _DURATION_RE.match(text)
+    if match is None:
+        raise ValueError(f'{text!r} is not a duration such as "24h", "90m", "7d" or "0"')
+    return timedelta(seconds=int(match.group(1)) * _DURATION_UNITS[match.group(2)])
+
+
 # --- the file's schema -------------------------------------------------------------
 
 
@@ -86,6 +102,16 @@ class SyncSettings(_Strict):
     max_removal_ratio: float = Field(default=0.5, ge=0, le=1)
     max_removal_min: int = Field(default=5, ge=0)
     ca_bundle: str | None = None
+    full_compare_interval: timedelta = timedelta(hours=24)
+
+    @field_validator("full_compare_interval", mode="before")
+    @classmethod
+    def _duration(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return parse_duration(v)
+        if isinstance(v, timedelta):
+            return v
+        raise ValueError('must be a duration such as "24h", "90m", "7d" or "0"')
 
     @field_validator(
         "timeout_seconds",

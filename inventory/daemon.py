@@ -32,6 +32,7 @@ from .config import ScheduleSettings, Settings, load_settings
 from .errors import ConfigError, DatabaseError, InventoryError
 from .metrics import Metrics
 from .sync import Tick, run_sync
+from .types import ResultStatus, RunStatus, Trigger
 
 log = logging.getLogger(__name__)
 
@@ -159,17 +160,18 @@ class Daemon:
             result = run_sync(
                 settings,
                 engine,
-                trigger="schedule",
+                trigger=Trigger.SCHEDULE,
                 stop=self.stop,
                 tick=Tick(since, claim=store.is_postgres(engine)),
                 on_run=self._set_current,
             )
             seconds = time.perf_counter() - clock
             self.metrics.record(result, seconds)
-            kinds = ("complete", "failed", "held", "interrupted", "skipped")
-            counts = {k: sum(1 for s in result.snapshots if s.status == k) for k in kinds}
+            counts = {
+                str(k): sum(1 for s in result.snapshots if s.status == k) for k in ResultStatus
+            }
             log.log(
-                logging.INFO if result.status == "complete" else logging.WARNING,
+                logging.INFO if result.status == RunStatus.COMPLETE else logging.WARNING,
                 "run %s: %s (%s) in %.2fs",
                 result.run_id,
                 result.status,
@@ -258,13 +260,9 @@ class Daemon:
         )
         if run is not None:
             try:
-                store.finish_run(self.engine, run, "failed", "interrupted (shutdown)")
-            except SQLAlchemyError as exc:
-                log.error(
-                    "could not mark run %s failed: %s",
-                    run.id,
-                    store.describe_db_error(self.engine, exc),
-                )
+                store.finish_run(self.engine, run, RunStatus.FAILED, "interrupted (shutdown)")
+            except DatabaseError as exc:
+                log.error("%s", exc)
         logging.shutdown()
         os._exit(0)  # the stuck worker thread would otherwise hold the interpreter open
 

@@ -7,7 +7,7 @@ import logging
 import secrets
 import sqlite3
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +24,10 @@ from .config import (
     Settings,
     SyncSettings,
 )
-from .records import format_timestamp
 from .report import format_table, sync_summary
-from .sync import RunResult, run_sync
-from .testing import FakeZisServer, sample_item
-
-ACCOUNT = "acme"
+from .results import RunResult
+from .sync import run_sync
+from .testing import ACCOUNT, FakeZisServer, change_account, sample_account
 
 LOOK_FURTHER = """\
 Look further with any SQLite client, e.g. `sqlite3 {db}`:
@@ -52,111 +50,6 @@ Look further with any SQLite client, e.g. `sqlite3 {db}`:
    WHERE valid_from <= (SELECT finished_at FROM sync_runs WHERE id = 1)
      AND (valid_to IS NULL OR valid_to > (SELECT finished_at FROM sync_runs WHERE id = 1));
 """
-
-
-def _stamp(when: datetime) -> str:
-    return format_timestamp(when)
-
-
-def sample_account(now: datetime) -> dict[str, list[tuple[str, dict[str, Any]]]]:
-    """Three integrations, all four types, 36 connections, a few tokens near expiry."""
-    soon, later, gone = now + timedelta(days=5), now + timedelta(days=200), now - timedelta(days=3)
-    old = _stamp(now - timedelta(days=400))
-
-    def item(type_name: str, name: str, **fields: Any) -> tuple[str, dict[str, Any]]:
-        fields.setdefault("created_at", old)
-        fields.setdefault("updated_at", old)
-        return type_name, sample_item(type_name, name, **fields)
-
-    def oauth(name: str, expiry: datetime | None, **fields: Any) -> tuple[str, dict[str, Any]]:
-        value = _stamp(expiry) if expiry else ""
-        return "oauth", sample_item("oauth", name, token_expiry=value, **fields)
-
-    billing = [
-        item("api_key", "stripe_key", header_name="Authorization", allowed_domain="api.stripe.com"),
-        item("api_key", "taxjar_key", allowed_domain="api.taxjar.com"),
-        item("api_key", "avalara_key", allowed_domain="*.avalara.net"),
-        item("basic_auth", "netsuite_user", allowed_domain="*.netsuite.com"),
-        item("basic_auth", "sap_gateway", allowed_domain="sap.acme-corp.example"),
-        item("basic_auth", "legacy_erp", allowed_domain=""),
-        item("bearer_token", "chargebee_token", allowed_domain="acme.chargebee.com"),
-        item("bearer_token", "recurly_token", allowed_domain="v3.recurly.com"),
-        oauth("xero", soon, oauth_url_subdomain="login.xero.com", created_by="maria.lopez"),
-        oauth("quickbooks", later, created_by="maria.lopez"),
-        oauth("zendesk", None, created_by="zendesk_admin", oauth_url_subdomain="acme"),
-        item("bearer_token", "paddle_token", allowed_domain="api.paddle.com"),
-    ]
-    crm = [
-        item("api_key", "hubspot_key", allowed_domain="api.hubapi.com"),
-        item("api_key", "pipedrive_key", allowed_domain="*.pipedrive.com"),
-        item("api_key", "clearbit_key", allowed_domain="*.example.com"),
-        item("basic_auth", "dynamics_svc", allowed_domain="acme.crm.dynamics.com"),
-        item("basic_auth", "sugar_svc", allowed_domain="sugar.acme-corp.example"),
-        item("bearer_token", "intercom_token", allowed_domain="api.intercom.io"),
-        item("bearer_token", "close_token", allowed_domain="api.close.com"),
-        item("bearer_token", "copper_token", allowed_domain=""),
-        oauth("salesforce", soon + timedelta(days=4), created_by="dev.ops"),
-        oauth("hubspot_oauth", later, created_by="dev.ops"),
-        oauth("zoho", gone, created_by="former.admin"),
-        oauth("zendesk", None, created_by="zendesk_admin"),
-    ]
-    alerts = [
-        item(
-            "api_key",
-            "pagerduty_key",
-            header_name="Authorization",
-            allowed_domain="events.pagerduty.com",
-        ),
-        item("api_key", "opsgenie_key", allowed_domain="api.opsgenie.com"),
-        item("api_key", "datadog_key", header_name="DD-API-KEY", allowed_domain="*.datadoghq.com"),
-        item("basic_auth", "jira_bot", allowed_domain="acme.atlassian.net"),
-        item("basic_auth", "statuspage_bot", allowed_domain="api.statuspage.io"),
-        item("bearer_token", "slack_bot", allowed_domain="slack.com"),
-        item("bearer_token", "teams_webhook", allowed_domain="*.webhook.office.com"),
-        item("bearer_token", "discord_bot", allowed_domain="discord.com"),
-        oauth("slack_oauth", later, created_by="it.admin"),
-        oauth("github_app", soon + timedelta(days=20), created_by="it.admin"),
-        oauth("linear", later, created_by="it.admin"),
-        oauth("zendesk", None, created_by="zendesk_admin"),
-    ]
-    return {"billing_sync": billing, "crm_bridge": crm, "slack_alerts": alerts}
-
-
-def change_account(server: FakeZisServer, now: datetime) -> list[str]:
-    """The changes between the two syncs; returns what was done, in words."""
-    stamp = _stamp(now)
-    server.update(
-        ACCOUNT,
-        "billing_sync",
-        "oauth",
-        "xero",
-        token_expiry=_stamp(now + timedelta(days=60)),
-        access_token="ZIS-SENTINEL-SECRET-rotated",
-    )
-    server.put(
-        ACCOUNT,
-        "crm_bridge",
-        "api_key",
-        sample_item(
-            "api_key", "gong_key", allowed_domain="api.gong.io", created_at=stamp, updated_at=stamp
-        ),
-    )
-    server.delete(ACCOUNT, "slack_alerts", "basic_auth", "statuspage_bot")
-    server.update(
-        ACCOUNT,
-        "crm_bridge",
-        "api_key",
-        "clearbit_key",
-        allowed_domain="person.clearbit.com",
-        updated_at=stamp,
-    )
-    return [
-        "billing_sync: the xero OAuth token was refreshed (new expiry)",
-        "crm_bridge:   a new API key gong_key was created",
-        "slack_alerts: the basic_auth connection statuspage_bot was deleted",
-        "crm_bridge:   clearbit_key's allowed_domain narrowed from *.example.com "
-        "to person.clearbit.com",
-    ]
 
 
 def _prepare_file(path: Path) -> str | None:

@@ -1,13 +1,17 @@
-"""Pure: (stored state, fetched set) -> the changes of one snapshot, and the removal guard."""
+"""Pure: (stored state, fetched set) -> the frozen Diff of one snapshot, and the removal
+guard.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple
 
-from .records import METADATA_FIELDS, Connection, Value, format_timestamp
+from .fields import METADATA_FIELDS
+from .records import Connection, Value, format_timestamp
+from .types import ChangeKind
 
 Key = tuple[str, str]  # (type, name) within one (account, integration)
 
@@ -22,7 +26,7 @@ class Stored(NamedTuple):
 class Event(NamedTuple):
     """A row of ``connection_changes`` without its snapshot context."""
 
-    change: str  # added | removed | modified | restored
+    change: ChangeKind
     type: str
     name: str
     field: str | None = None
@@ -30,35 +34,29 @@ class Event(NamedTuple):
     new_value: str | None = None
 
 
-@dataclass
+@dataclass(frozen=True)
 class Diff:
-    added: list[Connection] = field(default_factory=list)
-    removed: list[Connection] = field(default_factory=list)
-    modified: list[Connection] = field(default_factory=list)
-    restored: list[Connection] = field(default_factory=list)
-    # The restored and modified events in the order they were found, then the removed
-    # ones in key order. The added ones follow from ``added`` (one each), so a large first
-    # sync builds none.
-    changes: list[Event] = field(default_factory=list)
+    """What one snapshot changes; nothing mutates it once made."""
+
+    added: tuple[Connection, ...] = ()
+    removed: tuple[Connection, ...] = ()  # the stored rows, as they were
+    modified: tuple[Connection, ...] = ()  # the new values
+    restored: tuple[Connection, ...] = ()  # the new values
+    # Every event in the order it is stored: restored and modified ones in fetch order,
+    # then the removed ones in key order, then the added ones in key order.
+    events: tuple[Event, ...] = ()
     present_before: int = 0
 
     @property
     def empty(self) -> bool:
-        return not (self.added or self.changes)
+        return not self.events
 
-    @property
-    def events(self) -> list[Event]:
-        """Every event, in the order they are stored: the changes, then the added ones in
-        key order."""
-        added = sorted(c[:2] for c in self.added)
-        return [*self.changes, *(Event("added", type_name, name) for type_name, name in added)]
-
-    def counts(self) -> dict[str, int]:
+    def counts(self) -> dict[ChangeKind, int]:
         return {
-            "added": len(self.added),
-            "removed": len(self.removed),
-            "modified": len(self.modified),
-            "restored": len(self.restored),
+            ChangeKind.ADDED: len(self.added),
+            ChangeKind.REMOVED: len(self.removed),
+            ChangeKind.MODIFIED: len(self.modified),
+            ChangeKind.RESTORED: len(self.restored),
         }
 
 
@@ -68,69 +66,40 @@ def diff(stored: Mapping[Key, Stored], fetched: Iterable[Connection]) -> Diff:
     A restored connection yields one ``restored`` event plus one ``modified`` event per
     field that differs from its last known values; it counts as restored only.
     """
-    result = Diff(present_before=sum(1 for s in stored.values() if not s.removed))
+    added: list[Connection] = []
+    modified: list[Connection] = []
+    restored: list[Connection] = []
+    events: list[Event] = []
     unseen = set(stored)  # the stored keys no fetched connection has matched yet
     for new in fetched:
-        key = new[:2]  # (type, name), as Connection.key, without the property call
-        old = stored.get(key)
+        old = stored.get(new.key)
         if old is None:
-            result.added.append(new)
+            added.append(new)
             continue
-        unseen.discard(key)
+        unseen.discard(new.key)
         if old.removed:
-            result.restored.append(new)
-            result.changes.append(Event("restored", new.type, new.name))
-            result.changes.extend(_field_events(old.connection, new))
-            continue
-        if old.connection != new:  # the same key: any difference is in the metadata
-            result.modified.append(new)
-            result.changes.extend(_field_events(old.connection, new))
-    for key in sorted(unseen):  # removals in key order, whatever order the rows came in
-        old = stored[key]
-        if not old.removed:
-            result.removed.append(old.connection)
-            result.changes.append(Event("removed", key[0], key[1]))
-    return result
-
-
-def narrow(
-    changed: Iterable[Connection],
-    unchanged: int,
-    stored: Mapping[str, Mapping[str, int]],
-    fetched: Mapping[str, Mapping[str, object]],
-) -> tuple[set[Key], int] | None:
-    """What a diff over some of the stored rows needs, when all but ``changed`` of the
-    fetched connections (``unchanged`` of them) are known to equal their rows if those are
-    present: the keys of the rows to compare ``changed`` with (theirs, and those of the
-    present rows no fetched connection has: removals), and how many rows are present.
-    ``stored`` maps the type and name of every row to whether it is marked removed (1 or
-    0); ``fetched`` maps each fetched type to a mapping whose keys are its names.
-
-    ``diff(rows of those keys, changed)``, with ``present_before`` set to that count, is
-    then ``diff(all rows, fetched)``: the connections left out would give no event, and
-    every other row and connection is in it. None when the present rows do not add up
-    (``unchanged`` + those of ``changed`` + removals): a row of an unchanged connection is
-    missing or marked removed, which only a change made outside a sync does."""
-    needed: set[Key] = set()
-    matched = 0  # present rows of changed connections
-    for new in changed:
-        removed = stored.get(new[0], {}).get(new[1])
-        if removed is not None:
-            needed.add(new[:2])
-            matched += not removed
-    present = 0
-    for type_name, named in stored.items():
-        present += len(named) - sum(named.values())
-        for name in named.keys() - fetched.get(type_name, {}).keys():
-            if not named[name]:  # present, and fetched no more
-                needed.add((type_name, name))
-                matched += 1
-    return (needed, present) if present == unchanged + matched else None
+            restored.append(new)
+            events.append(Event(ChangeKind.RESTORED, new.type, new.name))
+            events.extend(_field_events(old.connection, new))
+        elif old.connection != new:  # the same key: any difference is in the metadata
+            modified.append(new)
+            events.extend(_field_events(old.connection, new))
+    removed = [stored[key].connection for key in sorted(unseen) if not stored[key].removed]
+    events.extend(Event(ChangeKind.REMOVED, c.type, c.name) for c in removed)
+    events.extend(Event(ChangeKind.ADDED, c.type, c.name) for c in sorted(added))
+    return Diff(
+        added=tuple(added),
+        removed=tuple(removed),
+        modified=tuple(modified),
+        restored=tuple(restored),
+        events=tuple(events),
+        present_before=sum(1 for s in stored.values() if not s.removed),
+    )
 
 
 def _field_events(old: Connection, new: Connection) -> list[Event]:
     return [
-        Event("modified", new.type, new.name, name, as_text(before), as_text(after))
+        Event(ChangeKind.MODIFIED, new.type, new.name, name, as_text(before), as_text(after))
         for name, before, after in zip(METADATA_FIELDS, old.metadata(), new.metadata(), strict=True)
         if before != after
     ]

@@ -54,16 +54,10 @@ def _database(settings: Settings) -> list[Probe]:
 
 
 def _sqlite_library(settings: Settings) -> list[Probe]:
-    """Which way rows move to and from SQLite: an old library works, more slowly."""
+    """The SQLite library the driver uses."""
     if not store.is_sqlite_url(settings.database_url):
         return []
-    way = (
-        ": rows move as JSON arrays"
-        if store.sqlite_has_json()
-        else " lacks JSON functions (3.38), row values (3.15) or UPDATE ... FROM (3.33): "
-        "rows move one by one, which makes large syncs slower"
-    )
-    return [Probe("sqlite library", True, f"SQLite {sqlite3.sqlite_version}{way}")]
+    return [Probe("sqlite library", True, f"SQLite {sqlite3.sqlite_version}")]
 
 
 def _reach(settings: Settings) -> list[Probe]:

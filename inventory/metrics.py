@@ -28,7 +28,7 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import models as m
-from .sync import RunResult
+from .results import RunResult
 
 log = logging.getLogger(__name__)
 

@@ -17,12 +17,12 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
-    LargeBinary,
     MetaData,
     String,
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -144,24 +144,12 @@ class Snapshot(Base):
     superseded_by: Mapped[int | None] = mapped_column(ForeignKey("snapshots.id"))
     accepted_removals: Mapped[bool] = mapped_column(Boolean, default=False)
     # SHA-256 (hex) of the allow-listed metadata of the pages a complete or held snapshot
-    # fetched, in order (records.FetchedDigest): when the next snapshot's pages give the
+    # fetched, in order (records.fetched_digest): when the next snapshot's pages give the
     # same, nothing changed and no row needs comparing.
     fetched_digest: Mapped[str | None] = mapped_column(String(64))
-
-
-class FetchedChunks(Base):
-    """The chunk digests (records.FetchedDigest) of each integration's last applied
-    snapshot: when the next snapshot's pages differ, only the rows of the chunks that
-    changed need comparing. One row per integration, replaced by every applied snapshot;
-    read only when ``snapshot_id`` is still the last applied one."""
-
-    __tablename__ = "fetched_chunks"
-
-    account: Mapped[str] = mapped_column(primary_key=True)
-    integration: Mapped[str] = mapped_column(primary_key=True)
-    snapshot_id: Mapped[int] = mapped_column(ForeignKey("snapshots.id"))
-    # The parsing header's SHA-256, then each chunk's, in page order: 32 bytes each.
-    chunks: Mapped[bytes] = mapped_column(LargeBinary)
+    # Every stored row was compared with the fetched set (not taken as unchanged by the
+    # digest): sync.full_compare_interval is measured from the last applied one.
+    full_compare: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class Connection(MetadataColumns, Base):

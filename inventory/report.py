@@ -17,7 +17,7 @@ from sqlalchemy import Engine, and_, func, or_, select
 
 from . import models as m
 from .records import METADATA_FIELDS, format_timestamp
-from .sync import RunResult
+from .results import RunResult
 
 FORMATS = ("table", "json", "csv")
 

@@ -1,0 +1,87 @@
+"""The database side, one module per concern: engine (engines, URLs, the error
+boundary), schema (Alembic), runs (run rows, liveness, claims), snapshot (the
+integration transaction) and bulk (one bulk insert per dialect).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Engine
+
+from .engine import (
+    READ_ONLY_OPTION,
+    check_reachable,
+    database_errors,
+    describe_db_error,
+    engine_for,
+    is_postgres,
+    is_sqlite_url,
+    lock_key,
+    make_engine,
+    missing_sqlite_file,
+    normalize_url,
+    now,
+    safe_url,
+)
+from .runs import (
+    Run,
+    claim,
+    finish_run,
+    reap_abandoned_runs,
+    release_run_lock,
+    run_alive,
+    start_run,
+)
+from .schema import (
+    alembic_config,
+    current_revision,
+    downgrade,
+    ensure_schema,
+    head_revision,
+    require_schema,
+    upgrade,
+)
+from .snapshot import (
+    APPLIED,
+    IntegrationTransaction,
+    SnapshotRow,
+    SnapshotWriteFailed,
+    fresh_snapshot,
+    integration_transaction,
+)
+
+__all__ = [
+    "APPLIED",
+    "READ_ONLY_OPTION",
+    "Engine",
+    "IntegrationTransaction",
+    "Run",
+    "SnapshotRow",
+    "SnapshotWriteFailed",
+    "alembic_config",
+    "check_reachable",
+    "claim",
+    "current_revision",
+    "database_errors",
+    "describe_db_error",
+    "downgrade",
+    "engine_for",
+    "ensure_schema",
+    "finish_run",
+    "fresh_snapshot",
+    "head_revision",
+    "integration_transaction",
+    "is_postgres",
+    "is_sqlite_url",
+    "lock_key",
+    "make_engine",
+    "missing_sqlite_file",
+    "normalize_url",
+    "now",
+    "reap_abandoned_runs",
+    "release_run_lock",
+    "require_schema",
+    "run_alive",
+    "safe_url",
+    "start_run",
+    "upgrade",
+]

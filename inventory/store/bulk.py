@@ -1,0 +1,96 @@
+"""Many rows into one table, in chunks: one insert per dialect behind ``insert_rows``.
+
+PostgreSQL takes them by psycopg's binary COPY (its executemany sends one statement per
+row); SQLite by executemany, whose statements run inside the library without a round
+trip.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from itertools import islice
+from typing import Any
+
+from sqlalchemy import Connection, Integer, String, Table
+from sqlalchemy.exc import DBAPIError
+
+from .. import models as m
+
+CHUNK = 1000  # rows built and sent at a time, so a large first sync never holds them all
+
+
+def insert_rows(
+    conn: Connection,
+    table: Table,
+    columns: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+    fixed: Mapping[str, Any] | None = None,
+) -> int:
+    """Insert ``rows`` (values of ``columns``, in order) into ``table``; ``fixed`` gives
+    columns whose value is the same in every row. Returns how many were inserted."""
+    fixed = dict(fixed or {})
+    if conn.dialect.name == "postgresql":
+        return insert_postgresql(conn, table, columns, rows, fixed)
+    return insert_sqlite(conn, table, columns, rows, fixed)
+
+
+def insert_sqlite(
+    conn: Connection,
+    table: Table,
+    columns: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+    fixed: Mapping[str, Any],
+) -> int:
+    count = 0
+    for chunk in _chunks(rows):
+        conn.execute(
+            table.insert(), [{**fixed, **dict(zip(columns, row, strict=True))} for row in chunk]
+        )
+        count += len(chunk)
+    return count
+
+
+def insert_postgresql(
+    conn: Connection,
+    table: Table,
+    columns: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+    fixed: Mapping[str, Any],
+) -> int:
+    """Binary COPY. The session runs in UTC and values are as the columns hold them, so
+    psycopg sends each as it is; its errors are raised as SQLAlchemy would raise them."""
+    names = (*columns, *fixed)
+    quoted = ", ".join(f'"{c}"' for c in names)
+    statement = f"COPY {table.name} ({quoted}) FROM STDIN (FORMAT BINARY)"
+    types = [_pg_type(table.c[c].type) for c in names]
+    tail = tuple(fixed.values())
+    driver: Any = conn.connection.driver_connection
+    dbapi_error = conn.dialect.loaded_dbapi.Error
+    count = 0
+    try:
+        with driver.cursor() as cursor, cursor.copy(statement) as copy:
+            copy.set_types(types)
+            for chunk in _chunks(rows):
+                for row in chunk:
+                    copy.write_row((*row, *tail))
+                count += len(chunk)
+    except dbapi_error as exc:
+        raise DBAPIError.instance(statement, None, exc, dbapi_error) from exc
+    return count
+
+
+def _pg_type(kind: Any) -> str:
+    """The PostgreSQL type a column's values are sent as in a binary COPY."""
+    if isinstance(kind, m.UTCDateTime):
+        return "timestamptz"
+    if isinstance(kind, Integer):
+        return "int4"
+    if isinstance(kind, String):  # Text is a String
+        return "text"
+    raise TypeError(f"no COPY type for {kind!r}")
+
+
+def _chunks(rows: Iterable[Sequence[Any]]) -> Iterator[list[Sequence[Any]]]:
+    it = iter(rows)
+    while chunk := list(islice(it, CHUNK)):
+        yield chunk

@@ -1,0 +1,321 @@
+"""The integration transaction: under the (account, integration) lock, read the stored
+state, then write one snapshot row and what it applies, in one transaction.
+
+Every snapshot row (complete, held, failed or superseded) is written by
+``IntegrationTransaction.write``, which only ``integration_transaction`` hands out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import cached_property
+from typing import Any, NamedTuple, cast
+
+from sqlalchemy import Connection, Engine, String, Table, bindparam, func, select, type_coerce
+
+from .. import models as m
+from ..config import Settings
+from ..diff import Diff, Key, Stored
+from ..errors import SnapshotError
+from ..fields import METADATA_FIELDS, RECORD_FIELDS, TIMESTAMP_FIELDS
+from ..records import Connection as Record
+from ..types import SnapshotStatus
+from .bulk import insert_rows
+from .engine import database_errors, is_postgres, lock_key, now
+
+SNAPSHOTS = cast(Table, m.Snapshot.__table__)
+CONNECTIONS = cast(Table, m.Connection.__table__)
+VERSIONS = cast(Table, m.ConnectionVersion.__table__)
+CHANGES = cast(Table, m.ConnectionChange.__table__)
+EVENT_COLUMNS = ("change", "type", "name", "field", "old_value", "new_value")
+
+# An applied snapshot: complete and not superseded; failed and held ones apply nothing.
+# Applied snapshots start in the order they are applied: one that started before an
+# applied one is superseded, not applied.
+APPLIED = (
+    SNAPSHOTS.c.status == SnapshotStatus.COMPLETE,
+    SNAPSHOTS.c.superseded_by.is_(None),
+)
+
+
+class SnapshotWriteFailed(SnapshotError):
+    """The database refused this snapshot's transaction; nothing of it was written."""
+
+
+@dataclass(frozen=True)
+class SnapshotRow:
+    """A row of ``snapshots``, as the sync decided it."""
+
+    run_id: int
+    account: str
+    integration: str
+    started_at: datetime
+    status: SnapshotStatus
+    connection_count: int = 0
+    pages: int = 0
+    error: str | None = None
+    counts: tuple[int, int, int, int] = (0, 0, 0, 0)  # added, removed, modified, restored
+    superseded_by: int | None = None
+    accepted_removals: bool = False
+    fetched_digest: str | None = None
+    full_compare: bool = False  # every stored row was compared with the fetched set
+
+
+class LastApplied(NamedTuple):
+    id: int
+    started_at: datetime
+    fetched_digest: str | None
+
+
+@contextmanager
+def integration_transaction(
+    engine: Engine, account: str, integration: str, settings: Settings | None = None
+) -> Iterator[IntegrationTransaction]:
+    """One transaction holding the (account, integration) lock: PostgreSQL advisory xact
+    lock, SQLite's write lock (BEGIN IMMEDIATE). Commits on success, rolls back on any
+    error; a database error becomes SnapshotWriteFailed (this snapshot fails)."""
+    doing = f"{account}/{integration}: database error while writing the snapshot"
+    with database_errors(engine, doing, SnapshotWriteFailed), engine.begin() as conn:
+        if is_postgres(conn):
+            conn.execute(select(func.pg_advisory_xact_lock(lock_key(account, integration))))
+        yield IntegrationTransaction(conn, account, integration, settings)
+
+
+def fresh_snapshot(engine: Engine, account: str, integration: str, since: datetime) -> int | None:
+    """An applied snapshot of this integration that started at or after ``since``."""
+    with database_errors(engine, f"{account}/{integration}: cannot read"), engine.connect() as c:
+        return c.execute(_last_applied(account, integration, SNAPSHOTS.c.id, since=since)).scalar()
+
+
+class IntegrationTransaction:
+    """One (account, integration) under its lock: read the state, then write one snapshot."""
+
+    def __init__(
+        self, conn: Connection, account: str, integration: str, settings: Settings | None = None
+    ) -> None:
+        self.conn = conn
+        self.account = account
+        self.integration = integration
+        self.settings = settings
+        self.sqlite = not is_postgres(conn)
+
+    @cached_property
+    def last_applied(self) -> LastApplied | None:
+        """The integration's last applied snapshot, read once, under the lock and before
+        this transaction writes one."""
+        t = SNAPSHOTS
+        query = _last_applied(
+            self.account, self.integration, t.c.id, t.c.started_at, t.c.fetched_digest
+        )
+        row = self.conn.execute(query).one_or_none()
+        return None if row is None else LastApplied(row[0], row[1], row[2])
+
+    def newer_snapshot(self, started_at: datetime) -> int | None:
+        """The last applied snapshot, when it started at or after ``started_at``."""
+        last = self.last_applied
+        return last.id if last is not None and last.started_at >= started_at else None
+
+    def last_full_compare(self) -> datetime | None:
+        """When the newest applied snapshot that compared every row started."""
+        t = SNAPSHOTS
+        return self.conn.execute(
+            select(func.max(t.c.started_at)).where(
+                t.c.account == self.account,
+                t.c.integration == self.integration,
+                t.c.full_compare.is_(True),
+                *APPLIED,
+            )
+        ).scalar()
+
+    def unchanged(self, digest: str, count: int, at: datetime, interval: timedelta) -> bool:
+        """Whether the stored rows may be taken for what a fetched set with this digest
+        and count leaves, so that no row needs reading: the last applied snapshot fetched
+        pages with the same digest (applying a snapshot leaves the present rows equal to
+        its fetched set), as many rows are present (rows inserted or deleted by hand are
+        not taken for it), and every row was compared less than ``interval`` before
+        ``at`` (so a row edited by hand is corrected within it)."""
+        last = self.last_applied
+        if last is None or last.fetched_digest != digest:
+            return False
+        compared = self.last_full_compare()
+        if compared is None or at - compared >= interval:
+            return False
+        c = CONNECTIONS
+        present = select(func.count()).where(
+            c.c.account == self.account,
+            c.c.integration == self.integration,
+            c.c.removed_at.is_(None),
+        )
+        return bool(self.conn.execute(present).scalar_one() == count)
+
+    def load_state(self) -> dict[Key, Stored]:
+        """Every row of the integration in ``connections``, as records. A value the
+        database holds that no sync wrote (a timestamp SQLite cannot read, a binary value)
+        fails the snapshot, naming the row."""
+        c = CONNECTIONS
+        columns: list[Any] = [
+            type_coerce(c.c[f], String) if self.sqlite and f in TIMESTAMP_FIELDS else c.c[f]
+            for f in RECORD_FIELDS
+        ]
+        rows = self.conn.execute(
+            select(*columns, c.c.removed_at.is_not(None)).where(
+                c.c.account == self.account, c.c.integration == self.integration
+            )
+        )
+        state: dict[Key, Stored] = {}
+        for row in rows:
+            record = Record(
+                *(self._value(row, f, v) for f, v in zip(RECORD_FIELDS, row[:-1], strict=True))
+            )
+            state[record.key] = Stored(record, bool(row[-1]))
+        return state
+
+    def _value(self, row: Any, field: str, value: Any) -> Any:
+        if value is None or isinstance(value, datetime):
+            return value
+        if not isinstance(value, str):
+            raise self._unreadable(row, "a value that is not text")
+        if self.sqlite and field in TIMESTAMP_FIELDS:
+            try:
+                return datetime.fromisoformat(value).replace(tzinfo=UTC)
+            except ValueError:
+                raise self._unreadable(row, "an unreadable timestamp") from None
+        return value
+
+    def _unreadable(self, row: Any, what: str) -> SnapshotError:
+        return SnapshotError(
+            f"{self.account}/{self.integration}: the connections row of {row[0]} {row[1]!r} "
+            f"holds {what} (changed outside zis-inventory?); nothing written"
+        )
+
+    def write(self, row: SnapshotRow, changes: Diff | None = None) -> int:
+        """Write one snapshot: its row, then, when it applies (complete and not superseded),
+        what ``changes`` changes in connections, connection_versions and
+        connection_changes, every event and version at ``row.started_at``. Every snapshot
+        row is written here, and the after-apply calls (chain, findings, outbox; CONTRACT.md)
+        go at the one place marked AFTER-APPLY at the end, in this transaction."""
+        snapshot_id = self._insert_snapshot(row)
+        applies = row.status == SnapshotStatus.COMPLETE and row.superseded_by is None
+        if applies and changes is not None and not changes.empty:
+            self._apply(snapshot_id, changes, row.started_at)
+        # AFTER-APPLY: the snapshot row and its events, versions and connections are
+        # written; the chain, findings and outbox calls go here, in this order.
+        return snapshot_id
+
+    def _insert_snapshot(self, row: SnapshotRow) -> int:
+        added, removed, modified, restored = row.counts
+        snapshot_id: int = self.conn.execute(
+            SNAPSHOTS.insert()
+            .values(
+                run_id=row.run_id,
+                account=row.account,
+                integration=row.integration,
+                started_at=row.started_at,
+                finished_at=now(),
+                status=row.status,
+                connection_count=row.connection_count,
+                added=added,
+                removed=removed,
+                modified=modified,
+                restored=restored,
+                pages=row.pages,
+                error=row.error,
+                superseded_by=row.superseded_by,
+                accepted_removals=row.accepted_removals,
+                fetched_digest=row.fetched_digest,
+                full_compare=row.full_compare,
+            )
+            .returning(SNAPSHOTS.c.id)
+        ).scalar_one()
+        return snapshot_id
+
+    def _apply(self, snapshot_id: int, changes: Diff, at: datetime) -> None:
+        """connections, then the versions closed and opened, then the events."""
+        scope = {"account": self.account, "integration": self.integration}
+        insert_rows(
+            self.conn,
+            CONNECTIONS,
+            RECORD_FIELDS,
+            changes.added,
+            {**scope, "first_seen_at": at, "last_changed_at": at, "removed_at": None},
+        )
+        self._update_connections(
+            [*changes.modified, *changes.restored],
+            {"last_changed_at": at, "removed_at": None},
+            with_metadata=True,
+        )
+        self._update_connections(changes.removed, {"removed_at": at, "last_changed_at": at})
+        self._close_versions([*changes.modified, *changes.removed], at)
+        insert_rows(
+            self.conn,
+            VERSIONS,
+            RECORD_FIELDS,
+            [*changes.added, *changes.modified, *changes.restored],
+            {**scope, "valid_from": at, "valid_to": None},
+        )
+        insert_rows(
+            self.conn,
+            CHANGES,
+            EVENT_COLUMNS,
+            changes.events,
+            {**scope, "snapshot_id": snapshot_id, "detected_at": at},
+        )
+
+    def _by_key(self, table: Table) -> Any:
+        t = table.c
+        return (
+            t.account == self.account,
+            t.integration == self.integration,
+            t.type == bindparam("key_type"),
+            t.name == bindparam("key_name"),
+        )
+
+    def _update_connections(
+        self,
+        records: list[Record] | tuple[Record, ...],
+        fixed: dict[str, Any],
+        *,
+        with_metadata: bool = False,
+    ) -> None:
+        if not records:
+            return
+        values: dict[str, Any] = {c: bindparam(f"new_{c}") for c in fixed}
+        if with_metadata:
+            values |= {f: bindparam(f"new_{f}") for f in METADATA_FIELDS}
+        statement = CONNECTIONS.update().where(*self._by_key(CONNECTIONS)).values(values)
+        self.conn.execute(statement, [self._params(r, fixed, with_metadata) for r in records])
+
+    def _close_versions(self, records: list[Record], at: datetime) -> None:
+        if not records:
+            return
+        statement = (
+            VERSIONS.update()
+            .where(*self._by_key(VERSIONS), VERSIONS.c.valid_to.is_(None))
+            .values(valid_to=bindparam("new_valid_to"))
+        )
+        self.conn.execute(statement, [self._params(r, {"valid_to": at}, False) for r in records])
+
+    @staticmethod
+    def _params(record: Record, fixed: dict[str, Any], with_metadata: bool) -> dict[str, Any]:
+        params: dict[str, Any] = {"key_type": record.type, "key_name": record.name}
+        params |= {f"new_{c}": v for c, v in fixed.items()}
+        if with_metadata:
+            params |= {
+                f"new_{f}": v for f, v in zip(METADATA_FIELDS, record.metadata(), strict=True)
+            }
+        return params
+
+
+def _last_applied(
+    account: str, integration: str, *columns: Any, since: datetime | None = None
+) -> Any:
+    """``columns`` of the newest applied snapshot of an integration (started at or after
+    ``since``)."""
+    t = SNAPSHOTS
+    query = select(*columns).where(t.c.account == account, t.c.integration == integration, *APPLIED)
+    if since is not None:
+        query = query.where(t.c.started_at >= since)
+    return query.order_by(t.c.started_at.desc()).limit(1)
