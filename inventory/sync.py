@@ -91,10 +91,10 @@ def run_sync(
     stop: threading.Event | None = None,
     tick: Tick | None = None,
     on_run: Callable[[store.Run], None] | None = None,
-    clock: Clock = store.now,
+    clock: Clock | None = None,
 ) -> RunResult:
     """One run: a snapshot of every selected integration. ``clock`` gives each snapshot's
-    start, which the full compare interval is measured with."""
+    start (store.now unless given), which the full compare interval is measured with."""
     targets = select_targets(settings, accounts, integrations)
     stop = stop or threading.Event()
     run = store.start_run(engine, trigger)
@@ -110,7 +110,9 @@ def run_sync(
         )
         for a in {a.subdomain: a for a, _ in targets}.values()
     }
-    ctx = _Run(engine, run.id, settings, accept_removals, compare_all, stop, tick, clock)
+    ctx = _Run(
+        engine, run.id, settings, accept_removals, compare_all, stop, tick, clock or store.now
+    )
     try:
         results = run_all(
             [

@@ -17,13 +17,23 @@ from sqlalchemy import select
 
 from inventory import models as m
 
-from .conftest import Harness, rows
-from .test_daemon import SCHEDULE, snapshot_count
-from .test_daemon import start as start_daemon
-from .test_daemon import stop as stop_daemon
-from .test_integrity import expected, mutate, run_check
-from .test_processes import finish, spawn, wait_for
-from .test_sync import present, query, seed
+from .helpers import (
+    SCHEDULE,
+    Harness,
+    expected,
+    finish,
+    mutate,
+    present,
+    query,
+    rows,
+    run_check,
+    seed,
+    snapshot_count,
+    spawn,
+    wait_for,
+)
+from .helpers import start as start_daemon
+from .helpers import stop as stop_daemon
 
 
 def replay_is_consistent(url: str) -> None:

@@ -3,12 +3,8 @@ signals, reload, replicas on PostgreSQL, and metrics that match the tables."""
 
 from __future__ import annotations
 
-import json
 import signal
 import socket
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 from collections import Counter
@@ -22,12 +18,16 @@ from sqlalchemy import func, select
 from inventory import models as m
 from inventory.testing import sample_item
 
-from .conftest import Harness, rows
-from .test_processes import wait_for
-from .test_sync import items, query
-
-SCHEDULE = (
-    "[schedule]\ninterval_seconds = {interval}\nrun_on_start = true\nmisfire_grace_seconds = 5\n"
+from .helpers import (
+    SCHEDULE,
+    Harness,
+    items,
+    query,
+    rows,
+    snapshot_count,
+    start,
+    stop,
+    wait_for,
 )
 
 
@@ -50,37 +50,6 @@ def configure(
     assert (
         h.run("db", "upgrade", "--config", str(config)).code == 0
     )  # so the test can read it at once
-
-
-def start(h: Harness, *args: str) -> subprocess.Popen[str]:
-    assert h.config is not None
-    return subprocess.Popen(
-        [sys.executable, "-m", "inventory", "--log-format", "json", "--log-level", "DEBUG", "daemon",
-         "--config", str(h.config), *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=h.tmp_path,
-    )  # fmt: skip
-
-
-def stop(
-    h: Harness, proc: subprocess.Popen[str], sig: int = signal.SIGTERM
-) -> tuple[int, float, list[dict[str, Any]]]:
-    began = time.monotonic()
-    proc.send_signal(sig)
-    out, err = proc.communicate(timeout=20)
-    h.outputs += [out, err]
-    logs = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
-    return proc.returncode, time.monotonic() - began, logs
-
-
-def snapshot_count(h: Harness, integration: str, status: str = "complete") -> int:
-    s = m.Snapshot
-    ((n,),) = query(
-        h.db_url, select(func.count()).where(s.integration == integration, s.status == status)
-    )
-    return int(n)
 
 
 def running_runs(h: Harness) -> set[tuple[Any, ...]]:

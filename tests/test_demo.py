@@ -11,8 +11,7 @@ from inventory import models as m
 from inventory.cli import main
 from inventory.testing import SENTINEL
 
-from .conftest import dump_database
-from .test_sync import query
+from .helpers import dump_database, query
 
 
 def test_demo_shows_the_changes_and_keeps_no_secret(

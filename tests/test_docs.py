@@ -19,7 +19,7 @@ from inventory.cli import cli as root_command
 from inventory.config import FileConfig, load_settings
 from inventory.testing import sample_item
 
-from .conftest import Harness, rows
+from .helpers import Harness, rows
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()

@@ -12,8 +12,7 @@ import pytest
 
 from inventory.testing import Fault, rate_limited
 
-from .conftest import Harness, dump_database
-from .test_sync import failed_error, seed
+from .helpers import Harness, dump_database, failed_error, seed
 
 BIG = 50 * 1024 * 1024
 PAST = format_datetime(datetime.now(UTC) - timedelta(days=1), usegmt=True)

@@ -17,16 +17,19 @@ from sqlalchemy import delete, insert, select, update
 
 from inventory import models as m
 from inventory import store
-from inventory.testing import sample_item
 
-from .conftest import Harness
-from .test_processes import finish, spawn
-from .test_sync import present, query, seed
-
-
-def run_check(h: Harness) -> tuple[int, list[str]]:
-    result = h.run("db", "check", "--config", str(h.config))
-    return result.code, result.out.splitlines()
+from .helpers import (
+    HEAD,
+    Harness,
+    expected,
+    finish,
+    mutate,
+    present,
+    query,
+    run_check,
+    seed,
+    spawn,
+)
 
 
 def write(url: str, *statements: Any) -> None:
@@ -87,29 +90,6 @@ def test_db_check_passes_on_a_healthy_database_and_names_each_broken_invariant(
         line.startswith("version ranges") and line.endswith("of one connection overlap")
         for line in lines
     )
-
-
-def mutate(h: Harness, rng: random.Random, integrations: list[str]) -> None:
-    for name in integrations:
-        keys = sorted(h.zis.integration("acme", name).items)
-        for type_name, item in rng.sample(keys, 5):
-            h.zis.delete("acme", name, type_name, item)
-        for type_name, item in rng.sample(sorted(h.zis.integration("acme", name).items), 5):
-            h.zis.update(
-                "acme", name, type_name, item, allowed_domain=f"d{rng.randrange(10**6)}.example.com"
-            )
-        for i in range(5):
-            h.zis.put(
-                "acme", name, "api_key", sample_item("api_key", f"new_{rng.randrange(10**9)}_{i}")
-            )
-
-
-def expected(h: Harness, integrations: list[str]) -> set[tuple[str, str, str, str]]:
-    return {
-        ("acme", name, t, n)
-        for name in integrations
-        for (t, n) in h.zis.integration("acme", name).items
-    }
 
 
 @pytest.mark.parametrize("seed_value", [1, 2])
@@ -199,7 +179,7 @@ def test_doctor_reports_each_check(cli: Harness) -> None:
             {
                 "subject": "schema",
                 "ok": True,
-                "detail": "empty, head is 0004; the next sync migrates it",
+                "detail": f"empty, head is {HEAD}; the next sync migrates it",
             }
         )
     expected += [

@@ -14,42 +14,7 @@ from sqlalchemy import func, select
 from inventory import models as m
 from inventory.testing import sample_item
 
-from .conftest import Harness
-from .test_sync import changes, expected_keys, present, query, seed
-
-
-def spawn(h: Harness, *args: str) -> subprocess.Popen[str]:
-    assert h.config is not None
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "inventory",
-            "--log-level",
-            "DEBUG",
-            "sync",
-            "--config",
-            str(h.config),
-            *args,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=h.tmp_path,
-    )
-
-
-def finish(h: Harness, proc: subprocess.Popen[str], timeout: float = 60) -> tuple[int, str, str]:
-    out, err = proc.communicate(timeout=timeout)
-    h.outputs += [out, err]
-    return proc.returncode, out, err
-
-
-def wait_for(predicate: Any, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
+from .helpers import Harness, changes, expected_keys, finish, present, query, seed, spawn, wait_for
 
 
 def all_events(url: str) -> list[tuple[Any, ...]]:

@@ -16,7 +16,7 @@ from inventory import cli as cli_module
 from inventory import store
 from inventory.testing import sample_item
 
-from .conftest import Harness
+from .helpers import Harness
 
 T1 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 T2 = datetime(2026, 4, 1, 12, 0, tzinfo=UTC)

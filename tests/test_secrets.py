@@ -12,12 +12,9 @@ from sqlalchemy import select
 from inventory import models as m
 from inventory.testing import Fault, malformed, rate_limited, server_error
 
-from .conftest import Harness
-from .test_daemon import SCHEDULE, snapshot_count
-from .test_daemon import start as start_daemon
-from .test_daemon import stop as stop_daemon
-from .test_processes import wait_for
-from .test_sync import query, seed
+from .helpers import SCHEDULE, Harness, query, seed, snapshot_count, wait_for
+from .helpers import start as start_daemon
+from .helpers import stop as stop_daemon
 
 FORMATS = ("table", "json", "csv")
 

@@ -1,0 +1,307 @@
+"""Helpers the test modules share: the CLI harness, seeding the fake server, reading
+the database back, and starting processes. No test module imports another."""
+
+from __future__ import annotations
+
+import json
+import random
+import secrets
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import MetaData, create_engine, func, select
+
+from inventory import models as m
+from inventory import store
+from inventory.cli import main
+from inventory.store import head_revision, normalize_url
+from inventory.testing import (
+    SENTINEL,
+    FakeZisServer,
+    sample_item,
+)
+
+HEAD = head_revision()  # the migrations' head, whatever its name
+CONFIG_COMMANDS = {"sync", "connections", "changes", "snapshots", "check"}
+
+
+def dump_database(url: str) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every table, for the no-secret check."""
+    engine = create_engine(normalize_url(url))
+    try:
+        meta = MetaData()
+        meta.reflect(engine)
+        with engine.connect() as conn:
+            return {
+                name: [tuple(r) for r in conn.execute(select(t))] for name, t in meta.tables.items()
+            }
+    finally:
+        engine.dispose()
+
+
+def rows(url: str, sql: str, **params: Any) -> list[tuple[Any, ...]]:
+    from sqlalchemy import text
+
+    engine = create_engine(normalize_url(url))
+    try:
+        with engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(text(sql), params)]
+    finally:
+        engine.dispose()
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+@dataclass
+class Harness:
+    """A config file pointing at the fake server, and the CLI run in-process."""
+
+    tmp_path: Path
+    db_url: str
+    zis: FakeZisServer
+    capsys: pytest.CaptureFixture[str]
+    monkeypatch: pytest.MonkeyPatch
+    outputs: list[str] = field(default_factory=list)
+    tokens: dict[tuple[str, str], str] = field(default_factory=dict)
+    config: Path | None = None
+
+    def token(self, account: str, integration: str) -> str:
+        return self.tokens.setdefault(
+            (account, integration),
+            f"{SENTINEL}-TOKEN-{account}-{integration}-{secrets.token_hex(4)}",
+        )
+
+    def write_config(self, extra_sync: str = "", **accounts: list[str]) -> Path:
+        """accounts: subdomain -> integration names; each integration gets its own token env."""
+        parts = [
+            f'[database]\nurl = "{self.db_url}"\n',
+            f"[sync]\nretry_backoff_seconds = 0.01\nmax_retry_wait_seconds = 5\n{extra_sync}\n",
+        ]
+        for account, integrations in accounts.items():
+            entries = []
+            for name in integrations:
+                env = f"TOKEN_{account}_{name}".upper().replace("-", "_")
+                self.monkeypatch.setenv(env, self.token(account, name))
+                entries.append(f'{{ name = "{name}", token_env = "{env}" }}')
+            parts.append(
+                textwrap.dedent(
+                    f"""
+                    [[accounts]]
+                    subdomain = "{account}"
+                    base_url = "{self.zis.base_url(account)}"
+                    integrations = [{", ".join(entries)}]
+                    """
+                )
+            )
+        self.config = self.tmp_path / "inventory.toml"
+        self.config.write_text("\n".join(parts))
+        return self.config
+
+    def run(self, *args: str, log_format: str = "text") -> Result:
+        self.capsys.readouterr()
+        argv = ["--log-level", "DEBUG", "--log-format", log_format, *args]
+        if self.config is not None and args and args[0] in CONFIG_COMMANDS:
+            argv += ["--config", str(self.config)]
+        code = main(argv)
+        captured = self.capsys.readouterr()
+        self.outputs += [captured.out, captured.err]
+        return Result(code, captured.out, captured.err)
+
+    def assert_no_secrets(self) -> None:
+        secrets_seen = [SENTINEL, *self.tokens.values()]
+        tables = repr(dump_database(self.db_url))
+        for value in secrets_seen:
+            assert value not in tables
+            for output in self.outputs:
+                assert value not in output
+        for path in self.tmp_path.rglob("*"):
+            if path.is_file():
+                data = path.read_bytes()
+                assert SENTINEL.encode() not in data, path
+
+
+def items(prefix: str, count: int = 2) -> list[tuple[str, dict[str, Any]]]:
+    """``count`` connections of each of the four types."""
+    return [
+        (t, sample_item(t, f"{prefix}_{t}_{i}"))
+        for t in ("api_key", "basic_auth", "bearer_token", "oauth")
+        for i in range(count)
+    ]
+
+
+def seed(h: Harness, layout: dict[str, dict[str, int]], extra_sync: str = "page_size = 3") -> None:
+    """layout: account -> integration -> connections per type."""
+    for account, integrations in layout.items():
+        for name, count in integrations.items():
+            h.zis.add_integration(account, name, h.token(account, name), items(name, count))
+    h.write_config(extra_sync, **{a: list(i) for a, i in layout.items()})
+
+
+def query(url: str, statement: Any) -> set[tuple[Any, ...]]:
+    engine = store.make_engine(url)
+    try:
+        with engine.connect() as conn:
+            return {tuple(r) for r in conn.execute(statement)}
+    finally:
+        engine.dispose()
+
+
+def present(url: str) -> set[tuple[Any, ...]]:
+    c = m.Connection
+    return query(
+        url, select(c.account, c.integration, c.type, c.name).where(c.removed_at.is_(None))
+    )
+
+
+def changes(url: str, snapshot_ids: set[int] | None = None) -> set[tuple[Any, ...]]:
+    c = m.ConnectionChange
+    stmt = select(c.integration, c.type, c.name, c.change, c.field, c.old_value, c.new_value)
+    if snapshot_ids is not None:
+        stmt = stmt.where(c.snapshot_id.in_(snapshot_ids))
+    return query(url, stmt)
+
+
+def last_changes(url: str) -> set[tuple[Any, ...]]:
+    """``changes`` of the newest snapshot."""
+    return changes(url, {max(r[0] for r in snapshots(url))})
+
+
+def snapshots(url: str) -> list[tuple[Any, ...]]:
+    s = m.Snapshot
+    return sorted(
+        query(
+            url,
+            select(
+                s.id,
+                s.run_id,
+                s.account,
+                s.integration,
+                s.status,
+                s.connection_count,
+                s.added,
+                s.removed,
+                s.modified,
+                s.restored,
+                s.pages,
+            ),
+        )
+    )
+
+
+def expected_keys(account: str, integration: str, count: int) -> set[tuple[str, str, str, str]]:
+    return {(account, integration, t, n["name"]) for t, n in items(integration, count)}
+
+
+def spawn(h: Harness, *args: str) -> subprocess.Popen[str]:
+    assert h.config is not None
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "inventory",
+            "--log-level",
+            "DEBUG",
+            "sync",
+            "--config",
+            str(h.config),
+            *args,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=h.tmp_path,
+    )
+
+
+def finish(h: Harness, proc: subprocess.Popen[str], timeout: float = 60) -> tuple[int, str, str]:
+    out, err = proc.communicate(timeout=timeout)
+    h.outputs += [out, err]
+    return proc.returncode, out, err
+
+
+def wait_for(predicate: Any, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+SCHEDULE = (
+    "[schedule]\ninterval_seconds = {interval}\nrun_on_start = true\nmisfire_grace_seconds = 5\n"
+)
+
+
+def start(h: Harness, *args: str) -> subprocess.Popen[str]:
+    assert h.config is not None
+    return subprocess.Popen(
+        [sys.executable, "-m", "inventory", "--log-format", "json", "--log-level", "DEBUG", "daemon",
+         "--config", str(h.config), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=h.tmp_path,
+    )  # fmt: skip
+
+
+def stop(
+    h: Harness, proc: subprocess.Popen[str], sig: int = signal.SIGTERM
+) -> tuple[int, float, list[dict[str, Any]]]:
+    began = time.monotonic()
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=20)
+    h.outputs += [out, err]
+    logs = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    return proc.returncode, time.monotonic() - began, logs
+
+
+def snapshot_count(h: Harness, integration: str, status: str = "complete") -> int:
+    s = m.Snapshot
+    ((n,),) = query(
+        h.db_url, select(func.count()).where(s.integration == integration, s.status == status)
+    )
+    return int(n)
+
+
+def run_check(h: Harness) -> tuple[int, list[str]]:
+    result = h.run("db", "check", "--config", str(h.config))
+    return result.code, result.out.splitlines()
+
+
+def mutate(h: Harness, rng: random.Random, integrations: list[str]) -> None:
+    for name in integrations:
+        keys = sorted(h.zis.integration("acme", name).items)
+        for type_name, item in rng.sample(keys, 5):
+            h.zis.delete("acme", name, type_name, item)
+        for type_name, item in rng.sample(sorted(h.zis.integration("acme", name).items), 5):
+            h.zis.update(
+                "acme", name, type_name, item, allowed_domain=f"d{rng.randrange(10**6)}.example.com"
+            )
+        for i in range(5):
+            h.zis.put(
+                "acme", name, "api_key", sample_item("api_key", f"new_{rng.randrange(10**9)}_{i}")
+            )
+
+
+def expected(h: Harness, integrations: list[str]) -> set[tuple[str, str, str, str]]:
+    return {
+        ("acme", name, t, n)
+        for name in integrations
+        for (t, n) in h.zis.integration("acme", name).items
+    }
+
+
+def failed_error(h: Harness) -> set[tuple[Any, ...]]:
+    s = m.Snapshot
+    return query(h.db_url, select(s.integration, s.status, s.error).where(s.status != "complete"))
