@@ -79,7 +79,6 @@ PUBLIC_COLUMNS = {
         "new_value",
         "detected_at",
     },
-    "fetched_chunks": {"account", "integration", "snapshot_id", "chunks"},
     "connection_versions": {
         "account",
         "integration",
@@ -125,7 +124,9 @@ def test_upgrade_downgrade_upgrade_and_models_agree(db_url: str) -> None:
         engine.dispose()
 
 
-def test_the_digest_column_comes_and_goes_with_its_migration(db_url: str) -> None:
+def test_the_digest_chunks_and_full_compare_columns_come_and_go_with_their_migrations(
+    db_url: str,
+) -> None:
     """0001 -> 0002 keeps every snapshot (their digest NULL: their next snapshot compares
     rows) and 0002 -> 0001 keeps them too, without the column."""
     engine = store.make_engine(db_url)
@@ -156,9 +157,19 @@ def test_the_digest_column_comes_and_goes_with_its_migration(db_url: str) -> Non
         with engine.connect() as conn:
             rows = conn.execute(text("SELECT id, account, status, connection_count FROM snapshots"))
             assert rows.all() == [(1, "acme", "complete", 3)]
-        # 0003 adds fetched_chunks, empty (each integration's next snapshot that changed
-        # compares all its rows), and takes it away again, keeping the snapshots.
-        assert store.upgrade(engine) == ("0001", HEAD)
+        # 0003 adds fetched_chunks, empty; 0005 drops it and adds snapshots.full_compare,
+        # false for the snapshots before (the next sync compares every row); 0005 -> 0004
+        # recreates fetched_chunks empty; each step keeps the snapshots.
+        assert store.upgrade(engine, "0004") == ("0001", "0004")
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT * FROM fetched_chunks")).all() == []
+        assert store.upgrade(engine, "0005") == ("0004", "0005")
+        assert "fetched_chunks" not in inspect(engine).get_table_names()
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT id, status, full_compare FROM snapshots"))
+            assert rows.all() == [(1, "complete", False)]
+        store.downgrade(engine, "0004")
+        assert "full_compare" not in {c["name"] for c in inspect(engine).get_columns("snapshots")}
         with engine.connect() as conn:
             assert conn.execute(text("SELECT * FROM fetched_chunks")).all() == []
         store.downgrade(engine, "0002")

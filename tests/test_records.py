@@ -2,25 +2,23 @@
 
 from __future__ import annotations
 
-import hashlib
-import zlib
+import re
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from inventory import __version__, records
+from inventory import fields
+from inventory import models as m
 from inventory.errors import RecordError, ResponseError
 from inventory.records import (
     COMMON_FIELDS,
     KNOWN_TYPES,
+    RECORD_FIELDS,
     TIMESTAMP_FIELDS,
     TYPE_FIELDS,
     Connection,
-    FetchedDigest,
-    Settled,
-    SharedValues,
+    fetched_digest,
     format_timestamp,
     parse_item,
     parse_page,
@@ -263,51 +261,13 @@ def test_a_missing_array_is_empty() -> None:
     )
 
 
-def test_values_repeated_across_pages_are_held_once() -> None:
-    shared = SharedValues()
-    stamp = "2025-03-01T10:00:00.52Z"
-    pages = [
-        parse_page(
-            {
-                "api_key": [
-                    sample_item("api_key", f"p{p}_{i}", created_at=stamp, updated_at=stamp)
-                    for i in range(3)
-                ],
-                "meta": {"has_more": False},
-            },
-            where="acme/billing",
-            page=p,
-            shared=shared,
-        ).connections
-        for p in (1, 2)
-    ]
-    records = pages[0] + pages[1]
-    assert [r.name for r in records] == ["p1_0", "p1_1", "p1_2", "p2_0", "p2_1", "p2_2"]
-    assert {r.header_name for r in records} == {"x-api-key"}
-    assert len({id(r.header_name) for r in records}) == 1  # one object for six connections
-    for r in records:  # updated_at equal to created_at: parsed once, one object
-        assert r.updated_at is r.created_at
-        assert r.created_at == datetime(2025, 3, 1, 10, 0, 0, 520000, tzinfo=UTC)
-    assert len({id(r.allowed_domain) for r in records}) == 6
-    # Each field keeps at most LIMIT values: a field whose values never repeat stops
-    # growing, and the values are still right.
-    many = [
-        parse_item("api_key", sample_item("api_key", f"n{i}"), shared=shared)
-        for i in range(SharedValues.LIMIT + 10)
-    ]
-    assert len(shared.texts["allowed_domain"]) == SharedValues.LIMIT
-    assert many[-1].allowed_domain == f"n{SharedValues.LIMIT + 9}.example.com"
-
-
 def pages_digest(*bodies: dict[str, Any]) -> str:
-    return pages_fetched_digest(*bodies).hexdigest()
-
-
-def pages_fetched_digest(*bodies: dict[str, Any]) -> records.FetchedDigest:
-    digest = FetchedDigest()
-    for number, body in enumerate(bodies, 1):
-        parse_page(body, where="acme/crm", page=number, digest=digest)
-    return digest
+    connections = [
+        c
+        for number, body in enumerate(bodies, 1)
+        for c in parse_page(body, where="acme/crm", page=number).connections
+    ]
+    return fetched_digest(connections)
 
 
 def crm_page() -> dict[str, Any]:
@@ -316,16 +276,15 @@ def crm_page() -> dict[str, Any]:
 
 def test_the_digest_of_the_same_pages_is_the_same_and_parsing_is_unchanged() -> None:
     page = crm_page()
-    digest = FetchedDigest()
-    with_digest = parse_page(page, where="acme/crm", page=1, digest=digest)
-    assert with_digest == parse_page(page, where="acme/crm", page=1)
-    assert digest.hexdigest() == pages_digest(crm_page()) == pages_digest(crm_page())
+    whole = pages_digest(page)
+    assert re.fullmatch("[0-9a-f]{64}", whole)
+    assert whole == pages_digest(crm_page())
     # The same items over two pages, in the same order, give the same digest; in another
     # order, another one (which only means that the rows are compared).
     first = {"api_key": page["api_key"], "basic_auth": page["basic_auth"]}
     second = {"bearer_token": page["bearer_token"], "oauth": page["oauth"]}
-    assert pages_digest(first, second) == digest.hexdigest()
-    assert pages_digest(second, first) != digest.hexdigest()
+    assert pages_digest(first, second) == whole
+    assert pages_digest(second, first) != whole
 
 
 # Each kept field of each type, changed to another text, or to null (absent).
@@ -381,165 +340,21 @@ def test_secrets_other_fields_and_null_or_empty_leave_the_digest_alone() -> None
     plain = crm_page()
     del plain["api_key"][0]["allowed_domain"]
     assert pages_digest(page) == pages_digest(plain)
-    assert pages_fetched_digest(page).kept() == pages_fetched_digest(plain).kept()
+    assert SENTINEL not in repr(parse_page(page, where="acme/crm", page=1))
 
 
-def test_the_digest_changes_with_the_parsing_code() -> None:
-    """Its header names this version and the text of records.py, so that the first
-    snapshot after any change to parsing compares rows instead of trusting old digests."""
-    code = hashlib.sha256(Path(records.__file__).read_bytes()).hexdigest()
-    header = hashlib.sha256(
-        "\x00".join(
-            (
-                "zis-inventory fetched set 2",
-                f"{__version__} {code}",
-                repr(COMMON_FIELDS),
-                repr(sorted(TYPE_FIELDS.items())),
-                "",
-            )
-        ).encode()
-    )
-    assert FetchedDigest().hexdigest() == header.hexdigest()
-    # The whole set's digest is taken over the chunks' digests after the header, and the
-    # chunks' digests are kept after the header's: read back under another header (other
-    # parsing code), they are not used.
-    digest = FetchedDigest()
-    item = {"name": "b1", "allowed_domain": "x.com", "token": SENTINEL}
-    parse_page({"bearer_token": [item]}, where="acme/crm", page=1, digest=digest)
-    chunk = hashlib.sha256(b"bearer_token\x00b1\x00x.com\x00\x00\x00").digest()
-    assert digest.chunks() == [chunk]
-    whole = header.copy()
-    whole.update(chunk)
-    assert digest.hexdigest() == whole.hexdigest()
-    assert digest.kept() == header.digest() + chunk
-    assert records.chunk_set(digest.kept()) == {chunk}
-    other = hashlib.sha256(b"another header").digest()
-    for kept in (other + chunk, digest.kept()[:-1], b""):
-        assert records.chunk_set(kept) is None
-
-
-def api_keys(names: list[str]) -> list[dict[str, Any]]:
-    return [sample_item("api_key", name) for name in names]
-
-
-def chunked(*pages: list[dict[str, Any]]) -> records.FetchedDigest:
-    digest = FetchedDigest()
-    for number, items in enumerate(pages, 1):
-        parse_page({"api_key": items}, where="acme/crm", page=number, digest=digest)
-    return digest
-
-
-NAMES = [f"crm_key_{i:03d}" for i in range(60)]
-# The items whose names start a chunk, by the rule parse_page applies.
-STARTS = [i for i, n in enumerate(NAMES) if not zlib.crc32(n.encode()) & records.CHUNK_MASK]
-
-
-def test_chunks_are_cut_where_names_say_whatever_the_pages() -> None:
-    assert 5 <= len(STARTS) <= 15 and STARTS[0] != 0  # the test's names cut in between
-    whole = chunked(api_keys(NAMES))
-    assert whole.starts == [0, *STARTS]
-    assert len(whole.chunks()) == len(STARTS) + 1 and whole.count == 60
-    for size in (1, 7, STARTS[0], STARTS[0] + 1):
-        split = chunked(*(api_keys(NAMES[i : i + size]) for i in range(0, 60, size)))
-        assert (split.starts, split.chunks(), split.hexdigest()) == (
-            whole.starts,
-            whole.chunks(),
-            whole.hexdigest(),
+def test_the_record_the_allow_list_and_the_columns_come_from_one_field_spec() -> None:
+    """fields.FIELDS is the one spec: the Connection's fields, each type's kept fields and
+    the metadata columns of connections and connection_versions all follow it."""
+    assert Connection._fields == RECORD_FIELDS == ("type", "name", *fields.METADATA_FIELDS)
+    for type_name in KNOWN_TYPES:
+        assert fields.kept_fields(type_name) == tuple(
+            f.name for f in fields.FIELDS if not f.types or type_name in f.types
         )
-    empty = FetchedDigest()
-    parse_page({"api_key": []}, where="acme/crm", page=1, digest=empty)
-    assert (empty.starts, empty.chunks(), empty.count) == ([], [], 0)
-
-
-def test_a_change_to_one_item_changes_the_chunk_it_is_in_and_no_other() -> None:
-    before = chunked(api_keys(NAMES)).chunks()
-    inside = STARTS[2] + 1  # in the chunk STARTS[2] begins (the fourth), not starting one
-    assert inside not in STARTS
-    modified = api_keys(NAMES)
-    modified[inside] = sample_item("api_key", NAMES[inside], allowed_domain="other.example")
-    removed = api_keys(NAMES[:inside] + NAMES[inside + 1 :])
-    added = api_keys([*NAMES[:inside], "crm_key_new", *NAMES[inside:]])
-    assert zlib.crc32(b"crm_key_new") & records.CHUNK_MASK  # it starts no chunk
-    for items in (modified, removed, added):
-        after = chunked(items).chunks()
-        assert len(after) == len(before)
-        assert [n for n, (a, b) in enumerate(zip(before, after, strict=True)) if a != b] == [3]
-
-
-def skipping(
-    known: frozenset[bytes], *pages: dict[str, Any]
-) -> tuple[FetchedDigest, list[Settled]]:
-    """Parsing that skips the ``known`` chunks, over ``pages``: the digest and what it settled."""
-    digest, settled, shared = FetchedDigest(known), [], SharedValues()
-    for number, body in enumerate(pages, 1):
-        page = parse_page(body, where="acme/crm", page=number, shared=shared, digest=digest)
-        assert page.connections == []
-        settled += page.settled
-    return digest, settled + digest.finish("acme/crm", shared)
-
-
-def mixed_page(names: list[str], **changed: str) -> dict[str, Any]:
-    """Items of every type by turns, the named ones with another allowed_domain."""
-    page: dict[str, Any] = {t: [] for t in KNOWN_TYPES}
-    for i, name in enumerate(names):
-        t = KNOWN_TYPES[i % 4]
-        domain = {"allowed_domain": changed[name]} if name in changed else {}
-        page[t].append(sample_item(t, name, **domain))
-    return page
-
-
-def test_parsing_that_skips_known_chunks_makes_records_of_the_others_only() -> None:
-    """With the chunk digests of earlier pages, parsing gives every item in page order
-    with a record only where its chunk is not among them, and the same digests as parsing
-    every item; over any pages and whichever items changed."""
-    known = frozenset(pages_fetched_digest(mixed_page(NAMES)).chunks())
-    changed = {NAMES[21]: "other.example", NAMES[-1]: "last.example"}
-    one_page = [mixed_page(NAMES, **changed)]
-    two_pages = [mixed_page(NAMES[:7], **changed), mixed_page(NAMES[7:], **changed)]
-    skipped = []
-    for pages in (one_page, two_pages):
-        full = pages_fetched_digest(*pages)
-        digest, settled = skipping(known, *pages)
-        assert (digest.hexdigest(), digest.kept(), digest.count) == (
-            full.hexdigest(),
-            full.kept(),
-            60,
-        )
-        # Each item in page order, with its page, its record when its chunk is new.
-        listed = [
-            (number, connection)
-            for number, body in enumerate(pages, 1)
-            for connection in parse_page(body, where="acme/crm", page=number).connections
-        ]
-        starts, chunks = [*full.starts, 60], full.chunks()
-        new = {
-            i for c, chunk in enumerate(chunks) if chunk not in known
-            for i in range(starts[c], starts[c + 1])
-        }  # fmt: skip
-        assert settled == [
-            Settled(c.type, c.name, number, c if i in new else None)
-            for i, (number, c) in enumerate(listed)
-        ]
-        skipped.append(60 - len(new))
-    # On one page as before, only the chunks of the two changed items are parsed.
-    assert 40 <= skipped[0] < 60 and skipped[0] > skipped[1]
-    # Knowing nothing, every item is parsed; knowing every chunk, none is.
-    assert all(s.connection is not None for s in skipping(frozenset(), *one_page)[1])
-    everything = frozenset(pages_fetched_digest(*one_page).chunks())
-    assert all(s.connection is None for s in skipping(everything, *one_page)[1])
-
-
-def test_parsing_that_skips_known_chunks_says_what_is_wrong_as_parsing_every_item_does() -> None:
-    known = frozenset(pages_fetched_digest(mixed_page(NAMES)).chunks())
-    not_a_name = mixed_page(NAMES)
-    not_a_name["basic_auth"][3]["name"] = 7
-    bad_time = mixed_page(NAMES)
-    bad_time["oauth"][2]["created_at"] = "yesterday"
-    not_text = mixed_page(NAMES)
-    not_text["api_key"][5]["header_name"] = ["x"]
-    for body in (not_a_name, bad_time, not_text):
-        with pytest.raises(RecordError) as every_item:
-            parse_page(body, where="acme/crm", page=1)
-        with pytest.raises(RecordError) as skipping_known:
-            skipping(known, body)
-        assert str(skipping_known.value) == str(every_item.value)
+    assert fields.kept_fields("a_new_type") == COMMON_FIELDS
+    for model in (m.Connection, m.ConnectionVersion):
+        table = model.__table__
+        columns = [c.name for c in table.columns if c.name in RECORD_FIELDS]
+        assert tuple(columns) == RECORD_FIELDS
+        stamps = {c.name for c in table.columns if isinstance(c.type, m.UTCDateTime)}
+        assert stamps & set(RECORD_FIELDS) == TIMESTAMP_FIELDS

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy.exc import InternalError, OperationalError
 
 from inventory import cli as cli_module
 from inventory import store
@@ -560,7 +561,11 @@ def test_reports_on_an_empty_or_missing_database_exit_2(cli: Harness) -> None:
 def test_reports_never_write(history: Harness) -> None:
     engine = store.make_engine(history.db_url, readonly=True)
     try:
-        with pytest.raises(Exception, match=r"(?i)read-only|readonly"), engine.begin() as conn:
+        # SQLite: OperationalError (a read-only file); PostgreSQL: InternalError (25006).
+        with (
+            pytest.raises((OperationalError, InternalError), match=r"(?i)read-only|readonly"),
+            engine.begin() as conn,
+        ):
             conn.exec_driver_sql("DELETE FROM connections")
     finally:
         engine.dispose()

@@ -1,12 +1,10 @@
-"""store.py below the CLI: what one snapshot's transaction writes, row for row, and the
+"""The store below the CLI: what one snapshot's transaction writes, row for row, and the
 counts it keeps of them."""
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, select
@@ -14,8 +12,8 @@ from sqlalchemy import Engine, select
 from inventory import models as m
 from inventory import store
 from inventory.diff import diff
-from inventory.records import Connection, FetchedDigest, parse_page
-from inventory.testing import sample_item
+from inventory.records import Connection
+from inventory.store import bulk
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 T1 = datetime(2026, 2, 1, 12, 0, tzinfo=UTC)
@@ -38,7 +36,7 @@ def apply(engine: Engine, fetched: list[Connection], at: datetime) -> dict[str, 
     with store.integration_transaction(engine, "acme", "crm") as tx:
         result = diff(tx.load_state(), fetched)
         row = store.SnapshotRow(run.id, "acme", "crm", at, "complete")
-        tx.write(row, result, at)
+        tx.write(row, result)
     store.finish_run(engine, run, "complete")
     return tx.written
 
@@ -118,10 +116,10 @@ def test_the_state_reads_back_as_the_records_that_were_written(engine: Engine) -
 def test_updates_of_several_chunks_reach_every_row(
     engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Modified, removed and restored rows are updated a chunk at a time (one JSON array
-    per chunk on SQLite): every row gets its own values, including a timestamp or text
-    becoming NULL, and only the open versions are closed."""
-    monkeypatch.setattr(store, "INSERT_CHUNK", 2)
+    """Rows are inserted a chunk at a time and modified, removed and restored rows are
+    updated by key: every row gets its own values, including a timestamp or text becoming
+    NULL, and only the open versions are closed."""
+    monkeypatch.setattr(bulk, "CHUNK", 2)
     keys = [Connection("api_key", f"k{i}", f"{i}.com", T0, T0, "x-key") for i in range(5)]
     apps = [Connection("oauth", f"o{i}", "b.com", created_by="me", token_expiry=EXPIRY)
             for i in range(2)]  # fmt: skip
@@ -176,134 +174,3 @@ def test_postgresql_sessions_run_in_utc_and_keep_the_urls_own_options(db_url: st
             ).one()
         engine.dispose()
         assert tuple(settings) == ("UTC", "inventory_x", "on" if readonly else "off")
-
-
-def sqlite_rows(engine: Engine) -> dict[str, list[tuple[object, ...]]]:
-    with engine.connect() as conn:
-        return {
-            t: [tuple(r) for r in conn.exec_driver_sql(f"SELECT * FROM {t} ORDER BY id")]
-            for t in ("connections", "connection_versions", "connection_changes")
-        }
-
-
-def test_sqlite_stores_and_reads_the_same_rows_with_or_without_its_json_functions(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """SQLite takes and gives rows as JSON arrays when it can, one by one when it cannot;
-    the stored rows and the state read back are the same either way, across state reads
-    of several chunks (one ending exactly on a chunk boundary), inserts and updates of
-    several chunks, and for text JSON would mangle: a NUL goes row by row, and text that
-    only looks like its escape is kept."""
-    monkeypatch.setattr(store, "STATE_CHUNK", 4)
-    monkeypatch.setattr(store, "INSERT_CHUNK", 2)
-    first = [
-        Connection(t, f"{t}_{i}", f"{i}.example.com", T0, T1 if i % 2 else T0,
-                   header_name="x-key" if t == "api_key" else None,
-                   token_expiry=EXPIRY if t == "oauth" else None)
-        for t in ("api_key", "oauth") for i in range(4)
-    ]  # fmt: skip
-    second = [  # b1's text goes as JSON: quotes, a newline, backslashes, beyond ASCII
-        *first[1:],
-        Connection("basic_auth", "b1", 'é😀 "quoted"\n\\ \\n \\\\', T2, T2, username="bob"),
-        Connection("basic_auth", "b2", None, None, None, username="bob"),
-    ]
-    # A NUL, and text that only looks like its escape: their events go row by row.
-    third = [*second[:-1], second[-1]._replace(allowed_domain="a\x00b", username="\\u0000")]
-    # Updates: api_key_0 back with new values, four modified (one to the text above, one
-    # a timestamp to a NULL), and four removed, over several chunks.
-    fourth = [
-        first[0]._replace(allowed_domain="back.example.com", updated_at=T2),
-        *(c._replace(allowed_domain=f"{c.name}.new") for c in third[:2]),
-        third[2]._replace(created_at=None),
-        second[-2]._replace(username='é😀 "quoted"\n\\ \\n \\\\'),
-        third[-1],
-    ]
-    dumps, states = [], []
-    for way in ("json", "row by row"):
-        if way == "row by row":
-            monkeypatch.setattr(store, "sqlite_has_json", lambda: False)
-        engine = store.make_engine(f"sqlite:///{tmp_path / (way + '.db')}")
-        store.ensure_schema(engine, migrate=True)
-        try:
-            for fetched, at in ((first, T0), (second, T1), (third, T2), (fourth, T3)):
-                apply(engine, fetched, at)
-            with store.integration_transaction(engine, "acme", "crm") as tx:
-                assert tx.json is (way == "json")
-                state = tx.load_state()
-                names = tx.load_names()
-                # Some rows by key (across chunks of 4), one key without a row, and one
-                # with a NUL, which the JSON way cannot carry and leaves to a full read.
-                keys = {("api_key", "api_key_0"), ("basic_auth", "b1"), ("basic_auth", "b2")}
-                keys |= {("oauth", f"oauth_{i}") for i in range(4)} | {("oauth", "gone")}
-                picked = tx.load_state(keys)
-                with_nul = tx.load_state(keys | {("basic_auth", "b\x00")})
-            dumps.append(sqlite_rows(engine))
-        finally:
-            engine.dispose()
-        assert {k: (s.connection, s.removed) for k, s in state.items()} == {
-            **{(c.type, c.name): (c, True) for c in third[3:7]},
-            **{(c.type, c.name): (c, False) for c in fourth},
-        }
-        assert names == {
-            t: {n: int(s.removed) for (t2, n), s in state.items() if t2 == t}
-            for t in ("api_key", "basic_auth", "oauth")
-        }
-        assert picked == with_nul == {k: state[k] for k in keys if k in state}
-        assert len(picked) == 7
-        states.append(state)
-    assert dumps[0] == dumps[1]
-    assert states[0] == states[1]
-
-
-def test_the_chunks_a_fetch_may_skip_are_read_beside_a_write(tmp_path: Path) -> None:
-    """The last applied snapshot and its kept chunk digests, read before a fetch, through
-    the run's one shared connection; on SQLite without waiting for the write lock."""
-    engine = store.make_engine(f"sqlite:///{tmp_path / 'chunks.db'}", busy_timeout=0.2)
-    store.ensure_schema(engine, migrate=True)
-    digest = FetchedDigest()
-    body = {"api_key": [sample_item("api_key", f"k{i}") for i in range(20)]}
-    fetched = parse_page(body, where="acme/crm", page=1, digest=digest).connections
-    run = store.start_run(engine, "cli")
-    with store.integration_transaction(engine, "acme", "crm") as tx:
-        row = store.SnapshotRow(run.id, "acme", "crm", T0, "complete")
-        applied = tx.write(row, diff(tx.load_state(), fetched), T0, digest.kept())
-    reader = store.ChunkReader(engine)
-    try:
-        assert reader.read("acme", "other") is None  # nothing applied
-        with store.integration_transaction(engine, "acme", "crm"):  # the write lock held
-            assert reader.read("acme", "crm") == (applied, frozenset(digest.chunks()))
-    finally:
-        reader.close()
-        engine.dispose()
-
-
-def test_sqlite_json_columns_carries_only_the_columns_some_row_has_a_value_in() -> None:
-    at = datetime(2024, 5, 6, 7, 8, 9, 10, tzinfo=UTC)
-    rows = [("api_key", "a", None, at, None), ("oauth", "b", None, None, "")]
-    assert store.sqlite_json_columns(rows) == (
-        [0, 1, 3, 4],
-        '[["api_key", "a", "2024-05-06 07:08:09.000010", null], ["oauth", "b", null, ""]]',
-    )
-    # Timestamp columns named as such are written a column at a time, to the same text.
-    assert store.sqlite_json_columns(rows, timestamps={3}) == store.sqlite_json_columns(rows)
-    # Every value NULL: the first column still carries one element per row.
-    assert store.sqlite_json_columns([(None, None), (None, None)]) == ([0], "[[null], [null]]")
-    assert store.sqlite_json_columns([("a", "x\x00y")]) is None  # left to row by row
-
-
-def test_sqlite_without_json_functions_is_noticed(monkeypatch: pytest.MonkeyPatch) -> None:
-    class NoJson:
-        def execute(self, statement: str) -> None:
-            raise sqlite3.OperationalError("no such function: json_each")
-
-        def close(self) -> None:
-            pass
-
-    store.sqlite_has_json.cache_clear()
-    assert store.sqlite_has_json() is True  # this machine's SQLite has them
-    store.sqlite_has_json.cache_clear()
-    monkeypatch.setattr(sqlite3, "connect", lambda *args: NoJson())
-    try:
-        assert store.sqlite_has_json() is False
-    finally:
-        store.sqlite_has_json.cache_clear()

@@ -101,6 +101,8 @@ class IntegrationTransaction:
         self.integration = integration
         self.settings = settings
         self.sqlite = not is_postgres(conn)
+        # Rows written per table, for tests and benchmarks.
+        self.written = dict.fromkeys((CONNECTIONS.name, VERSIONS.name, CHANGES.name), 0)
 
     @cached_property
     def last_applied(self) -> LastApplied | None:
@@ -235,8 +237,7 @@ class IntegrationTransaction:
     def _apply(self, snapshot_id: int, changes: Diff, at: datetime) -> None:
         """connections, then the versions closed and opened, then the events."""
         scope = {"account": self.account, "integration": self.integration}
-        insert_rows(
-            self.conn,
+        self._insert(
             CONNECTIONS,
             RECORD_FIELDS,
             changes.added,
@@ -249,20 +250,23 @@ class IntegrationTransaction:
         )
         self._update_connections(changes.removed, {"removed_at": at, "last_changed_at": at})
         self._close_versions([*changes.modified, *changes.removed], at)
-        insert_rows(
-            self.conn,
+        self._insert(
             VERSIONS,
             RECORD_FIELDS,
             [*changes.added, *changes.modified, *changes.restored],
             {**scope, "valid_from": at, "valid_to": None},
         )
-        insert_rows(
-            self.conn,
+        self._insert(
             CHANGES,
             EVENT_COLUMNS,
             changes.events,
             {**scope, "snapshot_id": snapshot_id, "detected_at": at},
         )
+
+    def _insert(
+        self, table: Table, columns: tuple[str, ...], rows: Any, fixed: dict[str, Any]
+    ) -> None:
+        self.written[table.name] += insert_rows(self.conn, table, columns, rows, fixed)
 
     def _by_key(self, table: Table) -> Any:
         t = table.c
@@ -286,7 +290,8 @@ class IntegrationTransaction:
         if with_metadata:
             values |= {f: bindparam(f"new_{f}") for f in METADATA_FIELDS}
         statement = CONNECTIONS.update().where(*self._by_key(CONNECTIONS)).values(values)
-        self.conn.execute(statement, [self._params(r, fixed, with_metadata) for r in records])
+        params = [self._params(r, fixed, with_metadata) for r in records]
+        self.written[CONNECTIONS.name] += self.conn.execute(statement, params).rowcount
 
     def _close_versions(self, records: list[Record], at: datetime) -> None:
         if not records:
@@ -296,7 +301,8 @@ class IntegrationTransaction:
             .where(*self._by_key(VERSIONS), VERSIONS.c.valid_to.is_(None))
             .values(valid_to=bindparam("new_valid_to"))
         )
-        self.conn.execute(statement, [self._params(r, {"valid_to": at}, False) for r in records])
+        params = [self._params(r, {"valid_to": at}, False) for r in records]
+        self.written[VERSIONS.name] += self.conn.execute(statement, params).rowcount
 
     @staticmethod
     def _params(record: Record, fixed: dict[str, Any], with_metadata: bool) -> dict[str, Any]:
