@@ -171,7 +171,7 @@ def test_doctor_reports_each_check(cli: Harness) -> None:
             {
                 "subject": "sqlite library",
                 "ok": True,
-                "detail": f"SQLite {sqlite3.sqlite_version}: rows move as JSON arrays",
+                "detail": f"SQLite {sqlite3.sqlite_version}",
             }
         )
     else:
@@ -202,25 +202,3 @@ def test_doctor_reports_each_check(cli: Harness) -> None:
     assert table.out.splitlines()[-2:] == [f"{checks} checks", "doctor: OK"]
 
 
-def test_doctor_says_when_sqlite_moves_rows_one_by_one(
-    cli: Harness, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """An SQLite library without what the JSON ways need works, more slowly; doctor says
-    which way rows move, and only for SQLite."""
-    seed(cli, {"acme": {"crm": 1}})
-    monkeypatch.setattr(store, "sqlite_has_json", lambda: False)
-    result = cli.run("doctor", "--format", "json")
-    assert result.code == 0
-    library = [p for p in json.loads(result.out) if p["subject"] == "sqlite library"]
-    if not cli.db_url.startswith("sqlite"):
-        assert library == []
-        return
-    assert library == [
-        {
-            "subject": "sqlite library",
-            "ok": True,
-            "detail": f"SQLite {sqlite3.sqlite_version} lacks JSON functions (3.38), row values "
-            "(3.15) or UPDATE ... FROM (3.33): rows move one by one, which makes large syncs "
-            "slower",
-        }
-    ]
