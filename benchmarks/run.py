@@ -167,8 +167,8 @@ def step(args: argparse.Namespace) -> dict[str, Any]:
         Settings,
         SyncSettings,
     )
-    from inventory.records import SharedValues, parse_page
-    from inventory.sync import rare_collections, run_sync
+    from inventory.records import parse_page
+    from inventory.sync import run_sync
     from inventory.zis import ZisClient
 
     integrations = tuple(
@@ -183,17 +183,16 @@ def step(args: argparse.Namespace) -> dict[str, Any]:
         parsed = [0]
 
         def read(integration: Integration) -> None:
-            shared = SharedValues()  # as the sync's fetch does, per integration
             for page in client.pages(integration):
-                got = parse_page(page.body, where="floor", page=page.number, shared=shared)
+                got = parse_page(page.body, where="floor", page=page.number)
                 with lock:
                     parsed[0] += len(got.connections)
 
-        # Timed as a sync is: making the client included, and under the sync's own
-        # garbage-collector setting, so that the ratio is the sync's work only.
+        # Timed as a sync is, making the client included, so that the ratio is the
+        # sync's work only.
         cpu0, wall0 = time.process_time(), time.perf_counter()
         client = ZisClient(account, sync)
-        with rare_collections(), ThreadPoolExecutor(args.concurrency) as pool:
+        with ThreadPoolExecutor(args.concurrency) as pool:
             list(pool.map(read, integrations))
         client.close()
         wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0

@@ -172,9 +172,13 @@ def test_the_interval_is_read_from_the_config_and_a_bad_one_refused(tmp_path: An
     base = '[database]\nurl = "sqlite:///x.db"\n'
     path = tmp_path / "inventory.toml"
     path.write_text(base)
-    assert load_settings(str(path), require_accounts=False).sync.full_compare_interval == timedelta(hours=24)
+    assert load_settings(str(path), require_accounts=False).sync.full_compare_interval == timedelta(
+        hours=24
+    )
     path.write_text(base + '[sync]\nfull_compare_interval = "12h"\n')
-    assert load_settings(str(path), require_accounts=False).sync.full_compare_interval == timedelta(hours=12)
+    assert load_settings(str(path), require_accounts=False).sync.full_compare_interval == timedelta(
+        hours=12
+    )
     for bad in ('"soon"', "24"):
         path.write_text(base + f"[sync]\nfull_compare_interval = {bad}\n")
         with pytest.raises(ConfigError, match="full_compare_interval"):

@@ -200,5 +200,3 @@ def test_doctor_reports_each_check(cli: Harness) -> None:
     assert table.code == 0
     checks = 7 if cli.db_url.startswith("sqlite") else 6
     assert table.out.splitlines()[-2:] == [f"{checks} checks", "doctor: OK"]
-
-

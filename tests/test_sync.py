@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -933,3 +935,42 @@ def test_one_name_in_two_types_is_two_connections(tmp_path: Path) -> None:
     result, rows = sync_pages(tmp_path, pages)
     assert [s.status for s in result.snapshots] == ["complete"]
     assert rows == {("acme", "crm", t, "a") for t in ("api_key", "oauth", "basic_auth")}
+
+
+def test_no_more_integrations_are_held_than_sync_concurrency(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From its first page until its snapshot is committed, an integration holds one of
+    sync.concurrency places: a slow write makes the next fetches wait instead of piling
+    up fetched sets in memory."""
+    names = [f"i{n}" for n in range(8)]
+    transport, account = one_key_integrations(names)
+    settings = Settings(
+        "(test)", f"sqlite:///{tmp_path / 'held.db'}", DatabaseSettings(),
+        SyncSettings(concurrency=3), ScheduleSettings(), (account,),
+    )  # fmt: skip
+    engine = store.engine_for(settings)
+    store.ensure_schema(engine, migrate=True)
+    lock, held, most = threading.Lock(), [0], [0]
+    real_fetch, real_apply = sync_module.fetch, sync_module.apply
+
+    def counted_fetch(*args: Any) -> Any:
+        with lock:
+            held[0] += 1
+            most[0] = max(most[0], held[0])
+        return real_fetch(*args)
+
+    def slow_apply(*args: Any) -> Any:
+        time.sleep(0.05)
+        try:
+            return real_apply(*args)
+        finally:
+            with lock:
+                held[0] -= 1
+
+    monkeypatch.setattr(sync_module, "fetch", counted_fetch)
+    monkeypatch.setattr(sync_module, "apply", slow_apply)
+    result = sync_module.run_sync(settings, engine, transport=lambda a: transport)
+    engine.dispose()
+    assert [s.status for s in result.snapshots] == ["complete"] * 8
+    assert (held[0], most[0]) == (0, 3)

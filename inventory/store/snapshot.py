@@ -7,12 +7,14 @@ Every snapshot row (complete, held, failed or superseded) is written by
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import Any, NamedTuple, cast
+from weakref import WeakKeyDictionary
 
 from sqlalchemy import Connection, Engine, String, Table, bindparam, func, select, type_coerce
 
@@ -70,6 +72,20 @@ class LastApplied(NamedTuple):
     fetched_digest: str | None
 
 
+# SQLite has one writer per file: the threads of this process queue for it here, on a
+# lock that wakes the next one at once, rather than in SQLite's busy handler, which polls
+# with sleeps of up to 100 ms.
+_SQLITE_WRITERS: WeakKeyDictionary[Engine, threading.Lock] = WeakKeyDictionary()
+_SQLITE_WRITERS_LOCK = threading.Lock()
+
+
+def _writer_lock(engine: Engine) -> AbstractContextManager[object]:
+    if is_postgres(engine):
+        return nullcontext()
+    with _SQLITE_WRITERS_LOCK:
+        return _SQLITE_WRITERS.setdefault(engine, threading.Lock())
+
+
 @contextmanager
 def integration_transaction(
     engine: Engine, account: str, integration: str, settings: Settings | None = None
@@ -78,7 +94,11 @@ def integration_transaction(
     lock, SQLite's write lock (BEGIN IMMEDIATE). Commits on success, rolls back on any
     error; a database error becomes SnapshotWriteFailed (this snapshot fails)."""
     doing = f"{account}/{integration}: database error while writing the snapshot"
-    with database_errors(engine, doing, SnapshotWriteFailed), engine.begin() as conn:
+    with (
+        _writer_lock(engine),
+        database_errors(engine, doing, SnapshotWriteFailed),
+        engine.begin() as conn,
+    ):
         if is_postgres(conn):
             conn.execute(select(func.pg_advisory_xact_lock(lock_key(account, integration))))
         yield IntegrationTransaction(conn, account, integration, settings)
