@@ -187,25 +187,26 @@ class IntegrationTransaction:
                 c.c.account == self.account, c.c.integration == self.integration
             )
         )
+        stamps = [i for i, f in enumerate(RECORD_FIELDS) if f in TIMESTAMP_FIELDS]
         state: dict[Key, Stored] = {}
         for row in rows:
-            record = Record(
-                *(self._value(row, f, v) for f, v in zip(RECORD_FIELDS, row[:-1], strict=True))
-            )
-            state[record.key] = Stored(record, bool(row[-1]))
+            values = list(row)
+            removed = values.pop()
+            if bytes in map(type, values):
+                raise self._unreadable(values, "a value that is not text")
+            if self.sqlite:  # UTC text, as models.UTCDateTime stores it
+                for i in stamps:
+                    if values[i] is not None:
+                        values[i] = self._timestamp(values, values[i])
+            record = Record._make(values)
+            state[record.key] = Stored(record, bool(removed))
         return state
 
-    def _value(self, row: Any, field: str, value: Any) -> Any:
-        if value is None or isinstance(value, datetime):
-            return value
-        if not isinstance(value, str):
-            raise self._unreadable(row, "a value that is not text")
-        if self.sqlite and field in TIMESTAMP_FIELDS:
-            try:
-                return datetime.fromisoformat(value).replace(tzinfo=UTC)
-            except ValueError:
-                raise self._unreadable(row, "an unreadable timestamp") from None
-        return value
+    def _timestamp(self, row: list[Any], text: str) -> datetime:
+        try:
+            return datetime.fromisoformat(text).replace(tzinfo=UTC)
+        except (TypeError, ValueError):
+            raise self._unreadable(row, "an unreadable timestamp") from None
 
     def _unreadable(self, row: Any, what: str) -> SnapshotError:
         return SnapshotError(
