@@ -193,14 +193,13 @@ _DIGEST_HEADER = "\x00".join(("zis-inventory fetched set 3", *RECORD_FIELDS, "")
 
 def fetched_digest(connections: Iterable[Connection]) -> str:
     """SHA-256 (hex) of a fetched set, in page order: each record's type, name and values
-    (timestamps in ISO 8601, UTC as parsing makes them, None as the empty string, which no kept value is), each
+    (timestamps in ISO 8601 UTC, None as the empty string, which no kept value is), each
     ended by NUL, which no kept text holds. The same digest means the same records in the
     same order; a different one only means "compare row by row"."""
     digest = hashlib.sha256(_DIGEST_HEADER)
     for connection in connections:
         texts = (
-            "" if v is None else v.isoformat() if isinstance(v, datetime) else v
-            for v in connection
+            "" if v is None else v.isoformat() if isinstance(v, datetime) else v for v in connection
         )
         digest.update(("\x00".join(texts) + "\x00").encode())
     return digest.hexdigest()
