@@ -16,7 +16,17 @@ from functools import cached_property
 from typing import Any, NamedTuple, cast
 from weakref import WeakKeyDictionary
 
-from sqlalchemy import Connection, Engine, String, Table, bindparam, func, select, type_coerce
+from sqlalchemy import (
+    Connection,
+    Engine,
+    String,
+    Table,
+    bindparam,
+    func,
+    literal,
+    select,
+    type_coerce,
+)
 
 from .. import models as m
 from ..config import Settings
@@ -24,7 +34,7 @@ from ..diff import Diff, Key, Stored
 from ..errors import SnapshotError
 from ..fields import METADATA_FIELDS, RECORD_FIELDS, TIMESTAMP_FIELDS
 from ..records import Connection as Record
-from ..types import SnapshotStatus
+from ..types import ChangeKind, SnapshotStatus
 from .bulk import insert_rows
 from .engine import database_errors, is_postgres, lock_key, now
 
@@ -256,7 +266,10 @@ class IntegrationTransaction:
         return snapshot_id
 
     def _apply(self, snapshot_id: int, changes: Diff, at: datetime) -> None:
-        """connections, then the versions closed and opened, then the events."""
+        """connections, then the versions closed and opened, then the events. The versions
+        opened and the added events are copied inside the database from the rows of
+        connections this snapshot wrote (last_changed_at, first_seen_at = ``at``): the
+        same values, with no Python work per row."""
         scope = {"account": self.account, "integration": self.integration}
         self._insert(
             CONNECTIONS,
@@ -271,18 +284,34 @@ class IntegrationTransaction:
         )
         self._update_connections(changes.removed, {"removed_at": at, "last_changed_at": at})
         self._close_versions([*changes.modified, *changes.removed], at)
-        self._insert(
+        c = CONNECTIONS.c
+        mine = (c.account == self.account, c.integration == self.integration)
+        opened = select(c.account, c.integration, *(c[f] for f in RECORD_FIELDS), c.last_changed_at)
+        self._copy(
             VERSIONS,
-            RECORD_FIELDS,
-            [*changes.added, *changes.modified, *changes.restored],
-            {**scope, "valid_from": at, "valid_to": None},
+            ("account", "integration", *RECORD_FIELDS, "valid_from"),
+            opened.where(*mine, c.last_changed_at == at, c.removed_at.is_(None)),
         )
         self._insert(
             CHANGES,
             EVENT_COLUMNS,
-            changes.events,
+            [e for e in changes.events if e.change != ChangeKind.ADDED],
             {**scope, "snapshot_id": snapshot_id, "detected_at": at},
         )
+        added = select(
+            literal(snapshot_id), c.account, c.integration, c.first_seen_at,
+            literal(ChangeKind.ADDED.value), c.type, c.name,
+        )  # fmt: skip
+        self._copy(  # after the other events, in key order, as Diff.events has them
+            CHANGES,
+            ("snapshot_id", "account", "integration", "detected_at", "change", "type", "name"),
+            added.where(*mine, c.first_seen_at == at).order_by(c.type, c.name),
+        )
+
+    def _copy(self, table: Table, columns: tuple[str, ...], rows: Any) -> None:
+        statement = table.insert().from_select(columns, rows)
+        copied = self.conn.execute(statement.execution_options(preserve_rowcount=True))
+        self.written[table.name] += copied.rowcount
 
     def _insert(
         self, table: Table, columns: tuple[str, ...], rows: Any, fixed: dict[str, Any]
