@@ -64,6 +64,9 @@ class Interrupted(InventoryError):
 class RetryableError(InventoryError):
     """A request may succeed if tried again, after ``retry_after`` seconds if the server said."""
 
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, rate_limited: bool = False
+    ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.rate_limited = rate_limited
