@@ -11,14 +11,14 @@ import re
 import stat
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .errors import ConfigError
+from .errors import ConfigError, TokenError
 
 DEFAULT_CONFIG = "inventory.toml"
 DEFAULT_DATABASE_URL = "sqlite:///inventory.db"
@@ -55,6 +55,20 @@ class Secret:
 
     def __hash__(self) -> int:
         return hash(self._value)
+
+
+class UnreadableToken(Secret):
+    """The token of an integration whose token file could not be read at the start of a
+    run: revealing it fails that integration's snapshot with the reason."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: str) -> None:
+        super().__init__("")
+        self.error = error
+
+    def reveal(self) -> str:
+        raise TokenError(self.error)
 
 
 # --- the file's schema -------------------------------------------------------------
@@ -144,10 +158,19 @@ class FileConfig(_Strict):
 
 
 @dataclass(frozen=True)
+class TokenFile:
+    """Where a token is read from, again at every run: the file and the key naming it."""
+
+    path: str
+    key: str  # accounts[0].token_file, for messages
+
+
+@dataclass(frozen=True)
 class Integration:
     account: str
     name: str
     token: Secret
+    token_file: TokenFile | None = None  # None: from the environment, kept as loaded
 
 
 @dataclass(frozen=True)
@@ -168,7 +191,12 @@ class Settings:
     daemon: DaemonSettings = field(default_factory=DaemonSettings)
 
     def secrets(self) -> list[str]:
-        return [i.token.reveal() for a in self.accounts for i in a.integrations]
+        return [
+            i.token.reveal()
+            for a in self.accounts
+            for i in a.integrations
+            if not isinstance(i.token, UnreadableToken)
+        ]
 
 
 # --- loading -----------------------------------------------------------------------
@@ -347,15 +375,19 @@ def _resolve_accounts(
                 raise ConfigError(f"{where}: {ikey}: integration {spec.name!r} is listed twice")
             names.add(spec.name)
             if spec.token_env is not None or spec.token_file is not None:
-                token = _token(where, ikey, spec.token_env, spec.token_file, env, resolve_tokens)
+                token_key, token_env, token_file = ikey, spec.token_env, spec.token_file
             elif entry.token_env is not None or entry.token_file is not None:
-                token = _token(where, key, entry.token_env, entry.token_file, env, resolve_tokens)
+                token_key, token_env, token_file = key, entry.token_env, entry.token_file
             else:
                 raise ConfigError(
                     f"{where}: {ikey}: no token for integration {spec.name!r}; set token_env or "
                     f"token_file on the account ({key}) or on this integration"
                 )
-            integrations.append(Integration(account=subdomain, name=spec.name, token=token))
+            token = _token(where, token_key, token_env, token_file, env, resolve_tokens)
+            source = (
+                None if token_file is None else TokenFile(token_file, f"{token_key}.token_file")
+            )
+            integrations.append(Integration(subdomain, spec.name, token, source))
         accounts.append(Account(subdomain, base_url, tuple(integrations)))
     return tuple(accounts)
 
@@ -399,18 +431,50 @@ def _token(
                 f"{where}: {key}.token_env: environment variable {token_env} is not set or empty; "
                 f"export {token_env}=<ZIS OAuth access token>"
             )
-        source = f"environment variable {token_env}"
-    else:
-        assert token_file is not None
-        if not resolve:
-            return Secret("")
-        value = _read_token_file(where, f"{key}.token_file", Path(token_file))
-        source = f"file {token_file}"
+        return _checked(where, key, value, f"environment variable {token_env}")
+    assert token_file is not None
+    if not resolve:
+        return Secret("")
+    return _file_token(where, TokenFile(token_file, f"{key}.token_file"))
+
+
+def _file_token(where: str, source: TokenFile) -> Secret:
+    value = _read_token_file(where, source.key, Path(source.path))
+    return _checked(where, source.key.removesuffix(".token_file"), value, f"file {source.path}")
+
+
+def _checked(where: str, key: str, value: str, source: str) -> Secret:
     if not TOKEN_RE.match(value):
         raise ConfigError(
             f"{where}: {key}: the token from {source} contains spaces or control characters"
         )
     return Secret(value)
+
+
+def read_token_files(settings: Settings) -> Settings:
+    """The settings with every token file read again, at the start of a run, so a token
+    rotated by an external agent is used without a restart; environment tokens stay as
+    loaded. A file that cannot be read now fails the snapshots of the integrations that
+    use it (UnreadableToken), with the message start-up would give; the others go on."""
+    tokens: dict[TokenFile, Secret | str] = {}  # each file read once per run
+    accounts = []
+    for account in settings.accounts:
+        integrations = []
+        for integration in account.integrations:
+            source = integration.token_file
+            if source is not None:
+                if source not in tokens:
+                    try:
+                        tokens[source] = _file_token(settings.source, source)
+                    except ConfigError as exc:
+                        tokens[source] = str(exc)
+                token = tokens[source]
+                if isinstance(token, str):
+                    token = UnreadableToken(f"{account.subdomain}/{integration.name}: {token}")
+                integration = replace(integration, token=token)
+            integrations.append(integration)
+        accounts.append(replace(account, integrations=tuple(integrations)))
+    return replace(settings, accounts=tuple(accounts))
 
 
 def _read_token_file(where: str, key: str, path: Path) -> str:

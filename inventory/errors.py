@@ -7,7 +7,8 @@
         ├── ApiError         an HTTP status that is final (400/401/403/404) or retries ran out
         ├── ResponseError    the body is not what §2 of the spec describes
         ├── RecordError      one item is malformed (names the page and the field)
-        └── PaginationError  a cursor seen twice, or more pages than the cap
+        ├── PaginationError  a cursor seen twice, or more pages than the cap
+        └── TokenError       the token file cannot be read at the start of this run
 
     Interrupted              the run was asked to stop (signal); nothing of that snapshot is
                              written
@@ -55,6 +56,10 @@ class RecordError(SnapshotError):
 
 class PaginationError(SnapshotError):
     pass
+
+
+class TokenError(SnapshotError):
+    """A token file that start-up could read cannot be read now (missing, empty, ...)."""
 
 
 class Interrupted(InventoryError):

@@ -24,7 +24,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import store
-from .config import Account, Integration, Settings
+from .config import Account, Integration, Settings, read_token_files
 from .diff import Diff, diff, narrow, removal_hold_reason
 from .errors import (
     ConfigError,
@@ -34,6 +34,7 @@ from .errors import (
     ResponseError,
     SnapshotError,
 )
+from .progress import NO_PROGRESS, Progress
 from .records import Connection, FetchedDigest, Settled, SharedValues, parse_page
 from .zis import ZisClient
 
@@ -233,6 +234,7 @@ class _Run:
     writer: ThreadPoolExecutor
     sets: threading.Semaphore  # integrations in memory: being fetched, waiting or sent
     chunks: store.ChunkReader  # what each fetch may skip
+    progress: Progress = NO_PROGRESS
     drift: dict[str, list[str]] = field(default_factory=dict)
 
 
@@ -249,8 +251,14 @@ def run_sync(
     stop: threading.Event | None = None,
     tick: Tick | None = None,
     on_run: Callable[[store.Run], None] | None = None,
+    on_settings: Callable[[Settings], None] | None = None,
+    progress: Progress = NO_PROGRESS,
 ) -> RunResult:
+    settings = read_token_files(settings)  # a rotated token file is used at once
+    if on_settings is not None:
+        on_settings(settings)  # so the log redactor knows a rotated token
     targets = select_targets(settings, accounts, integrations)
+    progress.run_started([(a.subdomain, i.name) for a, i in targets])
     stop = stop or threading.Event()
     try:
         run = store.start_run(engine, trigger)
@@ -266,6 +274,7 @@ def run_sync(
             transport=transport(a) if transport else None,
             sleep=stop.wait,
             stop=stop,
+            progress=progress,
         )
         for a in {a.subdomain: a for a, _ in targets}.values()
     }
@@ -295,6 +304,7 @@ def run_sync(
                 writer,
                 threading.Semaphore(concurrency),
                 chunks,
+                progress,
             )
             futures = [
                 pool.submit(sync_integration, ctx, clients[account.subdomain], integration)
@@ -396,7 +406,11 @@ def _finish(engine: Engine, run: store.Run, status: str, error: str | None = Non
 
 
 def fetch(
-    client: ZisClient, integration: Integration, into: Fetched, stop: threading.Event
+    client: ZisClient,
+    integration: Integration,
+    into: Fetched,
+    stop: threading.Event,
+    progress: Progress = NO_PROGRESS,
 ) -> None:
     """Every page of one integration, parsed; the first malformed thing raises. When
     ``into.digest`` knows chunks, only the items of the other chunks become records."""
@@ -416,6 +430,7 @@ def fetch(
                 _twice(where, page.number, connection.type, connection.name)
         elif (item := into.add_settled(parsed.settled)) is not None:
             _twice(where, item.page, item.type, item.name)
+        progress.page_fetched(integration.account, integration.name, into.pages, into.count)
     if into.known_of is not None and (item := into.add_settled(into.digest.finish(where, shared))):
         _twice(where, item.page, item.type, item.name)
 
@@ -445,12 +460,13 @@ def sync_integration(
     try:
         if tick and tick.claim and not held.enter_context(store.claim(ctx.engine, account, name)):
             held.close()
-            return _skipped(account, name, "another replica is syncing it")
+            return _skipped(ctx, account, name, "another replica is syncing it")
         if tick is not None:
             done = store.fresh_snapshot(ctx.engine, account, name, tick.since)
             if done is not None:
                 held.close()
-                return _skipped(account, name, f"snapshot {done} already covers this tick")
+                return _skipped(ctx, account, name, f"snapshot {done} already covers this tick")
+        ctx.progress.integration_started(account, name)
         snapshot = _Snapshot(ctx, client, integration, place)
         if not snapshot.fetch():
             held.close()
@@ -483,9 +499,11 @@ class _Place:
             places.release()
 
 
-def _skipped(account: str, integration: str, why: str) -> SnapshotResult:
+def _skipped(ctx: _Run, account: str, integration: str, why: str) -> SnapshotResult:
     log.info("%s/%s: skipped: %s", account, integration, why)
-    return SnapshotResult(account, integration, "skipped")
+    result = SnapshotResult(account, integration, "skipped")
+    ctx.progress.integration_finished(result)
+    return result
 
 
 class _Snapshot:
@@ -528,7 +546,7 @@ class _Snapshot:
             if known is None
             else Fetched(digest=FetchedDigest(known[1]), known_of=known[0])
         )
-        fetch(self.client, self.integration, self.fetched, self.ctx.stop)
+        fetch(self.client, self.integration, self.fetched, self.ctx.stop, self.ctx.progress)
         for type_name in self.fetched.unknown_types:
             self.ctx.drift.setdefault(type_name, []).append(self.where)
 
@@ -584,6 +602,7 @@ class _Snapshot:
                 "seconds": round(result.seconds, 3),
             },
         )
+        self.ctx.progress.integration_finished(result)
         return result
 
 
