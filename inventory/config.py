@@ -10,7 +10,7 @@ import os
 import re
 import stat
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -333,6 +333,36 @@ def load_settings(
         accounts=accounts,
         daemon=file_config.daemon,
     )
+
+
+def select_targets(
+    settings: Settings, accounts: Sequence[str] = (), integrations: Sequence[str] = ()
+) -> list[tuple[Account, Integration]]:
+    """The (account, integration) pairs the --account/--integration filters keep."""
+    known_accounts = {a.subdomain for a in settings.accounts}
+    for name in accounts:
+        if name not in known_accounts:
+            raise ConfigError(
+                f"--account {name}: not a configured account "
+                f"(configured: {', '.join(sorted(known_accounts))})"
+            )
+    known_integrations = {i.name for a in settings.accounts for i in a.integrations}
+    for name in integrations:
+        if name not in known_integrations:
+            raise ConfigError(
+                f"--integration {name}: not a configured integration "
+                f"(configured: {', '.join(sorted(known_integrations))})"
+            )
+    targets = [
+        (account, integration)
+        for account in settings.accounts
+        if not accounts or account.subdomain in accounts
+        for integration in account.integrations
+        if not integrations or integration.name in integrations
+    ]
+    if not targets:
+        raise ConfigError("--account/--integration: no configured integration matches both filters")
+    return targets
 
 
 def _check_schedule(where: str, schedule: ScheduleSettings) -> None:

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from .sync import SnapshotResult
 
+RATE_LIMITED = "rate limited"  # the reason of a wait a 429 asks for: the account pauses
+
 
 class Progress(Protocol):
     def run_started(self, targets: Sequence[tuple[str, str]]) -> None:
@@ -24,7 +26,8 @@ class Progress(Protocol):
         """Pages fetched so far, and the connections they held."""
 
     def waiting(self, account: str, integration: str, reason: str, seconds: float) -> None:
-        """A request is retried, or the account is rate limited: a pause of ``seconds``."""
+        """A request is retried after ``seconds``; ``reason`` is RATE_LIMITED for a 429,
+        which pauses every request to the account, else the retry and what failed."""
 
     def integration_finished(self, result: SnapshotResult) -> None:
         """Its snapshot ended: complete, failed, held, interrupted or skipped."""

@@ -11,13 +11,15 @@ import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, and_, func, or_, select
 
 from . import models as m
 from .records import METADATA_FIELDS, format_timestamp
-from .sync import RunResult
+
+if TYPE_CHECKING:
+    from .sync import RunResult
 
 FORMATS = ("table", "json", "csv")
 

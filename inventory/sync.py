@@ -24,10 +24,9 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import store
-from .config import Account, Integration, Settings, read_token_files
+from .config import Account, Integration, Settings, read_token_files, select_targets
 from .diff import Diff, diff, narrow, removal_hold_reason
 from .errors import (
-    ConfigError,
     DatabaseError,
     Interrupted,
     InventoryError,
@@ -188,36 +187,6 @@ class Fetched:
     def connections(self) -> Iterator[Connection]:
         for named in self.by_type.values():
             yield from named.values()
-
-
-def select_targets(
-    settings: Settings, accounts: Sequence[str] = (), integrations: Sequence[str] = ()
-) -> list[tuple[Account, Integration]]:
-    """The (account, integration) pairs the --account/--integration filters keep."""
-    known_accounts = {a.subdomain for a in settings.accounts}
-    for name in accounts:
-        if name not in known_accounts:
-            raise ConfigError(
-                f"--account {name}: not a configured account "
-                f"(configured: {', '.join(sorted(known_accounts))})"
-            )
-    known_integrations = {i.name for a in settings.accounts for i in a.integrations}
-    for name in integrations:
-        if name not in known_integrations:
-            raise ConfigError(
-                f"--integration {name}: not a configured integration "
-                f"(configured: {', '.join(sorted(known_integrations))})"
-            )
-    targets = [
-        (account, integration)
-        for account in settings.accounts
-        if not accounts or account.subdomain in accounts
-        for integration in account.integrations
-        if not integrations or integration.name in integrations
-    ]
-    if not targets:
-        raise ConfigError("--account/--integration: no configured integration matches both filters")
-    return targets
 
 
 @dataclass

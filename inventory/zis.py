@@ -25,6 +25,7 @@ import httpx
 from . import __version__
 from .config import Account, Integration, SyncSettings
 from .errors import ApiError, Interrupted, PaginationError, ResponseError, RetryableError
+from .progress import RATE_LIMITED
 
 if TYPE_CHECKING:
     from .progress import Progress
@@ -344,7 +345,7 @@ class ZisClient:
                     ) from None
                 if self._progress is not None:
                     reason = (
-                        "rate limited"
+                        RATE_LIMITED
                         if exc.rate_limited
                         else f"retry {attempt + 1} of {self.policy.max_retries}: {exc}"
                     )
