@@ -375,11 +375,7 @@ def _finish(engine: Engine, run: store.Run, status: str, error: str | None = Non
 
 
 def fetch(
-    client: ZisClient,
-    integration: Integration,
-    into: Fetched,
-    stop: threading.Event,
-    progress: Progress = NO_PROGRESS,
+    client: ZisClient, integration: Integration, into: Fetched, stop: threading.Event
 ) -> None:
     """Every page of one integration, parsed; the first malformed thing raises. When
     ``into.digest`` knows chunks, only the items of the other chunks become records."""
@@ -399,7 +395,7 @@ def fetch(
                 _twice(where, page.number, connection.type, connection.name)
         elif (item := into.add_settled(parsed.settled)) is not None:
             _twice(where, item.page, item.type, item.name)
-        progress.page_fetched(integration.account, integration.name, into.pages, into.count)
+        client.progress.page_fetched(integration.account, integration.name, into.pages, into.count)
     if into.known_of is not None and (item := into.add_settled(into.digest.finish(where, shared))):
         _twice(where, item.page, item.type, item.name)
 
@@ -515,7 +511,7 @@ class _Snapshot:
             if known is None
             else Fetched(digest=FetchedDigest(known[1]), known_of=known[0])
         )
-        fetch(self.client, self.integration, self.fetched, self.ctx.stop, self.ctx.progress)
+        fetch(self.client, self.integration, self.fetched, self.ctx.stop)
         for type_name in self.fetched.unknown_types:
             self.ctx.drift.setdefault(type_name, []).append(self.where)
 

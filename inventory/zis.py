@@ -18,17 +18,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from functools import cache
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 
 from . import __version__
 from .config import Account, Integration, SyncSettings
 from .errors import ApiError, Interrupted, PaginationError, ResponseError, RetryableError
-from .progress import RATE_LIMITED
-
-if TYPE_CHECKING:
-    from .progress import Progress
+from .progress import NO_PROGRESS, RATE_LIMITED, Progress
 
 PATH = "/api/services/zis/integrations/{integration}/connections/all"
 USER_AGENT = f"zis-inventory/{__version__}"
@@ -273,11 +270,11 @@ class ZisClient:
         sleep: Sleep = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         stop: threading.Event | None = None,
-        progress: Progress | None = None,
+        progress: Progress = NO_PROGRESS,
     ) -> None:
         self.account = account
         self._stop = stop
-        self._progress = progress
+        self.progress = progress  # told of retries and pauses; sync.fetch tells it of pages
         self.settings = settings
         self.policy = RetryPolicy(
             settings.max_retries, settings.max_retry_wait_seconds, settings.retry_backoff_seconds
@@ -343,13 +340,12 @@ class ZisClient:
                         f"{where}: page {page}: {exc}; the server asks to wait {wait:.0f}s, "
                         f"more than sync.max_retry_wait_seconds ({self.policy.max_wait:g})"
                     ) from None
-                if self._progress is not None:
-                    reason = (
-                        RATE_LIMITED
-                        if exc.rate_limited
-                        else f"retry {attempt + 1} of {self.policy.max_retries}: {exc}"
-                    )
-                    self._progress.waiting(integration.account, integration.name, reason, wait)
+                reason = (
+                    RATE_LIMITED
+                    if exc.rate_limited
+                    else f"retry {attempt + 1} of {self.policy.max_retries}: {exc}"
+                )
+                self.progress.waiting(integration.account, integration.name, reason, wait)
                 if exc.retry_after is not None:
                     self.gate.rate_limited(wait)  # a 429 pauses every request to this account
                     self.gate.wait()
