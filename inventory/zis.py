@@ -135,8 +135,9 @@ class Deadline:
             self.timeouts[key] = left
 
     def trace(self, event: str, info: dict[str, Any]) -> None:
-        """httpx's ``trace`` extension: called as each phase of the request starts and ends."""
-        if event.endswith(".started"):
+        """httpx's ``trace`` extension: called as each phase of the request starts and ends.
+        Closing is not a phase to fail: the response is complete, or failing already."""
+        if event.endswith(".started") and not event.endswith(("close.started", "closed.started")):
             self.check()
 
 
@@ -280,6 +281,7 @@ class ZisClient:
             settings.max_retries, settings.max_retry_wait_seconds, settings.retry_backoff_seconds
         )
         self._sleep = sleep
+        self._clock = clock
         self.gate = AccountGate(sleep, clock, reserve=settings.concurrency)
         self._http = httpx.Client(
             base_url=account.base_url,
@@ -360,7 +362,7 @@ class ZisClient:
         headers = {"Authorization": f"Bearer {token}"}
         with self._counts_lock:
             self.requests += 1
-        deadline = Deadline(self.settings.timeout_seconds)
+        deadline = Deadline(self.settings.timeout_seconds, self._clock)
         extensions = {"timeout": deadline.timeouts, "trace": deadline.trace}
         try:
             request = self._http.build_request(
