@@ -13,6 +13,7 @@ is a time no step can beat (`cpu bound` in the throughput table).
     python benchmarks/run.py --database postgresql://postgres@127.0.0.1/test
     python benchmarks/run.py --only throughput --scale 0.1   # a quick look
     python benchmarks/run.py --million                # adds 100 x 10,000 to the scaling run
+    python benchmarks/run.py --only startup           # start-up time of each command
 """
 
 from __future__ import annotations
@@ -529,7 +530,55 @@ def rate_limited(args: argparse.Namespace, tmp: str) -> None:
     )
 
 
-SCENARIOS = {"throughput": throughput, "scaling": scaling, "latency": latency, "rate": rate_limited}
+STARTUP_COMMANDS = (
+    ("--help",),
+    ("--version",),
+    ("sync", "--help"),
+    ("connections",),
+    ("changes",),
+    ("snapshots",),
+    ("check",),
+    ("db", "current"),
+)
+STARTUP_RUNS = 5
+
+
+def startup(args: argparse.Namespace, tmp: str) -> None:
+    """Whole-process start-up time of each command (the median of 5), on an empty
+    inventory at the schema head: what a user waits for before the first line."""
+    config = os.path.join(tmp, "startup.toml")
+    with open(config, "w") as handle:
+        handle.write(
+            f'[database]\nurl = "sqlite:///{os.path.join(tmp, "startup.db")}"\n'
+            '[[accounts]]\nsubdomain = "bench"\ntoken_env = "BENCH_ZIS_TOKEN"\n'
+            'integrations = ["billing"]\n'
+        )
+    env = {**os.environ, "INVENTORY_CONFIG": config}
+    env.pop("INVENTORY_DATABASE_URL", None)
+    run = [sys.executable, "-m", "inventory"]
+    subprocess.run([*run, "db", "upgrade"], env=env, check=True, capture_output=True)
+    print(f"\nstart-up: whole process, median of {STARTUP_RUNS} (min-max), seconds")
+    floor = [sys.executable, "-c", "pass"]  # the interpreter alone, for scale
+    for name, argv in [("(python -c pass)", floor)] + [
+        (" ".join(c), [*run, *c]) for c in STARTUP_COMMANDS
+    ]:
+        times = []
+        for _ in range(STARTUP_RUNS):
+            began = time.perf_counter()
+            done = subprocess.run(argv, env=env, capture_output=True)
+            times.append(time.perf_counter() - began)
+            assert done.returncode in (0, 1), done.stderr  # check exits 1: nothing synced yet
+        times.sort()
+        print(f"  {name:<16} {times[len(times) // 2]:6.3f}  ({times[0]:.3f}-{times[-1]:.3f})")
+
+
+SCENARIOS = {
+    "throughput": throughput,
+    "scaling": scaling,
+    "latency": latency,
+    "rate": rate_limited,
+    "startup": startup,
+}
 
 
 def main() -> None:

@@ -2,6 +2,10 @@
 
 Exit status: 0 success; 1 a snapshot failed or was held, or the database is unusable;
 2 a configuration or usage error (nothing was done).
+
+Heavy libraries (SQLAlchemy, Alembic, httpx, pydantic, APScheduler, prometheus-client,
+rich) are imported inside the commands that need them, so --help, --version and the
+reports start quickly; tests/test_cli.py checks what importing this module loads.
 """
 
 from __future__ import annotations
@@ -15,27 +19,30 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from sqlalchemy import Engine
-from sqlalchemy.exc import SQLAlchemyError
 
-from . import __version__, logs, report, store
-from .config import Settings, load_settings
+from . import __version__, logs
 from .errors import ConfigError, DatabaseError, InventoryError
-from .records import parse_timestamp
-from .sync import run_sync, select_targets
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from .config import Settings
+    from .progress import Progress
 
 log = logging.getLogger("inventory")
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+FORMATS = ("table", "json", "csv")  # report.FORMATS, known here without importing report
 
 
 class _State:
     def __init__(self) -> None:
         self.handler: logging.Handler | None = None
         self.redactor: logs.RedactingFilter | None = None
+        self.log_format = "text"
 
     def add_secrets(self, settings: Settings) -> None:
         if self.redactor is not None:
@@ -86,6 +93,7 @@ integrations_option = click.option(
 def cli(log_level: str, log_format: str) -> None:
     """zis-inventory: an inventory of Zendesk Integration Services connections."""
     _state.handler, _state.redactor = logs.setup(log_level.upper(), log_format)
+    _state.log_format = log_format
 
 
 @cli.command()
@@ -112,6 +120,11 @@ def cli(log_level: str, log_format: str) -> None:
     show_default=True,
     help="Closing summary on stdout.",
 )
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Live progress on stderr (default: when stderr is a terminal and logs are text).",
+)
 def sync(
     config_path: str | None,
     accounts: tuple[str, ...],
@@ -120,8 +133,13 @@ def sync(
     compare_all: bool,
     no_migrate: bool,
     fmt: str,
+    progress: bool | None,
 ) -> int:
     """Fetch every configured integration's connections and record what changed."""
+    from . import report, store
+    from .config import load_settings
+    from .sync import run_sync
+
     settings = load_settings(config_path)
     _state.add_secrets(settings)
     engine = store.engine_for(settings)
@@ -129,7 +147,7 @@ def sync(
         migrated = store.ensure_schema(engine, migrate=not no_migrate)
         if migrated:
             log.info("%s", migrated)
-        with _signals_as_interrupt() as stop:
+        with _signals_as_interrupt() as stop, _progress(progress) as observer:
             result = run_sync(
                 settings,
                 engine,
@@ -138,12 +156,33 @@ def sync(
                 accounts=accounts,
                 integrations=integrations,
                 stop=stop,
+                on_settings=_state.add_secrets,
+                progress=observer,
             )
         result.migration = migrated
     finally:
         engine.dispose()
     click.echo(report.sync_summary(result, fmt))
     return result.exit_code
+
+
+@contextmanager
+def _progress(wanted: bool | None) -> Iterator[Progress]:
+    """The live display on stderr when asked for, or by default when stderr is a terminal
+    and the logs are text; otherwise an observer that does nothing (the output stays
+    exactly what it is without a display)."""
+    from .progress import NO_PROGRESS
+
+    if wanted is None:
+        wanted = _state.log_format == "text" and sys.stderr.isatty()
+    if not wanted:
+        yield NO_PROGRESS
+        return
+    from .terminal import LiveProgress
+
+    redact = _state.redactor.redact if _state.redactor is not None else (lambda text: text)
+    with LiveProgress(handler=_state.handler, redact=redact) as live:
+        yield live
 
 
 @contextmanager
@@ -212,6 +251,8 @@ class Instant(click.ParamType[Any]):
     ) -> datetime:
         if isinstance(value, datetime):
             return value
+        from .records import parse_timestamp
+
         text = str(value).strip()
         try:
             if _DATE_RE.match(text):
@@ -277,7 +318,7 @@ def report_options(func: Callable[..., Any]) -> Callable[..., Any]:
             click.option(
                 "--format",
                 "fmt",
-                type=click.Choice(report.FORMATS),
+                type=click.Choice(FORMATS),
                 default="table",
                 show_default=True,
                 help="table (80 columns), json (an array of objects) or csv (with a header row).",
@@ -298,6 +339,9 @@ def _reader(
     config_path: str | None, *, require_accounts: bool = False
 ) -> Iterator[tuple[Settings, Engine]]:
     """Settings (without tokens) and a read-only engine on a database at the schema head."""
+    from . import store
+    from .config import load_settings
+
     settings = load_settings(config_path, require_accounts=require_accounts, resolve_tokens=False)
     engine = store.engine_for(settings, readonly=True)
     try:
@@ -345,6 +389,8 @@ def connections_command(
     as_of: datetime | None,
 ) -> int:
     """List connections: present ones, or as they were at a time."""
+    from . import report
+
     if as_of is not None and include_removed:
         raise click.UsageError(
             "--as-of and --include-removed cannot be combined: "
@@ -405,6 +451,8 @@ def changes_command(
     snapshot: int | None,
 ) -> int:
     """List the change log (connection_changes), oldest first."""
+    from . import report
+
     filters = report.ChangeFilter(accounts, integrations, types, since, until, kinds, snapshot)
     with _reader(config_path) as (_, engine):
         click.echo(report.changes(engine, filters).render(fmt))
@@ -430,6 +478,8 @@ def snapshots_command(
     limit: int,
 ) -> int:
     """List recent snapshots with status, counts, pages, duration and error."""
+    from . import report
+
     with _reader(config_path) as (_, engine):
         click.echo(
             report.snapshots(
@@ -466,6 +516,9 @@ def check_command(
     max_age: timedelta,
 ) -> int:
     """Exit 1 when a token has expired or expires soon, or an integration is stale."""
+    from . import report
+    from .config import select_targets
+
     with _reader(config_path, require_accounts=True) as (settings, engine):
         targets = [
             (a.subdomain, i.name) for a, i in select_targets(settings, accounts, integrations)
@@ -485,6 +538,9 @@ def db() -> None:
 @contextmanager
 def _database(config_path: str | None) -> Iterator[tuple[Settings, Engine]]:
     """Settings (no accounts needed) and an engine on a reachable database."""
+    from . import store
+    from .config import load_settings
+
     settings = load_settings(config_path, require_accounts=False)
     engine = store.engine_for(settings)
     try:
@@ -498,6 +554,8 @@ def _database(config_path: str | None) -> Iterator[tuple[Settings, Engine]]:
 @config_option
 def db_upgrade(config_path: str | None) -> int:
     """Create or migrate the database schema to the head revision."""
+    from . import store
+
     with _database(config_path) as (settings, engine):
         before, after = store.upgrade(engine)
     where = store.safe_url(settings.database_url)
@@ -512,6 +570,8 @@ def db_upgrade(config_path: str | None) -> int:
 @config_option
 def db_current(config_path: str | None) -> int:
     """Show the database's schema revision and the head this version expects."""
+    from . import store
+
     with _database(config_path) as (settings, engine):
         current = store.current_revision(engine)
     head = store.head_revision()
@@ -528,13 +588,14 @@ def db_current(config_path: str | None) -> int:
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(report.FORMATS),
+    type=click.Choice(FORMATS),
     default="table",
     show_default=True,
     help="Output format.",
 )
 def db_check(config_path: str | None, fmt: str) -> int:
     """Check the tables' invariants; exit 1 when one is broken."""
+    from . import report
     from .integrity import check_database
 
     with _reader(config_path) as (_, engine):
@@ -553,13 +614,15 @@ def db_check(config_path: str | None, fmt: str) -> int:
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(report.FORMATS),
+    type=click.Choice(FORMATS),
     default="table",
     show_default=True,
     help="Output format.",
 )
 def doctor(config_path: str | None, fmt: str) -> int:
     """Check configuration, tokens, database, schema and one request per integration."""
+    from . import report
+    from .config import load_settings
     from .doctor import diagnose
 
     settings = load_settings(config_path)
@@ -620,11 +683,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DatabaseError as exc:
         _error(f"database error: {exc}")
         return EXIT_FAILED
-    except SQLAlchemyError as exc:
-        _error(f"database error: {type(exc).__name__}: {_first_line(exc)}")
-        return EXIT_FAILED
     except InventoryError as exc:
         _error(f"error: {exc}")
+        return EXIT_FAILED
+    except Exception as exc:
+        sqlalchemy = sys.modules.get("sqlalchemy.exc")  # not loaded: not one of its errors
+        if sqlalchemy is None or not isinstance(exc, sqlalchemy.SQLAlchemyError):
+            raise
+        _error(f"database error: {type(exc).__name__}: {_first_line(exc)}")
         return EXIT_FAILED
     finally:
         if _state.handler is not None:

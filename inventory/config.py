@@ -10,8 +10,8 @@ import os
 import re
 import stat
 import tomllib
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .errors import ConfigError
+from .errors import ConfigError, TokenError
 
 DEFAULT_CONFIG = "inventory.toml"
 DEFAULT_DATABASE_URL = "sqlite:///inventory.db"
@@ -71,6 +71,20 @@ def parse_duration(text: str) -> timedelta:
     if match is None:
         raise ValueError(f'{text!r} is not a duration such as "24h", "90m", "7d" or "0"')
     return timedelta(seconds=int(match.group(1)) * _DURATION_UNITS[match.group(2)])
+
+
+class UnreadableToken(Secret):
+    """The token of an integration whose token file could not be read at the start of a
+    run: revealing it fails that integration's snapshot with the reason."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: str) -> None:
+        super().__init__("")
+        self.error = error
+
+    def reveal(self) -> str:
+        raise TokenError(self.error)
 
 
 # --- the file's schema -------------------------------------------------------------
@@ -170,10 +184,19 @@ class FileConfig(_Strict):
 
 
 @dataclass(frozen=True)
+class TokenFile:
+    """Where a token is read from, again at every run: the file and the key naming it."""
+
+    path: str
+    key: str  # accounts[0].token_file, for messages
+
+
+@dataclass(frozen=True)
 class Integration:
     account: str
     name: str
     token: Secret
+    token_file: TokenFile | None = None  # None: from the environment, kept as loaded
 
 
 @dataclass(frozen=True)
@@ -194,7 +217,12 @@ class Settings:
     daemon: DaemonSettings = field(default_factory=DaemonSettings)
 
     def secrets(self) -> list[str]:
-        return [i.token.reveal() for a in self.accounts for i in a.integrations]
+        return [
+            i.token.reveal()
+            for a in self.accounts
+            for i in a.integrations
+            if not isinstance(i.token, UnreadableToken)
+        ]
 
 
 # --- loading -----------------------------------------------------------------------
@@ -333,6 +361,36 @@ def load_settings(
     )
 
 
+def select_targets(
+    settings: Settings, accounts: Sequence[str] = (), integrations: Sequence[str] = ()
+) -> list[tuple[Account, Integration]]:
+    """The (account, integration) pairs the --account/--integration filters keep."""
+    known_accounts = {a.subdomain for a in settings.accounts}
+    for name in accounts:
+        if name not in known_accounts:
+            raise ConfigError(
+                f"--account {name}: not a configured account "
+                f"(configured: {', '.join(sorted(known_accounts))})"
+            )
+    known_integrations = {i.name for a in settings.accounts for i in a.integrations}
+    for name in integrations:
+        if name not in known_integrations:
+            raise ConfigError(
+                f"--integration {name}: not a configured integration "
+                f"(configured: {', '.join(sorted(known_integrations))})"
+            )
+    targets = [
+        (account, integration)
+        for account in settings.accounts
+        if not accounts or account.subdomain in accounts
+        for integration in account.integrations
+        if not integrations or integration.name in integrations
+    ]
+    if not targets:
+        raise ConfigError("--account/--integration: no configured integration matches both filters")
+    return targets
+
+
 def _check_schedule(where: str, schedule: ScheduleSettings) -> None:
     if schedule.cron is not None and schedule.interval_seconds is not None:
         raise ConfigError(f"{where}: schedule: set either cron or interval_seconds, not both")
@@ -373,15 +431,19 @@ def _resolve_accounts(
                 raise ConfigError(f"{where}: {ikey}: integration {spec.name!r} is listed twice")
             names.add(spec.name)
             if spec.token_env is not None or spec.token_file is not None:
-                token = _token(where, ikey, spec.token_env, spec.token_file, env, resolve_tokens)
+                token_key, token_env, token_file = ikey, spec.token_env, spec.token_file
             elif entry.token_env is not None or entry.token_file is not None:
-                token = _token(where, key, entry.token_env, entry.token_file, env, resolve_tokens)
+                token_key, token_env, token_file = key, entry.token_env, entry.token_file
             else:
                 raise ConfigError(
                     f"{where}: {ikey}: no token for integration {spec.name!r}; set token_env or "
                     f"token_file on the account ({key}) or on this integration"
                 )
-            integrations.append(Integration(account=subdomain, name=spec.name, token=token))
+            token = _token(where, token_key, token_env, token_file, env, resolve_tokens)
+            source = (
+                None if token_file is None else TokenFile(token_file, f"{token_key}.token_file")
+            )
+            integrations.append(Integration(subdomain, spec.name, token, source))
         accounts.append(Account(subdomain, base_url, tuple(integrations)))
     return tuple(accounts)
 
@@ -425,18 +487,50 @@ def _token(
                 f"{where}: {key}.token_env: environment variable {token_env} is not set or empty; "
                 f"export {token_env}=<ZIS OAuth access token>"
             )
-        source = f"environment variable {token_env}"
-    else:
-        assert token_file is not None
-        if not resolve:
-            return Secret("")
-        value = _read_token_file(where, f"{key}.token_file", Path(token_file))
-        source = f"file {token_file}"
+        return _checked(where, key, value, f"environment variable {token_env}")
+    assert token_file is not None
+    if not resolve:
+        return Secret("")
+    return _file_token(where, TokenFile(token_file, f"{key}.token_file"))
+
+
+def _file_token(where: str, source: TokenFile) -> Secret:
+    value = _read_token_file(where, source.key, Path(source.path))
+    return _checked(where, source.key.removesuffix(".token_file"), value, f"file {source.path}")
+
+
+def _checked(where: str, key: str, value: str, source: str) -> Secret:
     if not TOKEN_RE.match(value):
         raise ConfigError(
             f"{where}: {key}: the token from {source} contains spaces or control characters"
         )
     return Secret(value)
+
+
+def read_token_files(settings: Settings) -> Settings:
+    """The settings with every token file read again, at the start of a run, so a token
+    rotated by an external agent is used without a restart; environment tokens stay as
+    loaded. A file that cannot be read now fails the snapshots of the integrations that
+    use it (UnreadableToken), with the message start-up would give; the others go on."""
+    tokens: dict[TokenFile, Secret | str] = {}  # each file read once per run
+    accounts = []
+    for account in settings.accounts:
+        integrations = []
+        for integration in account.integrations:
+            source = integration.token_file
+            if source is not None:
+                if source not in tokens:
+                    try:
+                        tokens[source] = _file_token(settings.source, source)
+                    except ConfigError as exc:
+                        tokens[source] = str(exc)
+                token = tokens[source]
+                if isinstance(token, str):
+                    token = UnreadableToken(f"{account.subdomain}/{integration.name}: {token}")
+                integration = replace(integration, token=token)
+            integrations.append(integration)
+        accounts.append(replace(account, integrations=tuple(integrations)))
+    return replace(settings, accounts=tuple(accounts))
 
 
 def _read_token_file(where: str, key: str, path: Path) -> str:

@@ -164,6 +164,7 @@ class Daemon:
                 stop=self.stop,
                 tick=Tick(since, claim=store.is_postgres(engine)),
                 on_run=self._set_current,
+                on_settings=self.on_settings,
             )
             seconds = time.perf_counter() - clock
             self.metrics.record(result, seconds)

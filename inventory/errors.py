@@ -7,7 +7,8 @@
         ├── ApiError         an HTTP status that is final (400/401/403/404) or retries ran out
         ├── ResponseError    the body is not what §2 of the spec describes
         ├── RecordError      one item is malformed (names the page and the field)
-        └── PaginationError  a cursor seen twice, or more pages than the cap
+        ├── PaginationError  a cursor seen twice, or more pages than the cap
+        └── TokenError       the token file cannot be read at the start of this run
 
     Interrupted              the run was asked to stop (signal); nothing of that snapshot is
                              written
@@ -57,6 +58,10 @@ class PaginationError(SnapshotError):
     pass
 
 
+class TokenError(SnapshotError):
+    """A token file that start-up could read cannot be read now (missing, empty, ...)."""
+
+
 class Interrupted(InventoryError):
     """The run was asked to stop; this snapshot was not written."""
 
@@ -64,6 +69,9 @@ class Interrupted(InventoryError):
 class RetryableError(InventoryError):
     """A request may succeed if tried again, after ``retry_after`` seconds if the server said."""
 
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, rate_limited: bool = False
+    ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.rate_limited = rate_limited

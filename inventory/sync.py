@@ -20,7 +20,7 @@ from datetime import datetime
 import httpx
 
 from . import store
-from .config import Account, Integration, Settings
+from .config import Account, Integration, Settings, read_token_files, select_targets
 from .diff import Diff, diff, removal_hold_reason
 from .errors import (
     ConfigError,
@@ -30,6 +30,7 @@ from .errors import (
     ResponseError,
     SnapshotError,
 )
+from .progress import NO_PROGRESS, Progress
 from .records import Connection, fetched_digest, parse_page
 from .results import RunResult, SnapshotResult, run_status
 from .types import ChangeKind, ResultStatus, RunStatus, SnapshotStatus, Trigger
@@ -74,6 +75,7 @@ class _Run:
     stop: threading.Event
     tick: Tick | None
     clock: Clock
+    progress: Progress = NO_PROGRESS
     drift: dict[str, list[str]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -92,10 +94,16 @@ def run_sync(
     tick: Tick | None = None,
     on_run: Callable[[store.Run], None] | None = None,
     clock: Clock | None = None,
+    on_settings: Callable[[Settings], None] | None = None,
+    progress: Progress = NO_PROGRESS,
 ) -> RunResult:
     """One run: a snapshot of every selected integration. ``clock`` gives each snapshot's
     start (store.now unless given), which the full compare interval is measured with."""
+    settings = read_token_files(settings)  # a rotated token file is used at once
+    if on_settings is not None:
+        on_settings(settings)  # so the log redactor knows a rotated token
     targets = select_targets(settings, accounts, integrations)
+    progress.run_started([(a.subdomain, i.name) for a, i in targets])
     stop = stop or threading.Event()
     run = store.start_run(engine, trigger)
     if on_run is not None:
@@ -107,11 +115,20 @@ def run_sync(
             transport=transport(a) if transport else None,
             sleep=stop.wait,
             stop=stop,
+            progress=progress,
         )
         for a in {a.subdomain: a for a, _ in targets}.values()
     }
     ctx = _Run(
-        engine, run.id, settings, accept_removals, compare_all, stop, tick, clock or store.now
+        engine,
+        run.id,
+        settings,
+        accept_removals,
+        compare_all,
+        stop,
+        tick,
+        clock or store.now,
+        progress,
     )
     try:
         results = run_all(
@@ -149,7 +166,10 @@ def sync_integration(ctx: _Run, client: ZisClient, integration: Integration) -> 
     with _claimed(ctx, integration) as skip:
         if skip is not None:
             log.info("%s/%s: skipped: %s", integration.account, integration.name, skip)
-            return SnapshotResult(integration.account, integration.name, ResultStatus.SKIPPED)
+            skipped = SnapshotResult(integration.account, integration.name, ResultStatus.SKIPPED)
+            ctx.progress.integration_finished(skipped)
+            return skipped
+        ctx.progress.integration_started(integration.account, integration.name)
         clock = time.perf_counter()
         started = ctx.clock()
         progress = _Progress()
@@ -168,6 +188,7 @@ def sync_integration(ctx: _Run, client: ZisClient, integration: Integration) -> 
     result.pages = progress.pages
     result.seconds = time.perf_counter() - clock
     _log(result)
+    ctx.progress.integration_finished(result)
     return result
 
 
@@ -198,6 +219,9 @@ def fetch(
         connections += parsed.connections
         unknown |= parsed.unknown_types
         progress.pages = page.number
+        client.progress.page_fetched(
+            integration.account, integration.name, page.number, len(connections)
+        )
     digest = fetched_digest(connections)
     return Fetched(tuple(connections), progress.pages, frozenset(unknown), digest)
 
@@ -325,36 +349,6 @@ def _claimed(ctx: _Run, integration: Integration) -> Iterator[str | None]:
 @contextmanager
 def _taken() -> Iterator[bool]:
     yield True
-
-
-def select_targets(
-    settings: Settings, accounts: Sequence[str] = (), integrations: Sequence[str] = ()
-) -> list[tuple[Account, Integration]]:
-    """The (account, integration) pairs the --account/--integration filters keep."""
-    known_accounts = {a.subdomain for a in settings.accounts}
-    for name in accounts:
-        if name not in known_accounts:
-            raise ConfigError(
-                f"--account {name}: not a configured account "
-                f"(configured: {', '.join(sorted(known_accounts))})"
-            )
-    known_integrations = {i.name for a in settings.accounts for i in a.integrations}
-    for name in integrations:
-        if name not in known_integrations:
-            raise ConfigError(
-                f"--integration {name}: not a configured integration "
-                f"(configured: {', '.join(sorted(known_integrations))})"
-            )
-    targets = [
-        (account, integration)
-        for account in settings.accounts
-        if not accounts or account.subdomain in accounts
-        for integration in account.integrations
-        if not integrations or integration.name in integrations
-    ]
-    if not targets:
-        raise ConfigError("--account/--integration: no configured integration matches both filters")
-    return targets
 
 
 def _interruption(exc: BaseException) -> str:

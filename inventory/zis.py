@@ -13,7 +13,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -25,6 +25,7 @@ import httpx
 from . import __version__
 from .config import Account, Integration, SyncSettings
 from .errors import ApiError, Interrupted, PaginationError, ResponseError, RetryableError
+from .progress import NO_PROGRESS, RATE_LIMITED, Progress
 
 PATH = "/api/services/zis/integrations/{integration}/connections/all"
 USER_AGENT = f"zis-inventory/{__version__}"
@@ -102,6 +103,49 @@ class RetryPolicy:
             return max(0.0, retry_after)
         ceiling = min(self.max_wait, self.backoff * (2.0**attempt))
         return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+
+class Deadline:
+    """One request's deadline, from connect to the last byte of the body.
+
+    httpx's timeouts bound each network operation, not the request: a body that trickles
+    a byte at a time never trips them. Each phase of the request (connect, TLS, headers,
+    body) starts with its timeouts set to the time left, and the body is checked between
+    chunks, so a request that passes its deadline fails there, whatever the server does.
+    """
+
+    def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.seconds = seconds
+        self._clock = clock
+        self._at = clock() + seconds
+        # The request's timeout extension: httpcore reads it as each phase starts.
+        self.timeouts: dict[str, float] = dict.fromkeys(
+            ("connect", "read", "write", "pool"), seconds
+        )
+
+    def left(self) -> float:
+        return self._at - self._clock()
+
+    def check(self) -> None:
+        """Raise DeadlinePassed when no time is left; else give each timeout what is left."""
+        left = self.left()
+        if left <= 0:
+            raise DeadlinePassed(self.seconds)
+        for key in self.timeouts:
+            self.timeouts[key] = left
+
+    def trace(self, event: str, info: dict[str, Any]) -> None:
+        """httpx's ``trace`` extension: called as each phase of the request starts and ends.
+        Closing is not a phase to fail: the response is complete, or failing already."""
+        if event.endswith(".started") and not event.endswith(("close.started", "closed.started")):
+            self.check()
+
+
+class DeadlinePassed(Exception):
+    """The request passed sync.timeout_seconds; zis.py turns it into a RetryableError."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"no complete response within sync.timeout_seconds ({seconds:g}s)")
 
 
 class AccountGate:
@@ -227,14 +271,17 @@ class ZisClient:
         sleep: Sleep = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         stop: threading.Event | None = None,
+        progress: Progress = NO_PROGRESS,
     ) -> None:
         self.account = account
         self._stop = stop
+        self.progress = progress  # told of retries and pauses; sync.fetch tells it of pages
         self.settings = settings
         self.policy = RetryPolicy(
             settings.max_retries, settings.max_retry_wait_seconds, settings.retry_backoff_seconds
         )
         self._sleep = sleep
+        self._clock = clock
         self.gate = AccountGate(sleep, clock, reserve=settings.concurrency)
         self._http = httpx.Client(
             base_url=account.base_url,
@@ -295,6 +342,12 @@ class ZisClient:
                         f"{where}: page {page}: {exc}; the server asks to wait {wait:.0f}s, "
                         f"more than sync.max_retry_wait_seconds ({self.policy.max_wait:g})"
                     ) from None
+                reason = (
+                    RATE_LIMITED
+                    if exc.rate_limited
+                    else f"retry {attempt + 1} of {self.policy.max_retries}: {exc}"
+                )
+                self.progress.waiting(integration.account, integration.name, reason, wait)
                 if exc.retry_after is not None:
                     self.gate.rate_limited(wait)  # a 429 pauses every request to this account
                     self.gate.wait()
@@ -309,18 +362,26 @@ class ZisClient:
         headers = {"Authorization": f"Bearer {token}"}
         with self._counts_lock:
             self.requests += 1
+        deadline = Deadline(self.settings.timeout_seconds, self._clock)
+        extensions = {"timeout": deadline.timeouts, "trace": deadline.trace}
         try:
-            with self._http.stream("GET", url, params=params, headers=headers) as response:
+            request = self._http.build_request(
+                "GET", url, params=params, headers=headers, extensions=extensions
+            )
+            with closing(self._http.send(request, stream=True)) as response:
                 status = response.status_code
                 self.gate.observe(response.headers)
-                content = self._read(response, where, page)  # read whole: the connection is reused
+                # Read whole, so the connection is reused.
+                content = self._read(response, where, page, deadline)
                 if status == 429:
                     with self._counts_lock:
                         self.rate_limited += 1
                     retry_after = parse_retry_after(response.headers.get("Retry-After"))
                     if retry_after is None:
                         retry_after = self.policy.delay(0, None)
-                    raise RetryableError("HTTP 429 rate limited", retry_after=retry_after)
+                    raise RetryableError(
+                        "HTTP 429 rate limited", retry_after=retry_after, rate_limited=True
+                    )
                 if status >= 500:
                     retry_after = parse_retry_after(response.headers.get("Retry-After"))
                     raise RetryableError(f"HTTP {status}", retry_after=retry_after)
@@ -329,6 +390,9 @@ class ZisClient:
                 f"{where}: page {page}: the response body could not be decoded "
                 "(bad Content-Encoding)"
             ) from None
+        except (DeadlinePassed, httpx.TimeoutException):
+            # Every httpx timeout is set to the time left, so one that fires is the deadline.
+            raise RetryableError(str(DeadlinePassed(deadline.seconds))) from None
         except httpx.TransportError as exc:
             raise RetryableError(f"transport error: {type(exc).__name__}") from None
         if status != 200:
@@ -344,7 +408,7 @@ class ZisClient:
             raise ResponseError(f"{where}: page {page}: response is not a JSON object")
         return body
 
-    def _read(self, response: httpx.Response, where: str, page: int) -> bytes:
+    def _read(self, response: httpx.Response, where: str, page: int, deadline: Deadline) -> bytes:
         limit = self.settings.max_response_bytes
         declared = response.headers.get("Content-Length")
         if declared and declared.isdigit() and int(declared) > limit:
@@ -361,6 +425,7 @@ class ZisClient:
                     f"{where}: page {page}: response exceeds sync.max_response_bytes ({limit})"
                 )
             chunks.append(chunk)
+            deadline.check()  # a body that trickles in never trips a read timeout
         return b"".join(chunks)
 
 

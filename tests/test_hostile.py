@@ -58,7 +58,8 @@ CORPUS = {
     ),
     "slow drip": (
         Fault("drip", delay=1.5),
-        r"page 2: gave up after 2 attempts: transport error: ReadTimeout",
+        r"page 2: gave up after 2 attempts: "
+        r"no complete response within sync.timeout_seconds \(1s\)",
     ),
     "connection reset mid-body": (
         Fault("reset"),

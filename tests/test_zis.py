@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
@@ -388,3 +388,36 @@ def test_the_tls_context_is_made_once_per_ca_file_until_the_file_changes(tmp_pat
     bundle.write_text("not a certificate")
     with pytest.raises(ssl.SSLError):
         tls_context(str(bundle))
+
+
+def test_a_body_that_trickles_fails_at_the_deadline_and_is_retried() -> None:
+    clock = [0.0]
+
+    def trickle() -> Iterator[bytes]:
+        for _ in range(100):
+            clock[0] += 0.4  # each chunk comes 0.4 s after the one before
+            yield b" "
+
+    calls = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        return httpx.Response(200, stream=Trickle(trickle()))
+
+    zc, sleeps = client(handler, timeout_seconds=1.0, max_retries=2)
+    zc._clock = lambda: clock[0]
+    with pytest.raises(ApiError) as caught:
+        names(zc)
+    assert str(caught.value) == (
+        "acme/billing: page 1: gave up after 3 attempts: "
+        "no complete response within sync.timeout_seconds (1s)"
+    )
+    assert len(calls) == 3 and len(sleeps) == 2
+
+
+class Trickle(httpx.SyncByteStream):
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self._chunks

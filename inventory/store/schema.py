@@ -4,22 +4,28 @@ checks commands make before they read or write.
 
 from __future__ import annotations
 
+import ast
 from functools import cache
 from importlib.resources import files
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config as AlembicConfig
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy import Connection, Engine, func, inspect, select, text
 
 from ..errors import ConfigError, DatabaseError
 from .engine import check_reachable, is_postgres, safe_url
+
+if TYPE_CHECKING:
+    from alembic.config import Config as AlembicConfig
+
+# Alembic is imported only where a migration runs: the read-only commands learn the
+# head revision from the scripts' own lines and the current one from alembic_version.
 
 MIGRATION_LOCK = 0x5A15_0000_0000_0001  # pg_advisory_xact_lock(bigint) for migrations
 
 
 def alembic_config(connection: Connection | None = None) -> AlembicConfig:
+    from alembic.config import Config as AlembicConfig
+
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(files("inventory.migrations")))
     if connection is not None:
@@ -29,18 +35,59 @@ def alembic_config(connection: Connection | None = None) -> AlembicConfig:
 
 @cache  # the migration scripts do not change while the process runs
 def head_revision() -> str:
+    """The revision no script names as its down_revision; Alembic says when it is not one."""
+    revisions = _script_revisions()
+    heads = revisions.keys() - {down for downs in revisions.values() for down in downs}
+    if len(heads) == 1:
+        return heads.pop()
+    from alembic.script import ScriptDirectory  # branches or merges: Alembic knows
+
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     assert head is not None
     return head
 
 
+def _script_revisions() -> dict[str, tuple[str, ...]]:
+    """Each migration script's revision and its down revisions, read from the scripts'
+    module-level assignments (what Alembic reads too), without importing them."""
+    revisions: dict[str, tuple[str, ...]] = {}
+    for script in (files("inventory.migrations") / "versions").iterdir():
+        if not script.name.endswith(".py") or script.name.startswith("__"):
+            continue
+        values: dict[str, Any] = {}
+        for node in ast.parse(script.read_text(encoding="utf-8")).body:
+            target: ast.expr
+            if isinstance(node, ast.AnnAssign) and node.value is not None:
+                target, value = node.target, node.value
+            elif isinstance(node, ast.Assign) and len(node.targets) == 1:
+                target, value = node.targets[0], node.value
+            else:
+                continue
+            if isinstance(target, ast.Name) and target.id in ("revision", "down_revision"):
+                values[target.id] = ast.literal_eval(value)
+        if isinstance(values.get("revision"), str):
+            down = values.get("down_revision")
+            downs = () if down is None else (down,) if isinstance(down, str) else tuple(down)
+            revisions[values["revision"]] = downs
+    return revisions
+
+
 def current_revision(engine: Engine) -> str | None:
+    """The database's revision, as Alembic keeps it in alembic_version; None when empty."""
     with engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+        if not inspect(conn).has_table("alembic_version"):
+            return None
+        versions = [v for (v,) in conn.execute(text("SELECT version_num FROM alembic_version"))]
+    if len(versions) > 1:
+        raise DatabaseError(f"alembic_version holds {len(versions)} revisions; expected one")
+    return versions[0] if versions else None
 
 
 def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str | None]:
     """Migrate to ``revision`` under a lock; returns (revision before, revision after)."""
+    from alembic import command
+    from alembic.runtime.migration import MigrationContext
+
     with engine.begin() as conn:
         if is_postgres(conn):
             conn.execute(select(func.pg_advisory_xact_lock(MIGRATION_LOCK)))
@@ -51,6 +98,8 @@ def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str | N
 
 
 def downgrade(engine: Engine, revision: str) -> None:
+    from alembic import command
+
     with engine.begin() as conn:
         if is_postgres(conn):
             conn.execute(select(func.pg_advisory_xact_lock(MIGRATION_LOCK)))
@@ -100,5 +149,4 @@ def require_schema(engine: Engine) -> None:
 
 @cache
 def _known_revisions() -> frozenset[str]:
-    script = ScriptDirectory.from_config(alembic_config())
-    return frozenset(rev.revision for rev in script.walk_revisions())
+    return frozenset(_script_revisions())
