@@ -23,7 +23,6 @@ from . import store
 from .config import Account, Integration, Settings, read_token_files, select_targets
 from .diff import Diff, diff, removal_hold_reason
 from .errors import (
-    ConfigError,
     DatabaseError,
     Interrupted,
     InventoryError,
