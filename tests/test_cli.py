@@ -73,6 +73,8 @@ def test_the_cli_knows_the_report_formats() -> None:
 def test_the_head_revision_read_from_the_scripts_is_alembics() -> None:
     from alembic.script import ScriptDirectory
 
+    from inventory.store import schema as store_schema
+
     script = ScriptDirectory.from_config(store.alembic_config())
     assert store.head_revision() == script.get_current_head()
-    assert set(store._script_revisions()) == {r.revision for r in script.walk_revisions()}
+    assert set(store_schema._script_revisions()) == {r.revision for r in script.walk_revisions()}

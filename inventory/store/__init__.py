@@ -35,7 +35,6 @@ from .schema import (
     alembic_config,
     current_revision,
     downgrade,
-    _script_revisions,
     ensure_schema,
     head_revision,
     require_schema,
