@@ -23,7 +23,7 @@ import httpx
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from . import store
+from . import discovery, store
 from .config import Account, Integration, Settings
 from .diff import Diff, diff, narrow, removal_hold_reason
 from .errors import (
@@ -95,6 +95,7 @@ class RunResult:
     drift: dict[str, list[str]] = field(default_factory=dict)
     migration: str | None = None
     requests: dict[str, tuple[int, int]] = field(default_factory=dict)  # account: (all, 429)
+    registry: list[discovery.Listing] = field(default_factory=list)  # accounts with admin
 
     @property
     def exit_code(self) -> int:
@@ -278,6 +279,7 @@ def run_sync(
     concurrency = settings.sync.concurrency
     writers = min(concurrency, POSTGRES_WRITERS) if store.is_postgres(engine) else 1
     try:
+        listings = discovery.list_registries(settings, engine, run.id, clients, stop)
         with (
             rare_collections(),
             closing(store.ChunkReader(engine)) as chunks,
@@ -327,7 +329,9 @@ def run_sync(
             ", ".join(sorted(places)),
         )
     requests = {name: (c.requests, c.rate_limited) for name, c in clients.items()}
-    return RunResult(run.id, run_status(results), results, ctx.drift, requests=requests)
+    return RunResult(
+        run.id, run_status(results), results, ctx.drift, requests=requests, registry=listings
+    )
 
 
 @dataclass

@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 
 from . import __version__
-from .config import Account, Integration, SyncSettings
+from .config import Account, Integration, Secret, SyncSettings
 from .errors import ApiError, Interrupted, PaginationError, ResponseError, RetryableError
 
 PATH = "/api/services/zis/integrations/{integration}/connections/all"
@@ -88,6 +88,14 @@ class Paginator:
             )
         self._seen.add(after)
         self.cursor = after
+
+
+@dataclass(frozen=True)
+class Credential:
+    """A request's Authorization header: ``scheme value``; ``value`` is redacted from errors."""
+
+    value: Secret
+    scheme: str = "Bearer"
 
 
 @dataclass(frozen=True)
@@ -269,12 +277,19 @@ class ZisClient:
             params = {"page[size]": str(self.settings.page_size)}
             if paginator.cursor is not None:
                 params["page[after]"] = paginator.cursor
-            body = self._get(url, params, integration, where, paginator.page + 1)
+            body = self._get(url, params, Credential(integration.token), where, paginator.page + 1)
             paginator.advance(body)
             yield Page(paginator.page, body)
 
+    def get_json(
+        self, url: str, params: dict[str, str], credential: Credential, where: str, page: int
+    ) -> dict[str, Any]:
+        """One GET of a JSON object with this client's deadline, retries, account pauses,
+        size cap and error messages, sent with ``credential`` (the registry's admin)."""
+        return self._get(url, params, credential, where, page)
+
     def _get(
-        self, url: str, params: dict[str, str], integration: Integration, where: str, page: int
+        self, url: str, params: dict[str, str], credential: Credential, where: str, page: int
     ) -> dict[str, Any]:
         attempt = 0
         while True:
@@ -283,7 +298,7 @@ class ZisClient:
                 raise Interrupted(f"{where}: page {page}: interrupted")
             try:
                 with self.gate.slot():
-                    return self._request_once(url, params, integration, where, page)
+                    return self._request_once(url, params, credential, where, page)
             except RetryableError as exc:
                 if attempt >= self.policy.max_retries:
                     raise ApiError(
@@ -303,10 +318,10 @@ class ZisClient:
                 attempt += 1
 
     def _request_once(
-        self, url: str, params: dict[str, str], integration: Integration, where: str, page: int
+        self, url: str, params: dict[str, str], credential: Credential, where: str, page: int
     ) -> dict[str, Any]:
-        token = integration.token.reveal()
-        headers = {"Authorization": f"Bearer {token}"}
+        token = credential.value.reveal()
+        headers = {"Authorization": f"{credential.scheme} {token}"}
         with self._counts_lock:
             self.requests += 1
         try:
