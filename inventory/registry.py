@@ -46,7 +46,7 @@ class RegistryListing:
 
 
 def credential(admin: AdminCredential) -> Credential:
-    return Credential(admin.credentials(), admin.scheme)
+    return Credential(admin.credentials(), admin.scheme, hidden=(admin.token,))
 
 
 @dataclass

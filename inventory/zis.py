@@ -96,6 +96,7 @@ class Credential:
 
     value: Secret
     scheme: str = "Bearer"
+    hidden: tuple[Secret, ...] = ()  # also redacted: what ``value`` is made of
 
 
 @dataclass(frozen=True)
@@ -347,7 +348,8 @@ class ZisClient:
         except httpx.TransportError as exc:
             raise RetryableError(f"transport error: {type(exc).__name__}") from None
         if status != 200:
-            raise _status_error(status, content, response.headers, where, page, token)
+            hidden = [token, *(secret.reveal() for secret in credential.hidden)]
+            raise _status_error(status, content, response.headers, where, page, hidden)
         try:
             body = json.loads(content)
         except (ValueError, RecursionError):
@@ -380,9 +382,10 @@ class ZisClient:
 
 
 def _status_error(
-    status: int, content: bytes, headers: httpx.Headers, where: str, page: int, token: str
+    status: int, content: bytes, headers: httpx.Headers, where: str, page: int, hidden: list[str]
 ) -> ApiError:
-    code, detail = _error_summary(content, headers)
+    # Redacted before the excerpt is cut: a cut token would not be found whole.
+    code, detail = _error_summary(_redact_bytes(content, hidden), headers)
     if 300 <= status < 400:
         detail = "redirect not followed (the token is never sent to another location)"
         code = None
@@ -392,7 +395,7 @@ def _status_error(
     text = " ".join(parts)
     if detail:
         text += f": {detail}"
-    return ApiError(_redact(text, token), status=status, code=code)
+    return ApiError(_redact(text, hidden), status=status, code=code)
 
 
 def _error_summary(content: bytes, headers: httpx.Headers) -> tuple[str | None, str | None]:
@@ -429,8 +432,16 @@ def _excerpt(value: object) -> str | None:
     return text if len(text) <= EXCERPT_LIMIT else text[:EXCERPT_LIMIT] + "..."
 
 
-def _redact(text: str, token: str) -> str:
-    return text.replace(token, "[REDACTED]") if token else text
+def _redact(text: str, hidden: list[str]) -> str:
+    for secret in hidden:
+        text = text.replace(secret, "[REDACTED]") if secret else text
+    return text
+
+
+def _redact_bytes(content: bytes, hidden: list[str]) -> bytes:
+    for secret in hidden:
+        content = content.replace(secret.encode(), b"[REDACTED]") if secret else content
+    return content
 
 
 def _content_type(headers: httpx.Headers) -> str:

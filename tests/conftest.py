@@ -4,6 +4,7 @@ that proves no secret comes out anywhere."""
 
 from __future__ import annotations
 
+import base64
 import itertools
 import os
 import secrets
@@ -20,10 +21,11 @@ from sqlalchemy.engine import make_url
 
 from inventory.cli import main
 from inventory.store import normalize_url
-from inventory.testing import SENTINEL, FakeZisServer
+from inventory.testing import SENTINEL, FakeRegistry, FakeZisServer
 
 PG_ENV = "INVENTORY_TEST_POSTGRES_URL"
-CONFIG_COMMANDS = {"sync", "connections", "changes", "snapshots", "check"}
+CONFIG_COMMANDS = {"sync", "connections", "changes", "snapshots", "check", "discover"}
+ADMIN_EMAIL = "secops@example.com"
 RUN_TAG = secrets.token_hex(4)
 _counter = itertools.count()
 
@@ -118,12 +120,39 @@ class Harness:
     outputs: list[str] = field(default_factory=list)
     tokens: dict[tuple[str, str], str] = field(default_factory=dict)
     config: Path | None = None
+    admins: dict[str, str] = field(default_factory=dict)  # account: basic | oauth
+    derived: list[str] = field(default_factory=list)  # secrets made of tokens (basic auth)
 
     def token(self, account: str, integration: str) -> str:
         return self.tokens.setdefault(
             (account, integration),
             f"{SENTINEL}-TOKEN-{account}-{integration}-{secrets.token_hex(4)}",
         )
+
+    def admin_env(self, account: str) -> str:
+        kind = "API" if self.admins[account] == "basic" else "OAUTH"
+        return f"{account.upper().replace('-', '_')}_ADMIN_{kind}_TOKEN"
+
+    def registry(
+        self, account: str, items: list[dict[str, Any]], kind: str = "oauth"
+    ) -> FakeRegistry:
+        """The account's fake registry, answering an admin credential of ``kind`` (basic:
+        email and API token; oauth: a bearer token) that write_config puts in ``admin``."""
+        token = self.token(account, "(admin)")
+        self.admins[account] = kind
+        self.monkeypatch.setenv(self.admin_env(account), token)
+        if kind == "basic":
+            pair = f"{ADMIN_EMAIL}/token:{token}".encode()
+            self.derived.append(base64.b64encode(pair).decode())
+            return self.zis.add_registry(account, items, basic=(ADMIN_EMAIL, token))
+        return self.zis.add_registry(account, items, oauth=token)
+
+    def admin_line(self, account: str) -> str:
+        if account not in self.admins:
+            return ""
+        if self.admins[account] == "basic":
+            return f'admin = {{ email = "{ADMIN_EMAIL}", token_env = "{self.admin_env(account)}" }}'
+        return f'admin = {{ oauth_token_env = "{self.admin_env(account)}" }}'
 
     def write_config(self, extra_sync: str = "", **accounts: list[str]) -> Path:
         """accounts: subdomain -> integration names; each integration gets its own token env."""
@@ -144,6 +173,7 @@ class Harness:
                     subdomain = "{account}"
                     base_url = "{self.zis.base_url(account)}"
                     integrations = [{", ".join(entries)}]
+                    {self.admin_line(account)}
                     """
                 )
             )
@@ -162,7 +192,7 @@ class Harness:
         return Result(code, captured.out, captured.err)
 
     def assert_no_secrets(self) -> None:
-        secrets_seen = [SENTINEL, *self.tokens.values()]
+        secrets_seen = [SENTINEL, *self.tokens.values(), *self.derived]
         tables = repr(dump_database(self.db_url))
         for value in secrets_seen:
             assert value not in tables
