@@ -17,6 +17,7 @@ from . import models as m
 from . import store
 from .config import (
     Account,
+    AdminCredential,
     DatabaseSettings,
     Integration,
     ScheduleSettings,
@@ -24,10 +25,11 @@ from .config import (
     Settings,
     SyncSettings,
 )
+from .discovery import discover
 from .records import format_timestamp
 from .report import format_table, sync_summary
 from .sync import RunResult, run_sync
-from .testing import FakeZisServer, sample_item
+from .testing import FakeZisServer, registry_item, sample_item
 
 ACCOUNT = "acme"
 
@@ -46,6 +48,10 @@ Look further with any SQLite client, e.g. `sqlite3 {db}`:
   -- every change, newest first
   SELECT detected_at, integration, type, name, change, field, old_value, new_value
     FROM connection_changes ORDER BY id DESC;
+
+  -- integrations the registry lists that nobody inventories
+  SELECT account, name, description FROM integrations
+   WHERE removed_at IS NULL AND NOT configured;
 
   -- the inventory as it was after the first sync
   SELECT integration, type, name, allowed_domain FROM connection_versions
@@ -122,6 +128,16 @@ def sample_account(now: datetime) -> dict[str, list[tuple[str, dict[str, Any]]]]
     return {"billing_sync": billing, "crm_bridge": crm, "slack_alerts": alerts}
 
 
+def sample_registry() -> list[dict[str, Any]]:
+    """The account's registry: the three integrations, and one nobody configured."""
+    return [
+        registry_item("billing_sync", "Invoices and payments from the billing systems"),
+        registry_item("crm_bridge", "CRM contacts and deals on tickets"),
+        registry_item("legacy_ftp_export", "Nightly ticket export to the old ERP over FTP"),
+        registry_item("slack_alerts", "Ticket alerts to Slack and the paging tools"),
+    ]
+
+
 def change_account(server: FakeZisServer, now: datetime) -> list[str]:
     """The changes between the two syncs; returns what was done, in words."""
     stamp = _stamp(now)
@@ -189,13 +205,15 @@ def run_demo(database_path: str, echo: Callable[[str], Any]) -> int:
         return 2
     now = datetime.now(UTC).replace(microsecond=0)
     # The summaries below say what the per-snapshot log lines would; keep stderr quiet.
-    sync_log = logging.getLogger("inventory.sync")
-    level = sync_log.level
-    sync_log.setLevel(logging.WARNING)
+    loggers = [logging.getLogger(name) for name in ("inventory.sync", "inventory.discovery")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
     try:
         first, second = _two_syncs(path, now, echo)
     finally:
-        sync_log.setLevel(level)
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
     echo(LOOK_FURTHER.format(db=path))
     return max(first.exit_code, second.exit_code)
 
@@ -222,13 +240,18 @@ def _two_syncs(
             token = "demo-" + secrets.token_urlsafe(24)
             server.add_integration(ACCOUNT, name, token, items)
             integrations.append(Integration(ACCOUNT, name, Secret(token)))
+        admin = "demo-admin-" + secrets.token_urlsafe(24)
+        server.add_registry(ACCOUNT, sample_registry(), oauth=admin)
+        account = Account(
+            ACCOUNT, server.base_url(ACCOUNT), tuple(integrations), AdminCredential(Secret(admin))
+        )
         settings = Settings(
             source="(demo)",
             database_url=f"sqlite:///{path}",
             database=DatabaseSettings(),
             sync=SyncSettings(concurrency=3),
             schedule=ScheduleSettings(),
-            accounts=(Account(ACCOUNT, server.base_url(ACCOUNT), tuple(integrations)),),
+            accounts=(account,),
         )
         engine = store.make_engine(settings.database_url)
         try:
@@ -245,6 +268,11 @@ def _two_syncs(
             echo(sync_summary(second, "table") + "\n")
             echo("4. What connection_changes recorded in the second sync:\n")
             echo("\n".join(format_table(*_changes(engine, second.run_id))) + "\n")
+            echo(
+                "5. The registry (admin credentials) lists an integration nobody inventories;"
+                "\n   `python -m inventory discover` says so and prints what to configure:\n"
+            )
+            echo(discover(settings, (), "table")[0] + "\n")
         finally:
             engine.dispose()
     return first, second

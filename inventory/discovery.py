@@ -386,11 +386,12 @@ def render_table(found: Sequence[Discovered], source: str) -> str:
             lines.append(
                 f"  {d.account}: configured but not in the registry: {', '.join(d.not_in_registry)}"
             )
+    where = "" if source.startswith("(") else f" in {source}"  # "(demo)" is no file
     for d in found:
         if d.snippet:
             lines += [
                 "",
-                f"# {d.account}: add to {d.key}.integrations in {source}; each ZIS token is",
+                f"# {d.account}: add to {d.key}.integrations{where}; each ZIS token is",
                 "# bound to one integration: export each variable with that integration's token.",
                 *d.snippet,
             ]

@@ -618,7 +618,7 @@ def main(argv: list[str] | None = None) -> int:
     import os
     from datetime import UTC, datetime
 
-    from .demo import ACCOUNT, change_account, sample_account
+    from .demo import ACCOUNT, change_account, sample_account, sample_registry
 
     parser = argparse.ArgumentParser(
         prog="python -m inventory.testing",
@@ -628,7 +628,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--token-env",
         default="FAKE_ZIS_TOKEN",
-        help="environment variable holding the token every integration accepts",
+        help="environment variable holding the token every integration (and the registry, "
+        "as an admin's OAuth token) accepts",
     )
     parser.add_argument(
         "--changed", action="store_true", help="serve the account after the demo's changes"
@@ -641,6 +642,7 @@ def main(argv: list[str] | None = None) -> int:
     server = FakeZisServer()
     for name, items in sample_account(today).items():  # the same data all day long
         server.add_integration(ACCOUNT, name, token, items)
+    server.add_registry(ACCOUNT, sample_registry(), oauth=token)  # the token is the admin's too
     if args.changed:
         change_account(server, today)
     try:

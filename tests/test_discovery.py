@@ -13,6 +13,8 @@ from sqlalchemy import select
 
 from inventory import models as m
 from inventory import store
+from inventory.discovery import apply_listing
+from inventory.registry import RegisteredIntegration, RegistryListing
 from inventory.testing import (
     REGISTRY,
     SENTINEL,
@@ -370,3 +372,28 @@ def test_an_account_without_admin_lists_nothing(cli: Harness) -> None:
     assert result.code == 0
     assert listings(cli.db_url) == [] and integrations(cli.db_url) == set()
     assert "registry" not in result.out
+
+
+def test_a_listing_that_started_before_an_applied_one_is_recorded_not_applied(
+    db_url: str,
+) -> None:
+    """Two syncs listing one account at once: the one that started later may write first;
+    the older view is then kept as a row (superseded_by) and changes nothing."""
+    engine = store.make_engine(db_url)
+    try:
+        store.ensure_schema(engine, migrate=True)
+        run = store.start_run(engine, "cli")
+        newer = RegistryListing("acme", (RegisteredIntegration("a", None),), 1)
+        older = RegistryListing("acme", (RegisteredIntegration("b", "gone since"),), 1)
+        first = apply_listing(engine, run.id, T2, newer, {"a"})
+        second = apply_listing(engine, run.id, T1, older, set())
+        assert (first.added, first.superseded_by) == (1, None)
+        assert (second.added, second.removed, second.superseded_by) == (0, 0, first.listing_id)
+        assert integrations(db_url) == {("acme", "a", None, T2, T2, None, True)}
+        assert [row[3:] for row in listings(db_url)] == [
+            (T2, "complete", 1, 1, 0, 0, 1, None, None),
+            (T1, "complete", 1, 0, 0, 0, 1, None, first.listing_id),
+        ]
+        store.finish_run(engine, run, "complete")
+    finally:
+        engine.dispose()
