@@ -397,3 +397,19 @@ def test_a_listing_that_started_before_an_applied_one_is_recorded_not_applied(
         store.finish_run(engine, run, "complete")
     finally:
         engine.dispose()
+
+
+def test_doctor_lists_the_registry_once(cli: Harness) -> None:
+    setup(cli, "basic")
+    result = cli.run("doctor", "--config", str(cli.config), "--format", "json")
+    assert result.code == 0, result.out
+    probes = {p["subject"]: (p["ok"], p["detail"]) for p in json.loads(result.out)}
+    assert probes["acme/registry"] == (True, "HTTP 200, 3 integrations listed")
+    cli.zis.registry("acme").forbidden = True
+    result = cli.run("doctor", "--config", str(cli.config), "--format", "json")
+    assert result.code == 1
+    probes = {p["subject"]: (p["ok"], p["detail"]) for p in json.loads(result.out)}
+    assert probes["acme/registry"] == (
+        False,
+        "acme/registry: page 1: HTTP 403 1003: Forbidden: admins only",
+    )
