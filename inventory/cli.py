@@ -125,6 +125,11 @@ def cli(log_level: str, log_format: str) -> None:
     default=None,
     help="Live progress on stderr (default: when stderr is a terminal and logs are text).",
 )
+@click.option(
+    "--strict-discovery",
+    is_flag=True,
+    help="Exit 1 when an account's registry (admin) could not be listed.",
+)
 def sync(
     config_path: str | None,
     accounts: tuple[str, ...],
@@ -134,6 +139,7 @@ def sync(
     no_migrate: bool,
     fmt: str,
     progress: bool | None,
+    strict_discovery: bool,
 ) -> int:
     """Fetch every configured integration's connections and record what changed."""
     from . import report, store
@@ -163,6 +169,10 @@ def sync(
     finally:
         engine.dispose()
     click.echo(report.sync_summary(result, fmt))
+    if strict_discovery:
+        from .discovery import strict_exit
+
+        return max(result.exit_code, strict_exit(result.registry))
     return result.exit_code
 
 
@@ -655,6 +665,30 @@ def demo(database_path: str) -> int:
     from .demo import run_demo
 
     return run_demo(database_path, echo=click.echo)
+
+
+@cli.command("discover")
+@config_option
+@accounts_option
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
+    help="table, with a TOML snippet for the integrations not configured, or json.",
+)
+def discover_command(config_path: str | None, accounts: tuple[str, ...], fmt: str) -> int:
+    """List each account's integrations from the ZIS registry (admin credentials), say
+    which are configured, and print a TOML snippet for the others."""
+    from .config import load_settings
+    from .discovery import discover
+
+    settings = load_settings(config_path, resolve_tokens=False, resolve_admin=True)
+    _state.add_secrets(settings)
+    out, code = discover(settings, accounts, fmt)
+    click.echo(out)
+    return code
 
 
 def main(argv: Sequence[str] | None = None) -> int:

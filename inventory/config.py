@@ -6,6 +6,7 @@ whose repr() and str() mask the value.
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import stat
@@ -29,10 +30,12 @@ DATABASE_URL_ENV = "INVENTORY_DATABASE_URL"
 SUBDOMAIN_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 INTEGRATION_RE = re.compile(r"^[a-z0-9_-]{1,64}$")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+EMAIL_RE = re.compile(r"^[^@\s:/]+@[^@\s:/]+$")  # no ':' (basic auth) nor '/' ("/token")
 TOKEN_RE = re.compile(r"^[\x21-\x7e]+$")  # printable ASCII, no spaces: safe in a header
 
 # Keys that would hold a literal secret; their values are never read into a message.
 LITERAL_TOKEN_KEYS = ("token", "access_token", "api_token", "password", "secret")
+ADMIN_LITERAL_KEYS = (*LITERAL_TOKEN_KEYS, "oauth_token")
 
 
 class Secret:
@@ -164,12 +167,24 @@ class IntegrationEntry(_Strict):
     token_file: str | None = None
 
 
+class AdminEntry(_Strict):
+    """An account admin's credential for the ZIS registry (§14): an API token with the
+    admin's email (basic auth), or an OAuth access token (bearer)."""
+
+    email: str | None = None
+    token_env: str | None = None
+    token_file: str | None = None
+    oauth_token_env: str | None = None
+    oauth_token_file: str | None = None
+
+
 class AccountEntry(_Strict):
     subdomain: str
     base_url: str | None = None
     token_env: str | None = None
     token_file: str | None = None
     integrations: list[str | IntegrationEntry] = Field(min_length=1)
+    admin: AdminEntry | None = None
 
 
 class FileConfig(_Strict):
@@ -200,10 +215,34 @@ class Integration:
 
 
 @dataclass(frozen=True)
+class AdminCredential:
+    """The registry's admin credential: ``basic`` (``email/token:API_TOKEN``) when
+    ``email`` is set, else an OAuth bearer token."""
+
+    token: Secret
+    email: str | None = None
+
+    @property
+    def scheme(self) -> str:
+        return "Basic" if self.email is not None else "Bearer"
+
+    def credentials(self) -> Secret:
+        """What follows the scheme in the Authorization header."""
+        if self.email is None:
+            return self.token
+        pair = f"{self.email}/token:{self.token.reveal()}"
+        return Secret(base64.b64encode(pair.encode()).decode())
+
+    def secrets(self) -> list[str]:
+        return [self.token.reveal(), self.credentials().reveal()]
+
+
+@dataclass(frozen=True)
 class Account:
     subdomain: str
     base_url: str
     integrations: tuple[Integration, ...]
+    admin: AdminCredential | None = None
 
 
 @dataclass(frozen=True)
@@ -217,12 +256,13 @@ class Settings:
     daemon: DaemonSettings = field(default_factory=DaemonSettings)
 
     def secrets(self) -> list[str]:
-        return [
+        tokens = [
             i.token.reveal()
             for a in self.accounts
             for i in a.integrations
             if not isinstance(i.token, UnreadableToken)
         ]
+        return tokens + [s for a in self.accounts if a.admin for s in a.admin.secrets()]
 
 
 # --- loading -----------------------------------------------------------------------
@@ -272,12 +312,16 @@ def _refuse_literal_tokens(where: str, raw: Mapping[str, Any]) -> None:
     for i, account in enumerate(accounts):
         if not isinstance(account, dict):
             continue
-        places = [(f"accounts[{i}]", account)]
+        places: list[tuple[str, Any, tuple[str, ...]]] = [
+            (f"accounts[{i}]", account, LITERAL_TOKEN_KEYS)
+        ]
         for j, entry in enumerate(account.get("integrations") or []):
             if isinstance(entry, dict):
-                places.append((f"accounts[{i}].integrations[{j}]", entry))
-        for key_path, table in places:
-            for key in LITERAL_TOKEN_KEYS:
+                places.append((f"accounts[{i}].integrations[{j}]", entry, LITERAL_TOKEN_KEYS))
+        if isinstance(account.get("admin"), dict):
+            places.append((f"accounts[{i}].admin", account["admin"], ADMIN_LITERAL_KEYS))
+        for key_path, table, keys in places:
+            for key in keys:
                 if key in table:
                     raise ConfigError(
                         f"{where}: {key_path}.{key}: a literal secret is not allowed in the "
@@ -307,7 +351,7 @@ def _key_path(loc: tuple[int | str, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in ("str", "IntegrationEntry"):
+        elif part in ("str", "IntegrationEntry", "AdminEntry"):
             continue  # union branch names, not keys
         else:
             out += f".{part}" if out else str(part)
@@ -320,11 +364,13 @@ def load_settings(
     environ: Mapping[str, str] | None = None,
     require_accounts: bool = True,
     resolve_tokens: bool | None = None,
+    resolve_admin: bool | None = None,
 ) -> Settings:
     """Read the configuration and resolve tokens; raises ConfigError before any work.
 
     Read-only commands pass ``resolve_tokens=False``: they need the accounts and
-    integrations configured, not their tokens.
+    integrations configured, not their tokens. ``resolve_admin`` (default: as
+    ``resolve_tokens``) resolves the admin credentials of the registry (``discover``).
     """
     env = os.environ if environ is None else environ
     if resolve_tokens is None:
@@ -349,7 +395,13 @@ def load_settings(
             f"{where}: accounts: no [[accounts]] configured; add one with subdomain, "
             "token_env (or token_file) and integrations (see config.example.toml)"
         )
-    accounts = _resolve_accounts(where, file_config.accounts, env, resolve_tokens=resolve_tokens)
+    accounts = _resolve_accounts(
+        where,
+        file_config.accounts,
+        env,
+        resolve_tokens=resolve_tokens,
+        resolve_admin=resolve_tokens if resolve_admin is None else resolve_admin,
+    )
     return Settings(
         source=where,
         database_url=database_url,
@@ -402,6 +454,7 @@ def _resolve_accounts(
     env: Mapping[str, str],
     *,
     resolve_tokens: bool,
+    resolve_admin: bool = False,
 ) -> tuple[Account, ...]:
     seen: set[str] = set()
     accounts = []
@@ -444,8 +497,48 @@ def _resolve_accounts(
                 None if token_file is None else TokenFile(token_file, f"{token_key}.token_file")
             )
             integrations.append(Integration(subdomain, spec.name, token, source))
-        accounts.append(Account(subdomain, base_url, tuple(integrations)))
+        admin = _admin(where, f"{key}.admin", entry.admin, env, resolve_admin)
+        accounts.append(Account(subdomain, base_url, tuple(integrations), admin))
     return tuple(accounts)
+
+
+def _admin(
+    where: str, key: str, entry: AdminEntry | None, env: Mapping[str, str], resolve: bool
+) -> AdminCredential | None:
+    """Exactly one form: email with token_env | token_file, or oauth_token_env |
+    oauth_token_file."""
+    if entry is None:
+        return None
+    basic = entry.email is not None or entry.token_env is not None or entry.token_file is not None
+    oauth = entry.oauth_token_env is not None or entry.oauth_token_file is not None
+    if basic == oauth:
+        raise ConfigError(
+            f"{where}: {key}: set either email with token_env or token_file (an admin's API "
+            "token, basic auth) or oauth_token_env or oauth_token_file (an admin's OAuth "
+            "access token), " + ("not both" if basic else "one of them")
+        )
+    if oauth:
+        token = _token(
+            where,
+            key,
+            entry.oauth_token_env,
+            entry.oauth_token_file,
+            env,
+            resolve,
+            what="an admin's OAuth access token",
+            prefix="oauth_",
+        )
+        return AdminCredential(token)
+    if entry.email is None:
+        raise ConfigError(f"{where}: {key}.email: required with token_env or token_file")
+    if not EMAIL_RE.match(entry.email):
+        raise ConfigError(f"{where}: {key}.email: must be the admin's email address")
+    if entry.token_env is None and entry.token_file is None:
+        raise ConfigError(f"{where}: {key}: set token_env or token_file (an admin's API token)")
+    token = _token(
+        where, key, entry.token_env, entry.token_file, env, resolve, what="an admin's API token"
+    )
+    return AdminCredential(token, entry.email)
 
 
 def _base_url(where: str, key: str, value: str | None, subdomain: str) -> str:
@@ -470,13 +563,16 @@ def _token(
     token_file: str | None,
     env: Mapping[str, str],
     resolve: bool,
+    *,
+    what: str = "ZIS OAuth access token",
+    prefix: str = "",
 ) -> Secret:
     if token_env is not None and token_file is not None:
-        raise ConfigError(f"{where}: {key}: set token_env or token_file, not both")
+        raise ConfigError(f"{where}: {key}: set {prefix}token_env or {prefix}token_file, not both")
     if token_env is not None:
         if not ENV_NAME_RE.match(token_env):
             raise ConfigError(
-                f"{where}: {key}.token_env: must be the NAME of an environment variable, "
+                f"{where}: {key}.{prefix}token_env: must be the NAME of an environment variable, "
                 "not a token (letters, digits and '_')"
             )
         if not resolve:
@@ -484,19 +580,19 @@ def _token(
         value = env.get(token_env, "").strip()
         if not value:
             raise ConfigError(
-                f"{where}: {key}.token_env: environment variable {token_env} is not set or empty; "
-                f"export {token_env}=<ZIS OAuth access token>"
+                f"{where}: {key}.{prefix}token_env: environment variable {token_env} is not set "
+                f"or empty; export {token_env}=<{what}>"
             )
         return _checked(where, key, value, f"environment variable {token_env}")
     assert token_file is not None
     if not resolve:
         return Secret("")
-    return _file_token(where, TokenFile(token_file, f"{key}.token_file"))
+    return _file_token(where, TokenFile(token_file, f"{key}.{prefix}token_file"))
 
 
 def _file_token(where: str, source: TokenFile) -> Secret:
     value = _read_token_file(where, source.key, Path(source.path))
-    return _checked(where, source.key.removesuffix(".token_file"), value, f"file {source.path}")
+    return _checked(where, source.key.rsplit(".", 1)[0], value, f"file {source.path}")
 
 
 def _checked(where: str, key: str, value: str, source: str) -> Secret:

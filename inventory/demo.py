@@ -17,6 +17,7 @@ from . import models as m
 from . import store
 from .config import (
     Account,
+    AdminCredential,
     DatabaseSettings,
     Integration,
     ScheduleSettings,
@@ -24,10 +25,11 @@ from .config import (
     Settings,
     SyncSettings,
 )
+from .discovery import discover
 from .report import format_table, sync_summary
 from .results import RunResult
 from .sync import run_sync
-from .testing import ACCOUNT, FakeZisServer, change_account, sample_account
+from .testing import ACCOUNT, FakeZisServer, change_account, sample_account, sample_registry
 
 LOOK_FURTHER = """\
 Look further with any SQLite client, e.g. `sqlite3 {db}`:
@@ -44,6 +46,10 @@ Look further with any SQLite client, e.g. `sqlite3 {db}`:
   -- every change, newest first
   SELECT detected_at, integration, type, name, change, field, old_value, new_value
     FROM connection_changes ORDER BY id DESC;
+
+  -- integrations the registry lists that nobody inventories
+  SELECT account, name, description FROM integrations
+   WHERE removed_at IS NULL AND NOT configured;
 
   -- the inventory as it was after the first sync
   SELECT integration, type, name, allowed_domain FROM connection_versions
@@ -82,13 +88,15 @@ def run_demo(database_path: str, echo: Callable[[str], Any]) -> int:
         return 2
     now = datetime.now(UTC).replace(microsecond=0)
     # The summaries below say what the per-snapshot log lines would; keep stderr quiet.
-    sync_log = logging.getLogger("inventory.sync")
-    level = sync_log.level
-    sync_log.setLevel(logging.WARNING)
+    loggers = [logging.getLogger(name) for name in ("inventory.sync", "inventory.discovery")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
     try:
         first, second = _two_syncs(path, now, echo)
     finally:
-        sync_log.setLevel(level)
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
     echo(LOOK_FURTHER.format(db=path))
     return max(first.exit_code, second.exit_code)
 
@@ -115,13 +123,18 @@ def _two_syncs(
             token = "demo-" + secrets.token_urlsafe(24)
             server.add_integration(ACCOUNT, name, token, items)
             integrations.append(Integration(ACCOUNT, name, Secret(token)))
+        admin = "demo-admin-" + secrets.token_urlsafe(24)
+        server.add_registry(ACCOUNT, sample_registry(), oauth=admin)
+        account = Account(
+            ACCOUNT, server.base_url(ACCOUNT), tuple(integrations), AdminCredential(Secret(admin))
+        )
         settings = Settings(
             source="(demo)",
             database_url=f"sqlite:///{path}",
             database=DatabaseSettings(),
             sync=SyncSettings(concurrency=3),
             schedule=ScheduleSettings(),
-            accounts=(Account(ACCOUNT, server.base_url(ACCOUNT), tuple(integrations)),),
+            accounts=(account,),
         )
         engine = store.make_engine(settings.database_url)
         try:
@@ -138,6 +151,11 @@ def _two_syncs(
             echo(sync_summary(second, "table") + "\n")
             echo("4. What connection_changes recorded in the second sync:\n")
             echo("\n".join(format_table(*_changes(engine, second.run_id))) + "\n")
+            echo(
+                "5. The registry (admin credentials) lists an integration nobody inventories;"
+                "\n   `python -m inventory discover` says so and prints what to configure:\n"
+            )
+            echo(discover(settings, (), "table")[0] + "\n")
         finally:
             engine.dispose()
     return first, second

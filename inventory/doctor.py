@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import store
-from .config import Settings
+from .config import AdminCredential, Settings
 from .errors import InventoryError
 from .records import parse_page
 from .zis import ZisClient
@@ -41,7 +41,21 @@ def diagnose(settings: Settings) -> list[Probe]:
                     probes.append(Probe(where, True, detail))
                 except InventoryError as exc:
                     probes.append(Probe(where, False, str(exc)))
+            if account.admin is not None:
+                probes.append(_registry(client, account.admin))
     return probes
+
+
+def _registry(client: ZisClient, admin: AdminCredential) -> Probe:
+    """One listing of the account's registry with the admin credential."""
+    from .registry import list_integrations
+
+    where = f"{client.account.subdomain}/registry"
+    try:
+        listing = list_integrations(client, admin)
+    except InventoryError as exc:
+        return Probe(where, False, str(exc))
+    return Probe(where, True, f"HTTP 200, {len(listing.integrations)} integrations listed")
 
 
 def _count(settings: Settings) -> str:

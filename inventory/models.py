@@ -209,3 +209,47 @@ class ConnectionVersion(MetadataColumns, Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     valid_from: Mapped[datetime]
     valid_to: Mapped[datetime | None]
+
+
+class RegistryIntegration(Base):
+    """An account's integrations as the ZIS registry lists them (§14): present while
+    ``removed_at`` is NULL; ``configured`` says whether the configuration inventories it."""
+
+    __tablename__ = "integrations"
+    __table_args__ = (UniqueConstraint("account", "name", name="uq_integrations_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account: Mapped[str]
+    name: Mapped[str]
+    description: Mapped[str | None] = mapped_column(Text)
+    first_seen_at: Mapped[datetime]
+    last_seen_at: Mapped[datetime]
+    removed_at: Mapped[datetime | None]
+    configured: Mapped[bool] = mapped_column(Boolean)
+
+
+class RegistryListing(Base):
+    """One listing of an account's registry by a sync: complete (applied to
+    ``integrations`` unless a later-started listing was applied first) or failed (applied
+    nothing)."""
+
+    __tablename__ = "registry_listings"
+    __table_args__ = (
+        CheckConstraint("status IN ('complete', 'failed')", name="status"),
+        Index("ix_registry_listings_account_started_at", "account", "started_at"),
+        Index("ix_registry_listings_run_id", "run_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("sync_runs.id"))
+    account: Mapped[str]
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime]
+    status: Mapped[str]
+    integration_count: Mapped[int] = mapped_column(Integer, default=0)
+    added: Mapped[int] = mapped_column(Integer, default=0)
+    removed: Mapped[int] = mapped_column(Integer, default=0)
+    restored: Mapped[int] = mapped_column(Integer, default=0)
+    pages: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    superseded_by: Mapped[int | None] = mapped_column(ForeignKey("registry_listings.id"))

@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import Engine, and_, func, or_, select
 
+from . import discovery
 from . import models as m
 from .records import METADATA_FIELDS, format_timestamp
 from .results import RunResult
@@ -445,6 +446,7 @@ def sync_summary(result: RunResult, fmt: str) -> str:
                 {k: (round(v, 3) if k == "seconds" else v) for k, v in asdict(s).items()}
                 for s in result.snapshots
             ],
+            "registry": discovery.summary_json(result.registry),
         }
         return json.dumps(data, indent=2)
     headers = [
@@ -494,4 +496,5 @@ def sync_summary(result: RunResult, fmt: str) -> str:
         lines.append(
             f"  drift: unknown connection type {type_name!r} in {', '.join(sorted(places))}"
         )
+    lines += discovery.summary_lines(result.registry)
     return "\n".join(lines)

@@ -5,8 +5,12 @@ sync makes them, the report, the metrics and the daemon read them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from .types import ResultStatus, RunStatus
+
+if TYPE_CHECKING:
+    from .discovery import Listing
 
 
 @dataclass
@@ -47,6 +51,7 @@ class RunResult:
     drift: dict[str, list[str]] = field(default_factory=dict)
     migration: str | None = None
     requests: dict[str, tuple[int, int]] = field(default_factory=dict)  # account: (all, 429)
+    registry: list[Listing] = field(default_factory=list)  # accounts with admin
 
     @property
     def exit_code(self) -> int:

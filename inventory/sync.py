@@ -19,7 +19,7 @@ from datetime import datetime
 
 import httpx
 
-from . import store
+from . import discovery, store
 from .config import Account, Integration, Settings, read_token_files, select_targets
 from .diff import Diff, diff, removal_hold_reason
 from .errors import (
@@ -130,6 +130,7 @@ def run_sync(
         progress,
     )
     try:
+        listings = discovery.list_registries(settings, engine, run.id, clients, stop)
         results = run_all(
             [
                 _task(ctx, clients[account.subdomain], integration)
@@ -156,7 +157,9 @@ def run_sync(
             ", ".join(sorted(places)),
         )
     requests = {name: (c.requests, c.rate_limited) for name, c in clients.items()}
-    return RunResult(run.id, run_status(results), results, ctx.drift, requests=requests)
+    return RunResult(
+        run.id, run_status(results), results, ctx.drift, requests=requests, registry=listings
+    )
 
 
 def sync_integration(ctx: _Run, client: ZisClient, integration: Integration) -> SnapshotResult:

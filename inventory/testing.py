@@ -4,6 +4,8 @@ It serves GET /{account}/api/services/zis/integrations/{integration}/connections
 from in-memory accounts as §2 of the spec describes: opaque cursors that stay set on the
 last page, per-integration tokens, 401/403/404, 429 with Retry-After and an HTML body,
 5xx, latency and malformed bodies. Point an account's base_url at ``server.base_url(acct)``.
+It also serves the registry, GET /{account}/api/services/zis/registry/integrations (§14),
+to an admin's basic auth (email/token:API_TOKEN) or OAuth bearer token.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import sys
 import threading
 import time
 import uuid
+import zlib
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -39,6 +42,9 @@ SECRET_FIELDS = {
 _PATH_RE = re.compile(
     r"^/(?P<account>[^/]+)/api/services/zis/integrations/(?P<integration>[^/]+)/connections/all$"
 )
+_REGISTRY_RE = re.compile(r"^/(?P<account>[^/]+)/api/services/zis/registry/integrations$")
+REGISTRY = "(registry)"  # the integration of a registry request in the request log
+MASKED_SECRET = "************"  # the OAuth client's secret, as the registry's docs show it
 
 
 def sample_item(type_name: str, name: str, **fields: Any) -> dict[str, Any]:
@@ -72,6 +78,48 @@ def sample_item(type_name: str, name: str, **fields: Any) -> dict[str, Any]:
         item[secret] = f"{SENTINEL}-{type_name}-{secret}-{name}"
     item.update(fields)
     return item
+
+
+def registry_item(
+    name: str, description: str | None = None, *, secret: str = MASKED_SECRET, **fields: Any
+) -> dict[str, Any]:
+    """A registry item as the docs show it (the OAuth client's secret masked); tests pass
+    ``secret`` (and jwt_public_key, unknown fields) holding the SENTINEL to show a leak."""
+    item: dict[str, Any] = {
+        "name": name,
+        "description": f"The {name} integration" if description is None else description,
+        "jwt_public_key": "-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE"
+        "\n-----END PUBLIC KEY-----\n",
+        "zendesk_oauth_client": {
+            "id": 360000000000 + zlib.crc32(name.encode()) % 1_000_000,
+            "identifier": f"zis_{name}",
+            "secret": secret,
+        },
+    }
+    item.update(fields)
+    return item
+
+
+@dataclass
+class FakeRegistry:
+    """An account's registry: its items, in order, and the admin credentials it accepts."""
+
+    items: list[dict[str, Any]] = field(default_factory=list)
+    basic: tuple[str, str] | None = None  # (email, API token)
+    oauth: str | None = None
+    forbidden: bool = False  # 403: the credential is not an admin's
+    page_size: int | None = None  # None: one response holds everything, as documented
+    pagination: str = "meta"  # meta (page[after]) | next_page (?page=N) | links (links.next)
+    faults: list[Fault] = field(default_factory=list)
+
+    def accepts(self, authorization: str | None) -> bool:
+        allowed = []
+        if self.basic is not None:
+            pair = f"{self.basic[0]}/token:{self.basic[1]}".encode()
+            allowed.append(f"Basic {base64.b64encode(pair).decode()}")
+        if self.oauth is not None:
+            allowed.append(f"Bearer {self.oauth}")
+        return authorization in allowed
 
 
 @dataclass
@@ -149,6 +197,7 @@ class FakeZisServer:
         self._window_start = time.monotonic()
         self._window_counts: Counter[tuple[str, int]] = Counter()
         self.accounts: dict[str, dict[str, FakeIntegration]] = {}
+        self.registries: dict[str, FakeRegistry] = {}
         self.requests: list[Request] = []
         self._lock = threading.RLock()
         self._httpd: ThreadingHTTPServer | None = None
@@ -227,13 +276,44 @@ class FakeZisServer:
         with self._lock:
             self.integration(account, integration).faults.append(fault)
 
+    def add_registry(
+        self,
+        account: str,
+        items: Iterable[dict[str, Any]] = (),
+        *,
+        basic: tuple[str, str] | None = None,
+        oauth: str | None = None,
+    ) -> FakeRegistry:
+        """The account's registry, answering the admin ``basic`` (email, API token) or
+        ``oauth`` (bearer token) credential."""
+        with self._lock:
+            fake = FakeRegistry(list(items), basic, oauth)
+            self.registries[account] = fake
+            return fake
+
+    def registry(self, account: str) -> FakeRegistry:
+        return self.registries[account]
+
+    def register(self, account: str, item: dict[str, Any]) -> None:
+        with self._lock:
+            self.registries[account].items.append(item)
+
+    def unregister(self, account: str, name: str) -> None:
+        with self._lock:
+            fake = self.registries[account]
+            fake.items = [i for i in fake.items if i.get("name") != name]
+
+    def fail_registry(self, account: str, fault: Fault) -> None:
+        with self._lock:
+            self.registries[account].faults.append(fault)
+
     def request_counts(self) -> Counter[tuple[str, str]]:
         with self._lock:
             return Counter((r.account, r.integration) for r in self.requests)
 
     # --- serving ---
 
-    def _take_fault(self, fake: FakeIntegration, page: int) -> Fault | None:
+    def _take_fault(self, fake: FakeIntegration | FakeRegistry, page: int) -> Fault | None:
         for fault in fake.faults:
             if fault.times > 0 and (fault.page is None or fault.page == page):
                 fault.times -= 1
@@ -246,17 +326,31 @@ class FakeZisServer:
         self, path: str, query: dict[str, list[str]], headers: dict[str, str]
     ) -> tuple[int, dict[str, str], bytes, Fault | None]:
         match = _PATH_RE.match(path)
-        if not match:
+        registry = _REGISTRY_RE.match(path)
+        if registry:
+            account, integration = registry["account"], REGISTRY
+        elif match:
+            account, integration = match["account"], match["integration"]
+        else:
             return 404, {"Content-Type": "text/html"}, b"<html><body>Not Found</body></html>", None
-        account, integration = match["account"], match["integration"]
         with self._lock:
             fake = self.accounts.get(account, {}).get(integration)
-            authorized = fake is not None and headers.get("authorization") == f"Bearer {fake.token}"
+            listing = self.registries.get(account) if registry else None
+            if registry:
+                authorized = listing is not None and listing.accepts(headers.get("authorization"))
+            else:
+                authorized = (
+                    fake is not None and headers.get("authorization") == f"Bearer {fake.token}"
+                )
             quota = self._quota(account)
             if quota is not None and quota[0] < 0:
                 status, out_headers, body = 429, {"Content-Type": "text/html"}, RATE_LIMIT_PAGE
                 out_headers["Retry-After"] = str(quota[1])
                 fault = None
+            elif registry:
+                status, out_headers, body, fault = self._registry_page(
+                    account, listing, query, authorized
+                )
             elif fake is None:
                 status, out_headers, body = _error(404, "NotFound", "Integration not found")
                 fault = None
@@ -364,6 +458,64 @@ class FakeZisServer:
             json.dumps(body).encode(),
             fault,
         )
+
+    def _registry_page(
+        self,
+        account: str,
+        fake: FakeRegistry | None,
+        query: dict[str, list[str]],
+        authorized: bool,
+    ) -> tuple[int, dict[str, str], bytes, Fault | None]:
+        if fake is None or not authorized:
+            return (*_registry_error(401, "1001", "Couldn't authenticate you"), None)
+        if fake.forbidden:
+            return (*_registry_error(403, "1003", "Forbidden: admins only"), None)
+        size = fake.page_size or max(len(fake.items), 1)
+        start = 0
+        try:
+            if fake.pagination == "next_page":
+                start = (int(query.get("page", ["1"])[0]) - 1) * size
+            elif "page[after]" in query:
+                start = int(base64.b64decode(query["page[after]"][0]).decode())
+        except ValueError:
+            return (*_registry_error(400, "1010", "invalid page parameter"), None)
+        page_number = start // size + 1
+        fault = self._take_fault(fake, page_number)
+        if fault is not None and fault.kind == "status":
+            headers = {"Content-Type": fault.content_type, **fault.headers}
+            return fault.status, headers, fault.body or b"", fault
+        chunk = fake.items[start : start + size]
+        following = start + size if start + size < len(fake.items) else None
+        if fault is not None and fault.kind == "loop":
+            following = start  # the next page is this one again
+        body: dict[str, Any] = {"integrations": chunk}
+        after = None if following is None else base64.b64encode(str(following).encode()).decode()
+        link = f"{self.base_url(account)}/api/services/zis/registry/integrations"
+        if fake.page_size is None and fault is None:
+            pass  # as documented: no pagination keys at all
+        elif fake.pagination == "meta":
+            body["meta"] = {"after": after or "c3RvcA==", "before": None, "has_more": bool(after)}
+        elif fake.pagination == "next_page":
+            body["next_page"] = (
+                f"{link}?page={following // size + 1}" if following is not None else None
+            )
+        else:
+            next_link = f"{link}?page%5Bafter%5D={after}" if after else None
+            body["meta"] = {"has_more": bool(after), "after_cursor": after}
+            body["links"] = {"next": next_link, "prev": None}
+        return (
+            200,
+            {"Content-Type": "application/json; charset=utf-8"},
+            json.dumps(body).encode(),
+            fault,
+        )
+
+
+def _registry_error(status: int, code: str, detail: str) -> tuple[int, dict[str, str], bytes]:
+    """The registry's documented error shape: detail and status, not title."""
+    errors = [{"code": code, "detail": detail, "status": str(status)}]
+    body = json.dumps({"errors": errors, "message": "Unauthorized"}).encode()
+    return status, {"Content-Type": "application/json; charset=utf-8"}, body
 
 
 RATE_LIMIT_PAGE = b"<html><body><h1>Rate limit exceeded</h1></body></html>"
@@ -571,6 +723,16 @@ def change_account(server: FakeZisServer, now: datetime) -> list[str]:
     ]
 
 
+def sample_registry() -> list[dict[str, Any]]:
+    """The account's registry: the three integrations, and one nobody configured."""
+    return [
+        registry_item("billing_sync", "Invoices and payments from the billing systems"),
+        registry_item("crm_bridge", "CRM contacts and deals on tickets"),
+        registry_item("legacy_ftp_export", "Nightly ticket export to the old ERP over FTP"),
+        registry_item("slack_alerts", "Ticket alerts to Slack and the paging tools"),
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m inventory.testing``: serve the demo's sample account until Ctrl-C."""
     import argparse
@@ -585,7 +747,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--token-env",
         default="FAKE_ZIS_TOKEN",
-        help="environment variable holding the token every integration accepts",
+        help="environment variable holding the token every integration (and the registry, "
+        "as an admin's OAuth token) accepts",
     )
     parser.add_argument(
         "--changed", action="store_true", help="serve the account after the demo's changes"
@@ -598,6 +761,7 @@ def main(argv: list[str] | None = None) -> int:
     server = FakeZisServer()
     for name, items in sample_account(today).items():  # the same data all day long
         server.add_integration(ACCOUNT, name, token, items)
+    server.add_registry(ACCOUNT, sample_registry(), oauth=token)  # the token is the admin's too
     if args.changed:
         change_account(server, today)
     try:

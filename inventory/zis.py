@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 
 from . import __version__
-from .config import Account, Integration, SyncSettings
+from .config import Account, Integration, Secret, SyncSettings
 from .errors import ApiError, Interrupted, PaginationError, ResponseError, RetryableError
 from .progress import NO_PROGRESS, RATE_LIMITED, Progress
 
@@ -89,6 +89,15 @@ class Paginator:
             )
         self._seen.add(after)
         self.cursor = after
+
+
+@dataclass(frozen=True)
+class Credential:
+    """A request's Authorization header: ``scheme value``; ``value`` is redacted from errors."""
+
+    value: Secret
+    scheme: str = "Bearer"
+    hidden: tuple[Secret, ...] = ()  # also redacted: what ``value`` is made of
 
 
 @dataclass(frozen=True)
@@ -316,12 +325,19 @@ class ZisClient:
             params = {"page[size]": str(self.settings.page_size)}
             if paginator.cursor is not None:
                 params["page[after]"] = paginator.cursor
-            body = self._get(url, params, integration, where, paginator.page + 1)
+            body = self._get(url, params, Credential(integration.token), where, paginator.page + 1)
             paginator.advance(body)
             yield Page(paginator.page, body)
 
+    def get_json(
+        self, url: str, params: dict[str, str], credential: Credential, where: str, page: int
+    ) -> dict[str, Any]:
+        """One GET of a JSON object with this client's deadline, retries, account pauses,
+        size cap and error messages, sent with ``credential`` (the registry's admin)."""
+        return self._get(url, params, credential, where, page)
+
     def _get(
-        self, url: str, params: dict[str, str], integration: Integration, where: str, page: int
+        self, url: str, params: dict[str, str], credential: Credential, where: str, page: int
     ) -> dict[str, Any]:
         attempt = 0
         while True:
@@ -330,7 +346,7 @@ class ZisClient:
                 raise Interrupted(f"{where}: page {page}: interrupted")
             try:
                 with self.gate.slot():
-                    return self._request_once(url, params, integration, where, page)
+                    return self._request_once(url, params, credential, where, page)
             except RetryableError as exc:
                 if attempt >= self.policy.max_retries:
                     raise ApiError(
@@ -347,7 +363,8 @@ class ZisClient:
                     if exc.rate_limited
                     else f"retry {attempt + 1} of {self.policy.max_retries}: {exc}"
                 )
-                self.progress.waiting(integration.account, integration.name, reason, wait)
+                account, _, name = where.partition("/")
+                self.progress.waiting(account, name, reason, wait)
                 if exc.retry_after is not None:
                     self.gate.rate_limited(wait)  # a 429 pauses every request to this account
                     self.gate.wait()
@@ -356,10 +373,10 @@ class ZisClient:
                 attempt += 1
 
     def _request_once(
-        self, url: str, params: dict[str, str], integration: Integration, where: str, page: int
+        self, url: str, params: dict[str, str], credential: Credential, where: str, page: int
     ) -> dict[str, Any]:
-        token = integration.token.reveal()
-        headers = {"Authorization": f"Bearer {token}"}
+        token = credential.value.reveal()
+        headers = {"Authorization": f"{credential.scheme} {token}"}
         with self._counts_lock:
             self.requests += 1
         deadline = Deadline(self.settings.timeout_seconds, self._clock)
@@ -396,7 +413,8 @@ class ZisClient:
         except httpx.TransportError as exc:
             raise RetryableError(f"transport error: {type(exc).__name__}") from None
         if status != 200:
-            raise _status_error(status, content, response.headers, where, page, token)
+            hidden = [token, *(secret.reveal() for secret in credential.hidden)]
+            raise _status_error(status, content, response.headers, where, page, hidden)
         try:
             body = json.loads(content)
         except (ValueError, RecursionError):
@@ -430,9 +448,10 @@ class ZisClient:
 
 
 def _status_error(
-    status: int, content: bytes, headers: httpx.Headers, where: str, page: int, token: str
+    status: int, content: bytes, headers: httpx.Headers, where: str, page: int, hidden: list[str]
 ) -> ApiError:
-    code, detail = _error_summary(content, headers)
+    # Redacted before the excerpt is cut: a cut token would not be found whole.
+    code, detail = _error_summary(_redact_bytes(content, hidden), headers)
     if 300 <= status < 400:
         detail = "redirect not followed (the token is never sent to another location)"
         code = None
@@ -442,7 +461,7 @@ def _status_error(
     text = " ".join(parts)
     if detail:
         text += f": {detail}"
-    return ApiError(_redact(text, token), status=status, code=code)
+    return ApiError(_redact(text, hidden), status=status, code=code)
 
 
 def _error_summary(content: bytes, headers: httpx.Headers) -> tuple[str | None, str | None]:
@@ -479,8 +498,16 @@ def _excerpt(value: object) -> str | None:
     return text if len(text) <= EXCERPT_LIMIT else text[:EXCERPT_LIMIT] + "..."
 
 
-def _redact(text: str, token: str) -> str:
-    return text.replace(token, "[REDACTED]") if token else text
+def _redact(text: str, hidden: list[str]) -> str:
+    for secret in hidden:
+        text = text.replace(secret, "[REDACTED]") if secret else text
+    return text
+
+
+def _redact_bytes(content: bytes, hidden: list[str]) -> bytes:
+    for secret in hidden:
+        content = content.replace(secret.encode(), b"[REDACTED]") if secret else content
+    return content
 
 
 def _content_type(headers: httpx.Headers) -> str:

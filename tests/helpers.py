@@ -3,6 +3,7 @@ the database back, and starting processes. No test module imports another."""
 
 from __future__ import annotations
 
+import base64
 import json
 import random
 import secrets
@@ -24,12 +25,15 @@ from inventory.cli import main
 from inventory.store import head_revision, normalize_url
 from inventory.testing import (
     SENTINEL,
+    FakeRegistry,
     FakeZisServer,
+    registry_item,
     sample_item,
 )
 
 HEAD = head_revision()  # the migrations' head, whatever its name
-CONFIG_COMMANDS = {"sync", "connections", "changes", "snapshots", "check"}
+CONFIG_COMMANDS = {"sync", "connections", "changes", "snapshots", "check", "discover"}
+ADMIN_EMAIL = "secops@example.com"
 
 
 def dump_database(url: str) -> dict[str, list[tuple[Any, ...]]]:
@@ -76,12 +80,39 @@ class Harness:
     outputs: list[str] = field(default_factory=list)
     tokens: dict[tuple[str, str], str] = field(default_factory=dict)
     config: Path | None = None
+    admins: dict[str, str] = field(default_factory=dict)  # account: basic | oauth
+    derived: list[str] = field(default_factory=list)  # secrets made of tokens (basic auth)
 
     def token(self, account: str, integration: str) -> str:
         return self.tokens.setdefault(
             (account, integration),
             f"{SENTINEL}-TOKEN-{account}-{integration}-{secrets.token_hex(4)}",
         )
+
+    def admin_env(self, account: str) -> str:
+        kind = "API" if self.admins[account] == "basic" else "OAUTH"
+        return f"{account.upper().replace('-', '_')}_ADMIN_{kind}_TOKEN"
+
+    def registry(
+        self, account: str, items: list[dict[str, Any]], kind: str = "oauth"
+    ) -> FakeRegistry:
+        """The account's fake registry, answering an admin credential of ``kind`` (basic:
+        email and API token; oauth: a bearer token) that write_config puts in ``admin``."""
+        token = self.token(account, "(admin)")
+        self.admins[account] = kind
+        self.monkeypatch.setenv(self.admin_env(account), token)
+        if kind == "basic":
+            pair = f"{ADMIN_EMAIL}/token:{token}".encode()
+            self.derived.append(base64.b64encode(pair).decode())
+            return self.zis.add_registry(account, items, basic=(ADMIN_EMAIL, token))
+        return self.zis.add_registry(account, items, oauth=token)
+
+    def admin_line(self, account: str) -> str:
+        if account not in self.admins:
+            return ""
+        if self.admins[account] == "basic":
+            return f'admin = {{ email = "{ADMIN_EMAIL}", token_env = "{self.admin_env(account)}" }}'
+        return f'admin = {{ oauth_token_env = "{self.admin_env(account)}" }}'
 
     def write_config(self, extra_sync: str = "", **accounts: list[str]) -> Path:
         """accounts: subdomain -> integration names; each integration gets its own token env."""
@@ -102,6 +133,7 @@ class Harness:
                     subdomain = "{account}"
                     base_url = "{self.zis.base_url(account)}"
                     integrations = [{", ".join(entries)}]
+                    {self.admin_line(account)}
                     """
                 )
             )
@@ -120,7 +152,7 @@ class Harness:
         return Result(code, captured.out, captured.err)
 
     def assert_no_secrets(self) -> None:
-        secrets_seen = [SENTINEL, *self.tokens.values()]
+        secrets_seen = [SENTINEL, *self.tokens.values(), *self.derived]
         tables = repr(dump_database(self.db_url))
         for value in secrets_seen:
             assert value not in tables
@@ -130,6 +162,18 @@ class Harness:
             if path.is_file():
                 data = path.read_bytes()
                 assert SENTINEL.encode() not in data, path
+
+
+def leaky(name: str, description: str | None = None) -> dict[str, Any]:
+    """A registry item with a sentinel in the OAuth client's secret, the JWT public key
+    and an unknown field: none of them may be stored or printed."""
+    return registry_item(
+        name,
+        description,
+        secret=f"{SENTINEL}-client-secret-{name}",
+        jwt_public_key=f"{SENTINEL}-jwt-{name}",
+        webhook_signing_key=f"{SENTINEL}-unknown-{name}",
+    )
 
 
 def items(prefix: str, count: int = 2) -> list[tuple[str, dict[str, Any]]]:

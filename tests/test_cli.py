@@ -13,7 +13,7 @@ import pytest
 
 from inventory import cli, report, store
 
-from .conftest import Harness
+from .helpers import Harness
 
 HEAVY = (
     "sqlalchemy",

@@ -17,8 +17,7 @@ from inventory.config import Account, Integration, Secret, SyncSettings
 from inventory.errors import ApiError
 from inventory.zis import ZisClient
 
-from .conftest import Harness
-from .test_sync import items, query
+from .helpers import Harness, items, query
 
 TIMEOUT = 0.5
 RETRIES = 2

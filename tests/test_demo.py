@@ -59,6 +59,19 @@ def test_demo_shows_the_changes_and_keeps_no_secret(
         for line in lines
     )
     assert "SELECT detected_at, integration, type, name, change, field, old_value, new_value" in out
+    # The registry lists one integration that nobody configured, and discover says so.
+    i = m.RegistryIntegration
+    assert query(url, select(i.name, i.configured, i.removed_at)) == {
+        ("billing_sync", True, None),
+        ("crm_bridge", True, None),
+        ("slack_alerts", True, None),
+        ("legacy_ftp_export", False, None),
+    }
+    assert any(line.split()[:3] == ["acme", "legacy_ftp_export", "no"] for line in lines)
+    assert (
+        '{ name = "legacy_ftp_export", token_env = "ACME_LEGACY_FTP_EXPORT_ZIS_TOKEN" },' in lines
+    )
+    assert "inventory.discovery" not in err  # quiet, like the per-snapshot lines
     assert SENTINEL not in out + err
     assert SENTINEL not in repr(dump_database(url))
     assert SENTINEL.encode() not in db.read_bytes()

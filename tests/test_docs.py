@@ -16,8 +16,8 @@ from pydantic import BaseModel
 
 from inventory import store
 from inventory.cli import cli as root_command
-from inventory.config import FileConfig, load_settings
-from inventory.testing import sample_item
+from inventory.config import AdminEntry, FileConfig, load_settings
+from inventory.testing import registry_item, sample_item
 
 from .helpers import Harness, rows
 
@@ -184,18 +184,64 @@ def test_readme_audit_sql_runs_as_written_and_answers(cli: Harness) -> None:
     }
     dialect = "PostgreSQL" if cli.db_url.startswith("postgresql") else "SQLite"
     blocks = readme_sql()
-    assert {title for title, _, _ in blocks} == set(expected)
+    assert {title for title, _, _ in blocks} == set(expected) | set(DISCOVERY_SQL)
     ran = set()
     for title, only, sql in blocks:
-        if only not in (None, dialect):
+        if only not in (None, dialect) or title in DISCOVERY_SQL:
             continue
         columns, want = expected[title]
         got = [tuple(_norm(v) for v in row)[columns] for row in rows(cli.db_url, sql)]
         assert got == want, title
         ran.add(title)
     assert ran == set(expected)
-    failed_error = rows(cli.db_url, blocks[-2][2])[0][4]
+    failed = next(sql for title, _, sql in blocks if title.startswith("Integrations whose last"))
+    failed_error = rows(cli.db_url, failed)[0][4]
     assert failed_error == "acme/crm: page 1: HTTP 401 InvalidCredentials: Token length is invalid"
+
+
+# The README's queries over the registry's tables, run by the test below.
+DISCOVERY_SQL: dict[str, list[tuple[Any, ...]]] = {
+    "Integrations in the registry that nobody inventories": [
+        ("acme", "crm", "CRM bridge", _text(T1)),
+        ("acme", "legacy_export", "Nightly export", _text(T1)),
+    ],
+    "Integrations in the registry that are not configured": [
+        ("acme", "legacy_export", "Nightly export", _text(T1)),
+    ],
+    "Accounts whose last registry listing failed": [
+        (
+            "acme",
+            "failed",
+            _text(T2),
+            "acme/registry: page 1: HTTP 401 1001: Couldn't authenticate you",
+        )
+    ],
+}
+
+
+def test_readme_discovery_sql_runs_as_written_and_answers(cli: Harness) -> None:
+    """billing is inventoried; crm is configured but its token never worked; legacy_export
+    is only in the registry; the last listing failed and changed nothing."""
+    cli.zis.add_integration("acme", "billing", cli.token("acme", "billing"), [])
+    cli.zis.add_integration("acme", "crm", "another-token", [])
+    items = [
+        registry_item("billing", "Invoices"),
+        registry_item("crm", "CRM bridge"),
+        registry_item("legacy_export", "Nightly export"),
+    ]
+    cli.registry("acme", items, "basic")
+    cli.write_config("", acme=["billing", "crm"])
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(store, "now", lambda: T1)
+        assert cli.run("sync").code == 1  # crm's snapshot failed
+        cli.zis.registry("acme").basic = ("secops@example.com", "revoked")
+        patch.setattr(store, "now", lambda: T2)
+        assert cli.run("sync").code == 1
+    blocks = {title: sql for title, _, sql in readme_sql() if title in DISCOVERY_SQL}
+    assert set(blocks) == set(DISCOVERY_SQL)
+    for title, want in DISCOVERY_SQL.items():
+        got = [tuple(_norm(v) for v in row) for row in rows(cli.db_url, blocks[title])]
+        assert got == want, title
 
 
 def all_keys(model: type[BaseModel], prefix: str = "") -> set[str]:
@@ -225,5 +271,7 @@ def test_config_example_is_valid_and_documents_every_key(monkeypatch: pytest.Mon
         table, name = key.split(".")
         assert re.search(rf"^#?\s*{name}\s*=", text, re.M), key
         assert table in data
-    for key in ("subdomain", "base_url", "token_env", "token_file", "integrations"):
+    for key in ("subdomain", "base_url", "token_env", "token_file", "integrations", "admin"):
         assert re.search(rf"^#?\s*{key}\s*=", text, re.M), key
+    for key in all_keys(AdminEntry):
+        assert re.search(rf"admin = {{.*\b{key} =", text), f"admin.{key}"

@@ -12,7 +12,16 @@ from sqlalchemy import select
 from inventory import models as m
 from inventory.testing import Fault, malformed, rate_limited, server_error
 
-from .helpers import SCHEDULE, Harness, query, seed, snapshot_count, wait_for
+from .helpers import (
+    SCHEDULE,
+    Harness,
+    dump_database,
+    leaky,
+    query,
+    seed,
+    snapshot_count,
+    wait_for,
+)
 from .helpers import start as start_daemon
 from .helpers import stop as stop_daemon
 
@@ -21,6 +30,9 @@ FORMATS = ("table", "json", "csv")
 
 @pytest.mark.parametrize("log_format", ["text", "json"])
 def test_no_secret_comes_out_of_any_command(cli: Harness, log_format: str) -> None:
+    # The registry's items carry sentinels in the OAuth client's secret, the JWT key and
+    # an unknown field; the admin's API token is a sentinel too (basic auth).
+    cli.registry("acme", [leaky("billing"), leaky("not_configured", "Nobody watches it")], "basic")
     seed(
         cli,
         {"acme": {"billing": 2, "crm": 1, "ops": 1}},
@@ -37,6 +49,20 @@ def test_no_secret_comes_out_of_any_command(cli: Harness, log_format: str) -> No
     assert run("sync", "--format", "json").code == 1
     cli.zis.fail("acme", "ops", malformed(page=1))
     assert run("sync").code == 1
+    # The registry fails too, echoing the admin's token: the listing row keeps it redacted.
+    admin = cli.token("acme", "(admin)")
+    echo = json.dumps({"errors": [{"code": "1001", "detail": f"token {admin} is revoked"}]})
+    cli.zis.fail_registry("acme", Fault("status", times=2, status=401, body=echo.encode()))
+    assert run("sync", "--strict-discovery").code == 1
+    assert run("discover").code == 1
+    r = m.RegistryListing
+    assert query(cli.db_url, select(r.status, r.error)) == {
+        ("complete", None),
+        ("failed", "acme/registry: page 1: HTTP 401 1001: token [REDACTED] is revoked"),
+    }
+    # The sentinel search below covers the new tables: they hold rows.
+    dump = dump_database(cli.db_url)
+    assert dump["integrations"] and dump["registry_listings"]
     s = m.Snapshot
     assert query(
         cli.db_url, select(s.error).where(s.integration == "crm", s.status == "failed")
@@ -54,6 +80,8 @@ def test_no_secret_comes_out_of_any_command(cli: Harness, log_format: str) -> No
         assert run("check", "--format", fmt).code == 0  # every integration completed today
         assert run("db", "check", *cfg, "--format", fmt).code == 0
         assert run("doctor", *cfg, "--format", fmt).code == 1  # crm still answers 401
+        if fmt != "csv":
+            assert run("discover", "--format", fmt).code == 0
     assert run("db", "current", *cfg).code == 0
     assert run("db", "upgrade", *cfg).code == 0
     assert run("demo", "--database", str(cli.tmp_path / "demo.db")).code == 0

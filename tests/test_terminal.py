@@ -18,9 +18,7 @@ import pytest
 
 from inventory.testing import rate_limited
 
-from .conftest import Harness
-from .test_processes import wait_for
-from .test_sync import seed
+from .helpers import Harness, seed, wait_for
 
 COLUMNS, LINES = 120, 40
 

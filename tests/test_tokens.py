@@ -15,10 +15,7 @@ from inventory.config import Secret, Settings, UnreadableToken, load_settings, r
 from inventory.daemon import Daemon
 from inventory.errors import TokenError
 
-from .conftest import Harness
-from .test_daemon import SCHEDULE, snapshot_count, start, stop
-from .test_processes import wait_for
-from .test_sync import items, query
+from .helpers import SCHEDULE, Harness, items, query, snapshot_count, start, stop, wait_for
 
 
 def put_token(path: Path, value: str) -> None:

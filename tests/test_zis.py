@@ -220,6 +220,16 @@ def test_a_token_echoed_by_the_server_is_redacted() -> None:
     assert str(caught.value) == "acme/billing: page 1: HTTP 401 Bad: token [REDACTED] unknown"
 
 
+def test_a_token_echoed_where_the_excerpt_is_cut_is_redacted_whole() -> None:
+    title = "x" * 110 + f" {TOKEN} unknown"  # the 120-character cut falls inside the token
+    zc, _ = client(lambda r: httpx.Response(401, json={"errors": [{"title": title}]}))
+    with pytest.raises(ApiError) as caught:
+        names(zc)
+    shown = ("x" * 110 + " [REDACTED] unknown")[:120] + "..."
+    assert str(caught.value) == f"acme/billing: page 1: HTTP 401: {shown}"
+    assert TOKEN[:8] not in str(caught.value)
+
+
 def test_5xx_and_transport_errors_are_retried_with_backoff() -> None:
     answers: list[Any] = [
         httpx.Response(500, text="oops"),
