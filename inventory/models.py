@@ -147,6 +147,12 @@ class Snapshot(Base):
     # fetched, in order (records.FetchedDigest): when the next snapshot's pages give the
     # same, nothing changed and no row needs comparing.
     fetched_digest: Mapped[str | None] = mapped_column(String(64))
+    # The hash chain (migration 0006, inventory.chain): SHA-256 (hex) of the previous
+    # snapshot's chain_hash and this snapshot's canonical rows; NULL before the upgrade.
+    prev_hash: Mapped[str | None] = mapped_column(String(64))
+    chain_hash: Mapped[str | None] = mapped_column(String(64))
+    # Short per-row, per-column digests (JSON) that say where a broken hash changed.
+    chain_rows: Mapped[str | None] = mapped_column(Text)
 
 
 class FetchedChunks(Base):

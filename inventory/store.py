@@ -44,6 +44,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 
 from . import models as m
+from .chain import extend_chain
 from .config import Settings
 from .diff import Diff, Event, Key, Stored
 from .errors import ConfigError, DatabaseError, SnapshotError
@@ -542,9 +543,13 @@ class SnapshotRow:
 
 
 def record_snapshot(engine: Engine, row: SnapshotRow) -> int:
-    """A snapshot row alone (failed ones): its own short transaction, no other write."""
-    with engine.begin() as conn:
-        return _insert_snapshot(conn, row)
+    """A snapshot row alone (failed ones): its own short transaction under the
+    integration's lock (so that its chain is extended by one writer at a time), no other
+    write."""
+    with integration_transaction(engine, row.account, row.integration) as tx:
+        snapshot_id = _insert_snapshot(tx.conn, row)
+        extend_chain(tx.conn, snapshot_id)
+        return snapshot_id
 
 
 def _insert_snapshot(conn: Connection, row: SnapshotRow) -> int:
@@ -915,12 +920,25 @@ class IntegrationTransaction:
         Then ``sent`` is called: what is left, the versions opened and the added
         events, the database copies from the rows it now has, and no record is held."""
         snapshot_id = _insert_snapshot(self.conn, row)
+        self._apply(snapshot_id, row, result, detected_at, chunks, sent)
+        extend_chain(self.conn, snapshot_id)
+        return snapshot_id
+
+    def _apply(
+        self,
+        snapshot_id: int,
+        row: SnapshotRow,
+        result: Diff,
+        detected_at: datetime,
+        chunks: bytes | None,
+        sent: Callable[[], None] | None,
+    ) -> None:
         if row.status != "complete" or row.superseded_by is not None:
-            return snapshot_id
+            return
         if chunks is not None:
             self._keep_chunks(snapshot_id, chunks)
         if result.empty:
-            return snapshot_id
+            return
         opens = bool(result.added or result.modified or result.restored)
         adds = bool(result.added)
         self._write_connections(result, detected_at)  # empties result.added
@@ -939,7 +957,6 @@ class IntegrationTransaction:
             self._open_versions(detected_at)
         if adds:
             self._copy_added_events(snapshot_id, detected_at)
-        return snapshot_id
 
     @contextmanager
     def _driver_cursor(self, statement: str) -> Iterator[Any]:
