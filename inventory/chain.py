@@ -493,12 +493,12 @@ def current_mismatches(conn: Connection) -> list[Problem]:
             seen.add(cid)
             for name, a, b in zip(COMPARED, ours, theirs, strict=True):
                 if a != b:
-                    other = "valid_from" if name == "last_changed_at" else name
+                    held = "valid_from" if name == "last_changed_at" else name
                     found.append(
                         (
                             name,
                             f"differs from its current version (connection_versions row "
-                            f"{vid} {other})",
+                            f"{vid} {held})",
                         )
                     )
         problems += [

@@ -126,7 +126,7 @@ def cases(ids: dict[str, int]) -> Iterator[tuple[type[m.Base], int, str, int]]:
     """(model, row id, column, the snapshot whose hash breaks first) for every column of
     every history table: the snapshot row's own columns, an event's, and a version's (one
     opened by the snapshot, and for valid_to one it closed)."""
-    for column in chain.SNAPSHOT_COLUMNS + ("prev_hash", "chain_hash"):
+    for column in (*chain.SNAPSHOT_COLUMNS, "prev_hash", "chain_hash"):
         row = ids["quiet"] if column == "id" else ids["changed"]  # no event refers to 'quiet'
         yield S, row, column, row
     for column in chain.CHANGE_COLUMNS:

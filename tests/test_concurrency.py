@@ -18,6 +18,7 @@ from sqlalchemy import select
 from inventory import models as m
 
 from .conftest import Harness, rows
+from .test_chain import run_verify
 from .test_daemon import SCHEDULE, snapshot_count
 from .test_daemon import start as start_daemon
 from .test_daemon import stop as stop_daemon
@@ -64,6 +65,8 @@ def test_four_syncs_and_a_daemon_record_each_change_once(cli: Harness) -> None:
             procs = [spawn(cli) for _ in range(4)]
             time.sleep(0.2)
             mutate(cli, rng, integrations)
+            # Read while they write: one consistent view, no false break.
+            assert run_verify(cli)[:2] == (0, [])
             results = [finish(cli, p) for p in procs]
             for code, _, err in results:
                 assert code == 0, err
@@ -76,6 +79,7 @@ def test_four_syncs_and_a_daemon_record_each_change_once(cli: Harness) -> None:
     assert present(cli.db_url) == expected(cli, integrations)
     replay_is_consistent(cli.db_url)
     assert run_check(cli)[0] == 0
+    assert run_verify(cli)[:2] == (0, [])
 
 
 @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
