@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 import rfc8785
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import Table, delete, func, insert, select, update
 
 from inventory import chain, store
@@ -434,3 +436,23 @@ def test_secrets_never_reach_the_chain_and_both_databases_agree(
         (8, 0, 0), (0, 1, 1)
     }  # fmt: skip
     assert run_verify(cli)[0] == 0
+
+
+PLAIN_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**53) + 1, max_value=2**53 - 1),
+    st.text(),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(PLAIN_VALUES, st.integers(), st.floats(), st.binary())))
+def test_rows_are_written_as_rfc8785_writes_them(values: list[Any]) -> None:
+    """value_json's standard-library path gives rfc8785's bytes for every plain value, and
+    every other value goes to rfc8785 (as an unexpected value when it has no JSON form)."""
+    try:
+        expected = rfc8785.dumps(values)
+    except rfc8785.CanonicalizationError:
+        expected = rfc8785.dumps([chain._safe(v) for v in values])
+    assert chain.value_json(values) == expected
