@@ -572,12 +572,71 @@ def startup(args: argparse.Namespace, tmp: str) -> None:
         print(f"  {name:<16} {times[len(times) // 2]:6.3f}  ({times[0]:.3f}-{times[-1]:.3f})")
 
 
+def verify_chains(args: argparse.Namespace, tmp: str) -> None:
+    """`db verify` over a database of 100 integrations x 10,000 connections (x --scale),
+    written through the real snapshot write path (so chained as a sync chains them): a
+    first snapshot adding every connection, then two that modify 5% of them each. Prints
+    the time to write it and the time `db verify` takes over it."""
+    from inventory import store
+    from inventory.diff import diff
+    from inventory.records import Connection
+    from inventory.store import chain
+
+    integrations, per = 100, max(1, int(10_000 * args.scale))
+    url = new_database(args, tmp, "verify")
+    engine = store.make_engine(url)
+    store.ensure_schema(engine, migrate=True)
+    stamp = datetime(2026, 1, 1, tzinfo=UTC)
+    began = time.perf_counter()
+    for round_ in range(3):
+        run = store.start_run(engine, "cli")
+        at = store.now()
+        for n in range(integrations):
+            name = f"integration_{n:03d}"
+            fetched = [
+                Connection(
+                    TYPES[i % 4], f"{name}_c{i:07d}", f"d{i}.example.com", stamp, stamp,
+                    token_type="bearer" if i % 4 == 3 else None,
+                    token_expiry=stamp + timedelta(days=i % 700) if i % 4 == 3 else None,
+                    username=f"u{i}-{round_ if i % 20 == round_ else 0}@example.com",
+                )
+                for i in range(per)
+            ]  # fmt: skip
+            with store.integration_transaction(engine, ACCOUNT, name) as tx:
+                result = diff(tx.load_state(), fetched)
+                c = result.counts()
+                counts = (c["added"], c["removed"], c["modified"], c["restored"])
+                row = store.SnapshotRow(
+                    run.id, ACCOUNT, name, at, "complete", connection_count=per, counts=counts
+                )
+                tx.write(row, result, at)
+        store.finish_run(engine, run, "complete")
+    written = time.perf_counter() - began
+    with engine.connect() as conn:
+        versions = conn.exec_driver_sql("SELECT count(*) FROM connection_versions").scalar()
+        events = conn.exec_driver_sql("SELECT count(*) FROM connection_changes").scalar()
+    engine.dispose()
+    reader = store.make_engine(url, readonly=True)
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    result = chain.verify(reader)
+    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    reader.dispose()
+    assert not result.problems, result.problems[:5]
+    print(
+        f"\ndb verify: {versions:,} versions, {events:,} events, {result.snapshots} snapshots "
+        f"in {len(result.chains)} chains (written in {written:.1f} s)\n"
+        f"  verified in {wall:.1f} s wall, {cpu:.1f} s CPU "
+        f"({wall / max(versions or 1, 1) * 1e6:.1f} us per version)"
+    )
+
+
 SCENARIOS = {
     "throughput": throughput,
     "scaling": scaling,
     "latency": latency,
     "rate": rate_limited,
     "startup": startup,
+    "verify": verify_chains,
 }
 
 

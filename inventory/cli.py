@@ -542,7 +542,7 @@ def check_command(
 
 @cli.group()
 def db() -> None:
-    """Database schema: upgrade to the current revision, or show it."""
+    """Database schema: upgrade, show, check invariants, verify the hash chains."""
 
 
 @contextmanager
@@ -617,6 +617,88 @@ def db_check(config_path: str | None, fmt: str) -> int:
     out.notes.append("db check: OK" if not findings else "db check: FAILED")
     click.echo(out.render(fmt))
     return EXIT_FAILED if findings else EXIT_OK
+
+
+@db.command("verify")
+@config_option
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    default="table",
+    show_default=True,
+    help="Output format.",
+)
+@click.option(
+    "--heads",
+    "heads_path",
+    type=click.Path(exists=True, dir_okay=False),
+    metavar="FILE",
+    help="Also prove nothing up to these heads (a `db heads` output) was rewritten or removed.",
+)
+def db_verify(config_path: str | None, fmt: str, heads_path: str | None) -> int:
+    """Recompute every snapshot hash chain; exit 1 naming each first broken link."""
+    import json
+    from pathlib import Path
+
+    from . import report
+    from .store import chain
+
+    heads = None
+    if heads_path is not None:
+        try:
+            heads = chain.read_heads(Path(heads_path).read_text())
+        except (ValueError, OSError) as exc:
+            raise ConfigError(f"--heads {heads_path}: {exc}") from None
+    with _reader(config_path) as (_, engine):
+        result = chain.verify(engine, heads)
+    rows = chain.problem_rows(result.problems)
+    summary = (
+        f"db verify: OK ({len(result.chains)} chains, {result.snapshots} snapshots)"
+        if not rows
+        else f"db verify: FAILED ({len(rows)} problems)"
+    )
+    if fmt == "json":
+        body = {
+            "ok": not rows,
+            "chains": chain.chain_rows_of(result.chains),
+            "snapshots": result.snapshots,
+            "problems": rows,
+        }
+        click.echo(json.dumps(body, indent=2))
+        return EXIT_FAILED if rows else EXIT_OK
+    keys = ("chain", "snapshot", "table", "row", "column", "problem")
+    table = [
+        report.Column("chain", "CHAIN", 24),
+        report.Column("snapshot", "SNAPSHOT", 8),
+        report.Column("table", "TABLE", 19),
+        report.Column("row", "ROW", 8),
+        report.Column("column", "COLUMN", 19),
+        report.Column("problem", "PROBLEM", 1000),
+    ]
+    out = report.Report(keys, rows, table, "problem")
+    if fmt == "csv":
+        click.echo(out.render(fmt))
+    else:
+        starts = sorted(result.chains, key=lambda c: (c.account, c.integration))
+        out.notes += [chain.chain_start(c) for c in starts]
+        out.notes.append(summary)
+        click.echo(out.render(fmt))
+    return EXIT_FAILED if rows else EXIT_OK
+
+
+@db.command("heads")
+@config_option
+def db_heads(config_path: str | None) -> int:
+    """Print every chain's head and one digest over them (JSON), to keep elsewhere."""
+    import json
+
+    from .store.chain import chain_heads
+
+    with _reader(config_path) as (_, engine), engine.connect() as conn:
+        heads, digest = chain_heads(conn)
+    click.echo(json.dumps({"heads": heads, "digest": digest}, indent=2))
+    return EXIT_OK
 
 
 @cli.command()

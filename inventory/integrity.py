@@ -129,6 +129,21 @@ def _current_versions(conn: Connection) -> list[Finding]:
     return findings
 
 
+def _current_values(conn: Connection) -> list[Finding]:
+    """A present connection holds the values of its current version (the same check as
+    `db verify`); missing or extra versions are _current_versions' findings."""
+    from .store.chain import current_mismatches
+
+    return [
+        Finding(
+            "current values",
+            f"{p.chain} connections row {p.row} column {p.column} {p.problem}",
+        )
+        for p in current_mismatches(conn)
+        if p.table == "connections" and p.column is not None and p.column != "removed_at"
+    ]
+
+
 def _version_ranges(conn: Connection) -> list[Finding]:
     """Validity ranges are well-formed and never overlap for one key."""
     v = m.ConnectionVersion
@@ -226,6 +241,7 @@ def _runs(conn: Connection) -> list[Finding]:
 CHECKS: tuple[Callable[[Connection], list[Finding]], ...] = (
     _snapshot_counts,
     _current_versions,
+    _current_values,
     _version_ranges,
     _present_counts,
     _runs,

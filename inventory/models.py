@@ -150,6 +150,12 @@ class Snapshot(Base):
     # Every stored row was compared with the fetched set (not taken as unchanged by the
     # digest): sync.full_compare_interval is measured from the last applied one.
     full_compare: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # The hash chain (migration 0008, inventory.store.chain): SHA-256 (hex) of the previous
+    # snapshot's chain_hash and this snapshot's canonical rows; NULL before the upgrade.
+    prev_hash: Mapped[str | None] = mapped_column(String(64))
+    chain_hash: Mapped[str | None] = mapped_column(String(64))
+    # Short per-row, per-column digests (JSON) that say where a broken hash changed.
+    chain_rows: Mapped[str | None] = mapped_column(Text)
 
 
 class Connection(MetadataColumns, Base):

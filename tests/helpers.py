@@ -176,6 +176,27 @@ def leaky(name: str, description: str | None = None) -> dict[str, Any]:
     )
 
 
+def run_verify(h: Harness, *args: str) -> tuple[int, list[dict[str, Any]], str]:
+    """Exit status, problems (JSON) and the table output's last line."""
+    assert h.config is not None
+    got = h.run("db", "verify", "--config", str(h.config), "--format", "json", *args)
+    table = h.run("db", "verify", "--config", str(h.config), *args)
+    assert table.code == got.code
+    body = json.loads(got.out)
+    assert body["ok"] == (got.code == 0)
+    return got.code, body["problems"], table.out.splitlines()[-1]
+
+
+def write(url: str, *statements: Any) -> None:
+    engine = store.make_engine(url)
+    try:
+        with engine.begin() as conn:
+            for statement in statements:
+                conn.execute(statement)
+    finally:
+        engine.dispose()
+
+
 def items(prefix: str, count: int = 2) -> list[tuple[str, dict[str, Any]]]:
     """``count`` connections of each of the four types."""
     return [

@@ -27,6 +27,7 @@ from .helpers import (
     query,
     rows,
     run_check,
+    run_verify,
     seed,
     snapshot_count,
     spawn,
@@ -74,6 +75,8 @@ def test_four_syncs_and_a_daemon_record_each_change_once(cli: Harness) -> None:
             procs = [spawn(cli) for _ in range(4)]
             time.sleep(0.2)
             mutate(cli, rng, integrations)
+            # Read while they write: one consistent view, no false break.
+            assert run_verify(cli)[:2] == (0, [])
             results = [finish(cli, p) for p in procs]
             for code, _, err in results:
                 assert code == 0, err
@@ -86,6 +89,7 @@ def test_four_syncs_and_a_daemon_record_each_change_once(cli: Harness) -> None:
     assert present(cli.db_url) == expected(cli, integrations)
     replay_is_consistent(cli.db_url)
     assert run_check(cli)[0] == 0
+    assert run_verify(cli)[:2] == (0, [])
 
 
 @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)

@@ -10,7 +10,6 @@ import signal
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlalchemy import delete, insert, select, update
@@ -29,17 +28,8 @@ from .helpers import (
     run_check,
     seed,
     spawn,
+    write,
 )
-
-
-def write(url: str, *statements: Any) -> None:
-    engine = store.make_engine(url)
-    try:
-        with engine.begin() as conn:
-            for statement in statements:
-                conn.execute(statement)
-    finally:
-        engine.dispose()
 
 
 def test_db_check_passes_on_a_healthy_database_and_names_each_broken_invariant(
@@ -106,6 +96,8 @@ def test_sigkill_soak(cli: Harness) -> None:
 
 
 def kill_and_recover(cli: Harness, rng: random.Random, iterations: int) -> None:
+    from .test_chain import run_verify  # test_chain imports this module
+
     integrations = ["billing", "crm", "ops"]
     seed(
         cli,
@@ -129,9 +121,11 @@ def kill_and_recover(cli: Harness, rng: random.Random, iterations: int) -> None:
             code != 0
         ):  # a run killed this instant is 'running' with a dead pid: that is the one finding allowed
             assert all("its process is gone" in line for line in lines[1:-2]), lines
+        assert run_verify(cli)[:2] == (0, [])
         cli.zis.latency = 0.0
         assert cli.run("sync").code == 0
         assert run_check(cli)[0] == 0
+        assert run_verify(cli)[:2] == (0, [])
         assert present(cli.db_url) == expected(cli, integrations)
     assert kills >= 1
     # Every connection's history replays to its current row: one open version, same values.

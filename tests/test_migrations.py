@@ -44,6 +44,8 @@ PUBLIC_COLUMNS = {
         "pages",
         "error",
         "fetched_digest",
+        "prev_hash",
+        "chain_hash",
     },
     "connections": {
         "account",

@@ -79,10 +79,12 @@ def test_no_secret_comes_out_of_any_command(cli: Harness, log_format: str) -> No
             assert run(*args, "--format", fmt).code == 0, args
         assert run("check", "--format", fmt).code == 0  # every integration completed today
         assert run("db", "check", *cfg, "--format", fmt).code == 0
+        assert run("db", "verify", *cfg, "--format", fmt).code == 0
         assert run("doctor", *cfg, "--format", fmt).code == 1  # crm still answers 401
         if fmt != "csv":
             assert run("discover", "--format", fmt).code == 0
     assert run("db", "current", *cfg).code == 0
+    assert run("db", "heads", *cfg).code == 0
     assert run("db", "upgrade", *cfg).code == 0
     assert run("demo", "--database", str(cli.tmp_path / "demo.db")).code == 0
     assert cli.config is not None

@@ -36,6 +36,7 @@ from ..fields import METADATA_FIELDS, RECORD_FIELDS, TIMESTAMP_FIELDS
 from ..records import Connection as Record
 from ..types import ChangeKind, SnapshotStatus
 from .bulk import insert_rows
+from .chain import extend_chain
 from .engine import database_errors, is_postgres, lock_key, now
 
 SNAPSHOTS = cast(Table, m.Snapshot.__table__)
@@ -236,6 +237,7 @@ class IntegrationTransaction:
             self._apply(snapshot_id, changes, row.started_at)
         # AFTER-APPLY: the snapshot row and its events, versions and connections are
         # written; the chain, findings and outbox calls go here, in this order.
+        extend_chain(self.conn, snapshot_id)
         return snapshot_id
 
     def _insert_snapshot(self, row: SnapshotRow) -> int:
