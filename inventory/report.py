@@ -15,7 +15,6 @@ from typing import Any
 
 from sqlalchemy import Engine, and_, func, or_, select
 
-from . import discovery
 from . import models as m
 from .records import METADATA_FIELDS, format_timestamp
 from .results import RunResult
@@ -436,6 +435,8 @@ def _ago(delta: timedelta) -> str:
 
 
 def sync_summary(result: RunResult, fmt: str) -> str:
+    from . import discovery  # the registry's lines; only a sync prints them
+
     if fmt == "json":
         data: dict[str, Any] = {
             "run_id": result.run_id,
