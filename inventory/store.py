@@ -43,6 +43,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 
+from . import findings
 from . import models as m
 from .config import Settings
 from .diff import Diff, Event, Key, Stored
@@ -541,10 +542,13 @@ class SnapshotRow:
     fetched_digest: str | None = None
 
 
-def record_snapshot(engine: Engine, row: SnapshotRow) -> int:
-    """A snapshot row alone (failed ones): its own short transaction, no other write."""
+def record_snapshot(engine: Engine, row: SnapshotRow, settings: Settings | None = None) -> int:
+    """A snapshot row alone (failed ones): its own short transaction; no connection row
+    is written, but the time-based findings (a stale inventory) move on."""
     with engine.begin() as conn:
-        return _insert_snapshot(conn, row)
+        snapshot_id = _insert_snapshot(conn, row)
+        findings.update_findings(conn, settings, row.account, row.integration, now())
+        return snapshot_id
 
 
 def _insert_snapshot(conn: Connection, row: SnapshotRow) -> int:
@@ -685,10 +689,14 @@ def claim(engine: Engine, account: str, integration: str) -> Iterator[bool]:
 class IntegrationTransaction:
     """One (account, integration) under its lock: read the state, then write one snapshot."""
 
-    def __init__(self, conn: Connection, account: str, integration: str) -> None:
+    def __init__(
+        self, conn: Connection, account: str, integration: str, settings: Settings | None = None
+    ) -> None:
         self.conn = conn
         self.account = account
         self.integration = integration
+        self.settings = settings
+        self.opened: list[findings.OpenedFinding] = []  # by the last write, for notify
         self.postgres = is_postgres(conn)
         self.placeholder = "%s" if self.postgres else "?"  # the driver's, for {p}
         self.json = not self.postgres and sqlite_has_json()
@@ -908,6 +916,22 @@ class IntegrationTransaction:
         detected_at: datetime,
         chunks: bytes | None = None,
         sent: Callable[[], None] | None = None,
+    ) -> int:
+        """The snapshot and what it applies (``_write_snapshot``), then the findings of the
+        integration, in the same transaction."""
+        snapshot_id = self._write_snapshot(row, result, detected_at, chunks, sent)
+        self.opened = findings.update_findings(
+            self.conn, self.settings, self.account, self.integration, now()
+        )
+        return snapshot_id
+
+    def _write_snapshot(
+        self,
+        row: SnapshotRow,
+        result: Diff,
+        detected_at: datetime,
+        chunks: bytes | None,
+        sent: Callable[[], None] | None,
     ) -> int:
         """The snapshot row, then (when it applies) the chunk digests of what it fetched,
         the changed rows of connections, the versions they close, and the events the
@@ -1192,11 +1216,11 @@ def _consumed(items: list[_Item]) -> Iterator[_Item]:
 
 @contextmanager
 def integration_transaction(
-    engine: Engine, account: str, integration: str
+    engine: Engine, account: str, integration: str, settings: Settings | None = None
 ) -> Iterator[IntegrationTransaction]:
     """One transaction holding the (account, integration) lock: PostgreSQL advisory lock,
     SQLite's write lock (BEGIN IMMEDIATE). Commits on success, rolls back on any error."""
     with engine.begin() as conn:
         if is_postgres(conn):
             conn.execute(select(func.pg_advisory_xact_lock(lock_key(account, integration))))
-        yield IntegrationTransaction(conn, account, integration)
+        yield IntegrationTransaction(conn, account, integration, settings)
