@@ -445,7 +445,7 @@ def _resolve_findings(where: str, config: FindingsConfig, on: date) -> FindingsS
             checked = _rule_options(rule_id, rule.params).model_validate(options)
         except ValidationError as exc:
             raise ConfigError(_describe(where, exc, ("findings", "rules", rule_id))) from None
-        values = checked.model_dump(exclude_unset=True)
+        values = {k: getattr(checked, k) for k in checked.model_fields_set}
         rules[rule_id] = RuleSettings(
             enabled=values.pop("enabled", None),
             severity=values.pop("severity", None),

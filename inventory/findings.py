@@ -594,8 +594,9 @@ def update_findings(
         if (suppressed_by, suppressed_until) != (row.suppressed_by, row.suppressed_until):
             values.update(suppressed_by=suppressed_by, suppressed_until=suppressed_until)
             if s is None and row.suppressed_by is not None:
-                values["note"] = lapse_note(f.rule, f.where, row.suppressed_until, now)
-                opened.append(_opened(row.id, f, row.first_seen_at, values["note"]))
+                note = lapse_note(f.rule, f.where, row.suppressed_until, now)
+                values["note"] = f"{note}; it said: {row.suppressed_by}"
+                opened.append(_opened(row.id, f, row.first_seen_at, note))
         if values:
             conn.execute(update(t).where(t.c.id == row.id).values(last_seen_at=now, **values))
         else:
@@ -732,8 +733,8 @@ def evaluate_database(
         note = None
         if s is None and episode is not None and episode["suppressed_by"] is not None:
             note = lapse_note(f.rule, f.where, episode["suppressed_until"], at)
-        elif s is None and episode is not None:
-            note = episode["note"]
+        elif s is None and episode is not None and episode["note"]:
+            note = str(episode["note"]).split("; it said: ")[0]
         out.append(
             {
                 "id": episode["id"] if episode else None,

@@ -23,7 +23,7 @@ from inventory.store import normalize_url
 from inventory.testing import SENTINEL, FakeZisServer
 
 PG_ENV = "INVENTORY_TEST_POSTGRES_URL"
-CONFIG_COMMANDS = {"sync", "connections", "changes", "snapshots", "check"}
+CONFIG_COMMANDS = {"sync", "connections", "changes", "snapshots", "check", "findings"}
 RUN_TAG = secrets.token_hex(4)
 _counter = itertools.count()
 

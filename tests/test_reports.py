@@ -485,6 +485,8 @@ def test_check_exit_codes(history: Harness, monkeypatch: pytest.MonkeyPatch) -> 
         "acme/billing         oauth  tok_e  -     no expiry known",
         "2 findings",
         "check: FAILED: 1 expired, 0 expiring, 0 stale",
+        # ZIS004 tok_d, and ZIS010 for both integrations (its max_age is 2d, not --max-age)
+        "findings: FAILED: 3 unsuppressed at or above high (python -m inventory findings)",
     ]
     rows = as_json_code(history, 1, "check", "--expiring-within", "30d")
     # billing and crm last completed at T3, a month before NOW: both stale at the 2d default
