@@ -444,6 +444,41 @@ def read_inventory(
     """What the rules read: present connections (or those as of ``as_of``, from
     connection_versions), the configured integrations' last complete snapshots, and the
     registry's integrations when the database has the ``integrations`` table."""
+    configured = _configured(settings)
+    targets = [
+        (a, i)
+        for a, i in sorted(configured)
+        if (not accounts or a in accounts) and (not integrations or i in integrations)
+    ]
+    return Inventory(
+        _records(conn, accounts, integrations, as_of),
+        _freshness(conn, targets, as_of),
+        configured,
+        _registry(conn, accounts, integrations, as_of),
+    )
+
+
+def _inventory_of(
+    conn: Connection, settings: Settings | None, account: str, integration: str
+) -> Inventory:
+    """What one snapshot's update evaluates: the integration's present connections and
+    freshness (it is configured: it is being synced), and its account's registry."""
+    return Inventory(
+        _records(conn, [account], [integration], None),
+        _freshness(conn, [(account, integration)], None),
+        _configured(settings) | {(account, integration)},
+        _registry(conn, [account], (), None),
+    )
+
+
+def _configured(settings: Settings | None) -> frozenset[tuple[str, str]]:
+    accounts = settings.accounts if settings is not None else ()
+    return frozenset((a.subdomain, i.name) for a in accounts for i in a.integrations)
+
+
+def _records(
+    conn: Connection, accounts: Sequence[str], integrations: Sequence[str], as_of: datetime | None
+) -> list[Record]:
     if as_of is None:
         t = cast(Table, m.Connection.__table__)
         conditions: list[ColumnElement[bool]] = [t.c.removed_at.is_(None)]
@@ -454,37 +489,30 @@ def read_inventory(
         conditions.append(t.c.account.in_(accounts))
     if integrations:
         conditions.append(t.c.integration.in_(integrations))
-    records = [
-        Record(*row)
-        for row in conn.execute(
-            select(*(t.c[k] for k in RECORD_COLUMNS))
-            .where(*conditions)
-            .order_by(t.c.account, t.c.integration, t.c.type, t.c.name)
-        )
-    ]
-    configured = frozenset(
-        (a.subdomain, i.name)
-        for a in (settings.accounts if settings is not None else ())
-        for i in a.integrations
+    query = (
+        select(*(t.c[k] for k in RECORD_COLUMNS))
+        .where(*conditions)
+        .order_by(t.c.account, t.c.integration, t.c.type, t.c.name)
     )
-    targets = sorted(
-        (a, i)
-        for a, i in configured
-        if (not accounts or a in accounts) and (not integrations or i in integrations)
-    )
+    return [Record(*row) for row in conn.execute(query)]
+
+
+def _freshness(
+    conn: Connection, targets: Sequence[tuple[str, str]], as_of: datetime | None
+) -> list[Freshness]:
+    """When each target's last complete snapshot (up to ``as_of``) started."""
+    if not targets:
+        return []
     s = cast(Table, m.Snapshot.__table__)
     query = (
         select(s.c.account, s.c.integration, func.max(s.c.started_at))
-        .where(s.c.status == "complete")
+        .where(s.c.status == "complete", s.c.account.in_({a for a, _ in targets}))
         .group_by(s.c.account, s.c.integration)
     )
     if as_of is not None:
         query = query.where(s.c.started_at <= as_of)
-    if accounts:
-        query = query.where(s.c.account.in_(accounts))
     last = {(a, i): when for a, i, when in conn.execute(query)}
-    freshness = [Freshness(a, i, last.get((a, i))) for a, i in targets]
-    return Inventory(records, freshness, configured, _registry(conn, accounts, integrations, as_of))
+    return [Freshness(a, i, last.get((a, i))) for a, i in targets]
 
 
 def _registry(
@@ -552,16 +580,7 @@ def update_findings(
     findings_settings = settings.findings if settings is not None else FindingsSettings()
     active = rules_in_force(findings_settings)
     account_level = {a.rule.id for a in active if a.rule.scope == "account"}
-    inventory = read_inventory(conn, settings, accounts=[account], integrations=[integration])
-    registry = read_inventory_registry(conn, account)
-    configured = inventory.configured | {(account, integration)}
-    inventory = Inventory(
-        inventory.connections,
-        inventory.freshness
-        or [Freshness(account, integration, _last_complete(conn, account, integration))],
-        configured,
-        registry,
-    )
+    inventory = _inventory_of(conn, settings, account, integration)
     fired = {
         f.key: f
         for f in evaluate(inventory, active, now)
@@ -645,20 +664,6 @@ def _opened(
         first_seen_at,
         note,
     )
-
-
-def read_inventory_registry(conn: Connection, account: str) -> list[tuple[str, str]] | None:
-    return _registry(conn, [account], (), None)
-
-
-def _last_complete(conn: Connection, account: str, integration: str) -> datetime | None:
-    s = cast(Table, m.Snapshot.__table__)
-    value: datetime | None = conn.execute(
-        select(func.max(s.c.started_at)).where(
-            s.c.account == account, s.c.integration == integration, s.c.status == "complete"
-        )
-    ).scalar()
-    return value
 
 
 def _lock(conn: Connection, account: str, integration: str) -> None:
