@@ -831,7 +831,7 @@ def findings_report(
         Column("rule", "RULE", 6),
         Column("where", "ACCOUNT/INTEGRATION", 19),
         Column("type", "TYPE", 12, lambda v: v or "-"),
-        Column("name", "NAME", 16, lambda v: v or "-"),
+        Column("name", "NAME", 15, lambda v: v or "-"),
         Column("first_seen_at", "SINCE", 10, day),
     ]
     report = Report(FINDING_KEYS, shown, table, "finding", detail="line")

@@ -208,6 +208,15 @@ def test_filters_and_table(acme: Harness) -> None:
         "listing of python -m inventory discover, spec §14, is not in this version)",
         "findings: FAILED: 1 unsuppressed at or above high",
     ]
+    long = "a_connection_name_of_sixty_characters_to_be_cut_in_the_table"
+    acme.zis.put("acme", "crm", "api_key", api_key(long, allowed_domain="*.example.com"))
+    sync_at(acme, T1)
+    assert (
+        max(len(line) for line in acme.run("findings", "--rule", "ZIS002").out.splitlines()[:4])
+        <= 80
+    )
+    acme.zis.delete("acme", "crm", "api_key", long)
+    sync_at(acme, T1 + timedelta(hours=1))
     csv_out = acme.run("findings", "--format", "csv", "--rule", "ZIS002").out.splitlines()
     assert csv_out[0] == ",".join(findings.FINDING_KEYS)
     assert csv_out[1].split(",")[1:10] == [
