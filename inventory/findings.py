@@ -15,8 +15,10 @@ not yet stale (ZIS003), nor is a last complete snapshot exactly ``max_age`` old 
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, cast
@@ -39,12 +41,17 @@ from sqlalchemy.sql import ColumnElement
 
 from . import models as m
 from .config import SEVERITIES, FindingsSettings, Settings, Suppression
+from .errors import DatabaseError
 from .records import METADATA_FIELDS, format_timestamp
 
 if TYPE_CHECKING:
     from .report import Report
 
+log = logging.getLogger(__name__)
+
 FINDINGS = cast(Table, m.Finding.__table__)
+# What reading or judging a value edited by hand into the tables raises.
+UNREADABLE = (ValueError, TypeError, UnicodeDecodeError, AttributeError)
 TOKEN_TYPES = ("api_key", "basic_auth", "bearer_token")  # a secret sent as it is
 ZENDESK_API_TOKENS_END = "2027-04-30"
 OCSF_VERSION = "1.3.0"
@@ -580,10 +587,23 @@ def update_findings(
     findings_settings = settings.findings if settings is not None else FindingsSettings()
     active = rules_in_force(findings_settings)
     account_level = {a.rule.id for a in active if a.rule.scope == "account"}
-    inventory = _inventory_of(conn, settings, account, integration)
+    try:
+        inventory = _inventory_of(conn, settings, account, integration)
+        found = evaluate(inventory, active, now)
+    except UNREADABLE as exc:
+        # A value edited by hand that no rule can read: the snapshot fails on it (or
+        # `db check` names it); its findings stay as they were rather than failing it.
+        log.warning(
+            "%s/%s: findings not updated: a stored value cannot be read (%s); "
+            "python -m inventory db check names it",
+            account,
+            integration,
+            type(exc).__name__,
+        )
+        return []
     fired = {
         f.key: f
-        for f in evaluate(inventory, active, now)
+        for f in found
         if f.account == account and (f.integration == integration or f.rule in account_level)
     }
     t = FINDINGS
@@ -804,7 +824,7 @@ def findings_report(
     from .report import Column, Report, day
 
     at = as_of or now or datetime.now(UTC)
-    with engine.connect() as conn:
+    with engine.connect() as conn, _readable():
         rows = evaluate_database(
             conn,
             settings,
@@ -853,6 +873,17 @@ def findings_report(
     if as_of is not None:
         report.notes.append(f"as of {format_timestamp(as_of)}")
     return report
+
+
+@contextmanager
+def _readable() -> Iterator[None]:
+    try:
+        yield
+    except UNREADABLE as exc:
+        raise DatabaseError(
+            f"a stored value cannot be read ({type(exc).__name__}); "
+            "python -m inventory db check names it"
+        ) from None
 
 
 REGISTRY_UNKNOWN = (
