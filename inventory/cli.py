@@ -36,6 +36,7 @@ log = logging.getLogger("inventory")
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 FORMATS = ("table", "json", "csv")  # report.FORMATS, known here without importing report
+SEVERITIES = ("low", "medium", "high", "critical")  # config.SEVERITIES, likewise
 
 
 class _State:
@@ -517,6 +518,13 @@ def snapshots_command(
     metavar="DURATION",
     help="Alert on configured integrations with no complete snapshot this recent.",
 )
+@click.option(
+    "--fail-on",
+    type=click.Choice([*SEVERITIES, "none"]),
+    metavar="LEVEL",
+    help="Also fail on unsuppressed findings at or above LEVEL (low, medium, high, critical) "
+    "or never (none); default: findings.fail_on.",
+)
 def check_command(
     config_path: str | None,
     accounts: tuple[str, ...],
@@ -524,20 +532,156 @@ def check_command(
     fmt: str,
     expiring_within: timedelta,
     max_age: timedelta,
+    fail_on: str | None,
 ) -> int:
-    """Exit 1 when a token has expired or expires soon, or an integration is stale."""
+    """Exit 1 when a token has expired or expires soon, an integration is stale, or a
+    finding is at or above fail_on."""
     from . import report
     from .config import select_targets
+    from .findings import failing, findings_report
 
+    now = _now()
     with _reader(config_path, require_accounts=True) as (settings, engine):
         targets = [
             (a.subdomain, i.name) for a, i in select_targets(settings, accounts, integrations)
         ]
-        found, failing = report.check(
-            engine, targets, expiring_within=expiring_within, max_age=max_age, now=_now()
+        found, expiry_failing = report.check(
+            engine, targets, expiring_within=expiring_within, max_age=max_age, now=now
+        )
+        level = fail_on or settings.findings.fail_on
+        listed = findings_report(
+            engine,
+            settings,
+            as_of=None,
+            accounts=accounts,
+            integrations=integrations,
+            include_suppressed=False,
+            now=now,
+        )
+    bad = failing(listed.rows, level)
+    if bad:
+        found.notes.append(
+            f"findings: FAILED: {len(bad)} unsuppressed at or above {level} "
+            "(python -m inventory findings)"
         )
     click.echo(found.render(fmt))
-    return EXIT_FAILED if failing else EXIT_OK
+    return EXIT_FAILED if expiry_failing or bad else EXIT_OK
+
+
+@cli.command("findings")
+@config_option
+@accounts_option
+@integrations_option
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice([*FORMATS, "ocsf"]),
+    default="table",
+    show_default=True,
+    help="table, json, csv, or ocsf (one OCSF Compliance Finding JSON object per line).",
+)
+@click.option(
+    "--as-of",
+    type=Instant(),
+    metavar="TIME",
+    help="Evaluate the rules over the inventory as it was at TIME (from connection_versions).",
+)
+@click.option(
+    "--rule", "rules", multiple=True, metavar="ID", help="Only this rule (repeatable): ZIS001."
+)
+@click.option(
+    "--severity",
+    type=click.Choice(SEVERITIES),
+    metavar="LEVEL",
+    help="Only findings at or above LEVEL: low, medium, high, critical.",
+)
+@click.option("--include-suppressed", is_flag=True, help="Also list suppressed findings (apart).")
+@click.option(
+    "--fail-on",
+    type=click.Choice([*SEVERITIES, "none"]),
+    metavar="LEVEL",
+    help="Exit 1 on an unsuppressed finding at or above LEVEL, or never (none); "
+    "default: findings.fail_on.",
+)
+@click.option(
+    "--explain",
+    metavar="ID",
+    help="Show a rule's rationale, remediation and the parameters in force, and exit.",
+)
+def findings_command(
+    config_path: str | None,
+    accounts: tuple[str, ...],
+    integrations: tuple[str, ...],
+    fmt: str,
+    as_of: datetime | None,
+    rules: tuple[str, ...],
+    severity: str | None,
+    include_suppressed: bool,
+    fail_on: str | None,
+    explain: str | None,
+) -> int:
+    """List what is wrong in the inventory (rules ZIS001-ZIS010); exit 1 at fail_on."""
+    import json
+
+    from . import findings
+    from .config import load_settings
+
+    for rule_id in (*rules, *([explain] if explain else [])):
+        if rule_id not in findings.RULES_BY_ID:
+            raise click.UsageError(
+                f"unknown rule {rule_id!r} (known: {', '.join(findings.RULES_BY_ID)})"
+            )
+    if explain:
+        settings = load_settings(config_path, require_accounts=False, resolve_tokens=False)
+        click.echo(findings.explain(explain, settings, _registry_known(settings)))
+        return EXIT_OK
+    now = _now()
+    with _reader(config_path) as (settings, engine):
+        listed = findings.findings_report(
+            engine,
+            settings,
+            as_of=as_of,
+            accounts=accounts,
+            integrations=integrations,
+            include_suppressed=include_suppressed,
+            rules=rules,
+            min_severity=severity,
+            now=now,
+        )
+    level = fail_on or settings.findings.fail_on
+    bad = findings.failing(listed.rows, level)
+    if fmt == "ocsf":
+        for event in findings.ocsf_events(listed.rows, as_of or now, __version__):
+            click.echo(json.dumps(event, sort_keys=True))
+        return EXIT_FAILED if bad else EXIT_OK
+    if level == "none":
+        listed.notes.append("findings: fail_on none: never fails")
+    elif bad:
+        listed.notes.append(f"findings: FAILED: {len(bad)} unsuppressed at or above {level}")
+    else:
+        listed.notes.append(f"findings: OK (none unsuppressed at or above {level})")
+    click.echo(listed.render(fmt))
+    return EXIT_FAILED if bad else EXIT_OK
+
+
+def _registry_known(settings: Settings) -> bool | None:
+    """Whether the database has discovery's integrations table (None: cannot tell)."""
+    from sqlalchemy import inspect
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from . import store
+
+    try:
+        engine = store.engine_for(settings, readonly=True)
+    except InventoryError:
+        return None
+    try:
+        with engine.connect() as conn:
+            return inspect(conn).has_table("integrations")
+    except SQLAlchemyError:
+        return None
+    finally:
+        engine.dispose()
 
 
 @cli.group()

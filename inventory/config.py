@@ -13,12 +13,21 @@ import stat
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
+from datetime import UTC, date, datetime, timedelta
+from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+)
 
 from .errors import ConfigError, TokenError
 
@@ -32,6 +41,14 @@ INTEGRATION_RE = re.compile(r"^[a-z0-9_-]{1,64}$")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 EMAIL_RE = re.compile(r"^[^@\s:/]+@[^@\s:/]+$")  # no ':' (basic auth) nor '/' ("/token")
 TOKEN_RE = re.compile(r"^[\x21-\x7e]+$")  # printable ASCII, no spaces: safe in a header
+
+SEVERITIES = ("low", "medium", "high", "critical")
+Severity = Literal["low", "medium", "high", "critical"]
+MAX_SUPPRESSION_DAYS = 365
+_RULE_DURATION_RE = re.compile(r"^(\d{1,6})([dhm])$")
+
+if TYPE_CHECKING:
+    from .findings import Param
 
 # Keys that would hold a literal secret; their values are never read into a message.
 LITERAL_TOKEN_KEYS = ("token", "access_token", "api_token", "password", "secret")
@@ -187,11 +204,53 @@ class AccountEntry(_Strict):
     admin: AdminEntry | None = None
 
 
+class SuppressEntry(_Strict):
+    """One [[findings.suppress]]: a rule id, globs over the key (all optional), why and
+    until when."""
+
+    rule: str
+    account: str = "*"
+    integration: str = "*"
+    type: str = "*"
+    name: str = "*"
+    reason: str
+    until: date
+
+    @field_validator("until", mode="before")
+    @classmethod
+    def _date(cls, v: Any) -> Any:
+        if isinstance(v, datetime):
+            raise ValueError("must be a date such as 2027-03-31, not a date and time")
+        if isinstance(v, str):
+            try:
+                if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", v):
+                    raise ValueError
+                return date.fromisoformat(v)
+            except ValueError:
+                raise ValueError(f"{v!r} is not a date such as 2027-03-31") from None
+        return v
+
+    @field_validator("reason")
+    @classmethod
+    def _reason(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must say why the finding is accepted (a ticket, a control)")
+        return v.strip()
+
+
+class FindingsConfig(_Strict):
+    fail_on: Literal["low", "medium", "high", "critical", "none"] = "high"
+    # Checked against the rule table (findings.RULES) by _resolve_findings.
+    rules: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    suppress: list[SuppressEntry] = Field(default_factory=list)
+
+
 class FileConfig(_Strict):
     database: DatabaseSettings = DatabaseSettings()
     sync: SyncSettings = SyncSettings()
     schedule: ScheduleSettings = ScheduleSettings()
     daemon: DaemonSettings = field(default_factory=DaemonSettings)
+    findings: FindingsConfig = field(default_factory=FindingsConfig)
     accounts: list[AccountEntry] = Field(default_factory=list)
 
 
@@ -246,6 +305,60 @@ class Account:
 
 
 @dataclass(frozen=True)
+class RuleSettings:
+    """[findings.rules.ZISnnn] as given: None (or a missing parameter) = the rule's default."""
+
+    enabled: bool | None = None
+    severity: str | None = None
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Suppression:
+    """One [[findings.suppress]], resolved: in force through the whole ``until`` day (UTC)."""
+
+    index: int
+    rule: str
+    reason: str
+    until: date
+    account: str = "*"
+    integration: str = "*"
+    type: str = "*"
+    name: str = "*"
+
+    def matches(
+        self, rule: str, account: str, integration: str, type_: str | None, name: str | None
+    ) -> bool:
+        return rule == self.rule and all(
+            fnmatchcase(value or "", glob)
+            for value, glob in (
+                (account, self.account),
+                (integration, self.integration),
+                (type_, self.type),
+                (name, self.name),
+            )
+        )
+
+    def in_force(self, at: datetime) -> bool:
+        return at.astimezone(UTC).date() <= self.until
+
+    @property
+    def scope(self) -> str:
+        return f"{self.account}/{self.integration}/{self.type}/{self.name}"
+
+    def text(self) -> str:
+        """What the findings table keeps in suppressed_by."""
+        return f"findings.suppress[{self.index}] {self.rule} on {self.scope}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class FindingsSettings:
+    fail_on: str = "high"
+    rules: Mapping[str, RuleSettings] = field(default_factory=dict)
+    suppress: tuple[Suppression, ...] = ()
+
+
+@dataclass(frozen=True)
 class Settings:
     source: str
     database_url: str
@@ -254,6 +367,7 @@ class Settings:
     schedule: ScheduleSettings
     accounts: tuple[Account, ...]
     daemon: DaemonSettings = field(default_factory=DaemonSettings)
+    findings: FindingsSettings = field(default_factory=FindingsSettings)
 
     def secrets(self) -> list[str]:
         tokens = [
@@ -330,10 +444,10 @@ def _refuse_literal_tokens(where: str, raw: Mapping[str, Any]) -> None:
                     )
 
 
-def _describe(where: str, exc: ValidationError) -> str:
+def _describe(where: str, exc: ValidationError, prefix: tuple[int | str, ...] = ()) -> str:
     lines = []
     for err in exc.errors(include_url=False, include_input=False):
-        loc = _key_path(err["loc"])
+        loc = _key_path((*prefix, *err["loc"]))
         kind = err["type"]
         if kind == "extra_forbidden":
             msg = "unknown key (check the spelling against config.example.toml)"
@@ -402,6 +516,7 @@ def load_settings(
         resolve_tokens=resolve_tokens,
         resolve_admin=resolve_tokens if resolve_admin is None else resolve_admin,
     )
+    findings = _resolve_findings(where, file_config.findings, today())
     return Settings(
         source=where,
         database_url=database_url,
@@ -410,6 +525,7 @@ def load_settings(
         schedule=file_config.schedule,
         accounts=accounts,
         daemon=file_config.daemon,
+        findings=findings,
     )
 
 
@@ -441,6 +557,109 @@ def select_targets(
     if not targets:
         raise ConfigError("--account/--integration: no configured integration matches both filters")
     return targets
+
+
+def today() -> date:
+    """The UTC date suppressions are checked against (tests replace it)."""
+    return datetime.now(UTC).date()
+
+
+def _resolve_findings(where: str, config: FindingsConfig, on: date) -> FindingsSettings:
+    """[findings]: each rule's options checked against its parameters, each suppression
+    against the rule table and the calendar."""
+    from .findings import RULES_BY_ID
+
+    known = ", ".join(RULES_BY_ID)
+    rules = {}
+    for rule_id, options in config.rules.items():
+        key = f"findings.rules.{rule_id}"
+        rule = RULES_BY_ID.get(rule_id)
+        if rule is None:
+            raise ConfigError(f"{where}: {key}: unknown rule {rule_id!r} (known: {known})")
+        try:
+            checked = _rule_options(rule_id, rule.params).model_validate(options)
+        except ValidationError as exc:
+            raise ConfigError(_describe(where, exc, ("findings", "rules", rule_id))) from None
+        values = {k: getattr(checked, k) for k in checked.model_fields_set}
+        rules[rule_id] = RuleSettings(
+            enabled=values.pop("enabled", None),
+            severity=values.pop("severity", None),
+            params=values,
+        )
+    suppress = []
+    latest = on + timedelta(days=MAX_SUPPRESSION_DAYS)
+    for i, entry in enumerate(config.suppress):
+        key = f"findings.suppress[{i}]"
+        if entry.rule not in RULES_BY_ID:
+            raise ConfigError(f"{where}: {key}.rule: unknown rule {entry.rule!r} (known: {known})")
+        if entry.until < on:
+            raise ConfigError(
+                f"{where}: {key}.until: {entry.until} is in the past, so this suppression has "
+                f"ended: remove it, or renew it with a reason and a date at most "
+                f"{MAX_SUPPRESSION_DAYS} days ahead"
+            )
+        if entry.until > latest:
+            raise ConfigError(
+                f"{where}: {key}.until: {entry.until} is more than {MAX_SUPPRESSION_DAYS} days "
+                f"ahead (at most {latest}); a suppression must be reviewed at least once a year"
+            )
+        suppress.append(
+            Suppression(
+                index=i,
+                rule=entry.rule,
+                reason=entry.reason,
+                until=entry.until,
+                account=entry.account,
+                integration=entry.integration,
+                type=entry.type,
+                name=entry.name,
+            )
+        )
+    return FindingsSettings(config.fail_on, rules, tuple(suppress))
+
+
+def _regex(value: str) -> str:
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"not a valid regular expression: {exc}") from None
+    return value
+
+
+def parse_rule_duration(value: str) -> timedelta:
+    """30d, 12h or 90m (a rule parameter)."""
+    match = _RULE_DURATION_RE.match(value.strip())
+    if not match:
+        raise ValueError(f"{value!r} is not a duration such as 2d, 48h or 90m")
+    unit = {"d": "days", "h": "hours", "m": "minutes"}[match[2]]
+    return timedelta(**{unit: int(match[1])})
+
+
+def _duration(value: str) -> timedelta:
+    delta = parse_rule_duration(value)
+    if delta <= timedelta(0):
+        raise ValueError("must be longer than 0")
+    return delta
+
+
+# What a rule parameter of each kind (findings.Param.kind) accepts in the TOML file.
+_PARAM_TYPES: Mapping[str, Any] = {
+    "days": Annotated[int, Field(ge=1, le=36500)],
+    "regex": Annotated[str, AfterValidator(_regex)],
+    "duration": Annotated[str, AfterValidator(_duration)],
+}
+
+
+def _rule_options(rule_id: str, params: tuple[Param, ...]) -> type[BaseModel]:
+    """The schema of [findings.rules.<rule_id>]: enabled, severity and the rule's own
+    parameters; any other key is unknown."""
+    fields: dict[str, Any] = {
+        "enabled": (bool, True),
+        "severity": (Severity, "medium"),
+    }
+    for p in params:
+        fields[p.name] = (_PARAM_TYPES[p.kind], p.default)
+    return create_model(f"Rule{rule_id}", __base__=_Strict, **fields)
 
 
 def _check_schedule(where: str, schedule: ScheduleSettings) -> None:

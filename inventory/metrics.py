@@ -24,7 +24,7 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, or_, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import models as m
@@ -182,7 +182,22 @@ class _DatabaseCollector(Collector):
             "Present connections whose token has expired.",
             labels=["account", "integration"],
         )
+        findings = GaugeMetricFamily(
+            "zis_inventory_findings",
+            "Open, unsuppressed findings (the findings table, as of the last snapshot).",
+            labels=["account", "integration", "rule", "severity"],
+        )
+        f = m.Finding
         with self._metrics._engine().connect() as conn:
+            for account, integration, rule, severity, count in conn.execute(
+                select(f.account, f.integration, f.rule, f.severity, func.count())
+                .where(
+                    f.resolved_at.is_(None),
+                    or_(f.suppressed_by.is_(None), f.suppressed_until < now.date()),
+                )
+                .group_by(f.account, f.integration, f.rule, f.severity)
+            ):
+                findings.add_metric([account, integration, rule, severity], count)
             for account, integration, finished in conn.execute(
                 select(s.account, s.integration, func.max(s.finished_at))
                 .where(s.status == "complete")
@@ -210,4 +225,4 @@ class _DatabaseCollector(Collector):
                 .group_by(c.account, c.integration)
             ):
                 expired.add_metric([account, integration], count)
-        return [last, present, expiring, expired]
+        return [last, present, expiring, expired, findings]

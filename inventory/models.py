@@ -6,12 +6,13 @@ a test proves these models and the migrations agree.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import (
     Boolean,
     CheckConstraint,
+    Date,
     DateTime,
     Dialect,
     ForeignKey,
@@ -259,3 +260,34 @@ class RegistryListing(Base):
     pages: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text)
     superseded_by: Mapped[int | None] = mapped_column(ForeignKey("registry_listings.id"))
+
+
+class Finding(Base):
+    """One episode of a rule firing on a key: opened when it first fires, moved on while
+    it keeps firing, resolved when it stops. Firing again later opens a new row."""
+
+    __tablename__ = "findings"
+    __table_args__ = (
+        CheckConstraint("severity IN ('low', 'medium', 'high', 'critical')", name="severity"),
+        Index(
+            "ix_findings_account_integration_resolved_at", "account", "integration", "resolved_at"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    rule: Mapped[str]
+    slug: Mapped[str]
+    severity: Mapped[str]
+    account: Mapped[str]
+    integration: Mapped[str]
+    type: Mapped[str | None]  # NULL for an integration-level rule (ZIS009, ZIS010)
+    name: Mapped[str | None]
+    detail: Mapped[str] = mapped_column(Text)
+    first_seen_at: Mapped[datetime]
+    last_seen_at: Mapped[datetime]
+    resolved_at: Mapped[datetime | None]
+    # The suppression in force at the last evaluation ("rule on glob until date: reason").
+    suppressed_by: Mapped[str | None] = mapped_column(Text)
+    suppressed_until: Mapped[date | None] = mapped_column(Date)
+    # Why it shows again: the suppression that lapsed (what it said and when it ended).
+    note: Mapped[str | None] = mapped_column(Text)

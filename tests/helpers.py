@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import random
+import re
 import secrets
 import signal
 import subprocess
@@ -13,6 +14,7 @@ import sys
 import textwrap
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +33,10 @@ from inventory.testing import (
     sample_item,
 )
 
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
 HEAD = head_revision()  # the migrations' head, whatever its name
-CONFIG_COMMANDS = {"sync", "connections", "changes", "snapshots", "check", "discover"}
+CONFIG_COMMANDS = {"sync", "connections", "changes", "snapshots", "check", "discover", "findings"}
 ADMIN_EMAIL = "secops@example.com"
 
 
@@ -195,6 +199,34 @@ def write(url: str, *statements: Any) -> None:
                 conn.execute(statement)
     finally:
         engine.dispose()
+
+
+SQL_BLOCK = re.compile(
+    r"```sql\n-- (?P<title>[^\n]*?)(?: \((?P<dialect>SQLite|PostgreSQL)\))?\n(?P<sql>.*?)```", re.S
+)
+
+
+def readme_sql() -> list[tuple[str, str | None, str]]:
+    blocks = [(m["title"], m["dialect"], m["sql"]) for m in SQL_BLOCK.finditer(README)]
+    assert len(blocks) == README.count("```sql"), "every sql block starts with a -- title line"
+    return blocks
+
+
+def _norm(value: Any) -> Any:
+    """SQLite returns UTC text, PostgreSQL datetimes: compare them as SQLite's text."""
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    return value
+
+
+def stamp(value: datetime) -> str:
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def sync_at(h: Harness, when: datetime, code: int = 0) -> None:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(store, "now", lambda: when)
+        assert h.run("sync").code == code
 
 
 def items(prefix: str, count: int = 2) -> list[tuple[str, dict[str, Any]]]:

@@ -17,22 +17,12 @@ from inventory import cli as cli_module
 from inventory import store
 from inventory.testing import sample_item
 
-from .helpers import Harness
+from .helpers import Harness, stamp, sync_at
 
 T1 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 T2 = datetime(2026, 4, 1, 12, 0, tzinfo=UTC)
 T3 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 NOW = datetime(2026, 6, 1, 0, 0, tzinfo=UTC)
-
-
-def stamp(value: datetime) -> str:
-    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def sync_at(h: Harness, when: datetime, code: int = 0) -> None:
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(store, "now", lambda: when)
-        assert h.run("sync").code == code
 
 
 @pytest.fixture
@@ -486,6 +476,8 @@ def test_check_exit_codes(history: Harness, monkeypatch: pytest.MonkeyPatch) -> 
         "acme/billing         oauth  tok_e  -     no expiry known",
         "2 findings",
         "check: FAILED: 1 expired, 0 expiring, 0 stale",
+        # ZIS004 tok_d, and ZIS010 for both integrations (its max_age is 2d, not --max-age)
+        "findings: FAILED: 3 unsuppressed at or above high (python -m inventory findings)",
     ]
     rows = as_json_code(history, 1, "check", "--expiring-within", "30d")
     # billing and crm last completed at T3, a month before NOW: both stale at the 2d default

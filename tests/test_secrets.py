@@ -28,6 +28,11 @@ from .helpers import stop as stop_daemon
 FORMATS = ("table", "json", "csv")
 
 
+def rows_of_findings(url: str) -> set[tuple[object, ...]]:
+    f = m.Finding
+    return query(url, select(f.rule, f.detail))
+
+
 @pytest.mark.parametrize("log_format", ["text", "json"])
 def test_no_secret_comes_out_of_any_command(cli: Harness, log_format: str) -> None:
     # The registry's items carry sentinels in the OAuth client's secret, the JWT key and
@@ -78,11 +83,16 @@ def test_no_secret_comes_out_of_any_command(cli: Harness, log_format: str) -> No
         ):
             assert run(*args, "--format", fmt).code == 0, args
         assert run("check", "--format", fmt).code == 0  # every integration completed today
+        for args in (("findings",), ("findings", "--include-suppressed", "--as-of", "2030-01-01")):
+            assert run(*args, "--format", fmt).code in (0, 1), args
         assert run("db", "check", *cfg, "--format", fmt).code == 0
         assert run("db", "verify", *cfg, "--format", fmt).code == 0
         assert run("doctor", *cfg, "--format", fmt).code == 1  # crm still answers 401
         if fmt != "csv":
             assert run("discover", "--format", fmt).code == 0
+    assert run("findings", "--format", "ocsf", "--include-suppressed").code in (0, 1)
+    assert run("findings", "--explain", "ZIS001").code == 0
+    assert rows_of_findings(cli.db_url)  # the findings table was written, and searched
     assert run("db", "current", *cfg).code == 0
     assert run("db", "heads", *cfg).code == 0
     assert run("db", "upgrade", *cfg).code == 0

@@ -33,6 +33,7 @@ from ..config import Settings
 from ..diff import Diff, Key, Stored
 from ..errors import SnapshotError
 from ..fields import METADATA_FIELDS, RECORD_FIELDS, TIMESTAMP_FIELDS
+from ..findings import OpenedFinding, update_findings
 from ..records import Connection as Record
 from ..types import ChangeKind, SnapshotStatus
 from .bulk import insert_rows
@@ -131,6 +132,7 @@ class IntegrationTransaction:
         self.account = account
         self.integration = integration
         self.settings = settings
+        self.opened: list[OpenedFinding] = []  # by the last write, for the outbox
         self.sqlite = not is_postgres(conn)
         # Rows written per table, for tests and benchmarks.
         self.written = dict.fromkeys((CONNECTIONS.name, VERSIONS.name, CHANGES.name), 0)
@@ -238,6 +240,10 @@ class IntegrationTransaction:
         # AFTER-APPLY: the snapshot row and its events, versions and connections are
         # written; the chain, findings and outbox calls go here, in this order.
         extend_chain(self.conn, snapshot_id)
+        # Findings are judged at the snapshot's own time (the sync's clock).
+        self.opened = update_findings(
+            self.conn, self.settings, self.account, self.integration, row.started_at
+        )
         return snapshot_id
 
     def _insert_snapshot(self, row: SnapshotRow) -> int:

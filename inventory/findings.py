@@ -1,0 +1,1003 @@
+"""Findings: rules that say what is wrong in the inventory (spec §12), kept with a lifecycle.
+
+The rules are data plus one small pure function each, registered in RULES (one row per
+rule, like ScoutSuite's rule files or Prowler's check metadata). They read records and
+yield hits; they do no I/O. Reading the tables (``read_inventory``), keeping the
+``findings`` table (``update_findings``, called in each snapshot's transaction) and the
+read side (``findings_report``, ``ocsf_events``) live below them.
+
+Time boundaries, the same as ``check`` and the reports: a token whose ``token_expiry`` is
+at or before the evaluation time has expired (ZIS004), one after it and at most
+``within_days`` ahead is expiring (ZIS005); ``updated_at`` exactly ``max_age_days`` old is
+not yet stale (ZIS003), nor is a last complete snapshot exactly ``max_age`` old (ZIS010).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, cast
+
+from sqlalchemy import (
+    Connection,
+    Engine,
+    String,
+    Table,
+    and_,
+    column,
+    func,
+    inspect,
+    or_,
+    select,
+    table,
+    update,
+)
+from sqlalchemy.sql import ColumnElement
+
+from . import models as m
+from .config import SEVERITIES, FindingsSettings, Settings, Suppression
+from .errors import DatabaseError
+from .records import METADATA_FIELDS, format_timestamp
+
+if TYPE_CHECKING:
+    from .report import Report
+
+log = logging.getLogger(__name__)
+
+FINDINGS = cast(Table, m.Finding.__table__)
+# What reading or judging a value edited by hand into the tables raises.
+UNREADABLE = (ValueError, TypeError, UnicodeDecodeError, AttributeError)
+TOKEN_TYPES = ("api_key", "basic_auth", "bearer_token")  # a secret sent as it is
+ZENDESK_API_TOKENS_END = "2027-04-30"
+OCSF_VERSION = "1.3.0"
+
+
+def severity_rank(severity: str) -> int:
+    """low 1 .. critical 4; "none" (a fail_on that never fails) 5."""
+    return SEVERITIES.index(severity) + 1 if severity in SEVERITIES else len(SEVERITIES) + 1
+
+
+# --- what rules read -----------------------------------------------------------------
+
+
+class Record(NamedTuple):
+    """A connection's key and allow-listed metadata (records.Connection plus where it is)."""
+
+    account: str
+    integration: str
+    type: str
+    name: str
+    allowed_domain: str | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    header_name: str | None = None
+    username: str | None = None
+    created_by: str | None = None
+    uuid: str | None = None
+    oauth_url_subdomain: str | None = None
+    permission_scope: str | None = None
+    token_type: str | None = None
+    token_expiry: datetime | None = None
+    oauth_client_uuid: str | None = None
+
+
+RECORD_COLUMNS = ("account", "integration", "type", "name", *METADATA_FIELDS)
+
+
+class Freshness(NamedTuple):
+    """A configured integration and when its last complete snapshot started (None: never)."""
+
+    account: str
+    integration: str
+    last_complete: datetime | None
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """Everything the rules look at, read once per evaluation."""
+
+    connections: Sequence[Record] = ()
+    freshness: Sequence[Freshness] = ()  # the configured integrations
+    configured: frozenset[tuple[str, str]] = frozenset()  # (account, integration) synced
+    # (account, integration) the registry lists now; None when it is not known (no
+    # integrations table: discovery, §14, is not in this database).
+    registry: Sequence[tuple[str, str]] | None = None
+
+
+class Hit(NamedTuple):
+    """A rule firing on one key, with the values that made it fire."""
+
+    account: str
+    integration: str
+    type: str | None
+    name: str | None
+    detail: str
+
+
+Params = Mapping[str, Any]
+RuleFunction = Callable[[Inventory, Params, datetime], Iterator[Hit]]
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    kind: Literal["days", "regex", "duration"]  # what config.py accepts for it
+    default: Any
+    help: str
+
+
+@dataclass(frozen=True)
+class Rule:
+    id: str
+    slug: str
+    severity: str  # the default
+    scope: Literal["connection", "integration", "account"]  # what one update owns
+    rationale: str
+    remediation: str
+    check: RuleFunction
+    params: tuple[Param, ...] = ()
+    enabled: bool = True  # by default
+
+
+def _hit(c: Record, detail: str) -> Hit:
+    return Hit(c.account, c.integration, c.type, c.name, detail)
+
+
+def _ts(value: datetime) -> str:
+    return format_timestamp(value)
+
+
+def _span(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+# --- the rules: one function each ----------------------------------------------------
+
+
+def no_allowed_domain(inv: Inventory, p: Params, now: datetime) -> Iterator[Hit]:
+    for c in inv.connections:
+        if c.type in TOKEN_TYPES and not c.allowed_domain:
+            yield _hit(c, f"{c.type} with no allowed_domain")
+
+
+def wildcard_domain(inv: Inventory, p: Params, now: datetime) -> Iterator[Hit]:
+    for c in inv.connections:
+        if c.allowed_domain is not None and c.allowed_domain.startswith("*."):
+            yield _hit(c, f"allowed_domain={c.allowed_domain}")
+
+
+def not_rotated(inv: Inventory, p: Params, now: datetime) -> Iterator[Hit]:
+    days = p["max_age_days"]
+    for c in inv.connections:
+        if c.updated_at is not None and c.updated_at < now - timedelta(days=days):
+            yield _hit(c, f"updated_at={_ts(c.updated_at)}, more than max_age_days={days} ago")
+
+
+def expired(inv: Inventory, p: Params, now: datetime) -> Iterator[Hit]:
+    for c in inv.connections:
+        if c.type == "oauth" and c.token_expiry is not None and c.token_expiry <= now:
+            yield _hit(c, f"token_expiry={_ts(c.token_expiry)} has passed")
+
+
+def expiring(inv: Inventory, p: Params, now: datetime) -> Iterator[Hit]:
+    days = p["within_days"]
+    for c in inv.connections:
+        e = c.token_expiry
+        if c.type == "oauth" and e is not None and now < e <= now + timedelta(days=days):
+            yield _hit(c, f"token_expiry={_ts(e)}, within within_days={days}")
+
+
+def no_expiry_known(inv: Inventory, p: Params, now: datetime) -> Iterator[Hit]:
+    for c in inv.connections:
+        if c.type == "oauth" and c.token_expiry is None:
+            yield _hit(c, "oauth with no token_expiry")
+
+
+def zendesk_api_token(inv: Inventory, p: Params, now: datetime) -> Iterator[Hit]:
+    for c in inv.connections:
+        # Zendesk's own spelling is "email/token"; the suffix is matched in any case.
+        if c.type == "basic_auth" and c.username and c.username.lower().endswith("/token"):
+            yield _hit(c, f"username={c.username} (a Zendesk API token)")
+
+
+def name_policy(inv: Inventory, p: Params, now: datetime) -> Iterator[Hit]:
+    pattern = re.compile(p["pattern"])
+    for c in inv.connections:
+        if not pattern.search(c.name):
+            yield _hit(c, f"name={c.name} does not match pattern={p['pattern']}")
+
+
+def integration_not_inventoried(inv: Inventory, p: Params, now: datetime) -> Iterator[Hit]:
+    for account, name in inv.registry or ():
+        if (account, name) not in inv.configured:
+            yield Hit(account, name, None, None, "listed by the registry, not configured")
+
+
+def stale_inventory(inv: Inventory, p: Params, now: datetime) -> Iterator[Hit]:
+    max_age = p["max_age"]
+    for f in inv.freshness:
+        if f.last_complete is None:
+            yield Hit(f.account, f.integration, None, None, "no complete snapshot")
+        elif f.last_complete < now - max_age:
+            yield Hit(
+                f.account,
+                f.integration,
+                None,
+                None,
+                f"last complete snapshot {_ts(f.last_complete)}, more than "
+                f"max_age={_span(max_age)} ago",
+            )
+
+
+RULES: tuple[Rule, ...] = (
+    Rule(
+        "ZIS001",
+        "no-allowed-domain",
+        "high",
+        "connection",
+        "An api_key, basic_auth or bearer_token connection with no allowed_domain may be "
+        "sent to any host a flow names, so one mistaken or malicious flow step leaks it.",
+        "Set allowed_domain on the connection to the one host that needs the credential.",
+        no_allowed_domain,
+    ),
+    Rule(
+        "ZIS002",
+        "wildcard-domain",
+        "medium",
+        "connection",
+        "An allowed_domain beginning with '*.' lets the credential go to every subdomain, "
+        "including ones another party can host content on.",
+        "Narrow allowed_domain to the exact host the integration calls.",
+        wildcard_domain,
+    ),
+    Rule(
+        "ZIS003",
+        "not-rotated",
+        "medium",
+        "connection",
+        "A credential whose updated_at is older than max_age_days has not been rotated for "
+        "that long; a long-lived secret is more likely to have leaked unnoticed.",
+        "Rotate the credential at its provider and update the connection.",
+        not_rotated,
+        (Param("max_age_days", "days", 365, "days since updated_at before it fires"),),
+    ),
+    Rule(
+        "ZIS004",
+        "expired",
+        "high",
+        "connection",
+        "An OAuth token whose token_expiry has passed (at or before now) no longer works: "
+        "the flows that use it fail.",
+        "Re-authorize the OAuth connection, or remove it if nothing uses it.",
+        expired,
+    ),
+    Rule(
+        "ZIS005",
+        "expiring",
+        "medium",
+        "connection",
+        "An OAuth token that expires within within_days will stop working soon.",
+        "Re-authorize the OAuth connection before its token_expiry.",
+        expiring,
+        (Param("within_days", "days", 14, "days ahead of now a token_expiry fires"),),
+    ),
+    Rule(
+        "ZIS006",
+        "no-expiry-known",
+        "low",
+        "connection",
+        "An OAuth connection with no token_expiry cannot be watched for expiry.",
+        "Check the token at its provider; re-authorize it if its lifetime is unknown.",
+        no_expiry_known,
+    ),
+    Rule(
+        "ZIS007",
+        "zendesk-api-token",
+        "high",
+        "connection",
+        "A basic_auth connection whose username ends in '/token' uses a Zendesk API token; "
+        f"these stop working on {ZENDESK_API_TOKENS_END}.",
+        "Replace it with an OAuth connection (or another supported credential) before "
+        f"{ZENDESK_API_TOKENS_END}.",
+        zendesk_api_token,
+    ),
+    Rule(
+        "ZIS008",
+        "name-policy",
+        "low",
+        "connection",
+        "Connection names that follow a policy say what they are for; others are hard to "
+        "review. Off by default: the policy is yours to set.",
+        "Rename the connection (and the flows using it) to match the pattern.",
+        name_policy,
+        (Param("pattern", "regex", "^[a-z][a-z0-9_]+$", "regular expression (re.search)"),),
+        enabled=False,
+    ),
+    Rule(
+        "ZIS009",
+        "integration-not-inventoried",
+        "medium",
+        "account",
+        "An integration the account's registry lists that no configuration syncs holds "
+        "connections nobody inventories.",
+        "Add the integration to the account's integrations (python -m inventory discover "
+        "prints the TOML), or delete it in Zendesk if it is unused.",
+        integration_not_inventoried,
+    ),
+    Rule(
+        "ZIS010",
+        "stale-inventory",
+        "high",
+        "integration",
+        "A configured integration with no complete snapshot within max_age: the inventory "
+        "of it is out of date, and the other rules see an old state.",
+        "Look at its last snapshots (python -m inventory snapshots --failed) and fix the "
+        "token, scope or network problem they name.",
+        stale_inventory,
+        (Param("max_age", "duration", timedelta(days=2), "duration such as 2d, 48h or 90m"),),
+    ),
+)
+RULES_BY_ID: Mapping[str, Rule] = {r.id: r for r in RULES}
+
+
+# --- rules in force and their findings -----------------------------------------------
+
+
+@dataclass(frozen=True)
+class ActiveRule:
+    rule: Rule
+    enabled: bool
+    severity: str
+    params: Params
+
+
+def rules_in_force(settings: FindingsSettings) -> list[ActiveRule]:
+    out = []
+    for rule in RULES:
+        given = settings.rules.get(rule.id)
+        params = {p.name: p.default for p in rule.params}
+        enabled, severity = rule.enabled, rule.severity
+        if given is not None:
+            params.update(given.params)
+            enabled = rule.enabled if given.enabled is None else given.enabled
+            severity = given.severity or rule.severity
+        out.append(ActiveRule(rule, enabled, severity, params))
+    return out
+
+
+def show_param(value: Any) -> str:
+    return _span(value) if isinstance(value, timedelta) else str(value)
+
+
+@dataclass(frozen=True)
+class Finding:
+    rule: str
+    slug: str
+    severity: str
+    account: str
+    integration: str
+    type: str | None
+    name: str | None
+    detail: str
+
+    @property
+    def key(self) -> tuple[str, str, str, str | None, str | None]:
+        return (self.rule, self.account, self.integration, self.type, self.name)
+
+    @property
+    def where(self) -> str:
+        parts = [self.account, self.integration, self.type, self.name]
+        return "/".join(p for p in parts if p is not None)
+
+
+def evaluate(inventory: Inventory, active: Iterable[ActiveRule], now: datetime) -> list[Finding]:
+    """Every enabled rule over the inventory, at ``now``."""
+    found = []
+    for a in active:
+        if not a.enabled:
+            continue
+        for h in a.rule.check(inventory, a.params, now):
+            found.append(
+                Finding(
+                    a.rule.id,
+                    a.rule.slug,
+                    a.severity,
+                    h.account,
+                    h.integration,
+                    h.type,
+                    h.name,
+                    h.detail,
+                )
+            )
+    return found
+
+
+def suppression_for(
+    f: Finding, suppressions: Iterable[Suppression], at: datetime
+) -> Suppression | None:
+    """The first suppression in force at ``at`` that matches the finding."""
+    for s in suppressions:
+        if s.matches(f.rule, f.account, f.integration, f.type, f.name) and s.in_force(at):
+            return s
+    return None
+
+
+def lapse_note(rule: str, where: str, until: date | None, at: datetime) -> str:
+    if until is not None and until < at.astimezone(UTC).date():
+        return f"suppression for {rule} on {where} expired {until.isoformat()}"
+    return f"suppression for {rule} on {where} is no longer configured"
+
+
+# --- reading the tables ----------------------------------------------------------------
+
+
+def read_inventory(
+    conn: Connection,
+    settings: Settings | None,
+    *,
+    accounts: Sequence[str] = (),
+    integrations: Sequence[str] = (),
+    as_of: datetime | None = None,
+) -> Inventory:
+    """What the rules read: present connections (or those as of ``as_of``, from
+    connection_versions), the configured integrations' last complete snapshots, and the
+    registry's integrations when the database has the ``integrations`` table."""
+    configured = _configured(settings)
+    targets = [
+        (a, i)
+        for a, i in sorted(configured)
+        if (not accounts or a in accounts) and (not integrations or i in integrations)
+    ]
+    return Inventory(
+        _records(conn, accounts, integrations, as_of),
+        _freshness(conn, targets, as_of),
+        configured,
+        _registry(conn, accounts, integrations, as_of),
+    )
+
+
+def _inventory_of(
+    conn: Connection, settings: Settings | None, account: str, integration: str
+) -> Inventory:
+    """What one snapshot's update evaluates: the integration's present connections and
+    freshness (it is configured: it is being synced), and its account's registry."""
+    return Inventory(
+        _records(conn, [account], [integration], None),
+        _freshness(conn, [(account, integration)], None),
+        _configured(settings) | {(account, integration)},
+        _registry(conn, [account], (), None),
+    )
+
+
+def _configured(settings: Settings | None) -> frozenset[tuple[str, str]]:
+    accounts = settings.accounts if settings is not None else ()
+    return frozenset((a.subdomain, i.name) for a in accounts for i in a.integrations)
+
+
+def _records(
+    conn: Connection, accounts: Sequence[str], integrations: Sequence[str], as_of: datetime | None
+) -> list[Record]:
+    if as_of is None:
+        t = cast(Table, m.Connection.__table__)
+        conditions: list[ColumnElement[bool]] = [t.c.removed_at.is_(None)]
+    else:
+        t = cast(Table, m.ConnectionVersion.__table__)
+        conditions = [t.c.valid_from <= as_of, or_(t.c.valid_to.is_(None), t.c.valid_to > as_of)]
+    if accounts:
+        conditions.append(t.c.account.in_(accounts))
+    if integrations:
+        conditions.append(t.c.integration.in_(integrations))
+    query = (
+        select(*(t.c[k] for k in RECORD_COLUMNS))
+        .where(*conditions)
+        .order_by(t.c.account, t.c.integration, t.c.type, t.c.name)
+    )
+    return [Record(*row) for row in conn.execute(query)]
+
+
+def _freshness(
+    conn: Connection, targets: Sequence[tuple[str, str]], as_of: datetime | None
+) -> list[Freshness]:
+    """When each target's last complete snapshot (up to ``as_of``) started."""
+    if not targets:
+        return []
+    s = cast(Table, m.Snapshot.__table__)
+    query = (
+        select(s.c.account, s.c.integration, func.max(s.c.started_at))
+        .where(s.c.status == "complete", s.c.account.in_({a for a, _ in targets}))
+        .group_by(s.c.account, s.c.integration)
+    )
+    if as_of is not None:
+        query = query.where(s.c.started_at <= as_of)
+    last = {(a, i): when for a, i, when in conn.execute(query)}
+    return [Freshness(a, i, last.get((a, i))) for a, i in targets]
+
+
+def _registry(
+    conn: Connection, accounts: Sequence[str], integrations: Sequence[str], as_of: datetime | None
+) -> list[tuple[str, str]] | None:
+    """(account, name) the registry listed (as of a time), from discovery's table; None
+    when this database has no such table."""
+    if not inspect(conn).has_table("integrations"):
+        return None
+    t = REGISTRY
+    conditions: list[ColumnElement[bool]] = (
+        [t.c.removed_at.is_(None)]
+        if as_of is None
+        else [t.c.first_seen_at <= as_of, or_(t.c.removed_at.is_(None), t.c.removed_at > as_of)]
+    )
+    if accounts:
+        conditions.append(t.c.account.in_(accounts))
+    if integrations:
+        conditions.append(t.c.name.in_(integrations))
+    query = select(t.c.account, t.c.name).where(*conditions).order_by(t.c.account, t.c.name)
+    return [(a, n) for a, n in conn.execute(query)]
+
+
+# Discovery's table (spec §14, another migration): only the columns read here.
+REGISTRY = table(
+    "integrations",
+    column("account", String()),
+    column("name", String()),
+    column("first_seen_at", m.UTCDateTime()),
+    column("removed_at", m.UTCDateTime()),
+)
+
+
+# --- the lifecycle, in the snapshot's transaction ----------------------------------------
+
+
+@dataclass(frozen=True)
+class OpenedFinding:
+    """A finding that became visible in this transaction: a new episode, or (``note``
+    set) an open one whose suppression ended. Suppressed new episodes are not returned:
+    nobody is told of what was accepted."""
+
+    id: int
+    rule: str
+    slug: str
+    severity: str
+    account: str
+    integration: str
+    type: str | None
+    name: str | None
+    detail: str
+    first_seen_at: datetime
+    note: str | None = None
+
+
+def update_findings(
+    conn: Connection, settings: Settings | None, account: str, integration: str, now: datetime
+) -> list[OpenedFinding]:
+    """Evaluate the rules of one integration (and the account-level ones of its account)
+    at ``now`` and bring the ``findings`` table up to date, in the caller's transaction:
+    a new (rule, key) opens an episode, one still firing moves its ``last_seen_at``
+    (and detail, severity, suppression), one that no longer fires is resolved. Returns
+    what became visible, for notifications."""
+    _lock(conn, account, integration)
+    findings_settings = settings.findings if settings is not None else FindingsSettings()
+    active = rules_in_force(findings_settings)
+    account_level = {a.rule.id for a in active if a.rule.scope == "account"}
+    try:
+        inventory = _inventory_of(conn, settings, account, integration)
+        found = evaluate(inventory, active, now)
+    except UNREADABLE as exc:
+        # A value edited by hand that no rule can read: the snapshot fails on it (or
+        # `db check` names it); its findings stay as they were rather than failing it.
+        log.warning(
+            "%s/%s: findings not updated: a stored value cannot be read (%s); "
+            "python -m inventory db check names it",
+            account,
+            integration,
+            type(exc).__name__,
+        )
+        return []
+    fired = {
+        f.key: f
+        for f in found
+        if f.account == account and (f.integration == integration or f.rule in account_level)
+    }
+    t = FINDINGS
+    open_rows = conn.execute(
+        select(t).where(
+            t.c.resolved_at.is_(None),
+            t.c.account == account,
+            or_(t.c.integration == integration, t.c.rule.in_(account_level)),
+        )
+    ).all()
+    disabled = {a.rule.id for a in active if not a.enabled}
+    opened: list[OpenedFinding] = []
+    unchanged: list[int] = []
+    for row in open_rows:
+        key = (row.rule, row.account, row.integration, row.type, row.name)
+        f = fired.pop(key, None)
+        if f is None:
+            note = "rule disabled in the configuration" if row.rule in disabled else row.note
+            conn.execute(update(t).where(t.c.id == row.id).values(resolved_at=now, note=note))
+            continue
+        s = suppression_for(f, findings_settings.suppress, now)
+        values: dict[str, Any] = {}
+        if (f.detail, f.severity, f.slug) != (row.detail, row.severity, row.slug):
+            values.update(detail=f.detail, severity=f.severity, slug=f.slug)
+        suppressed_by = s.text() if s else None
+        suppressed_until = s.until if s else None
+        if (suppressed_by, suppressed_until) != (row.suppressed_by, row.suppressed_until):
+            values.update(suppressed_by=suppressed_by, suppressed_until=suppressed_until)
+            if s is None and row.suppressed_by is not None:
+                note = lapse_note(f.rule, f.where, row.suppressed_until, now)
+                values["note"] = f"{note}; it said: {row.suppressed_by}"
+                opened.append(_opened(row.id, f, row.first_seen_at, note))
+        if values:
+            conn.execute(update(t).where(t.c.id == row.id).values(last_seen_at=now, **values))
+        else:
+            unchanged.append(row.id)
+    for chunk in range(0, len(unchanged), 500):
+        ids = unchanged[chunk : chunk + 500]
+        conn.execute(update(t).where(t.c.id.in_(ids)).values(last_seen_at=now))
+    for f in fired.values():
+        s = suppression_for(f, findings_settings.suppress, now)
+        new_id = conn.execute(
+            t.insert()
+            .values(
+                rule=f.rule,
+                slug=f.slug,
+                severity=f.severity,
+                account=f.account,
+                integration=f.integration,
+                type=f.type,
+                name=f.name,
+                detail=f.detail,
+                first_seen_at=now,
+                last_seen_at=now,
+                suppressed_by=s.text() if s else None,
+                suppressed_until=s.until if s else None,
+            )
+            .returning(t.c.id)
+        ).scalar_one()
+        if s is None:
+            opened.append(_opened(new_id, f, now))
+    return opened
+
+
+def _opened(
+    id_: int, f: Finding, first_seen_at: datetime, note: str | None = None
+) -> OpenedFinding:
+    return OpenedFinding(
+        id_,
+        f.rule,
+        f.slug,
+        f.severity,
+        f.account,
+        f.integration,
+        f.type,
+        f.name,
+        f.detail,
+        first_seen_at,
+        note,
+    )
+
+
+def _lock(conn: Connection, account: str, integration: str) -> None:
+    """PostgreSQL: the integration's write lock (already held by a snapshot's transaction;
+    advisory locks are re-entrant) and then the account's findings lock, since the
+    account-level rules' rows are shared by the account's integrations. SQLite's one
+    write lock already serializes the writers."""
+    if conn.dialect.name != "postgresql":
+        return
+    for a, i, salt in ((account, integration, "write"), (account, "", "findings")):
+        digest = hashlib.blake2b(f"{salt}\0{a}\0{i}".encode(), digest_size=8).digest()
+        conn.execute(select(func.pg_advisory_xact_lock(int.from_bytes(digest, "big", signed=True))))
+
+
+# --- the read side ---------------------------------------------------------------------
+
+FINDING_KEYS = (
+    "id",
+    "rule",
+    "slug",
+    "severity",
+    "status",
+    "account",
+    "integration",
+    "type",
+    "name",
+    "detail",
+    "first_seen_at",
+    "last_seen_at",
+    "suppressed_by",
+    "suppressed_until",
+    "note",
+)
+
+
+@dataclass
+class Evaluation:
+    """The rows of a findings report, before rendering."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    suppressed_hidden: int = 0
+    at: datetime | None = None
+
+
+def evaluate_database(
+    conn: Connection,
+    settings: Settings,
+    *,
+    at: datetime,
+    as_of: datetime | None,
+    accounts: Sequence[str] = (),
+    integrations: Sequence[str] = (),
+    rules: Sequence[str] = (),
+    min_severity: str | None = None,
+) -> list[dict[str, Any]]:
+    """The rules over the inventory (now, or as of a time), each finding with its status
+    (open | suppressed) and the episode of the findings table it belongs to."""
+    inventory = read_inventory(
+        conn, settings, accounts=accounts, integrations=integrations, as_of=as_of
+    )
+    found = evaluate(inventory, rules_in_force(settings.findings), at)
+    episodes = _episodes(conn, at, accounts, integrations)
+    out: list[dict[str, Any]] = []
+    floor = severity_rank(min_severity) if min_severity else 0
+    for f in found:
+        if rules and f.rule not in rules:
+            continue
+        if severity_rank(f.severity) < floor:
+            continue
+        s = suppression_for(f, settings.findings.suppress, at)
+        episode = episodes.get(f.key)
+        note = None
+        if s is None and episode is not None and episode["suppressed_by"] is not None:
+            note = lapse_note(f.rule, f.where, episode["suppressed_until"], at)
+        elif s is None and episode is not None and episode["note"]:
+            note = str(episode["note"]).split("; it said: ")[0]
+        out.append(
+            {
+                "id": episode["id"] if episode else None,
+                "rule": f.rule,
+                "slug": f.slug,
+                "severity": f.severity,
+                "status": "suppressed" if s else "open",
+                "account": f.account,
+                "integration": f.integration,
+                "type": f.type,
+                "name": f.name,
+                "detail": f.detail,
+                "first_seen_at": episode["first_seen_at"] if episode else None,
+                "last_seen_at": episode["last_seen_at"] if episode else None,
+                "suppressed_by": s.reason if s else None,
+                "suppressed_until": s.until.isoformat() if s else None,
+                "note": note,
+            }
+        )
+    out.sort(
+        key=lambda r: (
+            -severity_rank(r["severity"]),
+            r["rule"],
+            r["account"],
+            r["integration"],
+            r["type"] or "",
+            r["name"] or "",
+        )
+    )
+    return out
+
+
+def _episodes(
+    conn: Connection, at: datetime, accounts: Sequence[str], integrations: Sequence[str]
+) -> dict[tuple[str, str, str, str | None, str | None], dict[str, Any]]:
+    """The findings table's episode of each key that was open at ``at``."""
+    t = FINDINGS
+    conditions = [t.c.first_seen_at <= at, or_(t.c.resolved_at.is_(None), t.c.resolved_at > at)]
+    if accounts:
+        conditions.append(t.c.account.in_(accounts))
+    if integrations:
+        conditions.append(t.c.integration.in_(integrations))
+    out = {}
+    for row in conn.execute(select(t).where(and_(*conditions)).order_by(t.c.id)):
+        out[(row.rule, row.account, row.integration, row.type, row.name)] = dict(row._mapping)
+    return out
+
+
+def findings_report(
+    engine: Engine,
+    settings: Settings,
+    *,
+    as_of: datetime | None,
+    accounts: Sequence[str],
+    integrations: Sequence[str],
+    include_suppressed: bool,
+    rules: Sequence[str] = (),
+    min_severity: str | None = None,
+    now: datetime | None = None,
+) -> Report:
+    """What ``python -m inventory findings`` shows (and evidence's findings.csv)."""
+    from .report import Column, Report, day
+
+    at = as_of or now or datetime.now(UTC)
+    with engine.connect() as conn, _readable():
+        rows = evaluate_database(
+            conn,
+            settings,
+            at=at,
+            as_of=as_of,
+            accounts=accounts,
+            integrations=integrations,
+            rules=rules,
+            min_severity=min_severity,
+        )
+        registry_known = inspect(conn).has_table("integrations")
+    shown = [r for r in rows if include_suppressed or r["status"] == "open"]
+    hidden = len(rows) - len(shown)
+    for r in shown:
+        r["where"] = f"{r['account']}/{r['integration']}"
+        line = r["detail"]
+        if r["status"] == "suppressed":
+            line += f"; suppressed until {r['suppressed_until']}: {r['suppressed_by']}"
+        if r["note"]:
+            line += f"; {r['note']}"
+        r["line"] = line
+    table = [
+        Column("severity", "SEVERITY", 8),
+        Column("rule", "RULE", 6),
+        Column("where", "ACCOUNT/INTEGRATION", 19),
+        Column("type", "TYPE", 12, lambda v: v or "-"),
+        Column("name", "NAME", 15, lambda v: v or "-"),
+        Column("first_seen_at", "SINCE", 10, day),
+    ]
+    report = Report(FINDING_KEYS, shown, table, "finding", detail="line")
+    if include_suppressed:
+        report.rows = [r for r in shown if r["status"] == "open"] + [
+            r for r in shown if r["status"] == "suppressed"
+        ]
+        report.sections = [
+            ("OPEN", [r for r in shown if r["status"] == "open"]),
+            ("SUPPRESSED", [r for r in shown if r["status"] == "suppressed"]),
+        ]
+    if hidden:
+        report.notes.append(
+            f"{hidden} suppressed finding{'' if hidden == 1 else 's'} not shown "
+            "(--include-suppressed lists them)"
+        )
+    if not registry_known and (not rules or "ZIS009" in rules):
+        report.notes.append(f"ZIS009: {REGISTRY_UNKNOWN}")
+    if as_of is not None:
+        report.notes.append(f"as of {format_timestamp(as_of)}")
+    return report
+
+
+@contextmanager
+def _readable() -> Iterator[None]:
+    try:
+        yield
+    except UNREADABLE as exc:
+        raise DatabaseError(
+            f"a stored value cannot be read ({type(exc).__name__}); "
+            "python -m inventory db check names it"
+        ) from None
+
+
+REGISTRY_UNKNOWN = (
+    "reports nothing: this database has no integrations table (it is below the schema "
+    "head: python -m inventory db upgrade)"
+)
+
+
+def failing(rows: Iterable[Mapping[str, Any]], fail_on: str) -> list[Mapping[str, Any]]:
+    """The open (unsuppressed) findings at or above ``fail_on`` ("none": never)."""
+    floor = severity_rank(fail_on)
+    return [r for r in rows if r["status"] == "open" and severity_rank(r["severity"]) >= floor]
+
+
+def explain(rule_id: str, settings: Settings, registry_known: bool | None) -> str:
+    active = {a.rule.id: a for a in rules_in_force(settings.findings)}[rule_id]
+    rule = active.rule
+    lines = [
+        f"{rule.id} {rule.slug}",
+        f"severity: {active.severity} (default {rule.severity})",
+        f"enabled: {'yes' if active.enabled else 'no'}"
+        + (
+            ""
+            if active.enabled == rule.enabled
+            else f" (default {'yes' if rule.enabled else 'no'})"
+        ),
+        f"scope: {rule.scope}",
+        f"rationale: {rule.rationale}",
+        f"remediation: {rule.remediation}",
+    ]
+    if rule.params:
+        lines.append("parameters in force:")
+        for p in rule.params:
+            value = active.params[p.name]
+            default = "" if value == p.default else f" (default {show_param(p.default)})"
+            lines.append(f"  {p.name} = {show_param(value)}{default}: {p.help}")
+    else:
+        lines.append("parameters: none")
+    suppressions = [s for s in settings.findings.suppress if s.rule == rule.id]
+    for s in suppressions:
+        lines.append(f"suppressed on {s.scope} until {s.until.isoformat()}: {s.reason}")
+    if rule.id == "ZIS009" and not registry_known:
+        lines.append(f"note: {REGISTRY_UNKNOWN}")
+    return "\n".join(lines)
+
+
+# --- OCSF -------------------------------------------------------------------------------
+
+OCSF_SEVERITY_ID = {"low": 2, "medium": 3, "high": 4, "critical": 5}
+
+
+def ocsf_events(
+    rows: Iterable[Mapping[str, Any]], at: datetime, version: str
+) -> Iterator[dict[str, Any]]:
+    """Each finding as one OCSF Compliance Finding (class_uid 2003, category 2 Findings,
+    activity 1 Create; type_uid = class_uid * 100 + activity_id)."""
+    millis = int(at.timestamp() * 1000)
+    for r in rows:
+        rule = RULES_BY_ID[r["rule"]]
+        suppressed = r["status"] == "suppressed"
+        key = "/".join(str(r[k]) for k in ("account", "integration", "type", "name") if r[k])
+        uid = (
+            r["id"]
+            if r["id"] is not None
+            else hashlib.sha256(f"{r['rule']}/{key}".encode()).hexdigest()[:32]
+        )
+        first = r.get("first_seen_at")
+        event: dict[str, Any] = {
+            "activity_id": 1,
+            "activity_name": "Create",
+            "category_uid": 2,
+            "category_name": "Findings",
+            "class_uid": 2003,
+            "class_name": "Compliance Finding",
+            "type_uid": 200301,
+            "type_name": "Compliance Finding: Create",
+            "severity_id": OCSF_SEVERITY_ID[r["severity"]],
+            "severity": r["severity"].capitalize(),
+            "time": millis,
+            "message": f"{r['rule']} {r['slug']}: {key}: {r['detail']}",
+            "status_id": 3 if suppressed else 1,
+            "status": "Suppressed" if suppressed else "New",
+            "metadata": {
+                "version": OCSF_VERSION,
+                "product": {
+                    "name": "zis-inventory",
+                    "vendor_name": "zis-inventory",
+                    "version": version,
+                },
+            },
+            "finding_info": {
+                "uid": str(uid),
+                "title": f"{r['rule']} {r['slug']}",
+                "desc": rule.rationale,
+                "types": [r["slug"]],
+                **({"first_seen_time": int(first.timestamp() * 1000)} if first else {}),
+            },
+            "compliance": {
+                "standards": ["zis-inventory findings rules"],
+                "control": r["rule"],
+                "status_id": 3,
+                "status": "Fail",
+                "status_detail": r["detail"],
+            },
+            "remediation": {"desc": rule.remediation},
+            "resources": [
+                {
+                    "uid": key,
+                    "type": r["type"] or "zis_integration",
+                    "name": r["name"] or r["integration"],
+                    "labels": [f"account:{r['account']}", f"integration:{r['integration']}"],
+                }
+            ],
+        }
+        if suppressed:
+            event["comment"] = f"suppressed until {r['suppressed_until']}: {r['suppressed_by']}"
+        yield event

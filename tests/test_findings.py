@@ -1,0 +1,515 @@
+"""Findings over real syncs of the fake server, on SQLite and PostgreSQL: the lifecycle in
+the findings table, the `findings` command (as of a time, filters, formats, OCSF,
+--explain), suppressions around their end date, exit codes of `findings` and `check`,
+the metric, and the README's audit SQL."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from inventory import cli as cli_module
+from inventory import config as config_module
+from inventory import findings, store
+from inventory import models as m
+from inventory.config import load_settings
+from inventory.testing import sample_item
+
+from .helpers import Harness, _norm, query, readme_sql, rows, stamp, sync_at
+
+T1 = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+T2 = T1 + timedelta(days=1)
+T3 = T1 + timedelta(days=2)
+T4 = T1 + timedelta(days=3)
+
+
+def api_key(name: str, **fields: Any) -> dict[str, Any]:
+    return sample_item("api_key", name, updated_at=stamp(T1 - timedelta(days=10)), **fields)
+
+
+def oauth(name: str, **fields: Any) -> dict[str, Any]:
+    fields.setdefault("token_expiry", stamp(T1 + timedelta(days=60)))
+    return sample_item("oauth", name, **fields)
+
+
+@pytest.fixture
+def acme(cli: Harness, monkeypatch: pytest.MonkeyPatch) -> Harness:
+    """acme/crm: one api_key with no allowed_domain (ZIS001), one fine; the clock at T1."""
+    monkeypatch.setattr(config_module, "today", lambda: T1.date())
+    monkeypatch.setattr(cli_module, "_now", lambda: T1)
+    cli.zis.add_integration(
+        "acme",
+        "crm",
+        cli.token("acme", "crm"),
+        [("api_key", api_key("open_key", allowed_domain="")), ("api_key", api_key("fine_key"))],
+    )
+    cli.write_config("", acme=["crm"])
+    return cli
+
+
+def add_config(h: Harness, text: str) -> None:
+    assert h.config is not None
+    h.config.write_text(h.config.read_text() + "\n" + text)
+
+
+def episodes(h: Harness) -> list[tuple[Any, ...]]:
+    t = m.Finding
+    return sorted(
+        query(
+            h.db_url,
+            select(
+                t.id,
+                t.rule,
+                t.integration,
+                t.type,
+                t.name,
+                t.first_seen_at,
+                t.last_seen_at,
+                t.resolved_at,
+            ),
+        )
+    )
+
+
+def listed(h: Harness, *args: str, code: int | None = None) -> list[dict[str, Any]]:
+    result = h.run("findings", "--format", "json", *args)
+    if code is not None:
+        assert result.code == code, result.err
+    return list(json.loads(result.out))
+
+
+def keys(found: list[dict[str, Any]]) -> set[tuple[Any, ...]]:
+    return {(r["rule"], r["integration"], r["type"], r["name"], r["status"]) for r in found}
+
+
+def test_lifecycle_open_still_open_resolved_reopened(acme: Harness) -> None:
+    sync_at(acme, T1)
+    ((first, *rest),) = episodes(acme)
+    assert rest == ["ZIS001", "crm", "api_key", "open_key", T1, T1, None]
+    sync_at(acme, T2)  # still firing: last_seen_at moves, no new row
+    assert episodes(acme) == [(first, "ZIS001", "crm", "api_key", "open_key", T1, T2, None)]
+    acme.zis.update("acme", "crm", "api_key", "open_key", allowed_domain="api.example.com")
+    sync_at(acme, T3)  # fixed: resolved
+    assert episodes(acme) == [(first, "ZIS001", "crm", "api_key", "open_key", T1, T2, T3)]
+    acme.zis.update("acme", "crm", "api_key", "open_key", allowed_domain="")
+    sync_at(acme, T4)  # fires again: a new episode, the old one stays resolved
+    (old, new) = episodes(acme)
+    assert old == (first, "ZIS001", "crm", "api_key", "open_key", T1, T2, T3)
+    assert new[0] > first and new[1:] == ("ZIS001", "crm", "api_key", "open_key", T4, T4, None)
+    t = m.Finding
+    assert query(acme.db_url, select(t.slug, t.severity, t.detail, t.suppressed_by)) == {
+        ("no-allowed-domain", "high", "api_key with no allowed_domain", None)
+    }
+
+
+def test_a_failed_snapshot_moves_the_time_based_findings(acme: Harness) -> None:
+    sync_at(acme, T1)
+    acme.zis.integration("acme", "crm").token = "revoked"
+    late = T1 + timedelta(days=3)
+    sync_at(acme, late, code=1)
+    t = m.Finding
+    assert query(acme.db_url, select(t.rule, t.type, t.detail, t.first_seen_at, t.resolved_at)) == {
+        ("ZIS001", "api_key", "api_key with no allowed_domain", T1, None),
+        (
+            "ZIS010",
+            None,
+            "last complete snapshot 2026-06-01T12:00:00Z, more than max_age=2d ago",
+            late,
+            None,
+        ),
+    }
+
+
+def test_update_findings_returns_what_opened(acme: Harness) -> None:
+    sync_at(acme, T1)
+    settings = load_settings(str(acme.config), resolve_tokens=False)
+    engine = store.make_engine(acme.db_url)
+    try:
+        later = T1 + timedelta(days=10)
+        with engine.begin() as conn:
+            opened = findings.update_findings(conn, settings, "acme", "crm", later)
+        (stale,) = opened
+        assert (stale.rule, stale.slug, stale.severity, stale.account, stale.integration) == (
+            "ZIS010",
+            "stale-inventory",
+            "high",
+            "acme",
+            "crm",
+        )
+        assert (stale.type, stale.name, stale.first_seen_at, stale.note) == (
+            None,
+            None,
+            later,
+            None,
+        )
+        assert (
+            stale.detail == "last complete snapshot 2026-06-01T12:00:00Z, more than max_age=2d ago"
+        )
+        assert isinstance(stale.id, int)
+        with engine.begin() as conn:  # nothing new the second time
+            assert findings.update_findings(conn, settings, "acme", "crm", later) == []
+    finally:
+        engine.dispose()
+
+
+def test_as_of_across_a_change(acme: Harness) -> None:
+    sync_at(acme, T1)
+    acme.zis.update("acme", "crm", "api_key", "open_key", allowed_domain="api.example.com")
+    acme.zis.put("acme", "crm", "api_key", api_key("wild_key", allowed_domain="*.example.com"))
+    sync_at(acme, T2)
+    before = listed(acme, "--as-of", stamp(T2 - timedelta(seconds=1)), code=1)
+    assert keys(before) == {("ZIS001", "crm", "api_key", "open_key", "open")}
+    assert before[0]["first_seen_at"] == stamp(T1) and before[0]["id"] is not None
+    assert keys(listed(acme, "--as-of", stamp(T2), code=0)) == {
+        ("ZIS002", "crm", "api_key", "wild_key", "open")
+    }
+    # Before the first snapshot: nothing was inventoried, and the integration was stale.
+    assert keys(listed(acme, "--as-of", "2026-05-01", code=1)) == {
+        ("ZIS010", "crm", None, None, "open")
+    }
+    assert listed(acme, code=0)[0]["rule"] == "ZIS002"
+
+
+def test_filters_and_table(acme: Harness) -> None:
+    acme.zis.put("acme", "crm", "oauth", oauth("no_expiry", token_expiry=""))
+    acme.zis.put("acme", "crm", "api_key", api_key("wild_key", allowed_domain="*.example.com"))
+    sync_at(acme, T1)
+    assert keys(listed(acme)) == {
+        ("ZIS001", "crm", "api_key", "open_key", "open"),
+        ("ZIS002", "crm", "api_key", "wild_key", "open"),
+        ("ZIS006", "crm", "oauth", "no_expiry", "open"),
+    }
+    assert keys(listed(acme, "--rule", "ZIS006", "--rule", "ZIS002")) == {
+        ("ZIS002", "crm", "api_key", "wild_key", "open"),
+        ("ZIS006", "crm", "oauth", "no_expiry", "open"),
+    }
+    assert {r["rule"] for r in listed(acme, "--severity", "medium")} == {"ZIS001", "ZIS002"}
+    assert listed(acme, "--account", "beta") == [] and listed(acme, "--integration", "x") == []
+    table = acme.run("findings")
+    assert table.code == 1
+    assert table.out.splitlines() == [
+        "SEVERITY  RULE    ACCOUNT/INTEGRATION  TYPE     NAME       SINCE",
+        "high      ZIS001  acme/crm             api_key  open_key   2026-06-01",
+        "    api_key with no allowed_domain",
+        "medium    ZIS002  acme/crm             api_key  wild_key   2026-06-01",
+        "    allowed_domain=*.example.com",
+        "low       ZIS006  acme/crm             oauth    no_expiry  2026-06-01",
+        "    oauth with no token_expiry",
+        "3 findings",
+        "findings: FAILED: 1 unsuppressed at or above high",
+    ]
+    long = "a_connection_name_of_sixty_characters_to_be_cut_in_the_table"
+    acme.zis.put("acme", "crm", "api_key", api_key(long, allowed_domain="*.example.com"))
+    sync_at(acme, T1)
+    assert (
+        max(len(line) for line in acme.run("findings", "--rule", "ZIS002").out.splitlines()[:4])
+        <= 80
+    )
+    acme.zis.delete("acme", "crm", "api_key", long)
+    sync_at(acme, T1 + timedelta(hours=1))
+    csv_out = acme.run("findings", "--format", "csv", "--rule", "ZIS002").out.splitlines()
+    assert csv_out[0] == ",".join(findings.FINDING_KEYS)
+    assert csv_out[1].split(",")[1:10] == [
+        "ZIS002",
+        "wild-domain" if False else "wildcard-domain",
+        "medium",
+        "open",
+        "acme",
+        "crm",
+        "api_key",
+        "wild_key",
+        "allowed_domain=*.example.com",
+    ]
+    result = acme.run("findings", "--rule", "ZIS077")
+    assert result.code == 2 and "unknown rule 'ZIS077'" in result.err
+    result = acme.run("findings", "--severity", "urgent")
+    assert result.code == 2 and "Invalid value for '--severity'" in result.err
+    result = acme.run("findings", "--as-of", "yesterday")
+    assert result.code == 2
+
+
+SUPPRESS = """
+[[findings.suppress]]
+rule = "ZIS001"
+account = "acme"
+integration = "crm"
+name = "open_*"
+reason = "vendor has no fixed host; SEC-123"
+until = "2026-07-01"
+"""
+
+
+@pytest.mark.parametrize(
+    ("now", "status", "code"),
+    [
+        (datetime(2026, 6, 30, 12, 0, tzinfo=UTC), "suppressed", 0),
+        (datetime(2026, 7, 1, 23, 59, 59, tzinfo=UTC), "suppressed", 0),
+        (datetime(2026, 7, 2, 0, 0, tzinfo=UTC), "open", 1),
+    ],
+)
+def test_suppressions_before_on_and_after_until(
+    acme: Harness, monkeypatch: pytest.MonkeyPatch, now: datetime, status: str, code: int
+) -> None:
+    add_config(acme, SUPPRESS)
+    sync_at(acme, T1)
+    t = m.Finding
+    assert query(acme.db_url, select(t.rule, t.suppressed_by, t.suppressed_until)) == {
+        (
+            "ZIS001",
+            "findings.suppress[0] ZIS001 on acme/crm/*/open_*: vendor has no fixed host; SEC-123",
+            date(2026, 7, 1),
+        )
+    }
+    monkeypatch.setattr(cli_module, "_now", lambda: now)
+    monkeypatch.setattr(config_module, "today", lambda: T1.date())  # the config was valid
+    shown = listed(acme, "--rule", "ZIS001", code=code)
+    both = listed(acme, "--rule", "ZIS001", "--include-suppressed", code=code)
+    (row,) = both
+    assert row["status"] == status
+    if status == "suppressed":
+        assert shown == []
+        assert (row["suppressed_by"], row["suppressed_until"], row["note"]) == (
+            "vendor has no fixed host; SEC-123",
+            "2026-07-01",
+            None,
+        )
+        table = acme.run("findings", "--rule", "ZIS001").out.splitlines()
+        assert table[-2:] == [
+            "1 suppressed finding not shown (--include-suppressed lists them)",
+            "findings: OK (none unsuppressed at or above high)",
+        ]
+        table = acme.run("findings", "--rule", "ZIS001", "--include-suppressed").out
+        assert (
+            "SUPPRESSED (1)" in table
+            and (
+                "    api_key with no allowed_domain; suppressed until 2026-07-01: vendor has no "
+                "fixed host; SEC-123"
+            )
+            in table
+        )
+    else:
+        assert shown == both
+        assert (row["suppressed_by"], row["note"]) == (
+            None,
+            "suppression for ZIS001 on acme/crm/api_key/open_key expired 2026-07-01",
+        )
+        # The next sync after the end date records the lapse in the table.
+        sync_at(acme, now)
+        assert query(acme.db_url, select(t.suppressed_by, t.suppressed_until, t.note)) == {
+            (
+                None,
+                None,
+                "suppression for ZIS001 on acme/crm/api_key/open_key expired 2026-07-01; it "
+                "said: findings.suppress[0] ZIS001 on acme/crm/*/open_*: vendor has no fixed "
+                "host; SEC-123",
+            )
+        }
+        assert listed(acme, "--rule", "ZIS001")[0]["note"].startswith(
+            "suppression for ZIS001 on acme/crm/api_key/open_key expired 2026-07-01"
+        )
+
+
+@pytest.mark.parametrize(
+    ("fail_on", "option", "code"),
+    [
+        ("critical", None, 0),
+        ("high", None, 1),
+        ("medium", None, 1),
+        ("low", None, 1),
+        ("none", None, 0),
+        ("high", "critical", 0),
+        ("critical", "high", 1),
+        ("high", "none", 0),
+    ],
+)
+def test_exit_codes_of_findings_and_check(
+    acme: Harness, fail_on: str, option: str | None, code: int
+) -> None:
+    add_config(acme, f'[findings]\nfail_on = "{fail_on}"\n')
+    sync_at(acme, T1)
+    extra = ("--fail-on", option) if option else ()
+    assert acme.run("findings", *extra).code == code
+    assert acme.run("findings", "--format", "ocsf", *extra).code == code
+    result = acme.run("check", *extra)
+    assert result.code == code, result.out
+    lines = result.out.splitlines()
+    if code:
+        assert lines[-2:] == [
+            "check: OK (0 with no expiry known)",
+            f"findings: FAILED: 1 unsuppressed at or above {option or fail_on} "
+            "(python -m inventory findings)",
+        ]
+    else:
+        assert lines[-1] == "check: OK (0 with no expiry known)"
+
+
+def test_only_the_severities_at_or_above_fail(acme: Harness) -> None:
+    acme.zis.delete("acme", "crm", "api_key", "open_key")
+    acme.zis.put("acme", "crm", "oauth", oauth("no_expiry", token_expiry=""))
+    sync_at(acme, T1)
+    assert acme.run("findings").code == 0  # ZIS006 is low
+    assert acme.run("findings", "--fail-on", "low").code == 1
+    assert acme.run("findings", "--fail-on", "medium").code == 0
+    assert acme.run("check", "--fail-on", "low").code == 1
+    assert acme.run("check", "--fail-on", "medium").code == 0
+
+
+# OCSF 1.x Compliance Finding (class_uid 2003): the attributes the published schema marks
+# required, for the class, its parent finding, the base event and their objects.
+OCSF_REQUIRED = (
+    "activity_id",
+    "category_uid",
+    "class_uid",
+    "type_uid",
+    "severity_id",
+    "time",
+    "metadata",
+    "finding_info",
+    "compliance",
+)
+OCSF_REQUIRED_OBJECTS = {
+    "metadata": ("product", "version"),
+    "finding_info": ("uid", "title"),
+    "compliance": ("standards",),
+}
+
+
+def test_ocsf_lines_parse_and_carry_the_required_fields(acme: Harness) -> None:
+    acme.zis.put("acme", "crm", "oauth", oauth("no_expiry", token_expiry=""))
+    add_config(acme, SUPPRESS.replace('name = "open_*"', 'name = "nothing_*"'))
+    sync_at(acme, T1)
+    result = acme.run("findings", "--format", "ocsf", "--include-suppressed")
+    assert result.code == 1
+    events = [json.loads(line) for line in result.out.splitlines()]
+    assert len(events) == 2
+    for event in events:
+        for name in OCSF_REQUIRED:
+            assert name in event, name
+        for name, fields in OCSF_REQUIRED_OBJECTS.items():
+            for inner in fields:
+                assert event[name][inner], (name, inner)
+        assert event["class_uid"] == 2003 and event["category_uid"] == 2
+        assert event["type_uid"] == event["class_uid"] * 100 + event["activity_id"]
+        assert event["activity_id"] in (1, 2, 3)
+        assert event["severity_id"] in (1, 2, 3, 4, 5, 6, 99)
+        assert event["time"] == int(T1.timestamp() * 1000)
+        assert event["metadata"]["product"]["name"] == "zis-inventory"
+        assert isinstance(event["compliance"]["standards"], list)
+        assert event["compliance"]["status_id"] == 3
+    by_rule = {e["finding_info"]["title"]: e for e in events}
+    assert set(by_rule) == {"ZIS001 no-allowed-domain", "ZIS006 no-expiry-known"}
+    high = by_rule["ZIS001 no-allowed-domain"]
+    assert (high["severity_id"], high["severity"], high["status_id"]) == (4, "High", 1)
+    assert high["resources"][0]["uid"] == "acme/crm/api_key/open_key"
+    assert by_rule["ZIS006 no-expiry-known"]["severity_id"] == 2
+
+
+def test_explain_shows_rationale_remediation_and_parameters(acme: Harness) -> None:
+    add_config(acme, '[findings.rules.ZIS003]\nmax_age_days = 180\nseverity = "high"\n')
+    result = acme.run("findings", "--explain", "ZIS003")
+    assert result.code == 0
+    assert result.out.splitlines() == [
+        "ZIS003 not-rotated",
+        "severity: high (default medium)",
+        "enabled: yes",
+        "scope: connection",
+        f"rationale: {findings.RULES_BY_ID['ZIS003'].rationale}",
+        f"remediation: {findings.RULES_BY_ID['ZIS003'].remediation}",
+        "parameters in force:",
+        "  max_age_days = 180 (default 365): days since updated_at before it fires",
+    ]
+    zis009 = acme.run("findings", "--explain", "ZIS009").out
+    assert "note: reports nothing: this database has no integrations table" in zis009
+    zis010 = acme.run("findings", "--explain", "ZIS010").out
+    assert "  max_age = 2d: duration such as 2d, 48h or 90m" in zis010
+    assert acme.run("findings", "--explain", "ZIS404").code == 2
+
+
+def test_zis009_reads_the_integrations_table(acme: Harness) -> None:
+    sync_at(acme, T1)
+    engine = store.make_engine(acme.db_url)
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(
+                "INSERT INTO integrations (account, name, first_seen_at, last_seen_at, configured)"
+                " VALUES ('acme', 'crm', '2026-05-01 00:00:00', '2026-05-01 00:00:00', TRUE),"
+                " ('acme', 'shadow', '2026-05-01 00:00:00', '2026-05-01 00:00:00', FALSE)"
+            )
+    finally:
+        engine.dispose()
+    assert keys(listed(acme, "--rule", "ZIS009")) == {("ZIS009", "shadow", None, None, "open")}
+    sync_at(acme, T2)  # the account's integration-level keys are kept by any of its snapshots
+    t = m.Finding
+    assert query(
+        acme.db_url, select(t.rule, t.integration, t.first_seen_at).where(t.rule == "ZIS009")
+    ) == {("ZIS009", "shadow", T2)}
+    assert "note:" not in acme.run("findings", "--explain", "ZIS009").out
+
+
+def test_the_metric_counts_open_unsuppressed_findings(acme: Harness) -> None:
+    from prometheus_client import generate_latest
+
+    from inventory.metrics import Metrics
+
+    acme.zis.put("acme", "crm", "api_key", api_key("wild_key", allowed_domain="*.example.com"))
+    add_config(acme, SUPPRESS.replace("open_*", "wild_*").replace("ZIS001", "ZIS002"))
+    sync_at(acme, T1)
+    engine = store.make_engine(acme.db_url)
+    try:
+        metrics = Metrics(lambda: engine, lambda: timedelta(minutes=30), now=lambda: T1)
+        text = generate_latest(metrics.registry).decode()
+    finally:
+        engine.dispose()
+    lines = [line for line in text.splitlines() if line.startswith("zis_inventory_findings{")]
+    assert lines == [
+        'zis_inventory_findings{account="acme",integration="crm",rule="ZIS001",severity="high"} 1.0'
+    ]
+
+
+def test_readme_findings_sql(acme: Harness) -> None:
+    add_config(acme, SUPPRESS.replace("open_*", "wild_*").replace("ZIS001", "ZIS002"))
+    acme.zis.put("acme", "crm", "api_key", api_key("wild_key", allowed_domain="*.example.com"))
+    sync_at(acme, T1)
+    acme.zis.update("acme", "crm", "api_key", "open_key", allowed_domain="api.example.com")
+    sync_at(acme, T2)
+    acme.zis.update("acme", "crm", "api_key", "open_key", allowed_domain="")
+    sync_at(acme, T3)
+    reason = "findings.suppress[0] ZIS002 on acme/crm/*/wild_*: vendor has no fixed host; SEC-123"
+    expected: dict[str, list[tuple[Any, ...]]] = {
+        "Findings: open now, most severe first": [
+            ("ZIS001", "high", "acme", "crm", "api_key", "open_key", _t(T3), None),
+            ("ZIS002", "medium", "acme", "crm", "api_key", "wild_key", _t(T1), reason),
+        ],
+        "Findings: when each opened, was last seen, and was fixed": [
+            ("ZIS001", "acme", "crm", "api_key", "open_key", _t(T1), _t(T1), _t(T2)),
+            ("ZIS001", "acme", "crm", "api_key", "open_key", _t(T3), _t(T3), None),
+            ("ZIS002", "acme", "crm", "api_key", "wild_key", _t(T1), _t(T3), None),
+        ],
+        "Findings: who suppressed which, why, and until when": [
+            ("ZIS002", "acme", "crm", "api_key", "wild_key", reason, "2026-07-01", None),
+        ],
+    }
+    dialect = "PostgreSQL" if acme.db_url.startswith("postgresql") else "SQLite"
+    ran = set()
+    for title, only, sql in readme_sql():
+        if title not in expected or only not in (None, dialect):
+            continue
+        got = [tuple(_norm(v) for v in row) for row in rows(acme.db_url, sql)]
+        got = [tuple(v.isoformat() if isinstance(v, date) else v for v in row) for row in got]
+        assert got == expected[title], title
+        ran.add(title)
+    assert ran == set(expected)
+
+
+def _t(value: datetime) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_patches() -> Iterator[None]:
+    yield
