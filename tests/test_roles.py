@@ -145,7 +145,7 @@ def test_the_writer_syncs_and_cannot_rewrite_history_and_the_auditor_reads(
     for statement in (
         "INSERT INTO sync_runs (started_at, trigger, status) VALUES (now(), 'cli', 'running')",
         "UPDATE connections SET removed_at = now()",
-        "DELETE FROM fetched_chunks",
+        "DELETE FROM integrations",
     ):
         assert refused(auditor, statement).startswith("InsufficientPrivilege"), statement
     assert refused(roles.url(roles.owner), "DELETE FROM connection_changes").startswith(

@@ -92,6 +92,7 @@ SNAPSHOT_COLUMNS = (
     "fetched_digest",
     "superseded_by",
     "accepted_removals",
+    "full_compare",
 )
 CHAIN_COLUMNS = ("prev_hash", "chain_hash", "chain_rows")
 CHANGE_COLUMNS = (

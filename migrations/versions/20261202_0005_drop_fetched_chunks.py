@@ -20,15 +20,16 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     op.drop_table("fetched_chunks")
     # False for the snapshots before: the next sync of each integration compares every row.
-    with op.batch_alter_table("snapshots") as batch:
-        batch.add_column(
-            sa.Column("full_compare", sa.Boolean(), nullable=False, server_default=sa.false())
-        )
+    op.add_column(
+        "snapshots",
+        sa.Column("full_compare", sa.Boolean(), nullable=False, server_default=sa.false()),
+    )
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("snapshots") as batch:
-        batch.drop_column("full_compare")
+    # ALTER TABLE ... DROP COLUMN (SQLite 3.35 and later), as 0002 does: a batch copy of
+    # snapshots would fail on SQLite once events refer to it.
+    op.drop_column("snapshots", "full_compare")
     # Empty, as 0003 made it: the chunk digests of a snapshot cannot be rebuilt.
     op.create_table(
         "fetched_chunks",
