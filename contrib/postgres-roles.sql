@@ -72,7 +72,10 @@ BEGIN
         -- its last_seen_at / removed_at / description / configured.
         ('registry_listings', 'SELECT, INSERT'),
         ('integrations', 'SELECT, INSERT, UPDATE (description, last_seen_at, removed_at, '
-            'configured)')
+            'configured)'),
+        -- Findings: an episode is opened, moved on and resolved, never deleted.
+        ('findings', 'SELECT, INSERT, UPDATE (slug, severity, detail, last_seen_at, '
+            'resolved_at, suppressed_by, suppressed_until, note)')
     ) AS g(relname, privileges) LOOP
         IF to_regclass('public.' || t.relname) IS NOT NULL THEN
             EXECUTE format('REVOKE ALL ON public.%I FROM zis_inventory_writer', t.relname);
@@ -85,7 +88,8 @@ BEGIN
     FOR t IN SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
              WHERE n.nspname = 'public' AND c.relkind = 'r' AND c.relname NOT IN (
                 'alembic_version', 'sync_runs', 'snapshots', 'connection_changes',
-                'connection_versions', 'connections', 'registry_listings', 'integrations') LOOP
+                'connection_versions', 'connections', 'registry_listings', 'integrations',
+                'findings') LOOP
         grant_of := 'SELECT, INSERT, UPDATE';
         RAISE NOTICE 'table % is not listed in postgres-roles.sql: the writer gets %',
                      t.relname, grant_of;
