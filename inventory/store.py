@@ -47,6 +47,7 @@ from . import models as m
 from .config import Settings
 from .diff import Diff, Event, Key, Stored
 from .errors import ConfigError, DatabaseError, SnapshotError
+from .notify import enqueue_snapshot
 from .records import METADATA_FIELDS, TIMESTAMP_FIELDS, chunk_set
 from .records import Connection as Record
 
@@ -541,10 +542,13 @@ class SnapshotRow:
     fetched_digest: str | None = None
 
 
-def record_snapshot(engine: Engine, row: SnapshotRow) -> int:
-    """A snapshot row alone (failed ones): its own short transaction, no other write."""
+def record_snapshot(engine: Engine, row: SnapshotRow, settings: Settings | None = None) -> int:
+    """A snapshot row alone (failed ones): its own short transaction, and the outbox rows
+    it causes."""
     with engine.begin() as conn:
-        return _insert_snapshot(conn, row)
+        snapshot_id = _insert_snapshot(conn, row)
+        enqueue_snapshot(conn, settings, snapshot_id, [], now())
+        return snapshot_id
 
 
 def _insert_snapshot(conn: Connection, row: SnapshotRow) -> int:
@@ -685,10 +689,13 @@ def claim(engine: Engine, account: str, integration: str) -> Iterator[bool]:
 class IntegrationTransaction:
     """One (account, integration) under its lock: read the state, then write one snapshot."""
 
-    def __init__(self, conn: Connection, account: str, integration: str) -> None:
+    def __init__(
+        self, conn: Connection, account: str, integration: str, settings: Settings | None = None
+    ) -> None:
         self.conn = conn
         self.account = account
         self.integration = integration
+        self.settings = settings
         self.postgres = is_postgres(conn)
         self.placeholder = "%s" if self.postgres else "?"  # the driver's, for {p}
         self.json = not self.postgres and sqlite_has_json()
@@ -902,6 +909,19 @@ class IntegrationTransaction:
         )
 
     def write(
+        self,
+        row: SnapshotRow,
+        result: Diff,
+        detected_at: datetime,
+        chunks: bytes | None = None,
+        sent: Callable[[], None] | None = None,
+    ) -> int:
+        """``_write``, then the outbox rows the snapshot causes, in its transaction."""
+        snapshot_id = self._write(row, result, detected_at, chunks, sent)
+        enqueue_snapshot(self.conn, self.settings, snapshot_id, [], now())
+        return snapshot_id
+
+    def _write(
         self,
         row: SnapshotRow,
         result: Diff,
@@ -1192,11 +1212,11 @@ def _consumed(items: list[_Item]) -> Iterator[_Item]:
 
 @contextmanager
 def integration_transaction(
-    engine: Engine, account: str, integration: str
+    engine: Engine, account: str, integration: str, settings: Settings | None = None
 ) -> Iterator[IntegrationTransaction]:
     """One transaction holding the (account, integration) lock: PostgreSQL advisory lock,
     SQLite's write lock (BEGIN IMMEDIATE). Commits on success, rolls back on any error."""
     with engine.begin() as conn:
         if is_postgres(conn):
             conn.execute(select(func.pg_advisory_xact_lock(lock_key(account, integration))))
-        yield IntegrationTransaction(conn, account, integration)
+        yield IntegrationTransaction(conn, account, integration, settings)

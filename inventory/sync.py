@@ -611,7 +611,7 @@ def _apply(
         fetched_digest=digest,
     )
     try:
-        with store.integration_transaction(ctx.engine, account, name) as tx:
+        with store.integration_transaction(ctx.engine, account, name, ctx.settings) as tx:
             if ctx.stop.is_set():
                 raise Interrupted(f"{account}/{name}: interrupted")
             newer = tx.newer_snapshot(started)
@@ -733,7 +733,7 @@ def _record_failure(
         error=error,
     )
     try:
-        return store.record_snapshot(ctx.engine, row)
+        return store.record_snapshot(ctx.engine, row, ctx.settings)
     except SQLAlchemyError as exc:
         raise DatabaseError(
             f"{integration.account}/{integration.name}: cannot record the failed snapshot: "

@@ -98,13 +98,49 @@ PUBLIC_COLUMNS = {
         "valid_from",
         "valid_to",
     },
+    "notifications": {
+        "id",
+        "sink",
+        "event",
+        "account",
+        "integration",
+        "snapshot_id",
+        "payload",
+        "created_at",
+        "status",
+        "attempts",
+        "next_attempt_at",
+        "last_attempt_at",
+        "last_status",
+        "last_error",
+        "sent_at",
+        "webhook_id",
+    },
+    "notification_attempts": {
+        "notification_id",
+        "attempt",
+        "attempted_at",
+        "status",
+        "error",
+        "outcome",
+    },
+    "expiry_warnings": {
+        "account",
+        "integration",
+        "type",
+        "name",
+        "threshold",
+        "token_expiry",
+        "warned_at",
+    },
+    "notify_sinks": {"name", "first_configured_at"},
 }
 
 
 def test_upgrade_downgrade_upgrade_and_models_agree(db_url: str) -> None:
     engine = store.make_engine(db_url)
     try:
-        assert store.upgrade(engine) == (None, "0004")
+        assert store.upgrade(engine) == (None, store.head_revision())
         tables = set(inspect(engine).get_table_names())
         assert tables == {"alembic_version", *PUBLIC_COLUMNS}
         for table, public in PUBLIC_COLUMNS.items():
@@ -117,7 +153,7 @@ def test_upgrade_downgrade_upgrade_and_models_agree(db_url: str) -> None:
         store.downgrade(engine, "base")
         assert set(inspect(engine).get_table_names()) == {"alembic_version"}
         assert store.current_revision(engine) is None
-        assert store.upgrade(engine) == (None, "0004")
+        assert store.upgrade(engine) == (None, store.head_revision())
         assert store.ensure_schema(engine, migrate=False) is None
     finally:
         engine.dispose()
@@ -156,7 +192,7 @@ def test_the_digest_column_comes_and_goes_with_its_migration(db_url: str) -> Non
             assert rows.all() == [(1, "acme", "complete", 3)]
         # 0003 adds fetched_chunks, empty (each integration's next snapshot that changed
         # compares all its rows), and takes it away again, keeping the snapshots.
-        assert store.upgrade(engine) == ("0001", "0004")
+        assert store.upgrade(engine) == ("0001", store.head_revision())
         with engine.connect() as conn:
             assert conn.execute(text("SELECT * FROM fetched_chunks")).all() == []
         store.downgrade(engine, "0002")
@@ -200,7 +236,7 @@ def test_the_removed_and_expiry_indexes_hold_only_rows_with_a_value(db_url: str)
             "ix_connections_removed_at": None,
             "ix_connections_token_expiry": None,
         }
-        assert store.upgrade(engine) == ("0003", "0004")
+        assert store.upgrade(engine) == ("0003", store.head_revision())
         assert partial_indexes(engine) == {
             "ix_connections_removed_at": "removed_at IS NOT NULL",
             "ix_connections_token_expiry": "token_expiry IS NOT NULL",
@@ -253,7 +289,7 @@ def test_a_sqlite_file_another_process_made_meanwhile_is_used(
     engine = store.make_engine(f"sqlite:///{path}")
     monkeypatch.undo()
     try:
-        assert store.upgrade(engine) == (None, "0004")
+        assert store.upgrade(engine) == (None, store.head_revision())
     finally:
         engine.dispose()
 
@@ -283,7 +319,7 @@ def test_a_new_sqlite_file_locked_by_another_process_is_waited_for(tmp_path: Pat
         timer = threading.Timer(0.3, other.execute, ("COMMIT",))
         timer.start()
         try:
-            assert store.upgrade(patient) == (None, "0004")
+            assert store.upgrade(patient) == (None, store.head_revision())
         finally:
             timer.join()
         with patient.connect() as conn:
