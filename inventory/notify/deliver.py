@@ -413,10 +413,13 @@ class DeliveryWorker:
         return not self._thread.is_alive()
 
     def _loop(self) -> None:
+        migrated = False
         while not self._stop.is_set():
             settings = self.settings()
             try:
-                if settings.notify:
+                # The daemon's first tick migrates the database; until then, nothing to do.
+                migrated = migrated or store.current_revision(self.engine) == store.head_revision()
+                if settings.notify and migrated:
                     result = Deliverer(self.engine, settings, transport=self._transport).run(
                         self._stop
                     )

@@ -8,6 +8,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, insert, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from .. import models as m
 from ..config import Settings, Sink
@@ -97,8 +99,11 @@ def _remember_sinks(conn: Connection, sinks: Sequence[Sink], now: datetime) -> N
         return
     known = set(conn.execute(select(m.NotifySink.name)).scalars())
     new = [{"name": s.name, "first_configured_at": now} for s in sinks if s.name not in known]
-    if new:
-        conn.execute(insert(m.NotifySink), new)
+    if not new:
+        return
+    # Two integrations written at once (PostgreSQL) may both see a new sink first.
+    dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    conn.execute(dialect_insert(m.NotifySink).on_conflict_do_nothing(), new)
 
 
 def _snapshot_messages(conn: Connection, snap: Any, wanted: bool) -> list[Message]:
