@@ -210,7 +210,8 @@ class _DatabaseCollector(Collector):
                 .group_by(c.account, c.integration)
             ):
                 expired.add_metric([account, integration], count)
-        return [last, present, expiring, expired, *self._notifications(conn)]
+            outbox = self._notifications(conn)
+        return [last, present, expiring, expired, *outbox]
 
     def _notifications(self, conn: Any) -> list[Metric]:
         """The outbox by sink and status, read from the shared database (every replica
@@ -228,10 +229,12 @@ class _DatabaseCollector(Collector):
         )
         if not inspect(conn).has_table(n.__tablename__):
             return []
+        waiting: dict[str, int] = {}
         for sink, status, count in conn.execute(
             select(n.sink, n.status, func.count()).group_by(n.sink, n.status)
         ):
             total.add_metric([sink, status], count)
-            if status == "pending":
-                pending.add_metric([sink], count)
+            waiting[sink] = waiting.get(sink, 0) + (count if status == "pending" else 0)
+        for sink, count in sorted(waiting.items()):
+            pending.add_metric([sink], count)
         return [total, pending]

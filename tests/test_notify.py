@@ -21,12 +21,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import insert, select
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from inventory import models as m
 from inventory import store
 from inventory.config import load_settings
+from inventory.metrics import Metrics
 from inventory.notify import notifications_report
 from inventory.notify.deliver import Deliverer
 from inventory.notify.messages import slack_message
@@ -507,6 +510,23 @@ def test_400_is_dead_at_once_max_attempts_is_dead_and_neither_blocks_the_others(
     ]
     dead = cli.run("notifications", "--config", str(cli.config), "--status", "dead")
     assert dead.code == 0 and "3 notifications" in dead.out
+    engine = store.make_engine(cli.db_url)
+    try:
+        text = generate_latest(Metrics(lambda: engine, lambda: timedelta(hours=1)).registry)
+    finally:
+        engine.dispose()
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text.decode())
+        for s in family.samples
+        if s.name.startswith("zis_inventory_notifications")
+    }
+    assert samples == {
+        ("zis_inventory_notifications_total", (("sink", "siem"), ("status", "dead"))): 3.0,
+        ("zis_inventory_notifications_total", (("sink", "siem"), ("status", "sent"))): 2.0,
+        ("zis_inventory_notifications_total", (("sink", "siem"), ("status", "pending"))): 1.0,
+        ("zis_inventory_notifications_pending", (("sink", "siem"),)): 1.0,
+    }
 
 
 def test_a_deliverer_killed_mid_send_resends_with_the_same_webhook_id(
@@ -738,3 +758,30 @@ def test_the_report_reads_the_delivery_log(db_url: str) -> None:
         assert report.rows == [] and report.render("csv").startswith("id,created_at,sink")
     finally:
         engine.dispose()
+
+
+def test_the_daemon_delivers_continuously_and_stops_cleanly(
+    cli: Harness, receiver: Receiver
+) -> None:
+    from .test_daemon import SCHEDULE
+    from .test_daemon import start as start_daemon
+    from .test_daemon import stop as stop_daemon
+
+    configure(cli, receiver, {"billing": 1}, notifications="poll_seconds = 0.2")
+    assert cli.config is not None
+    cli.config.write_text(cli.config.read_text() + "\n" + SCHEDULE.format(interval=3600))
+    receiver.script = [500]  # the first attempt fails; the worker tries again by itself
+    daemon = start_daemon(cli)
+    try:
+        wait_for(lambda: len(receiver.delivered()) == 1)
+    finally:
+        code, seconds, logs = stop_daemon(cli, daemon)
+    assert code == 0 and seconds < 5
+    assert [g.status for g in receiver.got] == [500, 200]
+    assert [(r[2], r[6]) for r in outbox(cli.db_url)] == [("first_inventory", "sent")]
+    lines = [line["message"] for line in logs if line["message"].startswith("notify siem: ")]
+    assert [line.split(": ", 2)[1] for line in lines] == [
+        "message 1 (first_inventory acme/billing) attempt 1",
+        "message 1 (first_inventory acme/billing) attempt 2",
+    ]
+    assert logs[-1]["message"] == "daemon stopped"
