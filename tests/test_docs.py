@@ -16,7 +16,7 @@ from pydantic import BaseModel
 
 from inventory import store
 from inventory.cli import cli as root_command
-from inventory.config import FileConfig, load_settings
+from inventory.config import FileConfig, NotifyEntry, load_settings
 from inventory.testing import sample_item
 
 from .conftest import Harness, rows
@@ -221,9 +221,11 @@ def test_config_example_is_valid_and_documents_every_key(monkeypatch: pytest.Mon
     ]
     text = example.read_text()
     data = tomllib.loads(text)
-    for key in all_keys(FileConfig) - {"accounts"}:
+    for key in all_keys(FileConfig) - {"accounts", "notify"}:
         table, name = key.split(".")
         assert re.search(rf"^#?\s*{name}\s*=", text, re.M), key
         assert table in data
     for key in ("subdomain", "base_url", "token_env", "token_file", "integrations"):
         assert re.search(rf"^#?\s*{key}\s*=", text, re.M), key
+    for key in NotifyEntry.model_fields:
+        assert re.search(rf"^#?\s*{key}\s*=", text, re.M), f"notify.{key}"
