@@ -118,6 +118,7 @@ class Harness:
     outputs: list[str] = field(default_factory=list)
     tokens: dict[tuple[str, str], str] = field(default_factory=dict)
     config: Path | None = None
+    sent: list[bytes] = field(default_factory=list)  # bodies loopback receivers were sent
 
     def token(self, account: str, integration: str) -> str:
         return self.tokens.setdefault(
@@ -168,6 +169,8 @@ class Harness:
             assert value not in tables
             for output in self.outputs:
                 assert value not in output
+            for body in self.sent:  # notification payloads and Slack messages
+                assert value.encode() not in body
         for path in self.tmp_path.rglob("*"):
             if path.is_file():
                 data = path.read_bytes()

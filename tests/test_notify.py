@@ -83,6 +83,7 @@ class Receiver:
     release: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
     port: int = 0
+    bodies: list[bytes] | None = None  # also append each body here (the harness's search)
     _server: ThreadingHTTPServer | None = None
 
     def __post_init__(self) -> None:
@@ -103,6 +104,8 @@ class Receiver:
                 got = Got({k.lower(): v for k, v in self.headers.items()}, body, None)
                 with receiver.lock:
                     receiver.got.append(got)
+                    if receiver.bodies is not None:
+                        receiver.bodies.append(body)
                     wid = got.headers.get("webhook-id", "")
                     receiver.in_flight[wid] += 1
                     if receiver.in_flight[wid] > 1:
@@ -178,6 +181,7 @@ def configure(
         made = connections(name, count) if connections else far_expiry(items(name, count))
         h.zis.add_integration("acme", name, h.token("acme", name), made)
     config = h.write_config(extra_sync, acme=list(layout))
+    receiver.bodies = h.sent
     h.monkeypatch.setenv("SIEM_URL", receiver.url)
     h.monkeypatch.setenv("SIEM_SECRET", SECRET)
     h.monkeypatch.setenv("SIEM_AUTH", AUTH)

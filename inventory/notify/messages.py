@@ -9,8 +9,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-import rfc8785
-
 from ..config import SEVERITIES, Sink
 from ..records import format_timestamp
 
@@ -114,6 +112,8 @@ def new_webhook_id() -> str:
 
 def encode(payload: Mapping[str, Any]) -> str:
     """Canonical JSON (RFC 8785): the bytes signed are the bytes stored and sent."""
+    import rfc8785  # only when a message is made: nothing of it at import time
+
     return rfc8785.dumps(dict(payload)).decode("utf-8")
 
 
