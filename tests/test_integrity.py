@@ -199,7 +199,7 @@ def test_doctor_reports_each_check(cli: Harness) -> None:
             {
                 "subject": "schema",
                 "ok": True,
-                "detail": "empty, head is 0004; the next sync migrates it",
+                "detail": f"empty, head is {store.head_revision()}; the next sync migrates it",
             }
         )
     expected += [

@@ -127,7 +127,7 @@ def test_first_sync_records_every_connection_as_added(cli: Harness) -> None:
     seed(cli, {"acme": {"billing": 2, "crm": 1}, "globex": {"ops": 3}})
     result = cli.run("sync")
     assert result.code == 0, result.err
-    assert "database migrated from empty to 0004" in result.err
+    assert f"database migrated from empty to {store.head_revision()}" in result.err
     keys = (
         expected_keys("acme", "billing", 2)
         | expected_keys("acme", "crm", 1)
@@ -258,7 +258,7 @@ def test_first_sync_records_every_connection_as_added(cli: Harness) -> None:
     ]
     assert result.out.splitlines()[-2:] == [
         "run 1: complete (3 of 3 snapshots complete)",
-        "  database migrated from empty to 0004",
+        f"  database migrated from empty to {store.head_revision()}",
     ]
 
 
@@ -965,7 +965,7 @@ def test_no_migrate_refuses_an_empty_database(cli: Harness) -> None:
     result = cli.run("sync", "--no-migrate")
     assert result.code == 1
     assert (
-        "database error: database is empty, not at schema head 0004; run 'python -m inventory db upgrade'"
+        f"database error: database is empty, not at schema head {store.head_revision()}; run 'python -m inventory db upgrade'"
         in result.err
     )
     assert cli.zis.requests == []
@@ -981,15 +981,19 @@ def test_db_commands(cli: Harness) -> None:
     shown = store.safe_url(cli.db_url)
     assert (
         cli.run("db", "current", "--config", cfg).out
-        == f"{shown}: revision none (empty), head 0004: needs 'db upgrade'\n"
+        == f"{shown}: revision none (empty), head {store.head_revision()}: needs 'db upgrade'\n"
     )
     assert (
-        cli.run("db", "upgrade", "--config", cfg).out == f"{shown}: migrated from empty to 0004\n"
+        cli.run("db", "upgrade", "--config", cfg).out
+        == f"{shown}: migrated from empty to {store.head_revision()}\n"
     )
-    assert cli.run("db", "upgrade", "--config", cfg).out == f"{shown}: already at revision 0004\n"
+    assert (
+        cli.run("db", "upgrade", "--config", cfg).out
+        == f"{shown}: already at revision {store.head_revision()}\n"
+    )
     assert (
         cli.run("db", "current", "--config", cfg).out
-        == f"{shown}: revision 0004, head 0004: up to date\n"
+        == f"{shown}: revision {store.head_revision()}, head {store.head_revision()}: up to date\n"
     )
 
 
