@@ -131,6 +131,11 @@ def cli(log_level: str, log_format: str) -> None:
     is_flag=True,
     help="Exit 1 when an account's registry (admin) could not be listed.",
 )
+@click.option(
+    "--no-notify",
+    is_flag=True,
+    help="Leave pending notifications in the outbox (`notify` or the daemon sends them).",
+)
 def sync(
     config_path: str | None,
     accounts: tuple[str, ...],
@@ -141,6 +146,7 @@ def sync(
     fmt: str,
     progress: bool | None,
     strict_discovery: bool,
+    no_notify: bool,
 ) -> int:
     """Fetch every configured integration's connections and record what changed."""
     from . import report, store
@@ -166,6 +172,8 @@ def sync(
                 on_settings=_state.add_secrets,
                 progress=observer,
             )
+            if settings.notify and not no_notify:
+                _deliver(settings, engine, stop)
         result.migration = migrated
     finally:
         engine.dispose()
@@ -175,6 +183,22 @@ def sync(
 
         return max(result.exit_code, strict_exit(result.registry))
     return result.exit_code
+
+
+def _deliver(settings: Settings, engine: Engine, stop: threading.Event) -> None:
+    """What is pending in the outbox, once; a delivery problem does not fail the sync."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from . import store
+    from .notify.deliver import deliver_pending
+
+    try:
+        log.info("%s", deliver_pending(engine, settings, stop=stop).line())
+    except SQLAlchemyError as exc:
+        log.error(
+            "notifications not delivered: %s; `notify` or the next sync sends them",
+            store.describe_db_error(engine, exc),
+        )
 
 
 @contextmanager
@@ -855,7 +879,12 @@ def db_heads(config_path: str | None) -> int:
     show_default=True,
     help="Output format.",
 )
-def doctor(config_path: str | None, fmt: str) -> int:
+@click.option(
+    "--send-test",
+    is_flag=True,
+    help="Also send a test message to each [[notify]] sink and show its answer.",
+)
+def doctor(config_path: str | None, fmt: str, send_test: bool) -> int:
     """Check configuration, tokens, database, schema and one request per integration."""
     from . import report
     from .config import load_settings
@@ -863,7 +892,7 @@ def doctor(config_path: str | None, fmt: str) -> int:
 
     settings = load_settings(config_path)
     _state.add_secrets(settings)
-    probes = diagnose(settings)
+    probes = diagnose(settings, send_test=send_test)
     rows = [{"subject": p.subject, "ok": p.ok, "detail": p.detail} for p in probes]
     table = [
         report.Column("subject", "CHECK", 24),
@@ -875,6 +904,90 @@ def doctor(config_path: str | None, fmt: str) -> int:
     out.notes.append("doctor: OK" if not failing else f"doctor: {len(failing)} problem(s)")
     click.echo(out.render(fmt))
     return EXIT_FAILED if failing else EXIT_OK
+
+
+@cli.command("notify")
+@config_option
+@click.option(
+    "--test",
+    "test_sink",
+    metavar="SINK",
+    help="Send a test message to this [[notify]] sink and show its answer; nothing else.",
+)
+def notify_command(config_path: str | None, test_sink: str | None) -> int:
+    """Deliver the notifications that are due (for cron set-ups), or --test one sink."""
+    from . import store
+    from .config import load_settings
+
+    settings = load_settings(
+        config_path, require_accounts=False, resolve_tokens=False, resolve_sinks=True
+    )
+    _state.add_secrets(settings)
+    if test_sink is not None:
+        from .notify.deliver import send_test
+
+        sink = settings.sink(test_sink)
+        if sink is None:
+            names = ", ".join(s.name for s in settings.notify) or "none"
+            raise ConfigError(f"--test {test_sink}: not a configured sink (configured: {names})")
+        answer = send_test(settings, test_sink)
+        state = "ok" if answer.ok else "FAILED"
+        click.echo(f"{sink.name} ({sink.kind}, {sink.shown_url}): {answer.describe()}: {state}")
+        return EXIT_OK if answer.ok else EXIT_FAILED
+    if not settings.notify:
+        click.echo("notifications: no [[notify]] sink configured")
+        return EXIT_OK
+    from .notify.deliver import deliver_pending
+
+    engine = store.engine_for(settings)
+    try:
+        store.require_schema(engine)
+        with _signals_as_interrupt() as stop:
+            result = deliver_pending(engine, settings, stop=stop)
+    finally:
+        engine.dispose()
+    click.echo(result.line())
+    return EXIT_OK
+
+
+@cli.command("notifications")
+@config_option
+@click.option(
+    "--status",
+    "statuses",
+    callback=_csv_choice(("pending", "sent", "dead")),
+    metavar="STATUS[,STATUS]",
+    help="Only these statuses: pending, sent, dead.",
+)
+@click.option("--sink", "sinks", multiple=True, metavar="NAME", help="Only this sink (repeatable).")
+@click.option(
+    "--since",
+    type=Since(),
+    metavar="WHEN",
+    help="Only messages created since: a duration (7d, 12h) or a time.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    default="table",
+    show_default=True,
+    help="table (80 columns), json (an array of objects) or csv (with a header row).",
+)
+def notifications_command(
+    config_path: str | None,
+    statuses: tuple[str, ...],
+    sinks: tuple[str, ...],
+    since: datetime | None,
+    fmt: str,
+) -> int:
+    """List the delivery log (the notifications outbox), oldest first."""
+    from .notify import notifications_report
+
+    with _reader(config_path) as (_, engine):
+        out = notifications_report(engine, status=statuses, sinks=sinks, since=since)
+    click.echo(out.render(fmt))
+    return EXIT_OK
 
 
 @cli.command()

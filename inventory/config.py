@@ -7,6 +7,7 @@ whose repr() and str() mask the value.
 from __future__ import annotations
 
 import base64
+import binascii
 import os
 import re
 import stat
@@ -53,6 +54,27 @@ if TYPE_CHECKING:
 # Keys that would hold a literal secret; their values are never read into a message.
 LITERAL_TOKEN_KEYS = ("token", "access_token", "api_token", "password", "secret")
 ADMIN_LITERAL_KEYS = (*LITERAL_TOKEN_KEYS, "oauth_token")
+LITERAL_SINK_KEYS = ("secret", "signing_secret", "headers", "token", "password")
+
+# What a [[notify]] sink may ask for (spec §11), and the findings' severities (§12).
+EVENT_KINDS = (
+    "added",
+    "removed",
+    "modified",
+    "restored",
+    "expiring",
+    "expired",
+    "failed",
+    "held",
+    "finding",
+)
+SINK_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+HEADER_NAME_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an HTTP token
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+RESERVED_HEADERS = frozenset(
+    {"content-type", "content-length", "host", "webhook-id", "webhook-timestamp",
+     "webhook-signature", "user-agent"}
+)  # fmt: skip
 
 
 class Secret:
@@ -178,6 +200,72 @@ class DaemonSettings(_Strict):
         return float(v) if isinstance(v, int) and not isinstance(v, bool) else v
 
 
+def _float(v: Any) -> Any:
+    return float(v) if isinstance(v, int) and not isinstance(v, bool) else v
+
+
+class NotifyEntry(_Strict):
+    """One [[notify]] sink as written; its URL, secret and header values come from the
+    environment or a file (a webhook URL that is not secret may be written as ``url``)."""
+
+    name: str
+    kind: Literal["slack", "webhook"]
+    url: str | None = None
+    url_env: str | None = None
+    url_file: str | None = None
+    secret_env: str | None = None
+    secret_file: str | None = None
+    headers_env: dict[str, str] = Field(default_factory=dict)
+    events: list[str] = Field(default_factory=lambda: list(EVENT_KINDS), min_length=1)
+    accounts: list[str] | None = None
+    integrations: list[str] | None = None
+    fields: list[str] | None = None
+    min_severity: Literal["low", "medium", "high", "critical"] | None = None
+
+    @field_validator("events")
+    @classmethod
+    def _known_events(cls, v: list[str]) -> list[str]:
+        unknown = [e for e in v if e not in EVENT_KINDS]
+        if unknown:
+            raise ValueError(
+                f"unknown event kind {', '.join(map(repr, unknown))} "
+                f"(choose from {', '.join(EVENT_KINDS)})"
+            )
+        return v
+
+
+class NotificationsSettings(_Strict):
+    expiry_warning_days: list[int] = Field(default_factory=lambda: [30, 14, 7, 1])
+    max_attempts: int = Field(default=12, ge=1, le=1000)
+    timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    backoff_seconds: float = Field(default=30.0, gt=0, le=86400)
+    max_backoff_seconds: float = Field(default=3600.0, gt=0, le=7 * 86400)
+    lease_seconds: float = Field(default=120.0, gt=0, le=86400)
+    poll_seconds: float = Field(default=10.0, gt=0, le=3600)
+    batch_size: int = Field(default=50, ge=1, le=1000)
+
+    @field_validator(
+        "timeout_seconds",
+        "backoff_seconds",
+        "max_backoff_seconds",
+        "lease_seconds",
+        "poll_seconds",
+        mode="before",
+    )
+    @classmethod
+    def _number(cls, v: Any) -> Any:
+        return _float(v)
+
+    @field_validator("expiry_warning_days")
+    @classmethod
+    def _days(cls, v: list[int]) -> list[int]:
+        if any(d < 1 or d > 3650 for d in v):
+            raise ValueError("each threshold is a number of days from 1 to 3650")
+        if len(set(v)) != len(v):
+            raise ValueError("a threshold is listed twice")
+        return sorted(v, reverse=True)
+
+
 class IntegrationEntry(_Strict):
     name: str
     token_env: str | None = None
@@ -252,6 +340,8 @@ class FileConfig(_Strict):
     daemon: DaemonSettings = field(default_factory=DaemonSettings)
     findings: FindingsConfig = field(default_factory=FindingsConfig)
     accounts: list[AccountEntry] = Field(default_factory=list)
+    notify: list[NotifyEntry] = Field(default_factory=list)
+    notifications: NotificationsSettings = NotificationsSettings()
 
 
 # --- resolved settings -------------------------------------------------------------
@@ -359,6 +449,47 @@ class FindingsSettings:
 
 
 @dataclass(frozen=True)
+class Sink:
+    """A resolved [[notify]] sink. ``url``, ``secret`` and header values are Secrets:
+    ``shown_url`` is what messages may say about where it sends."""
+
+    name: str
+    kind: str  # slack | webhook
+    url: Secret
+    secret: Secret | None = None
+    headers: tuple[tuple[str, Secret], ...] = ()
+    events: frozenset[str] = frozenset(EVENT_KINDS)
+    accounts: frozenset[str] | None = None
+    integrations: frozenset[str] | None = None
+    fields: frozenset[str] | None = None
+    min_severity: str | None = None
+
+    @property
+    def shown_url(self) -> str:
+        return masked_url(self.url.reveal())
+
+    def secrets(self) -> list[str]:
+        values = [self.url.reveal(), *(v.reveal() for _, v in self.headers)]
+        if self.secret is not None:
+            values.append(self.secret.reveal())
+        return [v for v in values if v]
+
+
+def masked_url(url: str) -> str:
+    """Scheme and host only: the path of a Slack or webhook URL is where its secret is."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "***"
+    if not parts.scheme or not host:
+        return "***"
+    host = f"[{host}]" if ":" in host else host
+    return f"{parts.scheme}://{host}{port}/***"
+
+
+@dataclass(frozen=True)
 class Settings:
     source: str
     database_url: str
@@ -368,6 +499,8 @@ class Settings:
     accounts: tuple[Account, ...]
     daemon: DaemonSettings = field(default_factory=DaemonSettings)
     findings: FindingsSettings = field(default_factory=FindingsSettings)
+    notify: tuple[Sink, ...] = ()
+    notifications: NotificationsSettings = field(default_factory=NotificationsSettings)
 
     def secrets(self) -> list[str]:
         tokens = [
@@ -376,7 +509,11 @@ class Settings:
             for i in a.integrations
             if not isinstance(i.token, UnreadableToken)
         ]
-        return tokens + [s for a in self.accounts if a.admin for s in a.admin.secrets()]
+        admins = [s for a in self.accounts if a.admin for s in a.admin.secrets()]
+        return tokens + admins + [v for sink in self.notify for v in sink.secrets()]
+
+    def sink(self, name: str) -> Sink | None:
+        return next((s for s in self.notify if s.name == name), None)
 
 
 # --- loading -----------------------------------------------------------------------
@@ -413,6 +550,7 @@ def read_file(path: Path) -> FileConfig:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{where}: not valid TOML: {exc}") from None
     _refuse_literal_tokens(where, raw)
+    _refuse_literal_sink_secrets(where, raw)
     try:
         return FileConfig.model_validate(raw)
     except ValidationError as exc:
@@ -442,6 +580,33 @@ def _refuse_literal_tokens(where: str, raw: Mapping[str, Any]) -> None:
                         f'configuration file; remove it and set token_env = "NAME" (and export '
                         f'NAME) or token_file = "/path/to/file" (mode 0600) instead'
                     )
+
+
+def _refuse_literal_sink_secrets(where: str, raw: Mapping[str, Any]) -> None:
+    sinks = raw.get("notify")
+    if not isinstance(sinks, list):
+        return
+    for i, sink in enumerate(sinks):
+        if not isinstance(sink, dict):
+            continue
+        for key in LITERAL_SINK_KEYS:
+            if key in sink:
+                instead = (
+                    'headers_env = { Header-Name = "ENV_NAME" }'
+                    if key == "headers"
+                    else 'secret_env = "NAME" (and export NAME) or secret_file = "/path" '
+                    "(mode 0600)"
+                )
+                raise ConfigError(
+                    f"{where}: notify[{i}].{key}: a literal secret is not allowed in the "
+                    f"configuration file; remove it and set {instead} instead"
+                )
+        if sink.get("kind") == "slack" and "url" in sink:
+            raise ConfigError(
+                f"{where}: notify[{i}].url: a Slack webhook URL is a secret and may not be "
+                'written in the configuration file; remove it and set url_env = "NAME" (and '
+                'export NAME) or url_file = "/path/to/file" (mode 0600) instead'
+            )
 
 
 def _describe(where: str, exc: ValidationError, prefix: tuple[int | str, ...] = ()) -> str:
@@ -479,12 +644,15 @@ def load_settings(
     require_accounts: bool = True,
     resolve_tokens: bool | None = None,
     resolve_admin: bool | None = None,
+    resolve_sinks: bool | None = None,
 ) -> Settings:
     """Read the configuration and resolve tokens; raises ConfigError before any work.
 
     Read-only commands pass ``resolve_tokens=False``: they need the accounts and
     integrations configured, not their tokens. ``resolve_admin`` (default: as
     ``resolve_tokens``) resolves the admin credentials of the registry (``discover``).
+    integrations configured, not their tokens. ``resolve_sinks`` (default: as
+    ``resolve_tokens``) reads the [[notify]] sinks' URLs, secrets and header values.
     """
     env = os.environ if environ is None else environ
     if resolve_tokens is None:
@@ -517,6 +685,9 @@ def load_settings(
         resolve_admin=resolve_tokens if resolve_admin is None else resolve_admin,
     )
     findings = _resolve_findings(where, file_config.findings, today())
+    if resolve_sinks is None:
+        resolve_sinks = resolve_tokens
+    sinks = _resolve_sinks(where, file_config.notify, env, resolve=resolve_sinks)
     return Settings(
         source=where,
         database_url=database_url,
@@ -526,6 +697,8 @@ def load_settings(
         accounts=accounts,
         daemon=file_config.daemon,
         findings=findings,
+        notify=sinks,
+        notifications=file_config.notifications,
     )
 
 
@@ -864,3 +1037,147 @@ def _read_token_file(where: str, key: str, path: Path) -> str:
     if not value:
         raise ConfigError(f"{where}: {key}: token file {path} is empty")
     return value
+
+
+# --- notification sinks ------------------------------------------------------------
+
+
+def _resolve_sinks(
+    where: str, entries: list[NotifyEntry], env: Mapping[str, str], *, resolve: bool
+) -> tuple[Sink, ...]:
+    seen: set[str] = set()
+    sinks = []
+    for i, entry in enumerate(entries):
+        key = f"notify[{i}]"
+        if not SINK_NAME_RE.match(entry.name):
+            raise ConfigError(
+                f"{where}: {key}.name: {entry.name!r} must be 1-64 characters of letters, "
+                "digits, '_', '.' and '-'"
+            )
+        if entry.name in seen:
+            raise ConfigError(f"{where}: {key}.name: sink {entry.name!r} is configured twice")
+        seen.add(entry.name)
+        if entry.kind == "slack" and (entry.secret_env or entry.secret_file):
+            raise ConfigError(
+                f"{where}: {key}: Slack incoming webhooks are not signed; secret_env and "
+                'secret_file are for kind = "webhook"'
+            )
+        url = _sink_url(where, key, entry, env, resolve)
+        secret = None
+        if entry.secret_env is not None or entry.secret_file is not None:
+            secret = _sink_value(
+                where, key, "secret", entry.secret_env, entry.secret_file, env, resolve
+            )
+            if resolve and not _is_signing_secret(secret.reveal()):
+                raise ConfigError(
+                    f"{where}: {key}.secret_{'env' if entry.secret_env else 'file'}: not a "
+                    'Standard Webhooks signing secret ("whsec_" and base64)'
+                )
+        headers = []
+        for header, env_name in entry.headers_env.items():
+            hkey = f"{key}.headers_env.{header}"
+            if not HEADER_NAME_RE.match(header) or header.lower() in RESERVED_HEADERS:
+                raise ConfigError(f"{where}: {hkey}: {header!r} is not a header this sink may set")
+            value = _sink_value(where, hkey, "", env_name, None, env, resolve, direct=True)
+            headers.append((header, value))
+        sinks.append(
+            Sink(
+                name=entry.name,
+                kind=entry.kind,
+                url=url,
+                secret=secret,
+                headers=tuple(headers),
+                events=frozenset(entry.events),
+                accounts=None if entry.accounts is None else frozenset(entry.accounts),
+                integrations=None if entry.integrations is None else frozenset(entry.integrations),
+                fields=None if entry.fields is None else frozenset(entry.fields),
+                min_severity=entry.min_severity,
+            )
+        )
+    return tuple(sinks)
+
+
+def _sink_url(
+    where: str, key: str, entry: NotifyEntry, env: Mapping[str, str], resolve: bool
+) -> Secret:
+    given = [k for k in ("url", "url_env", "url_file") if getattr(entry, k) is not None]
+    if len(given) != 1:
+        raise ConfigError(f"{where}: {key}: set exactly one of url, url_env or url_file")
+    if entry.url is not None:
+        url, source = Secret(entry.url.strip()), f"{key}.url"
+    else:
+        url = _sink_value(where, key, "url", entry.url_env, entry.url_file, env, resolve)
+        source = f"{key}.{given[0]}"
+    if resolve or entry.url is not None:
+        _check_sink_url(where, source, url.reveal(), entry.kind)
+    return url
+
+
+def _check_sink_url(where: str, source: str, url: str, kind: str) -> None:
+    # The URL is a secret: no message here quotes it.
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+        parts.port  # noqa: B018 (raises ValueError for a bad port)
+    except ValueError:
+        raise ConfigError(f"{where}: {source}: not a URL") from None
+    if not host or parts.scheme not in ("https", "http"):
+        raise ConfigError(f"{where}: {source}: must be an https:// URL")
+    if parts.scheme == "http" and host not in LOOPBACK_HOSTS:
+        raise ConfigError(
+            f"{where}: {source}: must be an https:// URL (http:// only to a loopback address)"
+        )
+    if parts.username or parts.password:
+        raise ConfigError(
+            f"{where}: {source}: must not carry credentials; use headers_env for them"
+        )
+    if any(c.isspace() or ord(c) < 0x20 for c in url):
+        raise ConfigError(f"{where}: {source}: contains spaces or control characters")
+
+
+def _sink_value(
+    where: str,
+    key: str,
+    what: str,
+    env_name: str | None,
+    file_name: str | None,
+    env: Mapping[str, str],
+    resolve: bool,
+    *,
+    direct: bool = False,
+) -> Secret:
+    """A sink's secret value from ``<what>_env`` or ``<what>_file`` (``direct``: ``key``
+    itself names the environment variable)."""
+    env_key = key if direct else f"{key}.{what}_env"
+    if env_name is not None and file_name is not None:
+        raise ConfigError(f"{where}: {key}: set {what}_env or {what}_file, not both")
+    if env_name is not None:
+        if not ENV_NAME_RE.match(env_name):
+            raise ConfigError(
+                f"{where}: {env_key}: must be the NAME of an environment variable "
+                "(letters, digits and '_')"
+            )
+        if not resolve:
+            return Secret("")
+        value = env.get(env_name, "").strip()
+        if not value:
+            raise ConfigError(
+                f"{where}: {env_key}: environment variable {env_name} is not set or empty"
+            )
+    else:
+        assert file_name is not None
+        if not resolve:
+            return Secret("")
+        value = _read_token_file(where, f"{key}.{what}_file", Path(file_name))
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        raise ConfigError(f"{where}: {env_key}: the value contains control characters")
+    return Secret(value)
+
+
+def _is_signing_secret(value: str) -> bool:
+    if not value.startswith("whsec_"):
+        return False
+    try:
+        return bool(base64.b64decode(value[len("whsec_") :] + "==", validate=False))
+    except (ValueError, binascii.Error):
+        return False

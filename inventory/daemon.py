@@ -31,6 +31,7 @@ from . import store
 from .config import ScheduleSettings, Settings, load_settings
 from .errors import ConfigError, DatabaseError, InventoryError
 from .metrics import Metrics
+from .notify.deliver import DeliveryWorker
 from .sync import Tick, run_sync
 from .types import ResultStatus, RunStatus, Trigger
 
@@ -133,6 +134,7 @@ class Daemon:
         self._current: store.Run | None = None
         self.metrics = Metrics(lambda: self.engine, lambda: period(self.trigger, datetime.now(UTC)))
         self.scheduler = BackgroundScheduler(timezone=UTC)
+        self.notifier = DeliveryWorker(self.engine, lambda: self.settings, self.stop)
 
     # --- the job ---
 
@@ -196,6 +198,7 @@ class Daemon:
         finally:
             self._current = None
             self._idle.set()
+            self.notifier.wake()
 
     def _set_current(self, run: store.Run) -> None:
         self._current = run
@@ -232,6 +235,7 @@ class Daemon:
                 # later interval tick off the grid the replicas share.
                 self.scheduler.add_job(self.tick, "date", run_date=datetime.now(UTC), id="start")
             self.scheduler.start()
+            self.notifier.start()
             log.info("daemon started: %s", self._describe_schedule())
             while not self.stop.is_set():
                 self._wake.wait()
@@ -252,7 +256,8 @@ class Daemon:
         log.info("stopping: no new syncs; letting the one in progress finish or roll back")
         self.scheduler.shutdown(wait=False)
         grace = self.settings.daemon.stop_timeout_seconds
-        if self._idle.wait(grace):
+        deadline = time.monotonic() + grace
+        if self._idle.wait(grace) and self.notifier.stop(max(0.0, deadline - time.monotonic())):
             log.info("daemon stopped")
             return 0
         run = self._current

@@ -22,11 +22,12 @@ class Probe:
     detail: str
 
 
-def diagnose(settings: Settings) -> list[Probe]:
+def diagnose(settings: Settings, *, send_test: bool = False) -> list[Probe]:
     probes = [
         Probe("configuration", True, f"{settings.source}: {_count(settings)}"),
         Probe("tokens", True, "present for every integration"),
         *_database(settings),
+        *_sinks(settings, send_test),
     ]
     probe_settings = settings.sync.model_copy(update={"page_size": 1, "max_retries": 1})
     for account in settings.accounts:
@@ -56,6 +57,24 @@ def _registry(client: ZisClient, admin: AdminCredential) -> Probe:
     except InventoryError as exc:
         return Probe(where, False, str(exc))
     return Probe(where, True, f"HTTP 200, {len(listing.integrations)} integrations listed")
+
+
+def _sinks(settings: Settings, send_test: bool) -> list[Probe]:
+    """Each [[notify]] sink as configured (its URL masked), and with ``send_test`` the
+    answer to a test message."""
+    probes = []
+    for sink in settings.notify:
+        signed = ", signed" if sink.secret is not None else ""
+        headers = f", {len(sink.headers)} headers" if sink.headers else ""
+        events = "all events" if len(sink.events) == 9 else ", ".join(sorted(sink.events))
+        detail = f"{sink.kind} {sink.shown_url}{signed}{headers}; {events}"
+        probes.append(Probe(f"notify {sink.name}", True, detail))
+        if send_test:
+            from .notify.deliver import send_test as send
+
+            answer = send(settings, sink.name)
+            probes.append(Probe(f"notify {sink.name} test", answer.ok, answer.describe()))
+    return probes
 
 
 def _count(settings: Settings) -> str:

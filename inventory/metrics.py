@@ -24,7 +24,7 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import Engine, func, or_, select
+from sqlalchemy import Engine, func, inspect, or_, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import models as m
@@ -225,4 +225,31 @@ class _DatabaseCollector(Collector):
                 .group_by(c.account, c.integration)
             ):
                 expired.add_metric([account, integration], count)
-        return [last, present, expiring, expired, findings]
+            outbox = self._notifications(conn)
+        return [last, present, expiring, expired, findings, *outbox]
+
+    def _notifications(self, conn: Any) -> list[Metric]:
+        """The outbox by sink and status, read from the shared database (every replica
+        reports the same); nothing while the database predates the outbox."""
+        n = m.Notification
+        total = GaugeMetricFamily(
+            "zis_inventory_notifications_total",
+            "Notifications in the outbox, by sink and status (pending, sent, dead).",
+            labels=["sink", "status"],
+        )
+        pending = GaugeMetricFamily(
+            "zis_inventory_notifications_pending",
+            "Notifications not yet delivered, by sink.",
+            labels=["sink"],
+        )
+        if not inspect(conn).has_table(n.__tablename__):
+            return []
+        waiting: dict[str, int] = {}
+        for sink, status, count in conn.execute(
+            select(n.sink, n.status, func.count()).group_by(n.sink, n.status)
+        ):
+            total.add_metric([sink, status], count)
+            waiting[sink] = waiting.get(sink, 0) + (count if status == "pending" else 0)
+        for sink, count in sorted(waiting.items()):
+            pending.add_metric([sink], count)
+        return [total, pending]

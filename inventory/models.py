@@ -291,3 +291,87 @@ class Finding(Base):
     suppressed_until: Mapped[date | None] = mapped_column(Date)
     # Why it shows again: the suppression that lapsed (what it said and when it ended).
     note: Mapped[str | None] = mapped_column(Text)
+
+
+class Notification(Base):
+    """The outbox and delivery log (spec §11): one row per (sink, message), written in the
+    transaction of the snapshot that caused it; ``payload`` is the webhook JSON."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (
+        CheckConstraint("status IN ('pending', 'sent', 'dead')", name="status"),
+        UniqueConstraint("webhook_id", name="uq_notifications_webhook_id"),
+        Index("ix_notifications_status_next_attempt_at", "status", "next_attempt_at"),
+        Index("ix_notifications_sink_status", "sink", "status"),
+        Index("ix_notifications_created_at", "created_at"),
+        Index("ix_notifications_snapshot_id", "snapshot_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sink: Mapped[str]
+    event: Mapped[str]
+    account: Mapped[str | None]
+    integration: Mapped[str | None]
+    snapshot_id: Mapped[int | None] = mapped_column(ForeignKey("snapshots.id"))
+    payload: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    status: Mapped[str]
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime]
+    last_attempt_at: Mapped[datetime | None]
+    last_status: Mapped[int | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    sent_at: Mapped[datetime | None]
+    webhook_id: Mapped[str]
+
+
+class NotificationAttempt(Base):
+    """Each delivery attempt of a notification: when, the HTTP status or the error."""
+
+    __tablename__ = "notification_attempts"
+    __table_args__ = (Index("ix_notification_attempts_notification_id", "notification_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    notification_id: Mapped[int] = mapped_column(ForeignKey("notifications.id"))
+    attempt: Mapped[int] = mapped_column(Integer)
+    attempted_at: Mapped[datetime]
+    status: Mapped[int | None]
+    error: Mapped[str | None] = mapped_column(Text)
+    outcome: Mapped[str]  # sent | retry | dead
+
+
+class ExpiryWarning(Base):
+    """The expiry ledger: each (connection, token_expiry, threshold) once. ``notified`` is
+    false for the wider thresholds a warning counted as given."""
+
+    __tablename__ = "expiry_warnings"
+    __table_args__ = (
+        UniqueConstraint(
+            "account",
+            "integration",
+            "type",
+            "name",
+            "token_expiry",
+            "threshold",
+            name="uq_expiry_warnings_key",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account: Mapped[str]
+    integration: Mapped[str]
+    type: Mapped[str]
+    name: Mapped[str]
+    threshold: Mapped[int] = mapped_column(Integer)  # days; 0 = expired
+    token_expiry: Mapped[datetime]
+    warned_at: Mapped[datetime]
+    notified: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class NotifySink(Base):
+    """When each sink name was first configured: it gets only what happens after."""
+
+    __tablename__ = "notify_sinks"
+
+    name: Mapped[str] = mapped_column(primary_key=True)
+    first_configured_at: Mapped[datetime]

@@ -36,7 +36,15 @@ from inventory.testing import (
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
 HEAD = head_revision()  # the migrations' head, whatever its name
-CONFIG_COMMANDS = {"sync", "connections", "changes", "snapshots", "check", "discover", "findings"}
+CONFIG_COMMANDS = {
+    "sync",
+    "connections",
+    "changes",
+    "snapshots",
+    "check",
+    "discover",
+    "findings",
+}
 ADMIN_EMAIL = "secops@example.com"
 
 
@@ -86,6 +94,7 @@ class Harness:
     config: Path | None = None
     admins: dict[str, str] = field(default_factory=dict)  # account: basic | oauth
     derived: list[str] = field(default_factory=list)  # secrets made of tokens (basic auth)
+    sent: list[bytes] = field(default_factory=list)  # bodies loopback receivers were sent
 
     def token(self, account: str, integration: str) -> str:
         return self.tokens.setdefault(
@@ -162,6 +171,8 @@ class Harness:
             assert value not in tables
             for output in self.outputs:
                 assert value not in output
+            for body in self.sent:  # notification payloads and Slack messages
+                assert value.encode() not in body
         for path in self.tmp_path.rglob("*"):
             if path.is_file():
                 data = path.read_bytes()

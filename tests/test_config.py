@@ -273,3 +273,173 @@ def test_cli_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     )
     assert main(["nonsense"]) == 2
     assert "No such command 'nonsense'" in capsys.readouterr().err
+
+
+# --- [[notify]] sinks and [notifications] ----------------------------------------------
+
+NOTIFY_BASE = """
+[database]
+url = "sqlite:///x.db"
+
+[[accounts]]
+subdomain = "acme"
+token_env = "ACME_TOKEN"
+integrations = ["billing_sync"]
+"""
+WHSEC = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+SLACK = "https://hooks.slack.com/services/T000/B000/XXXXSECRETXXXX"
+
+
+def notify_env(**extra: str) -> dict[str, str]:
+    return {**ENV, "SLACK_URL": SLACK, "SIEM_SECRET": WHSEC, "SIEM_AUTH": "Bearer abc", **extra}
+
+
+def test_notify_sinks_resolve_with_their_secrets_masked(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        NOTIFY_BASE
+        + """
+[[notify]]
+name = "secops-slack"
+kind = "slack"
+url_env = "SLACK_URL"
+events = ["added", "expiring"]
+accounts = ["acme"]
+
+[[notify]]
+name = "siem"
+kind = "webhook"
+url = "https://siem.example.com/hooks/zis"
+secret_env = "SIEM_SECRET"
+headers_env = { Authorization = "SIEM_AUTH" }
+fields = ["allowed_domain"]
+min_severity = "medium"
+
+[notifications]
+expiry_warning_days = [7, 30]
+max_attempts = 3
+""",
+    )
+    settings = load_settings(path, environ=notify_env())
+    slack, siem = settings.notify
+    assert (slack.name, slack.kind, slack.events, slack.accounts) == (
+        "secops-slack", "slack", frozenset({"added", "expiring"}), frozenset({"acme"}),
+    )  # fmt: skip
+    assert slack.url == Secret(SLACK) and SLACK not in repr(slack)
+    assert slack.shown_url == "https://hooks.slack.com/***"
+    assert siem.shown_url == "https://siem.example.com/***"
+    assert siem.secret == Secret(WHSEC) and WHSEC not in repr(siem)
+    assert siem.headers == (("Authorization", Secret("Bearer abc")),)
+    assert siem.events == frozenset(
+        {"added", "removed", "modified", "restored", "expiring", "expired", "failed", "held",
+         "finding"}
+    )  # fmt: skip
+    assert (siem.fields, siem.min_severity) == (frozenset({"allowed_domain"}), "medium")
+    assert settings.notifications.expiry_warning_days == [30, 7]
+    assert settings.notifications.max_attempts == 3
+    assert {SLACK, WHSEC, "Bearer abc", "https://siem.example.com/hooks/zis"} <= set(
+        settings.secrets()
+    )
+    # Read-only commands need neither tokens nor sink secrets.
+    assert load_settings(path, environ={}, resolve_tokens=False).notify[0].url == Secret("")
+
+
+def test_an_old_config_has_no_sinks_and_the_default_notifications(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, NOTIFY_BASE), environ=ENV)
+    assert settings.notify == ()
+    assert settings.notifications.expiry_warning_days == [30, 14, 7, 1]
+    assert settings.notifications.max_attempts == 12
+
+
+SINK = '\n[[notify]]\nname = "{name}"\nkind = "{kind}"\n{body}\n'
+
+
+@pytest.mark.parametrize(
+    ("sinks", "message"),
+    [
+        (
+            [("s", "slack", f'url = "{SLACK}"')],
+            "notify[0].url: a Slack webhook URL is a secret and may not be written in the "
+            'configuration file; remove it and set url_env = "NAME"',
+        ),
+        (
+            [("s", "webhook", 'url = "https://x.example/h"\nsecret = "whsec_abc"')],
+            "notify[0].secret: a literal secret is not allowed in the configuration file",
+        ),
+        (
+            [("s", "slack", 'url_env = "SLACK_URL"\nevents = ["added", "exploded"]')],
+            "notify[0].events: Value error, unknown event kind 'exploded'",
+        ),
+        (
+            [("s", "slack", 'url_env = "SLACK_URL"'), ("s", "webhook", 'url = "https://a.b/c"')],
+            "notify[1].name: sink 's' is configured twice",
+        ),
+        (
+            [("s", "webhook", 'url = "http://siem.example.com/hook"')],
+            "notify[0].url: must be an https:// URL (http:// only to a loopback address)",
+        ),
+        (
+            [("s", "slack", 'url_env = "NOT_SET_ANYWHERE"')],
+            "notify[0].url_env: environment variable NOT_SET_ANYWHERE is not set or empty",
+        ),
+        (
+            [("s", "webhook", 'url = "https://a.b/c"\nsecret_env = "NOT_SET_ANYWHERE"')],
+            "notify[0].secret_env: environment variable NOT_SET_ANYWHERE is not set or empty",
+        ),
+        (
+            [("s", "webhook", 'url = "https://a.b/c"\nsecret_env = "SIEM_AUTH"')],
+            'notify[0].secret_env: not a Standard Webhooks signing secret ("whsec_" and base64)',
+        ),
+        (
+            [("s", "webhook", 'url = "https://a.b/c"\nheaders_env = { X-Key = "NOT_SET" }')],
+            "notify[0].headers_env.X-Key: environment variable NOT_SET is not set or empty",
+        ),
+        (
+            [("s", "webhook", 'url = "https://a.b/c"\nmin_severity = "urgent"')],
+            "notify[0].min_severity: Input should be 'low', 'medium', 'high' or 'critical'",
+        ),
+        (
+            [("s", "pager", 'url = "https://a.b/c"')],
+            "notify[0].kind: Input should be 'slack' or 'webhook'",
+        ),
+        ([("s", "webhook", "")], "notify[0]: set exactly one of url, url_env or url_file"),
+        (
+            [("s", "slack", 'url_env = "SLACK_URL"\nsecret_env = "SIEM_SECRET"')],
+            "notify[0]: Slack incoming webhooks are not signed",
+        ),
+    ],
+)
+def test_bad_sinks_are_configuration_errors_naming_the_key(
+    tmp_path: Path, sinks: list[tuple[str, str, str]], message: str
+) -> None:
+    text = NOTIFY_BASE + "".join(SINK.format(name=n, kind=k, body=b) for n, k, b in sinks)
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as exc:
+        load_settings(path, environ=notify_env())
+    assert str(exc.value).startswith(f"{path}: {message}"), str(exc.value)
+    assert SLACK not in str(exc.value) and "Bearer abc" not in str(exc.value)
+
+
+def test_a_bad_env_url_is_refused_without_showing_it(tmp_path: Path) -> None:
+    path = write(tmp_path, NOTIFY_BASE + SINK.format(name="s", kind="slack", body='url_env = "U"'))
+    url = "http://hooks.slack.com/services/T0/B0/SECRETPART"
+    with pytest.raises(ConfigError) as exc:
+        load_settings(path, environ=notify_env(U=url))
+    assert str(exc.value) == (
+        f"{path}: notify[0].url_env: must be an https:// URL (http:// only to a loopback address)"
+    )
+    loopback = "http://127.0.0.1:8080/hook"
+    assert load_settings(path, environ=notify_env(U=loopback)).notify[0].url == Secret(loopback)
+
+
+def test_a_bad_notify_config_exits_2_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write(
+        tmp_path, NOTIFY_BASE + SINK.format(name="s", kind="slack", body=f'url = "{SLACK}"')
+    )
+    monkeypatch.setenv("ACME_TOKEN", "t")
+    assert main(["sync", "--config", path]) == 2
+    err = capsys.readouterr().err
+    assert "notify[0].url" in err and SLACK not in err
+    assert not (tmp_path / "x.db").exists()

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 from inventory import store
 from inventory.cli import cli as root_command
-from inventory.config import AdminEntry, FileConfig, load_settings
+from inventory.config import AdminEntry, FileConfig, NotifyEntry, load_settings
 from inventory.testing import registry_item, sample_item
 
 from .helpers import README, ROOT, Harness, _norm, readme_sql, rows
@@ -247,7 +247,7 @@ def test_config_example_is_valid_and_documents_every_key(monkeypatch: pytest.Mon
     text = example.read_text()
     data = tomllib.loads(text)
     tables = {"findings.rules": "findings.rules.ZIS", "findings.suppress": "[findings.suppress]"}
-    for key in all_keys(FileConfig) - {"accounts"}:
+    for key in all_keys(FileConfig) - {"accounts", "notify"}:
         table, name = key.split(".")
         if key in tables:  # a table of tables: documented by its headers
             assert f"[{tables[key]}" in text, key
@@ -260,3 +260,5 @@ def test_config_example_is_valid_and_documents_every_key(monkeypatch: pytest.Mon
         assert re.search(rf"^#?\s*{key}\s*=", text, re.M), key
     for key in all_keys(AdminEntry):
         assert re.search(rf"admin = {{.*\b{key} =", text), f"admin.{key}"
+    for key in NotifyEntry.model_fields:
+        assert re.search(rf"^#?\s*{key}\s*=", text, re.M), f"notify.{key}"

@@ -106,3 +106,71 @@ def test_no_secret_comes_out_of_any_command(cli: Harness, log_format: str) -> No
     finally:
         code, _, logs = stop_daemon(cli, daemon)
     assert code == 0 and logs
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_no_sink_url_secret_or_header_comes_out_of_notifications(
+    cli: Harness, log_format: str
+) -> None:
+    """Sinks whose URL, signing secret and header value are sentinels, through failing
+    and working deliveries, every command that touches them and the daemon: the harness
+    then searches the outbox (payloads included), every table, output and file."""
+    from .test_notify import Receiver, configure
+
+    receiver = Receiver()
+    receiver.up()
+    try:
+        configure(cli, receiver, {"billing": 1}, sink='events = ["added", "modified", "failed"]')
+        assert cli.config is not None
+        slack_url = receiver.url.replace("URL-PATH", "SLACK-PATH")
+        cli.monkeypatch.setenv("SLACK_URL", slack_url)
+        cli.tokens[("notify", "slack")] = slack_url
+        cli.config.write_text(
+            cli.config.read_text()
+            + '\n[[notify]]\nname = "chat"\nkind = "slack"\nurl_env = "SLACK_URL"\n'
+        )
+        run = lambda *args: cli.run(*args, log_format=log_format)  # noqa: E731
+        cfg = ("--config", str(cli.config))
+        receiver.default = 500
+        assert run("sync").code == 0
+        receiver.down()
+        cli.zis.update(
+            "acme", "billing", "api_key", "billing_api_key_0", allowed_domain="x.example"
+        )
+        assert run("sync").code == 0
+        assert run("notify", *cfg).code == 0
+        assert run("notify", *cfg, "--test", "siem").code == 1  # refused
+        receiver.up()
+        receiver.default = 200
+        assert run("notify", *cfg).code == 0
+        for sink in ("siem", "chat"):
+            test = run("notify", *cfg, "--test", sink)
+            assert test.code == 0, test
+        assert "chat (slack, http://127.0.0.1:" in test.out and "/***): HTTP 200: ok" in test.out
+        for fmt in FORMATS:
+            assert run("notifications", *cfg, "--format", fmt).code == 0
+            assert run("doctor", *cfg, "--send-test", "--format", fmt).code == 0
+        assert {g.headers.get("authorization") for g in receiver.got} >= {
+            cli.tokens[("notify", "auth")]
+        }
+        slack = [g for g in receiver.got if "webhook-id" not in g.headers]
+        assert slack and all("blocks" in g.payload for g in slack)
+        cli.config.write_text(cli.config.read_text() + "\n" + SCHEDULE.format(interval=1))
+        cli.zis.update(
+            "acme", "billing", "api_key", "billing_api_key_0", allowed_domain="y.example"
+        )
+        before = snapshot_count(cli, "billing")
+        daemon = start_daemon(cli)
+        try:
+            wait_for(lambda: snapshot_count(cli, "billing") > before)
+            wait_for(lambda: not pending(cli))
+        finally:
+            code, _, logs = stop_daemon(cli, daemon)
+        assert code == 0 and logs
+    finally:
+        receiver.down()
+
+
+def pending(cli: Harness) -> list[tuple[object, ...]]:
+    n = m.Notification
+    return sorted(query(cli.db_url, select(n.id).where(n.status == "pending")))

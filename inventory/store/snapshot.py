@@ -34,6 +34,7 @@ from ..diff import Diff, Key, Stored
 from ..errors import SnapshotError
 from ..fields import METADATA_FIELDS, RECORD_FIELDS, TIMESTAMP_FIELDS
 from ..findings import OpenedFinding, update_findings
+from ..notify.outbox import enqueue_snapshot
 from ..records import Connection as Record
 from ..types import ChangeKind, SnapshotStatus
 from .bulk import insert_rows
@@ -244,6 +245,7 @@ class IntegrationTransaction:
         self.opened = update_findings(
             self.conn, self.settings, self.account, self.integration, row.started_at
         )
+        enqueue_snapshot(self.conn, self.settings, snapshot_id, self.opened, row.started_at)
         return snapshot_id
 
     def _insert_snapshot(self, row: SnapshotRow) -> int:

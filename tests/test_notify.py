@@ -1,0 +1,799 @@
+"""notify: the outbox written with each snapshot, and its delivery to a real loopback
+receiver, on SQLite and PostgreSQL: every payload type, signatures, outages, dead letters,
+a deliverer killed mid-send, two deliverers at once, and the expiry ledger."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import insert, select
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+from inventory import models as m
+from inventory import store
+from inventory.config import load_settings
+from inventory.metrics import Metrics
+from inventory.notify import notifications_report
+from inventory.notify.deliver import Deliverer
+from inventory.notify.messages import slack_message
+from inventory.notify.outbox import expiry_warnings
+from inventory.records import format_timestamp
+from inventory.store import snapshot as store_snapshot
+from inventory.testing import SENTINEL, sample_item, server_error
+
+from .helpers import Harness, items, query, rows, snapshots, wait_for
+
+SECRET = "whsec_" + base64.b64encode(b"notify-test-signing-secret-0123").decode()
+AUTH = f"Bearer {SENTINEL}-SIEM-AUTH"
+NOW = datetime.now(UTC)
+
+
+# --- a receiver on loopback ------------------------------------------------------------
+
+
+@dataclass
+class Got:
+    headers: dict[str, str]
+    body: bytes
+    status: int | None  # what it answered; None while blocked
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        value: dict[str, Any] = json.loads(self.body)
+        return value
+
+    @property
+    def webhook_id(self) -> str:
+        return self.headers["webhook-id"]
+
+
+Answer = int | tuple[int, dict[str, str]] | str  # a status, with headers, or "block"
+
+
+@dataclass
+class Receiver:
+    """A webhook receiver: answers each request with the next scripted answer (then
+    ``default``), or by ``decide(payload)``; can be down (connection refused)."""
+
+    default: int = 200
+    script: list[Answer] = field(default_factory=list)
+    decide: Callable[[dict[str, Any]], Answer] | None = None
+    delay: float = 0.0
+    got: list[Got] = field(default_factory=list)
+    in_flight: Counter[str] = field(default_factory=Counter)
+    overlaps: int = 0
+    release: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    port: int = 0
+    bodies: list[bytes] | None = None  # also append each body here (the harness's search)
+    _server: ThreadingHTTPServer | None = None
+
+    def __post_init__(self) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hooks/{SENTINEL}-URL-PATH"
+
+    def up(self) -> None:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                got = Got({k.lower(): v for k, v in self.headers.items()}, body, None)
+                with receiver.lock:
+                    receiver.got.append(got)
+                    if receiver.bodies is not None:
+                        receiver.bodies.append(body)
+                    wid = got.headers.get("webhook-id", "")
+                    receiver.in_flight[wid] += 1
+                    if receiver.in_flight[wid] > 1:
+                        receiver.overlaps += 1
+                    answer = receiver._answer(got)
+                try:
+                    if answer == "block":
+                        receiver.release.wait(30)
+                        answer = 200
+                    if receiver.delay:
+                        time.sleep(receiver.delay)
+                    status, headers = answer if isinstance(answer, tuple) else (answer, {})
+                    got.status = int(status)
+                    self.send_response(int(status))
+                    for k, v in headers.items():
+                        self.send_header(k, v)
+                    self.send_header("Content-Length", "2")
+                    self.end_headers()
+                    self.wfile.write(b"ok")
+                finally:
+                    with receiver.lock:
+                        receiver.in_flight[wid] -= 1
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        self._server = server
+
+    def down(self) -> None:
+        if self._server is not None:
+            self.release.set()
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def _answer(self, got: Got) -> Answer:
+        if self.script:
+            return self.script.pop(0)
+        if self.decide is not None:
+            return self.decide(got.payload)
+        return self.default
+
+    def delivered(self) -> list[Got]:
+        """The requests answered 2xx, in the order they came."""
+        with self.lock:
+            return [g for g in self.got if g.status is not None and 200 <= g.status < 300]
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    r.up()
+    yield r
+    r.down()
+
+
+# The rules are off here: this file tests the delivery of what the seam passes (the
+# findings the rules open are tested in test_findings.py).
+NO_FINDINGS = "\n".join(f"[findings.rules.ZIS{n:03d}]\nenabled = false" for n in range(1, 11))
+
+
+def configure(
+    h: Harness,
+    receiver: Receiver,
+    layout: dict[str, int],
+    *,
+    sink: str = "",
+    notifications: str = "",
+    extra_sync: str = "page_size = 3\nmax_retries = 0",
+    connections: Callable[[str, int], list[tuple[str, dict[str, Any]]]] | None = None,
+) -> None:
+    """Integrations of account acme, and a config with one signed webhook sink whose URL,
+    secret and header value are secrets the harness looks for everywhere."""
+    for name, count in layout.items():
+        made = connections(name, count) if connections else far_expiry(items(name, count))
+        h.zis.add_integration("acme", name, h.token("acme", name), made)
+    config = h.write_config(extra_sync, acme=list(layout))
+    receiver.bodies = h.sent
+    h.monkeypatch.setenv("SIEM_URL", receiver.url)
+    h.monkeypatch.setenv("SIEM_SECRET", SECRET)
+    h.monkeypatch.setenv("SIEM_AUTH", AUTH)
+    h.tokens[("notify", "url")] = receiver.url
+    h.tokens[("notify", "secret")] = SECRET
+    h.tokens[("notify", "auth")] = AUTH
+    config.write_text(
+        config.read_text()
+        + f"""
+[[notify]]
+name = "siem"
+kind = "webhook"
+url_env = "SIEM_URL"
+secret_env = "SIEM_SECRET"
+headers_env = {{ Authorization = "SIEM_AUTH" }}
+{sink}
+
+[notifications]
+backoff_seconds = 0.001
+max_backoff_seconds = 0.002
+{notifications}
+{NO_FINDINGS}
+"""
+    )
+
+
+def far_expiry(made: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:
+    for type_name, item in made:
+        if type_name == "oauth":
+            item["token_expiry"] = "2099-01-01T00:00:00Z"
+    return made
+
+
+def stamp(at: datetime) -> str:
+    return format_timestamp(at.replace(microsecond=0))
+
+
+def outbox(url: str) -> list[tuple[Any, ...]]:
+    n = m.Notification
+    return sorted(
+        query(url, select(n.id, n.sink, n.event, n.account, n.integration, n.snapshot_id, n.status))
+    )
+
+
+def attempts(url: str, notification_id: int) -> list[tuple[Any, ...]]:
+    a = m.NotificationAttempt
+    return sorted(
+        query(
+            url,
+            select(a.attempt, a.status, a.error, a.outcome).where(
+                a.notification_id == notification_id
+            ),
+        )
+    )
+
+
+def notify(h: Harness, *args: str) -> int:
+    assert h.config is not None
+    return h.run("notify", "--config", str(h.config), *args).code
+
+
+@dataclass(frozen=True)
+class Finding:
+    id: int
+    rule: str
+    slug: str
+    severity: str
+    account: str
+    integration: str
+    type: str | None
+    name: str | None
+    detail: str
+    first_seen_at: datetime
+
+
+# --- every payload type ------------------------------------------------------------------
+
+
+def test_every_event_kind_reaches_the_receiver_signed_as_documented(
+    cli: Harness, receiver: Receiver
+) -> None:
+    soon = (NOW + timedelta(days=10)).replace(microsecond=0)
+
+    def made(name: str, count: int) -> list[tuple[str, dict[str, Any]]]:
+        out = far_expiry(items(name, count))
+        out[-2][1]["token_expiry"] = format_timestamp(soon)  # oauth_0 expires in 10 days
+        return out
+
+    configure(cli, receiver, {"billing": 2}, connections=made)
+    z = cli.zis
+    # The findings the rules open are tested in test_findings; here the seam passes only
+    # the one finding given below, at the snapshot it is given for.
+    opened: list[Any] = []
+    real = store_snapshot.enqueue_snapshot
+    cli.monkeypatch.setattr(
+        store_snapshot,
+        "enqueue_snapshot",
+        lambda conn, settings, sid, found, now: real(conn, settings, sid, list(opened), now),
+    )
+    assert cli.run("sync").code == 0  # first inventory + a 14-day expiry warning
+    z.update("acme", "billing", "api_key", "billing_api_key_0", allowed_domain="evil.example.com")
+    removed = z.delete("acme", "billing", "basic_auth", "billing_basic_auth_0")
+    z.put("acme", "billing", "api_key", sample_item("api_key", "billing_new_key"))
+    assert cli.run("sync").code == 0  # added, removed, modified
+    z.put("acme", "billing", "basic_auth", removed)
+    assert cli.run("sync").code == 0  # restored
+    z.fail("acme", "billing", server_error(500, times=2))
+    assert cli.run("sync").code == 1  # failed
+    assert cli.run("sync").code == 1  # failed again: told once
+    assert cli.run("sync").code == 0  # recovered
+    z.update("acme", "billing", "oauth", "billing_oauth_1", token_expiry="2026-01-01T00:00:00Z")
+    assert cli.run("sync").code == 0  # modified token_expiry, and expired
+    finding = Finding(7, "ZIS001", "wide-domain", "high", "acme", "billing", "api_key",
+                      "billing_api_key_0", "allowed_domain is a wildcard", NOW)  # fmt: skip
+    opened.append(finding)  # what the findings engine passes: a finding this snapshot opened
+    for t, name in [(t, i["name"]) for t, i in far_expiry(items("billing", 2))][:6]:
+        z.delete("acme", "billing", t, name)
+    assert cli.run("sync", "--no-notify").code == 1  # held (and the finding)
+    held = max(s[0] for s in snapshots(cli.db_url))
+    assert notify(cli) == 0
+
+    got = receiver.delivered()
+    assert len(got) == len(receiver.got)  # nothing needed a second attempt
+    for g in got:
+        assert Webhook(SECRET).verify(g.body, g.headers) == g.payload
+        assert g.headers["authorization"] == AUTH
+        assert g.payload["id"] == g.webhook_id
+        with pytest.raises(WebhookVerificationError):
+            Webhook("whsec_" + base64.b64encode(b"another-secret").decode()).verify(
+                g.body, g.headers
+            )
+    assert [(g.payload["type"], g.payload.get("kind")) for g in got] == [
+        ("snapshot", None),
+        ("expiry_warning", "expiring"),
+        ("snapshot", None),
+        ("snapshot", None),
+        ("snapshot_failed", "failed"),
+        ("snapshot_failed", "recovered"),
+        ("snapshot", None),
+        ("expiry_warning", "expired"),
+        ("snapshot_failed", "held"),
+        ("finding", None),
+    ]
+    ids = [s[0] for s in snapshots(cli.db_url)]
+    first, changed = got[0].payload, got[2].payload
+    assert first == {
+        "type": "snapshot",
+        "id": got[0].webhook_id,
+        "account": "acme",
+        "integration": "billing",
+        "snapshot_id": ids[0],
+        "detected_at": first["detected_at"],
+        "first_inventory": True,
+        "connection_count": 8,
+        "counts": {"added": 8, "removed": 0, "modified": 0, "restored": 0},
+        "events": [],
+        "events_total": 0,
+        "summary": "acme/billing: first inventory: 8 connections",
+    }
+    assert {k: v for k, v in changed.items() if k != "events"} == {
+        "type": "snapshot",
+        "id": got[2].webhook_id,
+        "account": "acme",
+        "integration": "billing",
+        "snapshot_id": ids[1],
+        "detected_at": changed["detected_at"],
+        "first_inventory": False,
+        "connection_count": 8,
+        "counts": {"added": 1, "removed": 1, "modified": 1, "restored": 0},
+        "events_total": 3,
+        "summary": "acme/billing: 1 added, 1 modified, 1 removed",
+    }
+    assert sorted(changed["events"], key=lambda e: e["change"]) == [
+        {"change": "added", "type": "api_key", "name": "billing_new_key", "field": None,
+         "old_value": None, "new_value": None},
+        {"change": "modified", "type": "api_key", "name": "billing_api_key_0",
+         "field": "allowed_domain", "old_value": "billing-api-key-0.example.com",
+         "new_value": "evil.example.com"},
+        {"change": "removed", "type": "basic_auth", "name": "billing_basic_auth_0", "field": None,
+         "old_value": None, "new_value": None},
+    ]  # fmt: skip
+    expiring = got[1].payload
+    assert {k: v for k, v in expiring.items() if k not in ("detected_at", "days_left")} == {
+        "type": "expiry_warning",
+        "id": got[1].webhook_id,
+        "account": "acme",
+        "integration": "billing",
+        "snapshot_id": ids[0],
+        "kind": "expiring",
+        "connection": {"type": "oauth", "name": "billing_oauth_0", "token_expiry": stamp(soon)},
+        "threshold_days": 14,
+        "events": [],
+        "summary": f"acme/billing: oauth billing_oauth_0: token expires within 14 days "
+        f"({stamp(soon)})",
+    }
+    assert expiring["days_left"] in (9, 10)
+    assert [e["change"] for e in got[3].payload["events"]] == ["restored"]
+    failed = got[4].payload
+    assert failed["status"] == "failed" and failed["previous_status"] is None
+    assert failed["error"].startswith("acme/billing: page 1: ")
+    assert got[4].payload["snapshot_id"] == ids[3]  # the first of the two failures
+    recovered = got[5].payload
+    assert (recovered["kind"], recovered["status"], recovered["previous_status"]) == (
+        "recovered",
+        "complete",
+        "failed",
+    )
+    assert recovered["error"] is None and recovered["snapshot_id"] == ids[5]
+    assert got[7].payload["connection"]["name"] == "billing_oauth_1"
+    assert got[7].payload["threshold_days"] == 0
+    assert got[8].payload["snapshot_id"] == held and got[8].payload["error"]
+    assert got[9].payload["finding"] == {
+        "id": 7,
+        "rule": "ZIS001",
+        "slug": "wide-domain",
+        "severity": "high",
+        "type": "api_key",
+        "name": "billing_api_key_0",
+        "detail": "allowed_domain is a wildcard",
+        "first_seen_at": format_timestamp(NOW),
+    }
+    assert {r[6] for r in outbox(cli.db_url)} == {"sent"}
+    # The delivery log, as the command shows it.
+    out = cli.run("notifications", "--config", str(cli.config), "--format", "json")
+    log = json.loads(out.out)
+    assert [r["event"] for r in log] == [
+        "first_inventory", "expiring", "snapshot", "snapshot", "failed", "recovered",
+        "snapshot", "expired", "held", "finding",
+    ]  # fmt: skip
+    assert [r["webhook_id"] for r in log] == [g.webhook_id for g in got]
+    assert {(r["status"], r["attempts"], r["last_status"]) for r in log} == {("sent", 1, 200)}
+    table = cli.run("notifications", "--config", str(cli.config), "--sink", "siem")
+    assert table.code == 0 and "10 notifications" in table.out and "10 sent" in table.out
+
+
+def test_a_sink_gets_only_the_events_fields_and_integrations_it_asks_for(
+    cli: Harness, receiver: Receiver
+) -> None:
+    configure(
+        cli,
+        receiver,
+        {"billing": 1, "crm": 1},
+        sink='events = ["modified"]\nfields = ["allowed_domain"]\nintegrations = ["billing"]',
+    )
+    assert cli.run("sync").code == 0  # first inventories: "added", not asked for
+    for name in ("billing", "crm"):
+        cli.zis.update("acme", name, "api_key", f"{name}_api_key_0", allowed_domain="x.example")
+        cli.zis.update("acme", name, "basic_auth", f"{name}_basic_auth_0", username="other")
+    cli.zis.delete("acme", "billing", "bearer_token", "billing_bearer_token_0")
+    assert cli.run("sync").code == 0
+    (got,) = receiver.delivered()
+    assert got.payload["integration"] == "billing"
+    assert [(e["change"], e["field"]) for e in got.payload["events"]] == [
+        ("modified", "allowed_domain")
+    ]
+    assert got.payload["counts"] == {"added": 0, "removed": 1, "modified": 2, "restored": 0}
+
+
+# --- delivery through outages ------------------------------------------------------------
+
+
+def test_every_message_arrives_once_in_order_after_refusals_500s_and_429s(
+    cli: Harness, receiver: Receiver
+) -> None:
+    configure(cli, receiver, {"billing": 1, "crm": 1})
+    receiver.down()  # connection refused
+    assert cli.run("sync").code == 0
+    receiver.up()
+    receiver.default = 500
+    for name in ("billing", "crm"):
+        cli.zis.update("acme", name, "api_key", f"{name}_api_key_0", allowed_domain="a.example")
+    assert cli.run("sync").code == 0
+    receiver.default = 429
+    receiver.script = [(429, {"Retry-After": "0"}), (429, {"Retry-After": "0"})]
+    for name in ("billing", "crm"):
+        cli.zis.update("acme", name, "api_key", f"{name}_api_key_0", allowed_domain="b.example")
+    result = cli.run("sync")
+    assert result.code == 0
+    assert {r[6] for r in outbox(cli.db_url)} == {"pending"}
+    receiver.default = 200
+    assert notify(cli) == 0
+    box = outbox(cli.db_url)
+    for name in ("billing", "crm"):
+        assert [(r[2], r[6]) for r in box if r[4] == name] == [
+            ("first_inventory", "sent"),
+            ("snapshot", "sent"),
+            ("snapshot", "sent"),
+        ]
+    delivered = receiver.delivered()
+    ids = [g.webhook_id for g in delivered]
+    stored = [r[0] for r in rows(cli.db_url, "SELECT webhook_id FROM notifications ORDER BY id")]
+    assert sorted(ids) == sorted(stored) and len(set(ids)) == len(ids)
+    for name in ("billing", "crm"):
+        mine = [r[0] for r in rows(
+            cli.db_url, "SELECT webhook_id FROM notifications WHERE integration = :i ORDER BY id",
+            i=name,
+        )]  # fmt: skip
+        assert [g.webhook_id for g in delivered if g.payload["integration"] == name] == mine
+    refused = "cannot connect (refused, unreachable or TLS failed)"
+    assert attempts(cli.db_url, box[0][0]) == [
+        (1, None, refused, "retry"),
+        (2, 500, "HTTP 500", "retry"),
+        (3, 429, "HTTP 429", "retry"),
+        (4, 200, None, "sent"),
+    ]
+    # Every attempt of a message carried its one webhook-id.
+    by_id = Counter(g.webhook_id for g in receiver.got)
+    assert by_id[stored[0]] == 3  # 500, 429, 200: the refusal never reached it
+    assert "attempt 1: cannot connect" in "".join(cli.outputs)
+
+
+def test_400_is_dead_at_once_max_attempts_is_dead_and_neither_blocks_the_others(
+    cli: Harness, receiver: Receiver
+) -> None:
+    configure(cli, receiver, {"billing": 1, "crm": 1, "ops": 1}, notifications="max_attempts = 2")
+    answers = {"billing": 400, "crm": 503, "ops": 200}
+    receiver.decide = lambda payload: answers[payload["integration"]]
+    assert cli.run("sync").code == 0
+    for name in answers:
+        cli.zis.update("acme", name, "api_key", f"{name}_api_key_0", allowed_domain="c.example")
+    assert cli.run("sync").code == 0
+    assert {(r[2], r[4], r[6]) for r in outbox(cli.db_url)} == {
+        ("first_inventory", "billing", "dead"),
+        ("first_inventory", "crm", "dead"),
+        ("first_inventory", "ops", "sent"),
+        ("snapshot", "billing", "dead"),
+        ("snapshot", "crm", "pending"),
+        ("snapshot", "ops", "sent"),
+    }
+    (first_crm,) = [r[0] for r in outbox(cli.db_url) if r[2:5:2] == ("first_inventory", "crm")]
+    assert attempts(cli.db_url, first_crm) == [
+        (1, 503, "HTTP 503", "retry"),
+        (2, 503, "HTTP 503", "dead"),
+    ]
+    dead = cli.run("notifications", "--config", str(cli.config), "--status", "dead")
+    assert dead.code == 0 and "3 notifications" in dead.out
+    engine = store.make_engine(cli.db_url)
+    try:
+        text = generate_latest(Metrics(lambda: engine, lambda: timedelta(hours=1)).registry)
+    finally:
+        engine.dispose()
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text.decode())
+        for s in family.samples
+        if s.name.startswith("zis_inventory_notifications")
+    }
+    assert samples == {
+        ("zis_inventory_notifications_total", (("sink", "siem"), ("status", "dead"))): 3.0,
+        ("zis_inventory_notifications_total", (("sink", "siem"), ("status", "sent"))): 2.0,
+        ("zis_inventory_notifications_total", (("sink", "siem"), ("status", "pending"))): 1.0,
+        ("zis_inventory_notifications_pending", (("sink", "siem"),)): 1.0,
+    }
+
+
+def test_a_deliverer_killed_mid_send_resends_with_the_same_webhook_id(
+    cli: Harness, receiver: Receiver
+) -> None:
+    configure(cli, receiver, {"billing": 1, "crm": 1}, notifications="lease_seconds = 0.5")
+    assert cli.run("sync", "--no-notify").code == 0
+    assert receiver.got == []
+    receiver.script = ["block"]
+    assert cli.config is not None
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "inventory", "notify", "--config", str(cli.config)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cli.tmp_path,
+        env={**os.environ},
+    )  # fmt: skip
+    try:
+        wait_for(lambda: len(receiver.got) == 1)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        out, err = proc.communicate(timeout=20)
+        cli.outputs += [out, err]
+    receiver.release.set()
+    assert [r[6] for r in outbox(cli.db_url)] == ["pending", "pending"]
+    time.sleep(0.6)  # the killed deliverer's lease ends
+    assert notify(cli) == 0
+    assert [r[6] for r in outbox(cli.db_url)] == ["sent", "sent"]
+    seen = Counter(g.webhook_id for g in receiver.got)
+    first = receiver.got[0].webhook_id
+    assert seen[first] == 2 and sorted(seen.values()) == [1, 2]
+    assert receiver.got[0].body == [g for g in receiver.got if g.webhook_id == first][1].body
+
+
+def test_two_deliverers_never_send_the_same_message_at_once(
+    cli: Harness, receiver: Receiver
+) -> None:
+    layout = {f"i{n}": 1 for n in range(6)}
+    configure(cli, receiver, layout)
+    assert cli.run("sync", "--no-notify").code == 0
+    for name in layout:
+        cli.zis.update("acme", name, "api_key", f"{name}_api_key_0", allowed_domain="d.example")
+    assert cli.run("sync", "--no-notify").code == 0
+    receiver.delay = 0.02
+    settings = load_settings(str(cli.config))
+    engines = [store.make_engine(cli.db_url) for _ in range(2)]
+    try:
+        threads = [threading.Thread(target=Deliverer(engine, settings).run) for engine in engines]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        # What one pass left behind (a message behind another's lease) the next one sends.
+        Deliverer(engines[0], settings).run()
+    finally:
+        for engine in engines:
+            engine.dispose()
+    assert receiver.overlaps == 0
+    ids = [g.webhook_id for g in receiver.got]
+    assert len(ids) == 12 and len(set(ids)) == 12
+    assert {r[6] for r in outbox(cli.db_url)} == {"sent"}
+
+
+# --- what is queued ----------------------------------------------------------------------
+
+
+def test_a_rolled_back_snapshot_queues_nothing(
+    cli: Harness, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    configure(cli, receiver, {"billing": 1})
+    real = store_snapshot.enqueue_snapshot
+    calls: list[int] = []
+
+    def fail_after_queueing(conn: Any, *args: Any) -> None:
+        real(conn, *args)
+        calls.append(1)
+        if len(calls) == 1:
+            assert rows_in(conn) == 1  # queued, in the transaction that now fails
+            raise OperationalError("INSERT", None, Exception("disk I/O error"))
+
+    monkeypatch.setattr(store_snapshot, "enqueue_snapshot", fail_after_queueing)
+    assert cli.run("sync", "--no-notify").code == 1
+    ((snapshot_id, *_, status, _c, _a, _r, _m, _s, _p),) = snapshots(cli.db_url)
+    assert status == "failed"
+    assert [(r[2], r[5]) for r in outbox(cli.db_url)] == [("failed", snapshot_id)]
+
+
+def rows_in(conn: Any) -> int:
+    return len(conn.execute(select(m.Notification.id)).all())
+
+
+def test_a_held_snapshot_queues_its_held_message_only(cli: Harness, receiver: Receiver) -> None:
+    configure(cli, receiver, {"billing": 2})
+    assert cli.run("sync", "--no-notify").code == 0
+    for t, item in items("billing", 2)[:6]:
+        cli.zis.delete("acme", "billing", t, item["name"])
+    assert cli.run("sync", "--no-notify").code == 1
+    held = snapshots(cli.db_url)[-1][0]
+    assert [(r[2], r[5]) for r in outbox(cli.db_url)][1:] == [("held", held)]
+    assert cli.run("sync", "--no-notify").code == 1  # held again: told once
+    assert [r[2] for r in outbox(cli.db_url)] == ["first_inventory", "held"]
+
+
+def test_a_sink_added_to_an_existing_database_gets_only_what_happens_after(
+    cli: Harness, receiver: Receiver
+) -> None:
+    configure(cli, receiver, {"billing": 1})
+    assert cli.config is not None
+    text = cli.config.read_text()
+    cli.config.write_text(text.split("[[notify]]")[0])
+    assert cli.run("sync").code == 0
+    cli.config.write_text(text)
+    assert cli.run("sync").code == 0  # nothing changed: nothing to tell
+    cli.zis.update("acme", "billing", "api_key", "billing_api_key_0", allowed_domain="e.example")
+    assert cli.run("sync").code == 0
+    assert [g.payload["events"][0]["change"] for g in receiver.delivered()] == ["modified"]
+    assert rows(cli.db_url, "SELECT name FROM notify_sinks") == [("siem",)]
+
+
+# --- the expiry ledger -------------------------------------------------------------------
+
+
+@pytest.fixture
+def ledger(db_url: str) -> Iterator[Callable[..., list[tuple[str, int]]]]:
+    """warn(now, expiry=None): the (event, threshold) warnings a snapshot at ``now`` gives
+    for one oauth connection, after setting its token_expiry when given."""
+    engine = store.make_engine(db_url)
+    store.upgrade(engine)
+    with engine.begin() as conn:
+        conn.execute(
+            insert(m.Connection).values(
+                account="acme",
+                integration="crm",
+                type="oauth",
+                name="o",
+                first_seen_at=NOW,
+                last_changed_at=NOW,
+                token_expiry=NOW + timedelta(days=40),
+            )
+        )
+
+    def warn(now: datetime, expiry: datetime | None = None) -> list[tuple[str, int]]:
+        with engine.begin() as conn:
+            if expiry is not None:
+                conn.execute(m.Connection.__table__.update().values(token_expiry=expiry))
+            got = expiry_warnings(conn, "acme", "crm", None, [30, 14, 7, 1], now)
+        return [(w.event, w.body["threshold_days"]) for w in got]
+
+    yield warn
+    engine.dispose()
+
+
+def test_expiry_thresholds_crossed_one_by_one(ledger: Callable[..., Any]) -> None:
+    day = timedelta(days=1)
+    assert ledger(NOW) == []
+    assert ledger(NOW + 10 * day) == [("expiring", 30)]  # 30 days left: <=
+    assert ledger(NOW + 11 * day) == []
+    assert ledger(NOW + 26 * day) == [("expiring", 14)]
+    assert ledger(NOW + 33 * day) == [("expiring", 7)]
+    assert ledger(NOW + 39 * day) == [("expiring", 1)]
+    assert ledger(NOW + 39.5 * day) == []
+    assert ledger(NOW + 40 * day) == [("expired", 0)]
+    assert ledger(NOW + 41 * day) == []
+
+
+def test_expiry_thresholds_crossed_at_once_give_the_tightest_and_count_the_wider(
+    ledger: Callable[..., Any], db_url: str
+) -> None:
+    day = timedelta(days=1)
+    assert ledger(NOW + 39.5 * day) == [("expiring", 1)]
+    assert sorted(rows(db_url, "SELECT threshold, notified FROM expiry_warnings")) == [
+        (1, True), (7, False), (14, False), (30, False),
+    ]  # fmt: skip
+    assert ledger(NOW + 39.7 * day) == []
+    assert ledger(NOW + 45 * day) == [("expired", 0)]
+
+
+def test_a_missed_day_delays_a_warning_and_never_skips_it(ledger: Callable[..., Any]) -> None:
+    day = timedelta(days=1)
+    assert ledger(NOW + 10 * day) == [("expiring", 30)]
+    # No snapshot on the day 14 days were left; the next one, with 12 left, warns for 14.
+    assert ledger(NOW + 28 * day) == [("expiring", 14)]
+
+
+def test_a_refreshed_token_starts_over(ledger: Callable[..., Any]) -> None:
+    day = timedelta(days=1)
+    assert ledger(NOW + 34 * day) == [("expiring", 7)]
+    assert ledger(NOW + 35 * day, expiry=NOW + 70 * day) == []  # 35 days left
+    assert ledger(NOW + 41 * day) == [("expiring", 30)]
+    assert ledger(NOW + 41 * day, expiry=NOW + 42 * day) == [("expiring", 1)]
+
+
+# --- the Slack message -------------------------------------------------------------------
+
+
+def test_slack_blocks_show_at_most_20_changes_then_how_many_more() -> None:
+    events = [
+        {"change": "modified", "type": "api_key", "name": f"k{n}", "field": "allowed_domain",
+         "old_value": "a.example", "new_value": "<b>.example"}
+        for n in range(25)
+    ]  # fmt: skip
+    payload = {
+        "type": "snapshot", "id": "msg_1", "account": "acme", "integration": "crm",
+        "snapshot_id": 12, "detected_at": "2026-12-02T10:00:00Z", "first_inventory": False,
+        "connection_count": 30, "counts": {"added": 0, "removed": 0, "modified": 25,
+        "restored": 0}, "events": events, "events_total": 25,
+        "summary": "acme/crm: 25 modified",
+    }  # fmt: skip
+    message = slack_message(payload)
+    header, section, context = message["blocks"]
+    assert header == {
+        "type": "header",
+        "text": {"type": "plain_text", "text": "acme/crm: 25 modified"},
+    }
+    lines = section["text"]["text"].split("\n")
+    assert len(lines) == 21 and lines[-1] == "and 5 more"
+    assert lines[0] == "modified api_key `k0` allowed_domain: a.example → &lt;b&gt;.example"
+    assert context["elements"][0]["text"] == (
+        "snapshot 12 · 2026-12-02T10:00:00Z · zis-inventory snapshot"
+    )
+    assert message["text"] == "acme/crm: 25 modified"
+
+
+def test_the_report_reads_the_delivery_log(db_url: str) -> None:
+    engine = store.make_engine(db_url)
+    try:
+        store.upgrade(engine)
+        report = notifications_report(engine, status=("dead",), sinks=(), since=None)
+        assert report.rows == [] and report.render("csv").startswith("id,created_at,sink")
+    finally:
+        engine.dispose()
+
+
+def test_the_daemon_delivers_continuously_and_stops_cleanly(
+    cli: Harness, receiver: Receiver
+) -> None:
+    from .test_daemon import SCHEDULE
+    from .test_daemon import start as start_daemon
+    from .test_daemon import stop as stop_daemon
+
+    configure(cli, receiver, {"billing": 1}, notifications="poll_seconds = 0.2")
+    assert cli.config is not None
+    cli.config.write_text(cli.config.read_text() + "\n" + SCHEDULE.format(interval=3600))
+    receiver.script = [500]  # the first attempt fails; the worker tries again by itself
+    daemon = start_daemon(cli)
+    try:
+        wait_for(lambda: len(receiver.delivered()) == 1)
+    finally:
+        code, seconds, logs = stop_daemon(cli, daemon)
+    assert code == 0 and seconds < 5
+    assert [g.status for g in receiver.got] == [500, 200]
+    assert [(r[2], r[6]) for r in outbox(cli.db_url)] == [("first_inventory", "sent")]
+    lines = [line["message"] for line in logs if line["message"].startswith("notify siem: ")]
+    assert [line.split(": ", 2)[1] for line in lines] == [
+        "message 1 (first_inventory acme/billing) attempt 1",
+        "message 1 (first_inventory acme/billing) attempt 2",
+    ]
+    assert logs[-1]["message"] == "daemon stopped"
