@@ -471,13 +471,14 @@ def _bars(
     """Stacked vertical bars: one per label; each stack is (series, value) bottom-up."""
     from markupsafe import escape
 
-    width, height, left, bottom, top = 760, 230, 40, 40, 12
+    width, height, left, bottom, top = 760, 230, 40, 40, 18
     plot_w, plot_h = width - left - 10, height - bottom - top
-    peak = max([sum(v for _, v in stack) for stack in stacks] + [1])
+    ticks = _ticks(max([sum(v for _, v in stack) for stack in stacks] + [1]))
+    peak = ticks[-1]
     step = plot_w / max(len(labels), 1)
     bar = max(1.0, min(22.0, step * 0.8))
     body = []
-    for tick in _ticks(peak):
+    for tick in ticks:
         y = top + plot_h - plot_h * tick / peak
         body.append(
             f'<line x1="{left}" x2="{width - 10}" y1="{y:.1f}" y2="{y:.1f}" class="grid"/>'
@@ -495,6 +496,12 @@ def _bars(
                 f'<rect x="{x:.1f}" y="{y:.1f}" width="{bar:.1f}" height="{h:.1f}" '
                 f'fill="{COLORS[series]}"><title>{escape(name)}: {value} {series}</title></rect>'
             )
+        total = sum(v for _, v in stack)
+        if total and bar >= 10:
+            body.append(
+                f'<text x="{x + bar / 2:.1f}" y="{y - 3:.1f}" text-anchor="middle" '
+                f'class="value">{total}</text>'
+            )
         if i % every == 0:
             body.append(
                 f'<text x="{x + bar / 2:.1f}" y="{top + plot_h + 16}" '
@@ -508,13 +515,14 @@ def _bars(
 
 
 def _ticks(peak: int) -> list[int]:
-    """Grid values 0, step, 2*step... with step 1, 2 or 5 times a power of ten."""
+    """Grid values 0, step, 2*step... up to the first at or above ``peak``, the step 1, 2
+    or 5 times a power of ten."""
     magnitude = 1
     while True:
         for factor in (1, 2, 5):
             step = factor * magnitude
             if peak <= 5 * step:
-                return list(range(0, peak + 1, step))
+                return list(range(0, -(-peak // step) * step + 1, step))
         magnitude *= 10
 
 
@@ -578,6 +586,7 @@ def render_html(pack: Pack) -> str:
         findings=_table(pack.parts["findings.csv"].report, FINDING_COLUMNS),
         held=[r for r in snapshots.rows if r["status"] != "complete"],
         snapshot_count=len(snapshots.rows),
+        snapshot_states=Counter(r["status"] for r in snapshots.rows),
         notifications=_table(pack.parts["notifications.csv"].report, NOTIFICATION_COLUMNS),
         not_available=NOT_AVAILABLE,
         max_age=report._span(pack.scope.max_age),

@@ -90,3 +90,46 @@ def png_colors(png: bytes) -> int:
 
 def in_ci() -> bool:
     return os.environ.get("CI") == "true"
+
+
+def screenshots(docs: Path) -> None:
+    """The README's pictures: the demo's pack on a laptop screen and its first printed page
+    (pdftoppm when poppler-utils is there, else the page at A4 width in print media)."""
+    import subprocess
+    import tempfile
+
+    from inventory.cli import main
+
+    with tempfile.TemporaryDirectory() as tmp:
+        db = Path(tmp) / "demo.db"
+        config = Path(tmp) / "inventory.toml"
+        config.write_text(f'[database]\nurl = "sqlite:///{db}"\n')
+        assert main(["demo", "--database", str(db)]) == 0
+        pack = Path(tmp) / "evidence"
+        assert main(["evidence", "--config", str(config), "--out", str(pack)]) == 0
+        driver = start(1280, 1500)
+        try:
+            driver.get((pack / "report.html").as_uri())
+            assert driver.get_log("browser") == []
+            (docs / "evidence-screen.png").write_bytes(driver.get_screenshot_as_png())
+            if shutil.which("pdftoppm"):
+                (Path(tmp) / "report.pdf").write_bytes(print_pdf(driver))
+                subprocess.run(
+                    ["pdftoppm", "-png", "-r", "96", "-f", "1", "-l", "1", "-singlefile",
+                     str(Path(tmp) / "report.pdf"), str(docs / "evidence-print")],
+                    check=True,
+                )  # fmt: skip
+            else:
+                driver.set_window_size(*A4_CSS_PX)
+                emulate_print(driver)
+                # The @page margins (12 mm, 10 mm) that a screenshot does not apply.
+                driver.execute_script("document.body.style.padding = '45px 38px'")
+                (docs / "evidence-print.png").write_bytes(driver.get_screenshot_as_png())
+        finally:
+            driver.quit()
+
+
+if __name__ == "__main__":  # .venv/bin/python -m tests.browser docs
+    import sys
+
+    screenshots(Path(sys.argv[1] if len(sys.argv) > 1 else "docs"))

@@ -57,6 +57,9 @@ def test_no_secret_comes_out_of_any_command(cli: Harness, log_format: str) -> No
         assert run("check", "--format", fmt).code == 0  # every integration completed today
         assert run("db", "check", *cfg, "--format", fmt).code == 0
         assert run("doctor", *cfg, "--format", fmt).code == 1  # crm still answers 401
+    pack = str(cli.tmp_path / "evidence")  # every file of it is searched too
+    assert run("evidence", *cfg, "--out", pack, "--since", "1d").code == 0
+    assert run("evidence", "verify", pack).code == 0
     assert run("db", "current", *cfg).code == 0
     assert run("db", "upgrade", *cfg).code == 0
     assert run("demo", "--database", str(cli.tmp_path / "demo.db")).code == 0
