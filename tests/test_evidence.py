@@ -536,3 +536,23 @@ def test_findings_notifications_and_chain_when_present(
     html = (folder / "report.html").read_text()
     assert "not available in this version" not in html
     assert "&lt;b&gt;tok_c&lt;/b&gt;" in html and "cd" * 32 in html
+
+
+def test_no_password_in_the_pack(history: Harness) -> None:
+    if not history.db_url.startswith("postgresql"):
+        pytest.skip("a password is a PostgreSQL URL's (the test server trusts loopback)")
+    password = "db-password-8c1f2e"  # not the sentinel: the config file holds it
+    assert history.config is not None
+    with_password = history.db_url.replace("postgres@", f"postgres:{password}@", 1)
+    assert password in with_password
+    history.config.write_text(history.config.read_text().replace(history.db_url, with_password))
+    folder = write_pack(history)
+    assert manifest(folder)["database"]["url"] == store.safe_url(with_password)
+    assert "***" in manifest(folder)["database"]["url"]
+    for path in folder.iterdir():
+        assert password.encode() not in path.read_bytes(), path
+    assert all(password not in output for output in history.outputs)
+    (folder / "manifest.json").unlink()
+    result = history.run("evidence", "verify", str(folder))
+    assert (result.code, result.out) == (1, "missing: manifest.json\nevidence verify: FAILED\n")
+    assert history.run("evidence", "verify", str(history.tmp_path / "nowhere")).code == 2

@@ -64,10 +64,22 @@ def _items(account: str, integration: str, count: int, now: datetime) -> list[An
     return out
 
 
+def _require_browser() -> None:
+    gone = browser.missing()
+    if gone:
+        reason = (
+            f"no browser: {', '.join(gone)} not found (apt-get install chromium chromium-driver)"
+        )
+        if browser.in_ci():
+            pytest.fail(f"CI=true and {reason}; .ci/run installs them", pytrace=False)
+        pytest.skip(reason)
+
+
 @pytest.fixture(scope="module")
 def pack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pack]:
     """10,000 connections synced five weeks ago, changed weekly since; one integration's
     last snapshot failed. The pack is written as of now."""
+    _require_browser()  # before the seconds of building the pack
     tmp = tmp_path_factory.mktemp("evidence_browser")
     db_url = f"sqlite:///{tmp / 'inventory.db'}"
     now = datetime.now(UTC).replace(microsecond=0)
@@ -130,14 +142,6 @@ class Loaded:
 
 @pytest.fixture(scope="module")
 def page(pack: Pack) -> Iterator[Loaded]:
-    gone = browser.missing()
-    if gone:
-        reason = (
-            f"no browser: {', '.join(gone)} not found (apt-get install chromium chromium-driver)"
-        )
-        if browser.in_ci():
-            pytest.fail(f"CI=true and {reason}; .ci/run installs them", pytrace=False)
-        pytest.skip(reason)
     driver = browser.start()
     try:
         driver.set_page_load_timeout(60)
