@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
-from sqlalchemy import Connection, Engine, and_, func, select
+from sqlalchemy import Connection, Engine, func, select
 
 from . import __version__, report, store
 from . import models as m
@@ -196,7 +196,7 @@ def _optional(module: str, name: str) -> Callable[..., Any] | None:
     try:
         found = importlib.import_module(module)
     except ModuleNotFoundError as exc:
-        if exc.name is not None and module.startswith(exc.name):
+        if exc.name is not None and (module == exc.name or module.startswith(exc.name + ".")):
             return None
         raise
     function = getattr(found, name, None)
@@ -261,19 +261,20 @@ def _freshness(conn: Connection, settings: Settings, scope: Scope) -> list[dict[
     held or never."""
     s: Any = m.Snapshot.__table__
     seen = [s.c.started_at <= scope.as_of, *_scope_conditions(s, scope)]
-    last = (
-        select(s.c.account, s.c.integration, func.max(s.c.id).label("id"))
+    # The last by started_at (what the snapshot saw), not by id: a long fetch that failed
+    # may be written after a later one that completed.
+    order = func.row_number().over(
+        partition_by=(s.c.account, s.c.integration), order_by=(s.c.started_at.desc(), s.c.id.desc())
+    )
+    ranked = (
+        select(
+            s.c.account, s.c.integration, s.c.started_at, s.c.status, s.c.error, order.label("n")
+        )
         .where(*seen)
-        .group_by(s.c.account, s.c.integration)
         .subquery()
     )
     latest = {
-        (r.account, r.integration): r
-        for r in conn.execute(
-            select(s.c.account, s.c.integration, s.c.started_at, s.c.status, s.c.error).join(
-                last, and_(s.c.id == last.c.id)
-            )
-        )
+        (r.account, r.integration): r for r in conn.execute(select(ranked).where(ranked.c.n == 1))
     }
     complete = {
         (r.account, r.integration): r.at
@@ -318,8 +319,8 @@ def _freshness(conn: Connection, settings: Settings, scope: Scope) -> list[dict[
 
 
 def _filter_args(scope: Scope) -> str:
-    return "".join(f" --account {a}" for a in scope.accounts) + "".join(
-        f" --integration {i}" for i in scope.integrations
+    return "".join(f" --account {shlex.quote(a)}" for a in scope.accounts) + "".join(
+        f" --integration {shlex.quote(i)}" for i in scope.integrations
     )
 
 

@@ -224,6 +224,13 @@ def test_summary_numbers_and_freshness(history: Harness) -> None:
         summary_numbers(write_pack(history, "--max-age", "60d", out="p3"))["integrations-attention"]
         == "1"
     )  # only crm, whose last snapshot failed
+    history.write_config("", acme=["billing", "crm", "ops"])  # ops: configured, never synced
+    folder = write_pack(history, "--max-age", "60d", out="p4")
+    assert summary_numbers(folder)["integrations-attention"] == "2"
+    parser = _Elements()
+    parser.feed((folder / "report.html").read_text())
+    at = parser.cells.index("ops")
+    assert parser.cells[at - 1 : at + 5] == ["acme", "ops", "-", "-", "-", "never"]
 
 
 def test_expiry_buckets_and_weeks() -> None:
