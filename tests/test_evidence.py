@@ -563,3 +563,27 @@ def test_no_password_in_the_pack(history: Harness) -> None:
     result = history.run("evidence", "verify", str(folder))
     assert (result.code, result.out) == (1, "missing: manifest.json\nevidence verify: FAILED\n")
     assert history.run("evidence", "verify", str(history.tmp_path / "nowhere")).code == 2
+
+
+def test_the_pack_reads_one_transaction(history: Harness) -> None:
+    """A sync committing while the pack is read does not show half in it."""
+    reader = store.make_engine(history.db_url, readonly=True)
+    writer = store.make_engine(history.db_url)
+    count = text("SELECT count(*) FROM sync_runs")
+    try:
+        with evidence._one_read(reader) as conn:
+            before = conn.execute(count).scalar()
+            with writer.begin() as other:
+                other.execute(
+                    text(
+                        'INSERT INTO sync_runs (started_at, finished_at, "trigger", status) '
+                        "VALUES (:at, :at, 'cli', 'complete')"
+                    ),
+                    {"at": store.sqlite_value(NOW) if "sqlite" in history.db_url else NOW},
+                )
+            assert conn.execute(count).scalar() == before
+        with reader.connect() as conn:
+            assert conn.execute(count).scalar() == before + 1
+    finally:
+        reader.dispose()
+        writer.dispose()
