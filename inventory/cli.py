@@ -18,6 +18,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -474,6 +475,12 @@ def connections_command(
     metavar="ID",
     help="Only the changes of this snapshot.",
 )
+@click.option(
+    "--as-of",
+    type=Instant(),
+    metavar="TIME",
+    help="Up to and including TIME: the log as it stood at TIME (as connections --as-of).",
+)
 def changes_command(
     config_path: str | None,
     accounts: tuple[str, ...],
@@ -484,11 +491,14 @@ def changes_command(
     until: datetime | None,
     kinds: tuple[str, ...],
     snapshot: int | None,
+    as_of: datetime | None,
 ) -> int:
     """List the change log (connection_changes), oldest first."""
     from . import report
 
-    filters = report.ChangeFilter(accounts, integrations, types, since, until, kinds, snapshot)
+    filters = report.ChangeFilter(
+        accounts, integrations, types, since, until, kinds, snapshot, as_of
+    )
     with _reader(config_path) as (_, engine):
         click.echo(report.changes(engine, filters).render(fmt))
     return EXIT_OK
@@ -1028,6 +1038,124 @@ def discover_command(config_path: str | None, accounts: tuple[str, ...], fmt: st
     out, code = discover(settings, accounts, fmt)
     click.echo(out)
     return code
+
+
+class _BackFromAsOf(click.ParamType[Any]):
+    """A duration back from --as-of (90d) or a point in time; resolved by the command."""
+
+    name = "since"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> timedelta | datetime:
+        if isinstance(value, timedelta | datetime):
+            return value
+        if _DURATION_RE.match(str(value).strip()):
+            return Duration().convert(value, param, ctx)
+        try:
+            return Instant().convert(value, param, ctx)
+        except click.BadParameter:
+            self.fail(
+                f"{value!r} is not a duration (90d, 12h, 90m), a date or an RFC 3339 time",
+                param,
+                ctx,
+            )
+
+
+@cli.group("evidence", invoke_without_command=True)
+@config_option
+@accounts_option
+@integrations_option
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(path_type=Path),
+    metavar="DIR",
+    help="Folder to write the pack into; it must not exist or be empty.",
+)
+@click.option(
+    "--as-of",
+    type=Instant(),
+    metavar="TIME",
+    help="The population as of TIME and the end of the period (default: now).",
+)
+@click.option(
+    "--since",
+    type=_BackFromAsOf(),
+    metavar="WHEN",
+    help="Start of the period: a time, or a duration back from --as-of (90d). "
+    "Default: the first snapshot.",
+)
+@click.option(
+    "--max-age",
+    type=Duration(),
+    default="2d",
+    show_default=True,
+    metavar="DURATION",
+    help="An integration whose last complete snapshot is older (at --as-of) is stale.",
+)
+@click.pass_context
+def evidence_command(
+    ctx: click.Context,
+    config_path: str | None,
+    accounts: tuple[str, ...],
+    integrations: tuple[str, ...],
+    out: Path | None,
+    as_of: datetime | None,
+    since: timedelta | datetime | None,
+    max_age: timedelta,
+) -> int:
+    """Write the evidence pack for auditors: report.html, CSVs and a manifest of hashes."""
+    if ctx.invoked_subcommand is not None:
+        if out is not None or as_of is not None or since is not None:
+            raise click.UsageError(f"evidence {ctx.invoked_subcommand} takes only its DIR")
+        return EXIT_OK
+    if out is None:
+        raise click.UsageError("Missing option '--out'.")
+    from . import evidence
+
+    now = _now()
+    at = as_of if as_of is not None else now
+    start = at - since if isinstance(since, timedelta) else since
+    if at > now:
+        raise click.UsageError("--as-of is in the future: the pack would change as syncs run")
+    if start is not None and start > at:
+        raise click.UsageError("--since is after --as-of")
+    try:
+        evidence.check_out_dir(out)
+    except evidence.PackError as exc:
+        raise click.UsageError(str(exc)) from None
+    scope = evidence.Scope(at, start, accounts, integrations, max_age)
+    with _reader(config_path) as (settings, engine):
+        pack = evidence.gather(engine, settings, scope, now)
+    parameters: dict[str, Any] = {
+        "out": str(out),
+        "as_of": at,
+        "since": start,
+        "accounts": list(accounts),
+        "integrations": list(integrations),
+        "max_age": max_age,
+        "config": config_path,
+    }
+    command = evidence.command_line(out, scope, config_path)
+    try:
+        digest = evidence.write_pack(out, pack, parameters, command)
+    except evidence.PackError as exc:
+        raise click.UsageError(str(exc)) from None
+    click.echo(evidence.written_summary(out, pack, digest))
+    return EXIT_OK
+
+
+@evidence_command.command("verify")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+def evidence_verify(folder: Path) -> int:
+    """Check every file of an evidence pack against its manifest; exit 1 naming a changed,
+    missing or extra file."""
+    from .evidence import verify
+
+    verdict = verify(folder)
+    click.echo("\n".join(verdict.lines))
+    return EXIT_OK if verdict.ok else EXIT_FAILED
 
 
 def main(argv: Sequence[str] | None = None) -> int:

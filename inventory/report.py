@@ -238,6 +238,7 @@ class ChangeFilter:
     until: datetime | None = None
     changes: Sequence[str] = ()
     snapshot: int | None = None
+    as_of: datetime | None = None  # inclusive, as --as-of of connections: the log known at T
 
 
 def changes(engine: Engine, f: ChangeFilter) -> Report:
@@ -247,6 +248,8 @@ def changes(engine: Engine, f: ChangeFilter) -> Report:
         conditions.append(t.c.detected_at >= f.since)
     if f.until is not None:
         conditions.append(t.c.detected_at < f.until)
+    if f.as_of is not None:
+        conditions.append(t.c.detected_at <= f.as_of)
     if f.changes:
         conditions.append(t.c.change.in_(f.changes))
     if f.snapshot is not None:
@@ -303,12 +306,20 @@ def snapshots(
     accounts: Sequence[str] = (),
     integrations: Sequence[str] = (),
     failed: bool = False,
-    limit: int = 20,
+    limit: int | None = 20,
+    since: datetime | None = None,
+    as_of: datetime | None = None,
 ) -> Report:
+    """Snapshots newest first; ``since`` and ``as_of`` bound ``started_at`` (both
+    inclusive); ``limit=None`` keeps them all."""
     t: Any = m.Snapshot.__table__
     conditions = _scope(t, accounts, integrations)
     if failed:
         conditions.append(t.c.status != "complete")
+    if since is not None:
+        conditions.append(t.c.started_at >= since)
+    if as_of is not None:
+        conditions.append(t.c.started_at <= as_of)
     columns = [t.c[k] for k in SNAPSHOT_KEYS if k != "seconds"]
     stmt = select(*columns).where(*conditions).order_by(t.c.id.desc()).limit(limit)
     with engine.connect() as conn:

@@ -93,6 +93,9 @@ def test_no_secret_comes_out_of_any_command(cli: Harness, log_format: str) -> No
     assert run("findings", "--format", "ocsf", "--include-suppressed").code in (0, 1)
     assert run("findings", "--explain", "ZIS001").code == 0
     assert rows_of_findings(cli.db_url)  # the findings table was written, and searched
+    pack = str(cli.tmp_path / "evidence")  # every file of it is searched too
+    assert run("evidence", *cfg, "--out", pack, "--since", "1d").code == 0
+    assert run("evidence", "verify", pack).code == 0
     assert run("db", "current", *cfg).code == 0
     assert run("db", "heads", *cfg).code == 0
     assert run("db", "upgrade", *cfg).code == 0
