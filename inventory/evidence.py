@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import getpass
 import hashlib
-import importlib
 import json
 import os
 import shlex
@@ -16,7 +15,7 @@ import shutil
 import socket
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -47,9 +46,6 @@ WEEK = timedelta(days=7)
 
 # Where the features of other issues plug in: (module, function). A module this version
 # does not have makes its section and file say NOT_AVAILABLE.
-FINDINGS = ("inventory.findings", "findings_report")
-NOTIFICATIONS = ("inventory.notify", "notifications_report")
-CHAIN = (("inventory.store.chain", "chain_heads"), ("inventory.chain", "chain_heads"))
 
 
 @dataclass(frozen=True)
@@ -190,50 +186,30 @@ class _Pinned:
         return getattr(self._engine, name)
 
 
-def _optional(module: str, name: str) -> Callable[..., Any] | None:
-    """A function of a feature this version may not have yet; None when its module is
-    missing (any other import error inside an existing module is raised)."""
-    try:
-        found = importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        if exc.name is not None and (module == exc.name or module.startswith(exc.name + ".")):
-            return None
-        raise
-    function = getattr(found, name, None)
-    return cast(Callable[..., Any], function) if callable(function) else None
+def _findings(engine: Engine, settings: Settings, scope: Scope) -> report.Report:
+    from .findings import findings_report
 
-
-def _findings(engine: Engine, settings: Settings, scope: Scope) -> report.Report | None:
-    findings_report = _optional(*FINDINGS)
-    if findings_report is None:
-        return None
-    return cast(
-        report.Report,
-        findings_report(
-            engine,
-            settings,
-            as_of=scope.as_of,
-            accounts=scope.accounts,
-            integrations=scope.integrations,
-            include_suppressed=True,
-        ),
+    return findings_report(
+        engine,
+        settings,
+        as_of=scope.as_of,
+        accounts=scope.accounts,
+        integrations=scope.integrations,
+        include_suppressed=True,
     )
 
 
-def _notifications(engine: Engine, scope: Scope) -> report.Report | None:
-    notifications_report = _optional(*NOTIFICATIONS)
-    if notifications_report is None:
-        return None
-    return cast(report.Report, notifications_report(engine, status=(), sinks=(), since=scope.since))
+def _notifications(engine: Engine, scope: Scope) -> report.Report:
+    from .notify import notifications_report
+
+    return notifications_report(engine, status=(), sinks=(), since=scope.since)
 
 
-def _chain_heads(conn: Connection) -> tuple[list[dict[str, Any]], str] | None:
-    for module, name in CHAIN:
-        chain_heads = _optional(module, name)
-        if chain_heads is not None:
-            heads, digest = chain_heads(conn)
-            return list(heads), str(digest)
-    return None
+def _chain_heads(conn: Connection) -> tuple[list[dict[str, Any]], str]:
+    from .store.chain import chain_heads
+
+    heads, digest = chain_heads(conn)
+    return list(heads), str(digest)
 
 
 def _scope_conditions(t: Any, scope: Scope) -> list[Any]:

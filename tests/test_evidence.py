@@ -23,11 +23,7 @@ from inventory import evidence, report, store
 from inventory.records import format_timestamp
 from inventory.testing import SENTINEL, sample_item
 
-from . import test_reports
-from .conftest import Harness
-from .test_reports import NOW, T1, T2, T3, sync_at
-
-history = test_reports.history  # the fixture: three syncs at T1, T2, T3; reports at NOW
+from .helpers import NOW, T1, T2, T3, Harness, sync_at
 
 US = timedelta(microseconds=1)
 FILES = {

@@ -20,7 +20,7 @@ from inventory.records import format_timestamp, parse_timestamp
 from inventory.testing import SENTINEL, FakeZisServer, sample_item
 
 from . import browser
-from .conftest import rows
+from .helpers import rows
 
 TOTAL = 10_000  # present as of the pack: 10,020 synced, 30 removed, 10 restored
 LAYOUT = {

@@ -6,69 +6,16 @@ from __future__ import annotations
 import csv
 import io
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy.exc import InternalError, OperationalError
 
-from inventory import cli as cli_module
 from inventory import store
-from inventory.testing import sample_item
 
-from .helpers import Harness, stamp, sync_at
-
-T1 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-T2 = datetime(2026, 4, 1, 12, 0, tzinfo=UTC)
-T3 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
-NOW = datetime(2026, 6, 1, 0, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def history(cli: Harness, monkeypatch: pytest.MonkeyPatch) -> Harness:
-    """T1: four connections. T2: one modified, one removed. T3: the removed one restored,
-    one added. Reports see NOW as the present."""
-    monkeypatch.setattr(cli_module, "_now", lambda: NOW)
-    items = [
-        (
-            "api_key",
-            sample_item(
-                "api_key",
-                "key_a",
-                allowed_domain="a.example.com",
-                updated_at=stamp(NOW - timedelta(days=200)),
-            ),
-        ),
-        (
-            "basic_auth",
-            sample_item("basic_auth", "user_b", updated_at=stamp(NOW - timedelta(days=10))),
-        ),
-        ("oauth", sample_item("oauth", "tok_c", token_expiry=stamp(NOW + timedelta(days=30)))),
-        ("oauth", sample_item("oauth", "tok_d", token_expiry=stamp(NOW - timedelta(seconds=1)))),
-        ("oauth", sample_item("oauth", "tok_e", token_expiry="")),
-    ]
-    cli.zis.add_integration("acme", "billing", cli.token("acme", "billing"), items)
-    cli.zis.add_integration(
-        "acme",
-        "crm",
-        cli.token("acme", "crm"),
-        [("bearer_token", sample_item("bearer_token", "crm_tok"))],
-    )
-    cli.write_config("", acme=["billing", "crm"])
-    sync_at(cli, T1)
-    cli.zis.update("acme", "billing", "api_key", "key_a", allowed_domain="narrow.example.com")
-    removed = cli.zis.delete("acme", "billing", "basic_auth", "user_b")
-    sync_at(cli, T2)
-    cli.zis.put("acme", "billing", "basic_auth", removed)
-    cli.zis.put(
-        "acme",
-        "billing",
-        "oauth",
-        sample_item("oauth", "tok_f", token_expiry=stamp(NOW + timedelta(days=31))),
-    )
-    sync_at(cli, T3)
-    return cli
+from .helpers import NOW, T1, T2, T3, Harness, sync_at
 
 
 def as_json(h: Harness, *args: str) -> list[dict[str, Any]]:
