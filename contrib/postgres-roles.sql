@@ -75,7 +75,14 @@ BEGIN
             'configured)'),
         -- Findings: an episode is opened, moved on and resolved, never deleted.
         ('findings', 'SELECT, INSERT, UPDATE (slug, severity, detail, last_seen_at, '
-            'resolved_at, suppressed_by, suppressed_until, note)')
+            'resolved_at, suppressed_by, suppressed_until, note)'),
+        -- The outbox: a message is queued, then its delivery state moves; its attempts,
+        -- the expiry ledger and the sinks' first sightings are only added to.
+        ('notifications', 'SELECT, INSERT, UPDATE (status, attempts, next_attempt_at, '
+            'last_attempt_at, last_status, last_error, sent_at)'),
+        ('notification_attempts', 'SELECT, INSERT'),
+        ('expiry_warnings', 'SELECT, INSERT'),
+        ('notify_sinks', 'SELECT, INSERT')
     ) AS g(relname, privileges) LOOP
         IF to_regclass('public.' || t.relname) IS NOT NULL THEN
             EXECUTE format('REVOKE ALL ON public.%I FROM zis_inventory_writer', t.relname);
@@ -89,7 +96,8 @@ BEGIN
              WHERE n.nspname = 'public' AND c.relkind = 'r' AND c.relname NOT IN (
                 'alembic_version', 'sync_runs', 'snapshots', 'connection_changes',
                 'connection_versions', 'connections', 'registry_listings', 'integrations',
-                'findings') LOOP
+                'findings', 'notifications', 'notification_attempts', 'expiry_warnings',
+                'notify_sinks') LOOP
         grant_of := 'SELECT, INSERT, UPDATE';
         RAISE NOTICE 'table % is not listed in postgres-roles.sql: the writer gets %',
                      t.relname, grant_of;

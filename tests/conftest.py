@@ -8,16 +8,18 @@ import itertools
 import os
 import secrets
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import psycopg
 import pytest
 from sqlalchemy.engine import make_url
 
+from inventory import cli as cli_module
 from inventory.store import normalize_url
-from inventory.testing import FakeZisServer
+from inventory.testing import FakeZisServer, sample_item
 
-from .helpers import Harness
+from .helpers import NOW, T1, T2, T3, Harness, stamp, sync_at
 
 PG_ENV = "INVENTORY_TEST_POSTGRES_URL"
 RUN_TAG = secrets.token_hex(4)
@@ -84,3 +86,49 @@ def cli(
     harness = Harness(tmp_path, db_url, zis, capsys, monkeypatch)
     yield harness
     harness.assert_no_secrets()
+
+
+@pytest.fixture
+def history(cli: Harness, monkeypatch: pytest.MonkeyPatch) -> Harness:
+    """T1: four connections. T2: one modified, one removed. T3: the removed one restored,
+    one added. Reports see NOW as the present."""
+    monkeypatch.setattr(cli_module, "_now", lambda: NOW)
+    items = [
+        (
+            "api_key",
+            sample_item(
+                "api_key",
+                "key_a",
+                allowed_domain="a.example.com",
+                updated_at=stamp(NOW - timedelta(days=200)),
+            ),
+        ),
+        (
+            "basic_auth",
+            sample_item("basic_auth", "user_b", updated_at=stamp(NOW - timedelta(days=10))),
+        ),
+        ("oauth", sample_item("oauth", "tok_c", token_expiry=stamp(NOW + timedelta(days=30)))),
+        ("oauth", sample_item("oauth", "tok_d", token_expiry=stamp(NOW - timedelta(seconds=1)))),
+        ("oauth", sample_item("oauth", "tok_e", token_expiry="")),
+    ]
+    cli.zis.add_integration("acme", "billing", cli.token("acme", "billing"), items)
+    cli.zis.add_integration(
+        "acme",
+        "crm",
+        cli.token("acme", "crm"),
+        [("bearer_token", sample_item("bearer_token", "crm_tok"))],
+    )
+    cli.write_config("", acme=["billing", "crm"])
+    sync_at(cli, T1)
+    cli.zis.update("acme", "billing", "api_key", "key_a", allowed_domain="narrow.example.com")
+    removed = cli.zis.delete("acme", "billing", "basic_auth", "user_b")
+    sync_at(cli, T2)
+    cli.zis.put("acme", "billing", "basic_auth", removed)
+    cli.zis.put(
+        "acme",
+        "billing",
+        "oauth",
+        sample_item("oauth", "tok_f", token_expiry=stamp(NOW + timedelta(days=31))),
+    )
+    sync_at(cli, T3)
+    return cli

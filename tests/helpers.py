@@ -14,14 +14,13 @@ import sys
 import textwrap
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import MetaData, create_engine, func, select
 
-from inventory import cli as cli_module
 from inventory import models as m
 from inventory import store
 from inventory.cli import main
@@ -246,52 +245,6 @@ T1 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 T2 = datetime(2026, 4, 1, 12, 0, tzinfo=UTC)
 T3 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 NOW = datetime(2026, 6, 1, 0, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def history(cli: Harness, monkeypatch: pytest.MonkeyPatch) -> Harness:
-    """T1: four connections. T2: one modified, one removed. T3: the removed one restored,
-    one added. Reports see NOW as the present."""
-    monkeypatch.setattr(cli_module, "_now", lambda: NOW)
-    items = [
-        (
-            "api_key",
-            sample_item(
-                "api_key",
-                "key_a",
-                allowed_domain="a.example.com",
-                updated_at=stamp(NOW - timedelta(days=200)),
-            ),
-        ),
-        (
-            "basic_auth",
-            sample_item("basic_auth", "user_b", updated_at=stamp(NOW - timedelta(days=10))),
-        ),
-        ("oauth", sample_item("oauth", "tok_c", token_expiry=stamp(NOW + timedelta(days=30)))),
-        ("oauth", sample_item("oauth", "tok_d", token_expiry=stamp(NOW - timedelta(seconds=1)))),
-        ("oauth", sample_item("oauth", "tok_e", token_expiry="")),
-    ]
-    cli.zis.add_integration("acme", "billing", cli.token("acme", "billing"), items)
-    cli.zis.add_integration(
-        "acme",
-        "crm",
-        cli.token("acme", "crm"),
-        [("bearer_token", sample_item("bearer_token", "crm_tok"))],
-    )
-    cli.write_config("", acme=["billing", "crm"])
-    sync_at(cli, T1)
-    cli.zis.update("acme", "billing", "api_key", "key_a", allowed_domain="narrow.example.com")
-    removed = cli.zis.delete("acme", "billing", "basic_auth", "user_b")
-    sync_at(cli, T2)
-    cli.zis.put("acme", "billing", "basic_auth", removed)
-    cli.zis.put(
-        "acme",
-        "billing",
-        "oauth",
-        sample_item("oauth", "tok_f", token_expiry=stamp(NOW + timedelta(days=31))),
-    )
-    sync_at(cli, T3)
-    return cli
 
 
 def items(prefix: str, count: int = 2) -> list[tuple[str, dict[str, Any]]]:

@@ -5,11 +5,11 @@ text, the features of other issues plugged in, on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import hashlib
+import importlib
 import itertools
 import json
 import shlex
-import sys
-import types
+from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
@@ -21,6 +21,7 @@ from sqlalchemy import text
 
 from inventory import evidence, report, store
 from inventory.records import format_timestamp
+from inventory.store.bulk import sqlite_value
 from inventory.testing import SENTINEL, sample_item
 
 from .helpers import NOW, T1, T2, T3, Harness, sync_at
@@ -196,7 +197,13 @@ def test_summary_numbers_and_freshness(history: Harness) -> None:
     history.zis.integration("acme", "crm").token = "rotated-elsewhere"
     sync_at(history, T3 + timedelta(hours=1), code=1)
     stale = summary_numbers(write_pack(history))
-    assert {k: v for k, v in stale.items() if k != "as-of"} == {
+    listed = history.run("findings", "--as-of", format_timestamp(NOW), "--format", "json")
+    by_severity = Counter(r["severity"] for r in json.loads(listed.out) if r["status"] == "open")
+    assert {k: v for k, v in stale.items() if k.startswith("findings-")} == {
+        f"findings-{s}": str(by_severity[s]) for s in evidence.SEVERITIES
+    } == {"findings-critical": "0", "findings-high": "3", "findings-medium": "1",
+          "findings-low": "1"}  # fmt: skip
+    assert {k: v for k, v in stale.items() if k != "as-of" and not k.startswith("findings-")} == {
         "total-connections": "7",
         "integrations-attention": "2",  # billing stale since T3, crm failed
         "tokens-expired": "1",
@@ -486,9 +493,7 @@ def _fake_features(monkeypatch: pytest.MonkeyPatch, calls: list[tuple[str, Any]]
         ("inventory.notify", "notifications_report", notifications_report),
         ("inventory.store.chain", "chain_heads", chain_heads),
     ):
-        fake = types.ModuleType(module)
-        setattr(fake, name, function)
-        monkeypatch.setitem(sys.modules, module, fake)
+        monkeypatch.setattr(importlib.import_module(module), name, function)
 
 
 def test_findings_notifications_and_chain_when_present(
@@ -575,7 +580,7 @@ def test_the_pack_reads_one_transaction(history: Harness) -> None:
                         'INSERT INTO sync_runs (started_at, finished_at, "trigger", status) '
                         "VALUES (:at, :at, 'cli', 'complete')"
                     ),
-                    {"at": store.sqlite_value(NOW) if "sqlite" in history.db_url else NOW},
+                    {"at": sqlite_value(NOW) if "sqlite" in history.db_url else NOW},
                 )
             assert conn.execute(count).scalar() == before
         with reader.connect() as conn:
