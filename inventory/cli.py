@@ -40,6 +40,15 @@ FORMATS = ("table", "json", "csv")  # report.FORMATS, known here without importi
 SEVERITIES = ("low", "medium", "high", "critical")  # config.SEVERITIES, likewise
 
 
+def format_option(
+    choices: Sequence[str] = FORMATS, help: str = "Output format."
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The ``--format`` option (into ``fmt``, default ``table``) with a command's choices."""
+    return click.option(
+        "--format", "fmt", type=click.Choice(choices), default="table", show_default=True, help=help
+    )
+
+
 class _State:
     def __init__(self) -> None:
         self.handler: logging.Handler | None = None
@@ -114,14 +123,7 @@ def cli(log_level: str, log_format: str) -> None:
 @click.option(
     "--no-migrate", is_flag=True, help="Refuse to run on a database that is not at the schema head."
 )
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "json"]),
-    default="table",
-    show_default=True,
-    help="Closing summary on stdout.",
-)
+@format_option(["table", "json"], help="Closing summary on stdout.")
 @click.option(
     "--progress/--no-progress",
     default=None,
@@ -345,22 +347,17 @@ def _csv_choice(
     return convert
 
 
+TABLE_JSON_CSV = "table (80 columns), json (an array of objects) or csv (with a header row)."
+
+
 def report_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    for option in reversed(
-        [
-            config_option,
-            accounts_option,
-            integrations_option,
-            click.option(
-                "--format",
-                "fmt",
-                type=click.Choice(FORMATS),
-                default="table",
-                show_default=True,
-                help="table (80 columns), json (an array of objects) or csv (with a header row).",
-            ),
-        ]
-    ):
+    options: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
+        config_option,
+        accounts_option,
+        integrations_option,
+        format_option(help=TABLE_JSON_CSV),
+    ]
+    for option in reversed(options):
         func = option(func)
     return func
 
@@ -606,12 +603,8 @@ def check_command(
 @config_option
 @accounts_option
 @integrations_option
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice([*FORMATS, "ocsf"]),
-    default="table",
-    show_default=True,
+@format_option(
+    [*FORMATS, "ocsf"],
     help="table, json, csv, or ocsf (one OCSF Compliance Finding JSON object per line).",
 )
 @click.option(
@@ -773,14 +766,7 @@ def db_current(config_path: str | None) -> int:
 
 @db.command("check")
 @config_option
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(FORMATS),
-    default="table",
-    show_default=True,
-    help="Output format.",
-)
+@format_option()
 def db_check(config_path: str | None, fmt: str) -> int:
     """Check the tables' invariants; exit 1 when one is broken."""
     from . import report
@@ -799,14 +785,7 @@ def db_check(config_path: str | None, fmt: str) -> int:
 
 @db.command("verify")
 @config_option
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(FORMATS),
-    default="table",
-    show_default=True,
-    help="Output format.",
-)
+@format_option()
 @click.option(
     "--heads",
     "heads_path",
@@ -881,14 +860,7 @@ def db_heads(config_path: str | None) -> int:
 
 @cli.command()
 @config_option
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(FORMATS),
-    default="table",
-    show_default=True,
-    help="Output format.",
-)
+@format_option()
 @click.option(
     "--send-test",
     is_flag=True,
@@ -976,14 +948,7 @@ def notify_command(config_path: str | None, test_sink: str | None) -> int:
     metavar="WHEN",
     help="Only messages created since: a duration (7d, 12h) or a time.",
 )
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(FORMATS),
-    default="table",
-    show_default=True,
-    help="table (80 columns), json (an array of objects) or csv (with a header row).",
-)
+@format_option(help=TABLE_JSON_CSV)
 def notifications_command(
     config_path: str | None,
     statuses: tuple[str, ...],
@@ -1019,12 +984,8 @@ def demo(database_path: str) -> int:
 @cli.command("discover")
 @config_option
 @accounts_option
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "json"]),
-    default="table",
-    show_default=True,
+@format_option(
+    ["table", "json"],
     help="table, with a TOML snippet for the integrations not configured, or json.",
 )
 def discover_command(config_path: str | None, accounts: tuple[str, ...], fmt: str) -> int:
