@@ -609,7 +609,7 @@ def verify_chains(args: argparse.Namespace, tmp: str) -> None:
                 row = store.SnapshotRow(
                     run.id, ACCOUNT, name, at, "complete", connection_count=per, counts=counts
                 )
-                tx.write(row, result, at)
+                tx.write(row, result)
         store.finish_run(engine, run, "complete")
     written = time.perf_counter() - began
     with engine.connect() as conn:

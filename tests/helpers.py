@@ -375,7 +375,16 @@ def stop(
 ) -> tuple[int, float, list[dict[str, Any]]]:
     began = time.monotonic()
     proc.send_signal(sig)
-    out, err = proc.communicate(timeout=20)
+    try:
+        out, err = proc.communicate(timeout=20)
+    except subprocess.TimeoutExpired:  # not left running into the next test
+        proc.kill()
+        out, err = proc.communicate()
+        h.outputs += [out, err]
+        raise AssertionError(
+            f"the daemon did not stop within 20 s of signal {sig}; its last log lines: "
+            f"{err.splitlines()[-5:]}"
+        ) from None
     h.outputs += [out, err]
     logs = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
     return proc.returncode, time.monotonic() - began, logs
