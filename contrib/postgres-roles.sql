@@ -76,6 +76,10 @@ BEGIN
         -- Findings: an episode is opened, moved on and resolved, never deleted.
         ('findings', 'SELECT, INSERT, UPDATE (slug, severity, detail, last_seen_at, '
             'resolved_at, suppressed_by, suppressed_until, note)'),
+        -- When the connection rules last read an integration's rows (bookkeeping, one
+        -- row per integration, moved on by each full evaluation).
+        ('findings_evaluations', 'SELECT, INSERT, UPDATE (snapshot_id, evaluated_at, '
+            'valid_until, rules_digest)'),
         -- The outbox: a message is queued, then its delivery state moves; its attempts,
         -- the expiry ledger and the sinks' first sightings are only added to.
         ('notifications', 'SELECT, INSERT, UPDATE (status, attempts, next_attempt_at, '
@@ -96,8 +100,8 @@ BEGIN
              WHERE n.nspname = 'public' AND c.relkind = 'r' AND c.relname NOT IN (
                 'alembic_version', 'sync_runs', 'snapshots', 'connection_changes',
                 'connection_versions', 'connections', 'registry_listings', 'integrations',
-                'findings', 'notifications', 'notification_attempts', 'expiry_warnings',
-                'notify_sinks') LOOP
+                'findings', 'findings_evaluations', 'notifications', 'notification_attempts',
+                'expiry_warnings', 'notify_sinks') LOOP
         grant_of := 'SELECT, INSERT, UPDATE';
         RAISE NOTICE 'table % is not listed in postgres-roles.sql: the writer gets %',
                      t.relname, grant_of;

@@ -20,7 +20,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, cast
 
 from sqlalchemy import (
@@ -39,8 +39,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.sql import ColumnElement
 
+from . import findings_reuse
 from . import models as m
-from .config import SEVERITIES, FindingsSettings, Settings, Suppression
+from .config import SEVERITIES, FindingsSettings, Settings, Suppression, SyncSettings
 from .errors import DatabaseError
 from .records import METADATA_FIELDS, format_timestamp
 
@@ -121,6 +122,9 @@ class Hit(NamedTuple):
 
 Params = Mapping[str, Any]
 RuleFunction = Callable[[Inventory, Params, datetime], Iterator[Hit]]
+# The first instant after ``now`` at which a rule's hits over the same inventory may
+# differ (None: never, time alone changes nothing); findings_reuse keeps a result until it.
+ChangeFunction = Callable[[Inventory, Params, datetime], datetime | None]
 
 
 @dataclass(frozen=True)
@@ -142,6 +146,9 @@ class Rule:
     check: RuleFunction
     params: tuple[Param, ...] = ()
     enabled: bool = True  # by default
+    # A connection rule says when time alone changes its hits; None: it cannot say, and
+    # its result is never kept (findings_reuse).
+    changes_at: ChangeFunction | None = None
 
 
 def _hit(c: Record, detail: str) -> Hit:
@@ -222,6 +229,46 @@ def integration_not_inventoried(inv: Inventory, p: Params, now: datetime) -> Ite
             yield Hit(account, name, None, None, "listed by the registry, not configured")
 
 
+# --- when time alone changes a connection rule's hits -----------------------------------
+
+
+def timeless(inv: Inventory, p: Params, now: datetime) -> datetime | None:
+    return None
+
+
+def _earliest(instants: Iterable[datetime]) -> datetime | None:
+    return min(instants, default=None)
+
+
+def not_rotated_changes(inv: Inventory, p: Params, now: datetime) -> datetime | None:
+    age = timedelta(days=p["max_age_days"])  # fires once updated_at + age has passed
+    return _earliest(
+        c.updated_at + age
+        for c in inv.connections
+        if c.updated_at is not None and c.updated_at + age >= now
+    )
+
+
+def expired_changes(inv: Inventory, p: Params, now: datetime) -> datetime | None:
+    return _earliest(
+        c.token_expiry
+        for c in inv.connections
+        if c.type == "oauth" and c.token_expiry is not None and c.token_expiry > now
+    )
+
+
+def expiring_changes(inv: Inventory, p: Params, now: datetime) -> datetime | None:
+    ahead = timedelta(days=p["within_days"])  # fires from expiry - ahead until expiry
+
+    def edges() -> Iterator[datetime]:
+        for c in inv.connections:
+            e = c.token_expiry
+            if c.type == "oauth" and e is not None and e > now:
+                yield e - ahead if e - ahead > now else e
+
+    return _earliest(edges())
+
+
 def stale_inventory(inv: Inventory, p: Params, now: datetime) -> Iterator[Hit]:
     max_age = p["max_age"]
     for f in inv.freshness:
@@ -248,6 +295,7 @@ RULES: tuple[Rule, ...] = (
         "sent to any host a flow names, so one mistaken or malicious flow step leaks it.",
         "Set allowed_domain on the connection to the one host that needs the credential.",
         no_allowed_domain,
+        changes_at=timeless,
     ),
     Rule(
         "ZIS002",
@@ -258,6 +306,7 @@ RULES: tuple[Rule, ...] = (
         "including ones another party can host content on.",
         "Narrow allowed_domain to the exact host the integration calls.",
         wildcard_domain,
+        changes_at=timeless,
     ),
     Rule(
         "ZIS003",
@@ -269,6 +318,7 @@ RULES: tuple[Rule, ...] = (
         "Rotate the credential at its provider and update the connection.",
         not_rotated,
         (Param("max_age_days", "days", 365, "days since updated_at before it fires"),),
+        changes_at=not_rotated_changes,
     ),
     Rule(
         "ZIS004",
@@ -279,6 +329,7 @@ RULES: tuple[Rule, ...] = (
         "the flows that use it fail.",
         "Re-authorize the OAuth connection, or remove it if nothing uses it.",
         expired,
+        changes_at=expired_changes,
     ),
     Rule(
         "ZIS005",
@@ -289,6 +340,7 @@ RULES: tuple[Rule, ...] = (
         "Re-authorize the OAuth connection before its token_expiry.",
         expiring,
         (Param("within_days", "days", 14, "days ahead of now a token_expiry fires"),),
+        changes_at=expiring_changes,
     ),
     Rule(
         "ZIS006",
@@ -298,6 +350,7 @@ RULES: tuple[Rule, ...] = (
         "An OAuth connection with no token_expiry cannot be watched for expiry.",
         "Check the token at its provider; re-authorize it if its lifetime is unknown.",
         no_expiry_known,
+        changes_at=timeless,
     ),
     Rule(
         "ZIS007",
@@ -309,6 +362,7 @@ RULES: tuple[Rule, ...] = (
         "Replace it with an OAuth connection (or another supported credential) before "
         f"{ZENDESK_API_TOKENS_END}.",
         zendesk_api_token,
+        changes_at=timeless,
     ),
     Rule(
         "ZIS008",
@@ -321,6 +375,7 @@ RULES: tuple[Rule, ...] = (
         name_policy,
         (Param("pattern", "regex", "^[a-z][a-z0-9_]+$", "regular expression (re.search)"),),
         enabled=False,
+        changes_at=timeless,
     ),
     Rule(
         "ZIS009",
@@ -466,12 +521,13 @@ def read_inventory(
 
 
 def _inventory_of(
-    conn: Connection, settings: Settings | None, account: str, integration: str
+    conn: Connection, settings: Settings | None, account: str, integration: str, rows: bool
 ) -> Inventory:
-    """What one snapshot's update evaluates: the integration's present connections and
-    freshness (it is configured: it is being synced), and its account's registry."""
+    """What one snapshot's update evaluates: the integration's present connections (when
+    ``rows``) and freshness (it is configured: it is being synced), and its account's
+    registry."""
     return Inventory(
-        _records(conn, [account], [integration], None),
+        _records(conn, [account], [integration], None) if rows else (),
         _freshness(conn, [(account, integration)], None),
         _configured(settings) | {(account, integration)},
         _registry(conn, [account], (), None),
@@ -576,20 +632,38 @@ class OpenedFinding:
 
 
 def update_findings(
-    conn: Connection, settings: Settings | None, account: str, integration: str, now: datetime
+    conn: Connection,
+    settings: Settings | None,
+    account: str,
+    integration: str,
+    now: datetime,
+    snapshot_id: int | None = None,
 ) -> list[OpenedFinding]:
     """Evaluate the rules of one integration (and the account-level ones of its account)
     at ``now`` and bring the ``findings`` table up to date, in the caller's transaction:
     a new (rule, key) opens an episode, one still firing moves its ``last_seen_at``
     (and detail, severity, suppression), one that no longer fires is resolved. Returns
-    what became visible, for notifications."""
+    what became visible, for notifications.
+
+    Called for a snapshot (``snapshot_id``), the connection rules' last result is kept
+    when the integration's rows and everything else it depends on are unchanged
+    (findings_reuse); the other rules are evaluated every time."""
     _lock(conn, account, integration)
     findings_settings = settings.findings if settings is not None else FindingsSettings()
     active = rules_in_force(findings_settings)
     account_level = {a.rule.id for a in active if a.rule.scope == "account"}
+    per_row = {a.rule.id for a in active if a.rule.scope == "connection"}
+    digest = findings_reuse.settings_digest(
+        [(a.rule.id, a.enabled, a.severity, sorted(a.params.items())) for a in active]
+        + [s for s in findings_settings.suppress if s.rule in per_row]
+    )
+    kept = snapshot_id is not None and findings_reuse.standing(
+        conn, account, integration, digest, now
+    )
+    judged = [a for a in active if not (kept and a.rule.id in per_row)]
     try:
-        inventory = _inventory_of(conn, settings, account, integration)
-        found = evaluate(inventory, active, now)
+        inventory = _inventory_of(conn, settings, account, integration, rows=not kept)
+        found = evaluate(inventory, judged, now)
     except UNREADABLE as exc:
         # A value edited by hand that no rule can read: the snapshot fails on it (or
         # `db check` names it); its findings stay as they were rather than failing it.
@@ -607,11 +681,28 @@ def update_findings(
         if f.account == account and (f.integration == integration or f.rule in account_level)
     }
     t = FINDINGS
+    # Only what the comparison reads: a first sync's update reads as many rows as there
+    # are connections (first_seen_at is read for the rare lapsed suppression).
+    kept_rules = per_row if kept else set()
     open_rows = conn.execute(
-        select(t).where(
+        select(
+            t.c.id,
+            t.c.rule,
+            t.c.account,
+            t.c.integration,
+            t.c.type,
+            t.c.name,
+            t.c.detail,
+            t.c.severity,
+            t.c.slug,
+            t.c.suppressed_by,
+            t.c.suppressed_until,
+            t.c.note,
+        ).where(
             t.c.resolved_at.is_(None),
             t.c.account == account,
             or_(t.c.integration == integration, t.c.rule.in_(account_level)),
+            t.c.rule.not_in(kept_rules),
         )
     ).all()
     disabled = {a.rule.id for a in active if not a.enabled}
@@ -635,7 +726,10 @@ def update_findings(
             if s is None and row.suppressed_by is not None:
                 note = lapse_note(f.rule, f.where, row.suppressed_until, now)
                 values["note"] = f"{note}; it said: {row.suppressed_by}"
-                opened.append(_opened(row.id, f, row.first_seen_at, note))
+                first_seen = conn.execute(
+                    select(t.c.first_seen_at).where(t.c.id == row.id)
+                ).scalar_one()
+                opened.append(_opened(row.id, f, first_seen, note))
         if values:
             conn.execute(update(t).where(t.c.id == row.id).values(last_seen_at=now, **values))
         else:
@@ -643,29 +737,76 @@ def update_findings(
     for chunk in range(0, len(unchanged), 500):
         ids = unchanged[chunk : chunk + 500]
         conn.execute(update(t).where(t.c.id.in_(ids)).values(last_seen_at=now))
-    for f in fired.values():
-        s = suppression_for(f, findings_settings.suppress, now)
-        new_id = conn.execute(
-            t.insert()
-            .values(
-                rule=f.rule,
-                slug=f.slug,
-                severity=f.severity,
-                account=f.account,
-                integration=f.integration,
-                type=f.type,
-                name=f.name,
-                detail=f.detail,
-                first_seen_at=now,
-                last_seen_at=now,
-                suppressed_by=s.text() if s else None,
-                suppressed_until=s.until if s else None,
+    if kept:  # the connection rules' open findings, as the last evaluation left them
+        conn.execute(
+            update(t)
+            .where(
+                t.c.resolved_at.is_(None),
+                t.c.account == account,
+                t.c.integration == integration,
+                t.c.rule.in_(kept_rules),
             )
-            .returning(t.c.id)
-        ).scalar_one()
-        if s is None:
-            opened.append(_opened(new_id, f, now))
+            .values(last_seen_at=now)
+        )
+    elif snapshot_id is not None:
+        interval = (settings.sync if settings is not None else SyncSettings()).full_compare_interval
+        until = _standing_until(inventory, active, findings_settings.suppress, now, interval)
+        findings_reuse.keep(conn, account, integration, snapshot_id, digest, now, until)
+    # New episodes: one executemany (SQLAlchemy batches it into multi-row INSERTs with
+    # RETURNING), the ids returned in the order of the rows.
+    new = [(f, suppression_for(f, findings_settings.suppress, now)) for f in fired.values()]
+    if new:
+        new_ids = conn.execute(
+            t.insert().returning(t.c.id, sort_by_parameter_order=True),
+            [
+                {
+                    "rule": f.rule,
+                    "slug": f.slug,
+                    "severity": f.severity,
+                    "account": f.account,
+                    "integration": f.integration,
+                    "type": f.type,
+                    "name": f.name,
+                    "detail": f.detail,
+                    "first_seen_at": now,
+                    "last_seen_at": now,
+                    "suppressed_by": s.text() if s else None,
+                    "suppressed_until": s.until if s else None,
+                }
+                for f, s in new
+            ],
+        ).scalars()
+        opened.extend(
+            _opened(i, f, now) for i, (f, s) in zip(new_ids, new, strict=True) if s is None
+        )
     return opened
+
+
+def _standing_until(
+    inventory: Inventory,
+    active: Sequence[ActiveRule],
+    suppressions: Sequence[Suppression],
+    now: datetime,
+    interval: timedelta,
+) -> datetime | None:
+    """Until when the connection rules' hits over these rows stand as they are at ``now``
+    (None: a rule cannot say): the first change by time of a rule or of a suppression of
+    one, and at the latest ``interval`` (the full compare interval) from now."""
+    until = now + interval
+    per_row = {a.rule.id for a in active if a.rule.scope == "connection"}
+    for a in active:
+        if a.rule.id not in per_row or not a.enabled:
+            continue
+        if a.rule.changes_at is None:
+            return None
+        change = a.rule.changes_at(inventory, a.params, now)
+        if change is not None:
+            until = min(until, change)
+    for s in suppressions:  # in force through its until day (UTC)
+        ends = datetime.combine(s.until + timedelta(days=1), time(), UTC)
+        if s.rule in per_row and ends > now:
+            until = min(until, ends)
+    return until
 
 
 def _opened(

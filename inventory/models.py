@@ -293,6 +293,22 @@ class Finding(Base):
     note: Mapped[str | None] = mapped_column(Text)
 
 
+class FindingsEvaluation(Base):
+    """When the connection rules last read an integration's rows, under which rules and
+    suppressions (a digest), and until when that result stands: a later snapshot that
+    changed no row before ``valid_until`` keeps it instead of reading the rows again
+    (findings_reuse.py). Bookkeeping of the findings table, not history."""
+
+    __tablename__ = "findings_evaluations"
+
+    account: Mapped[str] = mapped_column(String, primary_key=True)
+    integration: Mapped[str] = mapped_column(String, primary_key=True)
+    snapshot_id: Mapped[int]  # the snapshot whose update read the rows
+    evaluated_at: Mapped[datetime]
+    valid_until: Mapped[datetime]
+    rules_digest: Mapped[str]
+
+
 class Notification(Base):
     """The outbox and delivery log (spec §11): one row per (sink, message), written in the
     transaction of the snapshot that caused it; ``payload`` is the webhook JSON."""

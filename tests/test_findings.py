@@ -11,7 +11,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from inventory import cli as cli_module
 from inventory import config as config_module
@@ -153,6 +153,16 @@ def test_update_findings_returns_what_opened(acme: Harness) -> None:
         assert isinstance(stale.id, int)
         with engine.begin() as conn:  # nothing new the second time
             assert findings.update_findings(conn, settings, "acme", "crm", later) == []
+        with engine.connect() as conn:  # all new at once: each told with its own row's id
+            conn.execute(delete(m.Finding))
+            opened = findings.update_findings(conn, settings, "acme", "crm", later)
+            stored = set(conn.execute(select(m.Finding.id, m.Finding.rule, m.Finding.name)))
+            conn.rollback()
+        assert {(f.id, f.rule, f.name) for f in opened} == stored
+        assert {(rule, name) for _, rule, name in stored} == {
+            ("ZIS001", "open_key"),
+            ("ZIS010", None),
+        }
     finally:
         engine.dispose()
 
@@ -298,6 +308,22 @@ def test_suppressions_before_on_and_after_until(
             None,
             "suppression for ZIS001 on acme/crm/api_key/open_key expired 2026-07-01",
         )
+        # What the lapse tells (notifications): the episode as it opened at T1.
+        settings = load_settings(str(acme.config), resolve_tokens=False)
+        engine = store.make_engine(acme.db_url)
+        with engine.connect() as conn:
+            told = findings.update_findings(conn, settings, "acme", "crm", now)
+            conn.rollback()
+        engine.dispose()
+        assert {(f.rule, f.name, f.first_seen_at, f.note) for f in told} == {
+            (
+                "ZIS001",
+                "open_key",
+                T1,
+                "suppression for ZIS001 on acme/crm/api_key/open_key expired 2026-07-01",
+            ),
+            ("ZIS010", None, now, None),  # the last sync is more than max_age ago
+        }
         # The next sync after the end date records the lapse in the table.
         sync_at(acme, now)
         assert query(acme.db_url, select(t.suppressed_by, t.suppressed_until, t.note)) == {

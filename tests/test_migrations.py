@@ -175,6 +175,14 @@ PUBLIC_COLUMNS = {
         "warned_at",
     },
     "notify_sinks": {"name", "first_configured_at"},
+    "findings_evaluations": {
+        "account",
+        "integration",
+        "snapshot_id",
+        "evaluated_at",
+        "valid_until",
+        "rules_digest",
+    },
 }
 
 

@@ -66,7 +66,8 @@ def enqueue_snapshot(
     _remember_sinks(conn, sinks, now)
     messages = _snapshot_messages(conn, snap, bool(sinks))
     messages += expiry_warnings(conn, snap.account, snap.integration, snapshot_id, thresholds, now)
-    messages += [finding_message(f, snapshot_id, snap.started_at) for f in opened_findings]
+    if sinks:  # (without sinks only the expiry ledger above is kept)
+        messages += [finding_message(f, snapshot_id, snap.started_at) for f in opened_findings]
     rows = [
         _row(sink, message, payload, now)
         for message in messages

@@ -243,7 +243,7 @@ class IntegrationTransaction:
         extend_chain(self.conn, snapshot_id)
         # Findings are judged at the snapshot's own time (the sync's clock).
         self.opened = update_findings(
-            self.conn, self.settings, self.account, self.integration, row.started_at
+            self.conn, self.settings, self.account, self.integration, row.started_at, snapshot_id
         )
         enqueue_snapshot(self.conn, self.settings, snapshot_id, self.opened, row.started_at)
         return snapshot_id
