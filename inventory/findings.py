@@ -433,7 +433,7 @@ def show_param(value: Any) -> str:
     return _span(value) if isinstance(value, timedelta) else str(value)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Finding:
     rule: str
     slug: str
@@ -557,7 +557,8 @@ def _records(
         .where(*conditions)
         .order_by(t.c.account, t.c.integration, t.c.type, t.c.name)
     )
-    return [Record(*row) for row in conn.execute(query)]
+    # A thousand rows at a time (PostgreSQL: a server-side cursor, not the whole result).
+    return [Record(*row) for row in conn.execute(query.execution_options(yield_per=1000))]
 
 
 def _freshness(
@@ -612,7 +613,7 @@ REGISTRY = table(
 # --- the lifecycle, in the snapshot's transaction ----------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class OpenedFinding:
     """A finding that became visible in this transaction: a new episode, or (``note``
     set) an open one whose suppression ended. Suppressed new episodes are not returned:
@@ -752,10 +753,11 @@ def update_findings(
         interval = (settings.sync if settings is not None else SyncSettings()).full_compare_interval
         until = _standing_until(inventory, active, findings_settings.suppress, now, interval)
         findings_reuse.keep(conn, account, integration, snapshot_id, digest, now, until)
-    # New episodes: one executemany (SQLAlchemy batches it into multi-row INSERTs with
-    # RETURNING), the ids returned in the order of the rows.
+    # New episodes: an executemany per thousand (SQLAlchemy batches each into multi-row
+    # INSERTs with RETURNING), the ids returned in the order of the rows.
     new = [(f, suppression_for(f, findings_settings.suppress, now)) for f in fired.values()]
-    if new:
+    for chunk in range(0, len(new), 1000):
+        part = new[chunk : chunk + 1000]
         new_ids = conn.execute(
             t.insert().returning(t.c.id, sort_by_parameter_order=True),
             [
@@ -773,11 +775,11 @@ def update_findings(
                     "suppressed_by": s.text() if s else None,
                     "suppressed_until": s.until if s else None,
                 }
-                for f, s in new
+                for f, s in part
             ],
         ).scalars()
         opened.extend(
-            _opened(i, f, now) for i, (f, s) in zip(new_ids, new, strict=True) if s is None
+            _opened(i, f, now) for i, (f, s) in zip(new_ids, part, strict=True) if s is None
         )
     return opened
 

@@ -373,22 +373,25 @@ def _read_snapshot(conn: Connection, readers: _Readers, snapshot_id: int) -> _Sn
 
 def _part_rows(
     conn: Connection, readers: _Readers, part: Part, snap: _Snapshot
-) -> list[tuple[int, list[Any]]]:
-    """(row id, plain values) of the rows a part of this snapshot holds, in id order."""
+) -> Iterator[tuple[int, list[Any]]]:
+    """(row id, plain values) of the rows a part of this snapshot holds, in id order, one
+    at a time (its query runs when the first is asked for)."""
     reader = readers.parts[part.key]
     t = part.table.c
     if part.by is None:
         where: list[ColumnElement[bool]] = [t.snapshot_id == snap.id]
     elif not snap.applied:
-        return []
+        return
     else:
         where = [
             t.account == snap.account,
             t.integration == snap.integration,
             t[part.by] == snap.started_at,
         ]
-    rows = conn.execute(select(*reader.columns).where(*where).order_by(t.id))
-    return [(row[0], reader.plain(row)) for row in rows]
+    query = select(*reader.columns).where(*where).order_by(t.id)
+    # A thousand rows at a time (PostgreSQL: a server-side cursor, not the whole result).
+    for row in conn.execute(query.execution_options(yield_per=1000)):
+        yield row[0], reader.plain(row)
 
 
 def extend_chain(conn: Connection, snapshot_id: int) -> None:
@@ -404,17 +407,24 @@ def extend_chain(conn: Connection, snapshot_id: int) -> None:
         .order_by(s.id.desc())
         .limit(1)
     ).scalar()
-    rows = {p.key: _part_rows(conn, readers, p, snap) for p in PARTS}
-    plain = {key: [values for _, values in got] for key, got in rows.items()}
     manifest: dict[str, Any] = {"format": FORMAT, "snapshot": column_digests(snap.values)}
-    for key, got in rows.items():
-        manifest[key] = {str(row_id): column_digests(values) for row_id, values in got}
+
+    def hashed(part: Part) -> Iterator[list[Any]]:
+        """The part's rows as the hash takes them, one at a time (a first sync's are not
+        held at once), keeping each row's digests on the way."""
+        digests = manifest[part.key] = {}
+        for row_id, values in _part_rows(conn, readers, part, snap):
+            digests[str(row_id)] = column_digests(values)
+            yield values
+
+    # canonical_pieces takes the parts one after the other, so one query runs at a time.
+    hash_ = chain_hash(prev, canonical_pieces(snap.values, {p.key: hashed(p) for p in PARTS}))
     conn.execute(
         update(SNAPSHOTS)
         .where(s.id == snapshot_id)
         .values(
             prev_hash=prev,
-            chain_hash=chain_hash(prev, canonical_pieces(snap.values, plain)),
+            chain_hash=hash_,
             chain_rows=json.dumps(manifest, separators=(",", ":"), sort_keys=True),
         )
     )
