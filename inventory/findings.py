@@ -612,6 +612,9 @@ REGISTRY = table(
 
 # --- the lifecycle, in the snapshot's transaction ----------------------------------------
 
+NEW_COLUMNS = ("rule", "slug", "severity", "account", "integration", "type", "name", "detail",
+               "suppressed_by", "suppressed_until")  # fmt: skip
+
 
 @dataclass(frozen=True, slots=True)
 class OpenedFinding:
@@ -753,34 +756,43 @@ def update_findings(
         interval = (settings.sync if settings is not None else SyncSettings()).full_compare_interval
         until = _standing_until(inventory, active, findings_settings.suppress, now, interval)
         findings_reuse.keep(conn, account, integration, snapshot_id, digest, now, until)
-    # New episodes: an executemany per thousand (SQLAlchemy batches each into multi-row
-    # INSERTs with RETURNING), the ids returned in the order of the rows.
+    # New episodes: one bulk insert (PostgreSQL's COPY, SQLite's driver executemany), then
+    # their ids by key (one open episode per key, under the locks taken above).
     new = [(f, suppression_for(f, findings_settings.suppress, now)) for f in fired.values()]
-    for chunk in range(0, len(new), 1000):
-        part = new[chunk : chunk + 1000]
-        new_ids = conn.execute(
-            t.insert().returning(t.c.id, sort_by_parameter_order=True),
-            [
-                {
-                    "rule": f.rule,
-                    "slug": f.slug,
-                    "severity": f.severity,
-                    "account": f.account,
-                    "integration": f.integration,
-                    "type": f.type,
-                    "name": f.name,
-                    "detail": f.detail,
-                    "first_seen_at": now,
-                    "last_seen_at": now,
-                    "suppressed_by": s.text() if s else None,
-                    "suppressed_until": s.until if s else None,
-                }
-                for f, s in part
-            ],
-        ).scalars()
-        opened.extend(
-            _opened(i, f, now) for i, (f, s) in zip(new_ids, part, strict=True) if s is None
+    if new:
+        from .store.bulk import insert_rows  # (the store imports this module)
+
+        insert_rows(
+            conn,
+            t,
+            NEW_COLUMNS,
+            (
+                (
+                    f.rule,
+                    f.slug,
+                    f.severity,
+                    f.account,
+                    f.integration,
+                    f.type,
+                    f.name,
+                    f.detail,
+                    s.text() if s else None,
+                    s.until if s else None,
+                )
+                for f, s in new
+            ),
+            {"first_seen_at": now, "last_seen_at": now},
         )
+        opened_now = conn.execute(
+            select(t.c.id, t.c.rule, t.c.account, t.c.integration, t.c.type, t.c.name).where(
+                t.c.resolved_at.is_(None),
+                t.c.first_seen_at == now,
+                t.c.account == account,
+                or_(t.c.integration == integration, t.c.rule.in_(account_level)),
+            )
+        )
+        id_of = {tuple(key): id_ for id_, *key in opened_now}
+        opened.extend(_opened(id_of[f.key], f, now) for f, s in new if s is None)
     return opened
 
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from itertools import islice
 from typing import Any
 
-from sqlalchemy import Connection, Integer, String, Table
+from sqlalchemy import Connection, Date, Integer, String, Table
 from sqlalchemy.exc import DBAPIError
 
 from .. import models as m
@@ -48,8 +48,8 @@ def insert_sqlite(
     names = (*columns, *fixed)
     quoted = ", ".join(f'"{c}"' for c in names)
     statement = f"INSERT INTO {table.name} ({quoted}) VALUES ({', '.join('?' * len(names))})"
-    tail = tuple(sqlite_value(v) if isinstance(v, datetime) else v for v in fixed.values())
-    stamps = [i for i, c in enumerate(columns) if isinstance(table.c[c].type, m.UTCDateTime)]
+    tail = tuple(sqlite_value(v) if isinstance(v, date) else v for v in fixed.values())
+    stamps = [i for i, c in enumerate(columns) if isinstance(table.c[c].type, m.UTCDateTime | Date)]
     count = 0
     with _driver_cursor(conn, statement) as cursor:
         for chunk in _chunks(rows):
@@ -63,9 +63,12 @@ def insert_sqlite(
     return count
 
 
-def sqlite_value(value: datetime) -> str:
+def sqlite_value(value: date) -> str:
     """A datetime as SQLAlchemy stores it in SQLite (models.UTCDateTime): UTC text with
-    six fractional digits, so that text comparisons in SQL agree with time order."""
+    six fractional digits, so that text comparisons in SQL agree with time order; a date
+    as its Date type does (YYYY-MM-DD)."""
+    if not isinstance(value, datetime):
+        return value.isoformat()
     return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
@@ -113,6 +116,8 @@ def _pg_type(kind: Any) -> str:
     """The PostgreSQL type a column's values are sent as in a binary COPY."""
     if isinstance(kind, m.UTCDateTime):
         return "timestamptz"
+    if isinstance(kind, Date):
+        return "date"
     if isinstance(kind, Integer):
         return "int4"
     if isinstance(kind, String):  # Text is a String
