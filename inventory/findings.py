@@ -449,6 +449,13 @@ class Finding:
         return (self.rule, self.account, self.integration, self.type, self.name)
 
     @property
+    def values(self) -> tuple[str, str, str, str, str, str | None, str | None, str]:
+        """Every field, in order: the first columns of a new findings row, and the first
+        fields of an OpenedFinding."""
+        return (self.rule, self.slug, self.severity, self.account, self.integration,
+                self.type, self.name, self.detail)  # fmt: skip
+
+    @property
     def where(self) -> str:
         parts = [self.account, self.integration, self.type, self.name]
         return "/".join(p for p in parts if p is not None)
@@ -685,24 +692,9 @@ def update_findings(
         if f.account == account and (f.integration == integration or f.rule in account_level)
     }
     t = FINDINGS
-    # Only what the comparison reads: a first sync's update reads as many rows as there
-    # are connections (first_seen_at is read for the rare lapsed suppression).
     kept_rules = per_row if kept else set()
     open_rows = conn.execute(
-        select(
-            t.c.id,
-            t.c.rule,
-            t.c.account,
-            t.c.integration,
-            t.c.type,
-            t.c.name,
-            t.c.detail,
-            t.c.severity,
-            t.c.slug,
-            t.c.suppressed_by,
-            t.c.suppressed_until,
-            t.c.note,
-        ).where(
+        select(t).where(
             t.c.resolved_at.is_(None),
             t.c.account == account,
             or_(t.c.integration == integration, t.c.rule.in_(account_level)),
@@ -730,10 +722,7 @@ def update_findings(
             if s is None and row.suppressed_by is not None:
                 note = lapse_note(f.rule, f.where, row.suppressed_until, now)
                 values["note"] = f"{note}; it said: {row.suppressed_by}"
-                first_seen = conn.execute(
-                    select(t.c.first_seen_at).where(t.c.id == row.id)
-                ).scalar_one()
-                opened.append(_opened(row.id, f, first_seen, note))
+                opened.append(_opened(row.id, f, row.first_seen_at, note))
         if values:
             conn.execute(update(t).where(t.c.id == row.id).values(last_seen_at=now, **values))
         else:
@@ -754,7 +743,9 @@ def update_findings(
         )
     elif snapshot_id is not None:
         interval = (settings.sync if settings is not None else SyncSettings()).full_compare_interval
-        until = _standing_until(inventory, active, findings_settings.suppress, now, interval)
+        until = _standing_until(
+            inventory, active, per_row, findings_settings.suppress, now, interval
+        )
         findings_reuse.keep(conn, account, integration, snapshot_id, digest, now, until)
     # New episodes: one bulk insert (PostgreSQL's COPY, SQLite's driver executemany), then
     # their ids by key (one open episode per key, under the locks taken above).
@@ -766,21 +757,7 @@ def update_findings(
             conn,
             t,
             NEW_COLUMNS,
-            (
-                (
-                    f.rule,
-                    f.slug,
-                    f.severity,
-                    f.account,
-                    f.integration,
-                    f.type,
-                    f.name,
-                    f.detail,
-                    s.text() if s else None,
-                    s.until if s else None,
-                )
-                for f, s in new
-            ),
+            ((*f.values, s.text() if s else None, s.until if s else None) for f, s in new),
             {"first_seen_at": now, "last_seen_at": now},
         )
         opened_now = conn.execute(
@@ -799,6 +776,7 @@ def update_findings(
 def _standing_until(
     inventory: Inventory,
     active: Sequence[ActiveRule],
+    per_row: set[str],
     suppressions: Sequence[Suppression],
     now: datetime,
     interval: timedelta,
@@ -807,7 +785,6 @@ def _standing_until(
     (None: a rule cannot say): the first change by time of a rule or of a suppression of
     one, and at the latest ``interval`` (the full compare interval) from now."""
     until = now + interval
-    per_row = {a.rule.id for a in active if a.rule.scope == "connection"}
     for a in active:
         if a.rule.id not in per_row or not a.enabled:
             continue
@@ -826,19 +803,7 @@ def _standing_until(
 def _opened(
     id_: int, f: Finding, first_seen_at: datetime, note: str | None = None
 ) -> OpenedFinding:
-    return OpenedFinding(
-        id_,
-        f.rule,
-        f.slug,
-        f.severity,
-        f.account,
-        f.integration,
-        f.type,
-        f.name,
-        f.detail,
-        first_seen_at,
-        note,
-    )
+    return OpenedFinding(id_, *f.values, first_seen_at, note)
 
 
 def _lock(conn: Connection, account: str, integration: str) -> None:
