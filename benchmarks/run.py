@@ -14,6 +14,11 @@ is a time no step can beat (`cpu bound` in the throughput table).
     python benchmarks/run.py --only throughput --scale 0.1   # a quick look
     python benchmarks/run.py --million                # adds 100 x 10,000 to the scaling run
     python benchmarks/run.py --only startup           # start-up time of each command
+    python benchmarks/run.py --only throughput --core-only   # the sync core alone
+
+``--core-only`` is a diagnostic: each snapshot's transaction skips the calls after its rows
+(chain, findings, outbox), so that the core's own cost can be told from theirs. A database
+written so holds snapshots with no chain hash (``db verify`` fails on it).
 """
 
 from __future__ import annotations
@@ -217,6 +222,12 @@ def step(args: argparse.Namespace) -> dict[str, Any]:
                 written[table] += rows
 
         store.integration_transaction = counted
+        if args.core_only:  # the diagnostic: no chain, findings or outbox
+            from inventory.store import snapshot
+
+            snapshot.extend_chain = lambda *a: None
+            snapshot.update_findings = lambda *a: []
+            snapshot.enqueue_snapshot = lambda *a: None
 
         local_postgres = is_local_postgres(args.database)
         db_cpu0 = postgres_cpu() if local_postgres else 0.0
@@ -291,6 +302,7 @@ def measure_once(
     cmd = [
         sys.executable, __file__, "--step", kind, "--base-url", server.base_url, "--database", database,
         "--integrations", str(spec.integrations), "--concurrency", str(concurrency),
+        *(["--core-only"] if CORE_ONLY else []),
     ]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode != 0:
@@ -671,10 +683,17 @@ def main() -> None:
     parser.add_argument(
         "--million", action="store_true", help="add 100 x 10,000 connections to the scaling run"
     )
+    parser.add_argument(
+        "--core-only",
+        action="store_true",
+        help="a diagnostic: skip the chain, findings and outbox in each snapshot's transaction",
+    )
     parser.add_argument("--step", help=argparse.SUPPRESS)
     parser.add_argument("--base-url", help=argparse.SUPPRESS)
     parser.add_argument("--integrations", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    global CORE_ONLY
+    CORE_ONLY = args.core_only
     if args.step:
         print(json.dumps(step(args)))
         return
@@ -682,6 +701,7 @@ def main() -> None:
 
     print(
         f"zis-inventory benchmarks on {platform.node()}: {os.cpu_count()} cores, Python {platform.python_version()}, database {args.database.split('@')[-1]}"
+        + (" (--core-only: no chain, findings or outbox)" if CORE_ONLY else "")
     )
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -692,6 +712,7 @@ def main() -> None:
 
 
 CREATED: list[tuple[str, str]] = []  # (admin URL, database) made for this run
+CORE_ONLY = False  # --core-only, passed on to each step
 
 
 def drop_created() -> None:

@@ -51,6 +51,12 @@ class Diff:
     def empty(self) -> bool:
         return not self.events
 
+    def keys(self) -> frozenset[Key]:
+        """The keys of every connection this diff adds, removes, modifies or restores."""
+        return frozenset(
+            c.key for part in (self.added, self.removed, self.modified, self.restored) for c in part
+        )
+
     def counts(self) -> dict[ChangeKind, int]:
         return {
             ChangeKind.ADDED: len(self.added),

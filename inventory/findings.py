@@ -35,6 +35,7 @@ from sqlalchemy import (
     or_,
     select,
     table,
+    tuple_,
     update,
 )
 from sqlalchemy.sql import ColumnElement
@@ -528,13 +529,19 @@ def read_inventory(
 
 
 def _inventory_of(
-    conn: Connection, settings: Settings | None, account: str, integration: str, rows: bool
+    conn: Connection,
+    settings: Settings | None,
+    account: str,
+    integration: str,
+    keys: frozenset[tuple[str, str]] | None,
 ) -> Inventory:
-    """What one snapshot's update evaluates: the integration's present connections (when
-    ``rows``) and freshness (it is configured: it is being synced), and its account's
-    registry."""
+    """What one snapshot's update evaluates: the integration's present connections (those
+    of ``keys`` only, unless None) and freshness (it is configured: it is being synced),
+    and its account's registry."""
     return Inventory(
-        _records(conn, [account], [integration], None) if rows else (),
+        _records(conn, [account], [integration], None)
+        if keys is None
+        else _records_of(conn, account, integration, keys),
         _freshness(conn, [(account, integration)], None),
         _configured(settings) | {(account, integration)},
         _registry(conn, [account], (), None),
@@ -566,6 +573,28 @@ def _records(
     )
     # A thousand rows at a time (PostgreSQL: a server-side cursor, not the whole result).
     return [Record(*row) for row in conn.execute(query.execution_options(yield_per=1000))]
+
+
+def _records_of(
+    conn: Connection, account: str, integration: str, keys: frozenset[tuple[str, str]]
+) -> list[Record]:
+    """The present connections of one integration with these (type, name) keys."""
+    t = cast(Table, m.Connection.__table__)
+    found: list[Record] = []
+    for chunk in _chunks(sorted(keys), 500):
+        query = select(*(t.c[k] for k in RECORD_COLUMNS)).where(
+            t.c.account == account,
+            t.c.integration == integration,
+            t.c.removed_at.is_(None),
+            tuple_(t.c.type, t.c.name).in_(chunk),
+        )
+        found += (Record(*row) for row in conn.execute(query))
+    return sorted(found)
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 def _freshness(
@@ -649,6 +678,7 @@ def update_findings(
     integration: str,
     now: datetime,
     snapshot_id: int | None = None,
+    changed: frozenset[tuple[str, str]] | None = None,
 ) -> list[OpenedFinding]:
     """Evaluate the rules of one integration (and the account-level ones of its account)
     at ``now`` and bring the ``findings`` table up to date, in the caller's transaction:
@@ -656,9 +686,10 @@ def update_findings(
     (and detail, severity, suppression), one that no longer fires is resolved. Returns
     what became visible, for notifications.
 
-    Called for a snapshot (``snapshot_id``), the connection rules' last result is kept
-    when the integration's rows and everything else it depends on are unchanged
-    (findings_reuse); the other rules are evaluated every time."""
+    Called for a snapshot (``snapshot_id``, with the (type, name) keys whose rows it
+    ``changed``), the connection rules' last result is kept for the rows no snapshot
+    changed since, when everything else it depends on is unchanged (findings_reuse), and
+    they judge the changed rows only; the other rules are evaluated every time."""
     _lock(conn, account, integration)
     findings_settings = settings.findings if settings is not None else FindingsSettings()
     active = rules_in_force(findings_settings)
@@ -668,13 +699,17 @@ def update_findings(
         [(a.rule.id, a.enabled, a.severity, sorted(a.params.items())) for a in active]
         + [s for s in findings_settings.suppress if s.rule in per_row]
     )
-    kept = snapshot_id is not None and findings_reuse.standing(
-        conn, account, integration, digest, now
-    )
-    judged = [a for a in active if not (kept and a.rule.id in per_row)]
+    held = None
+    if snapshot_id is not None:
+        mine = snapshot_id if changed is not None else None  # its changed rows are named
+        held = findings_reuse.standing(conn, account, integration, digest, now, mine)
+    kept = held is not None
+    # The rows the connection rules judge: every present row, or (a result kept) those
+    # this snapshot changed.
+    judged_keys = (changed or frozenset()) if kept else None
     try:
-        inventory = _inventory_of(conn, settings, account, integration, rows=not kept)
-        found = evaluate(inventory, judged, now)
+        inventory = _inventory_of(conn, settings, account, integration, judged_keys)
+        found = evaluate(inventory, active, now)
     except UNREADABLE as exc:
         # A value edited by hand that no rule can read: the snapshot fails on it (or
         # `db check` names it); its findings stay as they were rather than failing it.
@@ -693,14 +728,26 @@ def update_findings(
     }
     t = FINDINGS
     kept_rules = per_row if kept else set()
-    open_rows = conn.execute(
-        select(t).where(
-            t.c.resolved_at.is_(None),
-            t.c.account == account,
-            or_(t.c.integration == integration, t.c.rule.in_(account_level)),
-            t.c.rule.not_in(kept_rules),
+    open_rows = list(
+        conn.execute(
+            select(t).where(
+                t.c.resolved_at.is_(None),
+                t.c.account == account,
+                or_(t.c.integration == integration, t.c.rule.in_(account_level)),
+                t.c.rule.not_in(kept_rules),
+            )
         )
-    ).all()
+    )
+    for keys in _chunks(sorted(judged_keys or ()), 500):  # the kept rules' on the rows judged
+        open_rows += conn.execute(
+            select(t).where(
+                t.c.resolved_at.is_(None),
+                t.c.account == account,
+                t.c.integration == integration,
+                t.c.rule.in_(kept_rules),
+                tuple_(t.c.type, t.c.name).in_(keys),
+            )
+        )
     disabled = {a.rule.id for a in active if not a.enabled}
     opened: list[OpenedFinding] = []
     unchanged: list[int] = []
@@ -727,8 +774,7 @@ def update_findings(
             conn.execute(update(t).where(t.c.id == row.id).values(last_seen_at=now, **values))
         else:
             unchanged.append(row.id)
-    for chunk in range(0, len(unchanged), 500):
-        ids = unchanged[chunk : chunk + 500]
+    for ids in _chunks(unchanged, 500):
         conn.execute(update(t).where(t.c.id.in_(ids)).values(last_seen_at=now))
     if kept:  # the connection rules' open findings, as the last evaluation left them
         conn.execute(
@@ -741,12 +787,19 @@ def update_findings(
             )
             .values(last_seen_at=now)
         )
-    elif snapshot_id is not None:
+    if snapshot_id is not None and (held is None or judged_keys):  # rows were judged
         interval = (settings.sync if settings is not None else SyncSettings()).full_compare_interval
         until = _standing_until(
             inventory, active, per_row, findings_settings.suppress, now, interval
         )
-        findings_reuse.keep(conn, account, integration, snapshot_id, digest, now, until)
+        if held is None:
+            findings_reuse.keep(conn, account, integration, snapshot_id, digest, now, until)
+        else:  # the kept result, moved on to this snapshot's rows
+            assert until is not None  # (a kept result's rules all say when they change)
+            until = min(until, held.valid_until)
+            findings_reuse.keep(
+                conn, account, integration, snapshot_id, digest, now, until, held.evaluated_at
+            )
     # New episodes: one bulk insert (PostgreSQL's COPY, SQLite's driver executemany), then
     # their ids by key (one open episode per key, under the locks taken above).
     new = [(f, suppression_for(f, findings_settings.suppress, now)) for f in fired.values()]

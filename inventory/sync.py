@@ -9,6 +9,7 @@ snapshots on ``sync.concurrency`` places.
 from __future__ import annotations
 
 import logging
+import operator
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -211,13 +212,14 @@ def fetch(
         if stop.is_set():
             raise Interrupted(f"{where}: interrupted")
         parsed = parse_page(page.body, where=where, page=page.number)
-        for connection in parsed.connections:
-            if connection.key in seen:
-                raise ResponseError(
-                    f"{where}: page {page.number}: {connection.type} connection "
-                    f"{connection.name!r} appears twice (the account changed while paging?)"
-                )
-            seen.add(connection.key)
+        before = len(seen)
+        seen.update(map(_key, parsed.connections))
+        if len(seen) != before + len(parsed.connections):  # a key seen before: which?
+            twice = _first_repeat(connections + parsed.connections)
+            raise ResponseError(
+                f"{where}: page {page.number}: {twice.type} connection "
+                f"{twice.name!r} appears twice (the account changed while paging?)"
+            )
         connections += parsed.connections
         unknown |= parsed.unknown_types
         progress.pages = page.number
@@ -226,6 +228,19 @@ def fetch(
         )
     digest = fetched_digest(connections)
     return Fetched(tuple(connections), progress.pages, frozenset(unknown), digest)
+
+
+_key = operator.itemgetter(0, 1)  # a Connection's (type, name), as Connection.key
+
+
+def _first_repeat(connections: Sequence[Connection]) -> Connection:
+    """The first connection whose key an earlier one has."""
+    seen: set[tuple[str, str]] = set()
+    for connection in connections:
+        if connection.key in seen:
+            return connection
+        seen.add(connection.key)
+    raise ValueError("no key repeats")
 
 
 def apply(

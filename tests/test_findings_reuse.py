@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, select
 
-from inventory import findings_reuse, store
+from inventory import findings, findings_reuse, store
 from inventory import models as m
 from inventory.config import (
     DatabaseSettings,
@@ -107,18 +107,25 @@ class Account:
 
 @pytest.fixture
 def counted(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, int]]:
-    """Switches the shortcut on for REUSED only, and counts how often it was taken."""
-    taken = {"kept": 0, "evaluated": 0}
-    standing = findings_reuse.standing
+    """Switches the shortcut on for REUSED only, and counts how often it was taken, and
+    how often it judged a snapshot's changed rows only."""
+    taken = {"kept": 0, "evaluated": 0, "judged changed rows": 0}
+    standing, records_of = findings_reuse.standing, findings._records_of
 
-    def switched(conn: Any, account: str, *args: Any) -> bool:
+    def switched(conn: Any, account: str, *args: Any) -> findings_reuse.Kept | None:
         monkeypatch.setattr(findings_reuse, "ENABLED", account == REUSED)
         kept = standing(conn, account, *args)
         if account == REUSED:
             taken["kept" if kept else "evaluated"] += 1
         return kept
 
+    def judged(conn: Any, account: str, integration: str, keys: Any) -> Any:
+        assert account == REUSED  # the plain path reads every row
+        taken["judged changed rows"] += bool(keys)
+        return records_of(conn, account, integration, keys)
+
     monkeypatch.setattr(findings_reuse, "standing", switched)
+    monkeypatch.setattr(findings, "_records_of", judged)
     yield taken
 
 
@@ -175,3 +182,4 @@ def test_the_shortcut_leaves_what_the_plain_path_leaves(
         engine.dispose()
     # Both paths ran many times: the comparison means something.
     assert counted["kept"] >= 15 and counted["evaluated"] >= 10, counted
+    assert counted["judged changed rows"] >= 3, counted

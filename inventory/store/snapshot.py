@@ -236,14 +236,22 @@ class IntegrationTransaction:
         go at the one place marked AFTER-APPLY at the end, in this transaction."""
         snapshot_id = self._insert_snapshot(row)
         applies = row.status == SnapshotStatus.COMPLETE and row.superseded_by is None
+        changed: frozenset[tuple[str, str]] = frozenset()  # the keys whose rows it wrote
         if applies and changes is not None and not changes.empty:
             self._apply(snapshot_id, changes, row.started_at)
+            changed = changes.keys()
         # AFTER-APPLY: the snapshot row and its events, versions and connections are
         # written; the chain, findings and outbox calls go here, in this order.
         extend_chain(self.conn, snapshot_id)
         # Findings are judged at the snapshot's own time (the sync's clock).
         self.opened = update_findings(
-            self.conn, self.settings, self.account, self.integration, row.started_at, snapshot_id
+            self.conn,
+            self.settings,
+            self.account,
+            self.integration,
+            row.started_at,
+            snapshot_id,
+            changed,
         )
         enqueue_snapshot(self.conn, self.settings, snapshot_id, self.opened, row.started_at)
         return snapshot_id
