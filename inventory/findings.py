@@ -795,8 +795,7 @@ def update_findings(
         if held is None:
             findings_reuse.keep(conn, account, integration, snapshot_id, digest, now, until)
         else:  # the kept result, moved on to this snapshot's rows
-            assert until is not None  # (a kept result's rules all say when they change)
-            until = min(until, held.valid_until)
+            until = None if until is None else min(until, held.valid_until)
             findings_reuse.keep(
                 conn, account, integration, snapshot_id, digest, now, until, held.evaluated_at
             )
