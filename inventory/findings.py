@@ -42,6 +42,7 @@ from sqlalchemy.sql import ColumnElement
 
 from . import findings_reuse
 from . import models as m
+from .batches import batched
 from .config import SEVERITIES, FindingsSettings, Settings, Suppression, SyncSettings
 from .errors import DatabaseError
 from .records import METADATA_FIELDS, format_timestamp
@@ -581,7 +582,7 @@ def _records_of(
     """The present connections of one integration with these (type, name) keys."""
     t = cast(Table, m.Connection.__table__)
     found: list[Record] = []
-    for chunk in _chunks(sorted(keys), 500):
+    for chunk in batched(sorted(keys), 500):
         query = select(*(t.c[k] for k in RECORD_COLUMNS)).where(
             t.c.account == account,
             t.c.integration == integration,
@@ -590,11 +591,6 @@ def _records_of(
         )
         found += (Record(*row) for row in conn.execute(query))
     return sorted(found)
-
-
-def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 def _freshness(
@@ -738,7 +734,7 @@ def update_findings(
             )
         )
     )
-    for keys in _chunks(sorted(judged_keys or ()), 500):  # the kept rules' on the rows judged
+    for keys in batched(sorted(judged_keys or ()), 500):  # the kept rules' on the rows judged
         open_rows += conn.execute(
             select(t).where(
                 t.c.resolved_at.is_(None),
@@ -774,7 +770,7 @@ def update_findings(
             conn.execute(update(t).where(t.c.id == row.id).values(last_seen_at=now, **values))
         else:
             unchanged.append(row.id)
-    for ids in _chunks(unchanged, 500):
+    for ids in batched(unchanged, 500):
         conn.execute(update(t).where(t.c.id.in_(ids)).values(last_seen_at=now))
     if kept:  # the connection rules' open findings, as the last evaluation left them
         conn.execute(

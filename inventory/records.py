@@ -10,9 +10,10 @@ import hashlib
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
-from itertools import chain, islice
+from itertools import chain
 from typing import Any, NamedTuple
 
+from .batches import batched
 from .errors import RecordError, ResponseError
 from .fields import (
     COMMON_FIELDS,
@@ -198,10 +199,9 @@ def fetched_digest(connections: Iterable[Connection]) -> str:
     ended by NUL, which no kept text holds. The same digest means the same records in the
     same order; a different one only means "compare row by row"."""
     digest = hashlib.sha256(_DIGEST_HEADER)
-    records = iter(connections)
     # A thousand records' values joined at once: every record has the same number of
     # values, so the bytes are those of each record's values ended by NUL in turn.
-    while batch := list(islice(records, 1000)):
+    for batch in batched(connections, 1000):
         values: Iterator[Value] = chain.from_iterable(batch)
         texts = ["" if v is None else v if isinstance(v, str) else v.isoformat() for v in values]
         digest.update(("\x00".join(texts) + "\x00").encode())

@@ -9,13 +9,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
-from itertools import islice
 from typing import Any
 
 from sqlalchemy import Connection, Date, Integer, String, Table
 from sqlalchemy.exc import DBAPIError
 
 from .. import models as m
+from ..batches import batched
 
 CHUNK = 1000  # rows built and sent at a time, so a large first sync never holds them all
 
@@ -52,7 +52,7 @@ def insert_sqlite(
     stamps = [i for i, c in enumerate(columns) if isinstance(table.c[c].type, m.UTCDateTime | Date)]
     count = 0
     with _driver_cursor(conn, statement) as cursor:
-        for chunk in _chunks(rows):
+        for chunk in batched(rows, CHUNK):
             values = [[*row, *tail] for row in chunk]
             for row in values:
                 for i in stamps:
@@ -89,7 +89,7 @@ def insert_postgresql(
     count = 0
     with _driver_cursor(conn, statement) as cursor, cursor.copy(statement) as copy:
         copy.set_types(types)
-        for chunk in _chunks(rows):
+        for chunk in batched(rows, CHUNK):
             for row in chunk:
                 copy.write_row((*row, *tail))
             count += len(chunk)
@@ -123,9 +123,3 @@ def _pg_type(kind: Any) -> str:
     if isinstance(kind, String):  # Text is a String
         return "text"
     raise TypeError(f"no COPY type for {kind!r}")
-
-
-def _chunks(rows: Iterable[Sequence[Any]]) -> Iterator[list[Sequence[Any]]]:
-    it = iter(rows)
-    while chunk := list(islice(it, CHUNK)):
-        yield chunk
