@@ -592,7 +592,7 @@ def verify_chains(args: argparse.Namespace, tmp: str) -> None:
     from inventory import store
     from inventory.diff import diff
     from inventory.records import Connection
-    from inventory.store import chain
+    from inventory.store import verify as chain
 
     integrations, per = 100, max(1, int(10_000 * args.scale))
     url = new_database(args, tmp, "verify")

@@ -799,17 +799,17 @@ def db_verify(config_path: str | None, fmt: str, heads_path: str | None) -> int:
     from pathlib import Path
 
     from . import report
-    from .store import chain
+    from .store import verify
 
     heads = None
     if heads_path is not None:
         try:
-            heads = chain.read_heads(Path(heads_path).read_text())
+            heads = verify.read_heads(Path(heads_path).read_text())
         except (ValueError, OSError) as exc:
             raise ConfigError(f"--heads {heads_path}: {exc}") from None
     with _reader(config_path) as (_, engine):
-        result = chain.verify(engine, heads)
-    rows = chain.problem_rows(result.problems)
+        result = verify.verify(engine, heads)
+    rows = verify.problem_rows(result.problems)
     summary = (
         f"db verify: OK ({len(result.chains)} chains, {result.snapshots} snapshots)"
         if not rows
@@ -818,7 +818,7 @@ def db_verify(config_path: str | None, fmt: str, heads_path: str | None) -> int:
     if fmt == "json":
         body = {
             "ok": not rows,
-            "chains": chain.chain_rows_of(result.chains),
+            "chains": verify.chain_rows_of(result.chains),
             "snapshots": result.snapshots,
             "problems": rows,
         }
@@ -838,7 +838,7 @@ def db_verify(config_path: str | None, fmt: str, heads_path: str | None) -> int:
         click.echo(out.render(fmt))
     else:
         starts = sorted(result.chains, key=lambda c: (c.account, c.integration))
-        out.notes += [chain.chain_start(c) for c in starts]
+        out.notes += [verify.chain_start(c) for c in starts]
         out.notes.append(summary)
         click.echo(out.render(fmt))
     return EXIT_FAILED if rows else EXIT_OK

@@ -8,10 +8,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, Engine, and_, case, func, literal, or_, select
+from sqlalchemy import Connection, Engine, and_, case, func, or_, select
 
 from . import models as m
 from . import store
+from .store.verify import current_mismatches, mismatch_problem
 
 
 @dataclass(frozen=True)
@@ -79,69 +80,35 @@ def _snapshot_counts(conn: Connection) -> list[Finding]:
     return findings
 
 
-def _current_versions(conn: Connection) -> list[Finding]:
-    """A present connection has exactly one current version; a removed one has none."""
-    c, v = m.Connection, m.ConnectionVersion
-    key = (v.account, v.integration, v.type, v.name)
-    current = (
-        select(*key, func.count().label("n")).where(v.valid_to.is_(None)).group_by(*key).subquery()
-    )
-    joined = and_(
-        current.c.account == c.account,
-        current.c.integration == c.integration,
-        current.c.type == c.type,
-        current.c.name == c.name,
-    )
-    n = func.coalesce(current.c.n, 0)
-    rows = conn.execute(
-        select(c.account, c.integration, c.type, c.name, c.removed_at.is_(None), n)
-        .outerjoin(current, joined)
-        .where(or_(and_(c.removed_at.is_(None), n != 1), and_(c.removed_at.is_not(None), n != 0)))
-        .order_by(c.account, c.integration, c.type, c.name)
-    )
-    findings = [
-        Finding(
-            "current versions",
-            f"{a}/{i} {t} {name!r} is {'present' if present else 'removed'} "
-            f"with {count} current versions",
-        )
-        for a, i, t, name, present, count in rows
-    ]
-    orphans = conn.execute(
-        select(*key)
-        .where(
-            v.valid_to.is_(None),
-            ~select(literal(1))
-            .where(
-                c.account == v.account,
-                c.integration == v.integration,
-                c.type == v.type,
-                c.name == v.name,
+def _current(conn: Connection) -> list[Finding]:
+    """A present connection has exactly one current version and holds its values; a
+    removed one has none (the same check as `db verify`, worded per key)."""
+    versions: list[tuple[tuple[str, str, str, str], str]] = []
+    values: list[Finding] = []
+    removed: set[tuple[str, str, str, str]] = set()
+    for x in current_mismatches(conn):
+        key = (x.account, x.integration, x.type, x.name)
+        where = f"{x.account}/{x.integration} {x.type} {x.name!r}"
+        if x.kind == "value":
+            problem = mismatch_problem(x)
+            values.append(
+                Finding(
+                    "current values",
+                    f"{problem.chain} connections row {problem.row} column "
+                    f"{problem.column} {problem.problem}",
+                )
             )
-            .exists(),
-        )
-        .order_by(*key)
-    )
-    findings += [
-        Finding("current versions", f"{a}/{i} {t} {name!r} has a current version but no row")
-        for a, i, t, name in orphans
-    ]
-    return findings
-
-
-def _current_values(conn: Connection) -> list[Finding]:
-    """A present connection holds the values of its current version (the same check as
-    `db verify`); missing or extra versions are _current_versions' findings."""
-    from .store.chain import current_mismatches
-
-    return [
-        Finding(
-            "current values",
-            f"{p.chain} connections row {p.row} column {p.column} {p.problem}",
-        )
-        for p in current_mismatches(conn)
-        if p.table == "connections" and p.column is not None and p.column != "removed_at"
-    ]
+        elif x.kind == "orphan":
+            versions.append((key, f"{where} has a current version but no row"))
+        elif x.kind == "removed":
+            if key not in removed:  # one line per connection, however many versions
+                removed.add(key)
+                versions.append((key, f"{where} is removed with {x.current} current versions"))
+        else:
+            count = 0 if x.kind == "no version" else x.current
+            versions.append((key, f"{where} is present with {count} current versions"))
+    versions.sort(key=lambda pair: pair[0])
+    return [Finding("current versions", text) for _, text in versions] + values
 
 
 def _version_ranges(conn: Connection) -> list[Finding]:
@@ -240,8 +207,7 @@ def _runs(conn: Connection) -> list[Finding]:
 
 CHECKS: tuple[Callable[[Connection], list[Finding]], ...] = (
     _snapshot_counts,
-    _current_versions,
-    _current_values,
+    _current,
     _version_ranges,
     _present_counts,
     _runs,

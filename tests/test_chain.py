@@ -17,8 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Table, delete, func, insert, select, update
 
+from inventory import canonical, store
 from inventory import models as m
-from inventory import store
 from inventory.store import chain
 from inventory.store import snapshot as store_snapshot
 from inventory.testing import SECRET_FIELDS, SENTINEL, server_error
@@ -117,12 +117,12 @@ def cases(ids: dict[str, int]) -> Iterator[tuple[type[m.Base], int, str, int]]:
     """(model, row id, column, the snapshot whose hash breaks first) for every column of
     every history table: the snapshot row's own columns, an event's, and a version's (one
     opened by the snapshot, and for valid_to one it closed)."""
-    for column in (*chain.SNAPSHOT_COLUMNS, "prev_hash", "chain_hash"):
+    for column in (*canonical.SNAPSHOT_COLUMNS, "prev_hash", "chain_hash"):
         row = ids["quiet"] if column == "id" else ids["changed"]  # no event refers to 'quiet'
         yield S, row, column, row
-    for column in chain.CHANGE_COLUMNS:
+    for column in canonical.CHANGE_COLUMNS:
         yield C, ids["change"], column, ids["changed"]
-    for column in chain.CLOSED_COLUMNS:
+    for column in canonical.CLOSED_COLUMNS:
         row = ids["closed"] if column == "valid_to" else ids["opened"]
         yield V, row, column, ids["changed"]
 
@@ -231,7 +231,7 @@ def test_a_cut_chain_end_is_found_only_with_the_heads_kept_before(cli: Harness) 
         ("acme", "billing", last),
         ("acme", "crm", heads[1]["snapshot_id"]),
     ]
-    assert digest == chain.heads_digest(heads)
+    assert digest == canonical.heads_digest(heads)
     assert run_verify(cli, "--heads", str(kept))[:2] == (0, [])
     # The newest snapshot goes with its events and versions, and the version it closed
     # is made current again: the chain alone cannot tell.
@@ -319,13 +319,13 @@ def test_the_canonical_form_is_rfc8785_of_the_whole_object() -> None:
         "changes": [[1, 'é\u0001"', None, True], [2, "\u2028", 3, False]],
         "opened": [[5, "x"]],
     }
-    joined = b"".join(chain.canonical_pieces(snapshot, rows))
-    assert joined == rfc8785.dumps(chain.canonical_object(snapshot, rows))
-    assert chain.timestamp_text("2026-12-02 10:00:00.000000") == "2026-12-02T10:00:00.000000Z"
-    assert chain.timestamp_text(datetime(2026, 12, 2, 11, 0, tzinfo=UTC).astimezone(
+    joined = b"".join(canonical.canonical_pieces(snapshot, rows))
+    assert joined == rfc8785.dumps(canonical.canonical_object(snapshot, rows))
+    assert canonical.timestamp_text("2026-12-02 10:00:00.000000") == "2026-12-02T10:00:00.000000Z"
+    assert canonical.timestamp_text(datetime(2026, 12, 2, 11, 0, tzinfo=UTC).astimezone(
         __import__("zoneinfo").ZoneInfo("Europe/Paris"))) == "2026-12-02T11:00:00.000000Z"  # fmt: skip
-    assert chain.timestamp_text("not a time") == {"unexpected": "str", "repr": "'not a time'"}
-    assert chain.value_json([2**60, b"\x00"]) == rfc8785.dumps(
+    assert canonical.timestamp_text("not a time") == {"unexpected": "str", "repr": "'not a time'"}
+    assert canonical.value_json([2**60, b"\x00"]) == rfc8785.dumps(
         [{"unexpected": "int", "repr": str(2**60)}, {"unexpected": "bytes", "repr": "b'\\x00'"}]
     )
 
@@ -333,9 +333,11 @@ def test_the_canonical_form_is_rfc8785_of_the_whole_object() -> None:
 def test_the_canonical_columns_are_every_column_of_the_tables() -> None:
     """A column added to a history table must be added to the canonical form as a new
     FORMAT, not left out of the hashes silently."""
-    assert set(chain.SNAPSHOT_COLUMNS) | set(chain.CHAIN_COLUMNS) == set(S.__table__.columns.keys())
-    assert set(chain.CHANGE_COLUMNS) == set(C.__table__.columns.keys())
-    assert set(chain.CLOSED_COLUMNS) == set(V.__table__.columns.keys())
+    assert set(canonical.SNAPSHOT_COLUMNS) | set(canonical.CHAIN_COLUMNS) == set(
+        S.__table__.columns.keys()
+    )
+    assert set(canonical.CHANGE_COLUMNS) == set(C.__table__.columns.keys())
+    assert set(canonical.CLOSED_COLUMNS) == set(V.__table__.columns.keys())
 
 
 # The hash of a fixed snapshot: the same on SQLite and PostgreSQL, and from release to
@@ -440,5 +442,5 @@ def test_rows_are_written_as_rfc8785_writes_them(values: list[Any]) -> None:
     try:
         expected = rfc8785.dumps(values)
     except rfc8785.CanonicalizationError:
-        expected = rfc8785.dumps([chain._safe(v) for v in values])
-    assert chain.value_json(values) == expected
+        expected = rfc8785.dumps([canonical._safe(v) for v in values])
+    assert canonical.value_json(values) == expected

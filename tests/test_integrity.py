@@ -26,6 +26,7 @@ from .helpers import (
     present,
     query,
     run_check,
+    run_verify,
     seed,
     spawn,
     write,
@@ -96,7 +97,6 @@ def test_sigkill_soak(cli: Harness) -> None:
 
 
 def kill_and_recover(cli: Harness, rng: random.Random, iterations: int) -> None:
-    from .test_chain import run_verify  # test_chain imports this module
 
     integrations = ["billing", "crm", "ops"]
     seed(

@@ -1,0 +1,238 @@
+"""The chain's canonical form (§13 of the spec), pure: the columns each list of a
+snapshot's canonical object holds, how a stored value becomes a plain one, the RFC 8785
+bytes of a snapshot piece by piece, its hash, and the short digests chain_rows keeps.
+
+A snapshot's ``chain_hash`` is SHA-256 over its ``prev_hash`` (the previous snapshot's
+``chain_hash``, as hex text; nothing for a chain's first) followed by its canonical bytes:
+the RFC 8785 JSON of
+
+    {"changes": [its connection_changes rows, id order],
+     "closed":  [the connection_versions rows it closed (valid_to = its started_at)],
+     "columns": {the column names of each list, in the order of the values},
+     "format":  1,
+     "opened":  [the versions it opened (valid_from = its started_at), without valid_to],
+     "snapshot": [its audit columns]}
+
+each row an array of its values: timestamps as RFC 3339 UTC text with microseconds, NULL
+as null, booleans and integers as JSON ones. Only applied snapshots (complete, not
+superseded) open or close versions. ``chain_rows`` keeps, per row and column, a short
+digest of each value: it does not prove anything, it only says which row or column a
+broken hash changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+from zlib import crc32
+
+import rfc8785
+
+FORMAT = 1
+COLUMN_DIGEST_BYTES = 2  # per value in chain_rows: 4 hex characters
+
+# The columns each list of the canonical form holds, fixed by FORMAT: a column added to
+# a table later is not silently taken into (or left out of) the hashes already written.
+METADATA = (
+    "allowed_domain",
+    "created_at",
+    "updated_at",
+    "header_name",
+    "username",
+    "created_by",
+    "uuid",
+    "oauth_url_subdomain",
+    "permission_scope",
+    "token_type",
+    "token_expiry",
+    "oauth_client_uuid",
+)
+SNAPSHOT_COLUMNS = (
+    "id",
+    "run_id",
+    "account",
+    "integration",
+    "started_at",
+    "finished_at",
+    "status",
+    "connection_count",
+    "added",
+    "removed",
+    "modified",
+    "restored",
+    "pages",
+    "error",
+    "fetched_digest",
+    "superseded_by",
+    "accepted_removals",
+    "full_compare",
+)
+CHAIN_COLUMNS = ("prev_hash", "chain_hash", "chain_rows")
+CHANGE_COLUMNS = (
+    "id",
+    "snapshot_id",
+    "account",
+    "integration",
+    "type",
+    "name",
+    "change",
+    "field",
+    "old_value",
+    "new_value",
+    "detected_at",
+)
+# valid_to is not part of the versions a snapshot opened: the snapshot that closes one
+# sets it later, and that snapshot's hash covers it.
+OPENED_COLUMNS = ("id", "account", "integration", "type", "name", *METADATA, "valid_from")
+CLOSED_COLUMNS = (*OPENED_COLUMNS, "valid_to")
+
+# The lists of the canonical object that hold rows, in its key order, with their columns.
+PART_COLUMNS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("changes", CHANGE_COLUMNS),
+    ("closed", CLOSED_COLUMNS),
+    ("opened", OPENED_COLUMNS),
+)
+COLUMNS_JSON = rfc8785.dumps(
+    {**{key: list(columns) for key, columns in PART_COLUMNS}, "snapshot": list(SNAPSHOT_COLUMNS)}
+)
+
+
+# --- values --------------------------------------------------------------------------
+
+
+def timestamp_text(value: Any) -> Any:
+    """A timestamp as RFC 3339 UTC text with microseconds. SQLite's stored text is read
+    as text (see ``_selected``), so that a value edited into something no timestamp is
+    still gives a value to hash rather than an error."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            return _unexpected(value)
+        if len(value) == 26 and value[10] == " " and value[19] == ".":  # as stored
+            return f"{value[:10]}T{value[11:]}Z"
+        value = parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+    if isinstance(value, datetime):
+        utc = value.astimezone(UTC) if value.tzinfo is not None else value
+        return utc.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    return _unexpected(value)
+
+
+def boolean_value(value: Any) -> Any:
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):  # SQLite's
+        return bool(value)
+    return _unexpected(value)
+
+
+def _unexpected(value: Any) -> dict[str, str]:
+    """A value no column of the schema holds (edited in by hand): hashed as such."""
+    return {"unexpected": type(value).__name__, "repr": repr(value)}
+
+
+def _safe(value: Any) -> Any:
+    if value is None or isinstance(value, (bool, dict)):
+        return value
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return _unexpected(value)
+        return value
+    if isinstance(value, int) and -(2**53) < value < 2**53:
+        return value
+    return _unexpected(value)
+
+
+_json_array = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+_PLAIN_TYPES = (str, bool, type(None))
+
+
+def value_json(values: Sequence[Any]) -> bytes:
+    """One row's values as an RFC 8785 array.
+
+    A row of text, integers within JSON's exact range, booleans and NULLs (every row the
+    schema holds, unless edited by hand) is written by the standard library's encoder,
+    whose output for those values is RFC 8785's, at a fifth of the CPU of the pure-Python
+    rfc8785 (docs/decisions.md); a property test holds it to ``rfc8785.dumps``, which
+    writes every other row."""
+    for v in values:
+        kind = type(v)
+        if kind is int:
+            if not -(2**53) < v < 2**53:
+                return _rfc8785_array(values)
+        elif kind not in _PLAIN_TYPES:
+            return _rfc8785_array(values)
+    try:
+        return _json_array(values).encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: not text any database gives
+        return _rfc8785_array(values)
+
+
+def _rfc8785_array(values: Sequence[Any]) -> bytes:
+    try:
+        return rfc8785.dumps(values)
+    except rfc8785.CanonicalizationError:
+        return rfc8785.dumps([_safe(v) for v in values])
+
+
+def column_digests(values: Sequence[Any]) -> str:
+    """A short checksum of each plain value, concatenated: what chain_rows keeps of a row
+    (16 bits of the CRC-32 of its repr, which is as stable as the value: str, int, bool,
+    None, or an unexpected value's dict). It only locates a change the hash proved."""
+    return "".join(
+        "%04x" % (crc32(repr(v).encode("utf-8", "surrogatepass")) & 0xFFFF) for v in values
+    )
+
+
+# --- the canonical form --------------------------------------------------------------
+
+
+def canonical_pieces(
+    snapshot: Sequence[Any], rows: Mapping[str, Iterable[Sequence[Any]]]
+) -> Iterator[bytes]:
+    """The canonical bytes of a snapshot, piece by piece (rows of plain values): joined,
+    they are ``rfc8785.dumps`` of the whole object, but no list is held whole."""
+    yield b"{"
+    for key, _ in PART_COLUMNS:
+        if key == "opened":
+            yield b'"columns":' + COLUMNS_JSON + b',"format":' + str(FORMAT).encode() + b","
+        yield b'"' + key.encode() + b'":['
+        first = True
+        for row in rows.get(key, ()):
+            if not first:
+                yield b","
+            first = False
+            yield value_json(row)
+        yield b"],"
+    yield b'"snapshot":' + value_json(snapshot) + b"}"
+
+
+def canonical_object(snapshot: Sequence[Any], rows: dict[str, list[list[Any]]]) -> dict[str, Any]:
+    """The object ``canonical_pieces`` serializes (for tests and for reading)."""
+    return {
+        **{key: rows.get(key, []) for key, _ in PART_COLUMNS},
+        "columns": {
+            **{key: list(columns) for key, columns in PART_COLUMNS},
+            "snapshot": list(SNAPSHOT_COLUMNS),
+        },
+        "format": FORMAT,
+        "snapshot": list(snapshot),
+    }
+
+
+def chain_hash(prev_hash: str | None, pieces: Iterable[bytes]) -> str:
+    digest = hashlib.sha256((prev_hash or "").encode("ascii", "replace"))
+    for piece in pieces:
+        digest.update(piece)
+    return digest.hexdigest()
+
+
+def heads_digest(heads: list[dict[str, Any]]) -> str:
+    return hashlib.sha256(rfc8785.dumps(heads)).hexdigest()

@@ -1,0 +1,650 @@
+"""`db verify` (§13 of the spec): every chain recomputed from the stored rows in one
+consistent read, the connections checked against their current versions, the rows no
+hash covers, and the heads a `db heads` file kept. It shares nothing with the written
+side but the canonical form and the readers, so it stays an independent check.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Select, and_, func, or_, select
+
+from ..canonical import (
+    COLUMN_DIGEST_BYTES,
+    FORMAT,
+    METADATA,
+    SNAPSHOT_COLUMNS,
+    canonical_pieces,
+    chain_hash,
+    column_digests,
+    heads_digest,
+)
+from .chain import (
+    CHANGES,
+    CONNECTIONS,
+    PARTS,
+    SNAPSHOTS,
+    VERSIONS,
+    Part,
+    Readers,
+    StoredSnapshot,
+    part_rows,
+    read_snapshot,
+    snapshot_of,
+    snapshot_select,
+)
+
+STREAM_ROWS = 2000  # rows fetched at a time by db verify's server-side cursors
+
+
+# --- connections against their current versions --------------------------------------
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One broken link or mismatch: which chain, snapshot, table, row and column."""
+
+    account: str | None
+    integration: str | None
+    snapshot: int | None
+    table: str | None
+    row: int | None
+    column: str | None
+    problem: str
+
+    @property
+    def chain(self) -> str:
+        return f"{self.account}/{self.integration}" if self.account is not None else ""
+
+
+COMPARED = (*METADATA, "last_changed_at")  # connections' columns; versions': valid_from
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    """A connections row and the current connection_versions rows of its key that
+    disagree: what `db verify` and `db check` both report, found by one query."""
+
+    kind: str  # "no version" | "several versions" | "removed" | "value" | "orphan"
+    account: str
+    integration: str
+    type: str
+    name: str
+    connection: int | None  # the connections row (None for an orphan version)
+    version: int | None  # the current version it concerns
+    current: int  # how many current versions the key has
+    column: str | None = None  # for "value": the connections column that differs
+
+
+def current_mismatches(conn: Connection) -> list[Mismatch]:
+    """Present connections that differ, value by value, from their current version (the
+    version's valid_from is the connection's last_changed_at), have none or several;
+    removed connections that still have one; current versions with no connection."""
+    c, v = CONNECTIONS.c, VERSIONS.c
+    key = and_(
+        v.account == c.account,
+        v.integration == c.integration,
+        v.type == c.type,
+        v.name == c.name,
+        v.valid_to.is_(None),
+    )
+    pairs = [(c[name], v["valid_from" if name == "last_changed_at" else name]) for name in COMPARED]
+    differs = or_(*(a.is_distinct_from(b) for a, b in pairs))
+    other = VERSIONS.alias("other")
+    current = (
+        select(func.count())
+        .where(
+            other.c.account == c.account,
+            other.c.integration == c.integration,
+            other.c.type == c.type,
+            other.c.name == c.name,
+            other.c.valid_to.is_(None),
+        )
+        .scalar_subquery()
+    )
+    rows = conn.execute(
+        select(c.id, c.account, c.integration, c.type, c.name, c.removed_at, v.id)
+        .add_columns(*(a for a, _ in pairs), *(b for _, b in pairs), current)
+        .outerjoin(VERSIONS, key)
+        .where(
+            or_(
+                and_(c.removed_at.is_(None), or_(v.id.is_(None), differs, current > 1)),
+                and_(c.removed_at.is_not(None), v.id.is_not(None)),
+            )
+        )
+        .order_by(c.id, v.id)
+    )
+    found: list[Mismatch] = []
+    seen: set[int] = set()
+    n = len(COMPARED)
+    for row in rows:
+        cid, account, integration, type_, name, removed_at, vid = row[:7]
+        ours, theirs, count = row[7 : 7 + n], row[7 + n : 7 + 2 * n], row[-1]
+        where = (account, integration, type_, name, cid, vid, count)
+        if removed_at is not None:
+            found.append(Mismatch("removed", *where))
+        elif vid is None:
+            found.append(Mismatch("no version", *where))
+        else:
+            if count > 1 and cid not in seen:
+                found.append(Mismatch("several versions", *where))
+            seen.add(cid)
+            found += [
+                Mismatch("value", *where, column=column)
+                for column, a, b in zip(COMPARED, ours, theirs, strict=True)
+                if a != b
+            ]
+    orphans = conn.execute(
+        select(v.id, v.account, v.integration, v.type, v.name)
+        .where(
+            v.valid_to.is_(None),
+            ~select(c.id)
+            .where(
+                c.account == v.account,
+                c.integration == v.integration,
+                c.type == v.type,
+                c.name == v.name,
+            )
+            .exists(),
+        )
+        .order_by(v.id)
+    )
+    found += [Mismatch("orphan", a, i, t, name, None, vid, 1) for vid, a, i, t, name in orphans]
+    return found
+
+
+def mismatch_problem(mismatch: Mismatch) -> Problem:
+    """A mismatch as `db verify` names it: the row, the column, what is wrong."""
+    x = mismatch
+    if x.kind == "orphan":
+        return Problem(
+            x.account,
+            x.integration,
+            None,
+            "connection_versions",
+            x.version,
+            None,
+            "current, but has no connections row",
+        )
+    column: str | None = None
+    if x.kind == "removed":
+        column, text = "removed_at", f"removed, but connection_versions row {x.version} is current"
+    elif x.kind == "no version":
+        text = "present, but has no current connection_versions row"
+    elif x.kind == "several versions":
+        text = f"present, with {x.current} current connection_versions rows"
+    else:
+        held = "valid_from" if x.column == "last_changed_at" else x.column
+        column = x.column
+        text = f"differs from its current version (connection_versions row {x.version} {held})"
+    return Problem(x.account, x.integration, None, "connections", x.connection, column, text)
+
+
+# --- db verify -----------------------------------------------------------------------
+
+
+@dataclass
+class Chain:
+    account: str
+    integration: str
+    first: int | None = None  # the first hashed snapshot
+    unchained: int = 0  # snapshots before it, written before the upgrade
+    snapshots: int = 0  # hashed ones
+    expected_prev: str | None = None
+    broken: bool = False
+    recomputed: dict[int, str] = field(default_factory=dict)  # of heads asked about
+
+
+@dataclass
+class Verification:
+    chains: list[Chain]
+    problems: list[Problem]
+
+    @property
+    def snapshots(self) -> int:
+        return sum(c.snapshots for c in self.chains)
+
+
+class _Peek:
+    """An iterator of (snapshot id, row) one can look ahead in."""
+
+    def __init__(self, rows: Iterator[Sequence[Any]]) -> None:
+        self._rows = rows
+        self._next: Sequence[Any] | None = next(rows, None)
+
+    def take(self, snapshot_id: int) -> Iterator[Sequence[Any]]:
+        while self._next is not None and self._next[0] <= snapshot_id:
+            row, self._next = self._next, next(self._rows, None)
+            if row[0] == snapshot_id:
+                yield row[1:]
+
+
+def _plain_rows(
+    readers: Readers, part: Part, stream: _Peek, snapshot_id: int
+) -> Iterator[list[Any]]:
+    reader = readers.parts[part.key]
+    for row in stream.take(snapshot_id):
+        yield reader.plain(row)
+
+
+def _stream(conn: Connection, query: Select[Any]) -> Iterator[Sequence[Any]]:
+    result = conn.execution_options(yield_per=STREAM_ROWS).execute(query)
+    yield from result
+
+
+def _part_stream(conn: Connection, readers: Readers, part: Part) -> _Peek:
+    """Every hashed snapshot's rows of a part, in (snapshot id, row id) order, each led by
+    its snapshot's id: one query for the whole database."""
+    s, t = SNAPSHOTS.c, part.table.c
+    columns = readers.parts[part.key].columns
+    hashed = s.chain_hash.is_not(None)
+    if part.by is None:
+        query = (
+            select(t.snapshot_id, *columns)
+            .where(t.snapshot_id.in_(select(s.id).where(hashed)))
+            .order_by(t.snapshot_id, t.id)
+        )
+    else:
+        query = (
+            select(s.id, *columns)
+            .join(
+                SNAPSHOTS,
+                and_(
+                    s.account == t.account,
+                    s.integration == t.integration,
+                    s.started_at == t[part.by],
+                ),
+            )
+            .where(hashed, s.status == "complete", s.superseded_by.is_(None))
+            .order_by(s.id, t.id)
+        )
+    return _Peek(_stream(conn, query))
+
+
+def verify(engine: Engine, heads: dict[str, Any] | None = None) -> Verification:
+    """Recompute every chain in one consistent read, check the connections against their
+    current versions, the rows no hash covers, and (given the heads `db heads` printed
+    earlier) that each head is still there with its hash."""
+    with engine.connect() as conn:
+        if conn.dialect.name == "sqlite":
+            conn.exec_driver_sql("BEGIN")  # one read snapshot for every query below
+        else:
+            conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        try:
+            return _verify(conn, heads)
+        finally:
+            conn.rollback()
+
+
+def _verify(conn: Connection, heads: dict[str, Any] | None) -> Verification:
+    readers = Readers.of(conn)
+    wanted = _head_ids(heads)
+    chains: dict[tuple[str, str], Chain] = {}
+    problems: list[Problem] = []
+    streams = {p.key: _part_stream(conn, readers, p) for p in PARTS}
+    snapshots = _stream(conn, snapshot_select(readers).order_by(SNAPSHOTS.c.id))
+    for row in snapshots:
+        snap = snapshot_of(readers, row, None)
+        key = (snap.account, snap.integration)
+        chain = chains.get(key) or chains.setdefault(key, Chain(*key))
+        if snap.chain_hash is None:
+            if chain.first is None:
+                chain.unchained += 1
+            elif not chain.broken:
+                chain.broken = True
+                problems.append(
+                    _problem(
+                        snap,
+                        "snapshots",
+                        snap.id,
+                        "chain_hash",
+                        f"has no hash, but its chain starts at snapshot {chain.first}",
+                    )
+                )
+            continue
+        if chain.first is None:
+            chain.first = snap.id
+        chain.snapshots += 1
+        plain_rows = {p.key: _plain_rows(readers, p, streams[p.key], snap.id) for p in PARTS}
+        recomputed = chain_hash(snap.prev_hash, canonical_pieces(snap.values, plain_rows))
+        if snap.id in wanted:
+            chain.recomputed[snap.id] = recomputed
+        expected_prev, chain.expected_prev = chain.expected_prev, snap.chain_hash
+        if chain.broken:
+            continue
+        found: list[Problem] = []
+        if snap.prev_hash != expected_prev:
+            found.append(_link_problem(snap, expected_prev, chain))
+        if recomputed != snap.chain_hash:
+            found += _localize(conn, readers, snap, linked=not found)
+        if found:
+            chain.broken = True
+            problems += found
+    problems += _uncovered(conn)
+    problems += [mismatch_problem(x) for x in current_mismatches(conn)]
+    if heads is not None:
+        problems += _check_heads(conn, heads, chains)
+    return Verification(list(chains.values()), problems)
+
+
+def _problem(
+    snap: StoredSnapshot, table: str | None, row: int | None, column: str | None, text: str
+) -> Problem:
+    return Problem(snap.account, snap.integration, snap.id, table, row, column, text)
+
+
+def _link_problem(snap: StoredSnapshot, expected: str | None, chain: Chain) -> Problem:
+    if expected is None and chain.first == snap.id:
+        text = (
+            "starts its chain but has a prev_hash: the snapshots before it were removed, "
+            "or its prev_hash was edited"
+        )
+    elif snap.prev_hash is None:
+        text = "has no prev_hash, but follows a hashed snapshot of its chain"
+    else:
+        text = (
+            "prev_hash is not the chain_hash of the previous snapshot of its chain: a "
+            "snapshot between was removed, or a hash was edited"
+        )
+    return _problem(snap, "snapshots", snap.id, "prev_hash", text)
+
+
+def _localize(
+    conn: Connection, readers: Readers, snap: StoredSnapshot, linked: bool
+) -> list[Problem]:
+    """Where a snapshot whose hash does not match changed: its rows' digests now against
+    those kept in chain_rows when it was written."""
+    full = read_snapshot(conn, readers, snap.id)
+    try:
+        kept = json.loads(full.chain_rows or "")
+        if not isinstance(kept, dict) or kept.get("format") != FORMAT:
+            raise ValueError
+    except ValueError:
+        kept = None
+    found: list[Problem] = []
+    if kept is not None:
+        found += _differing(
+            snap,
+            "snapshots",
+            snap.id,
+            SNAPSHOT_COLUMNS,
+            kept.get("snapshot"),
+            column_digests(snap.values),
+        )
+        for part in PARTS:
+            found += _localize_part(conn, readers, snap, part, kept.get(part.key))
+    if not found and linked:
+        found.append(
+            _problem(
+                snap,
+                "snapshots",
+                snap.id,
+                "chain_hash",
+                "content does not match its hash (its chain_hash, or its rows and "
+                "their digests in chain_rows, were edited)",
+            )
+        )
+    return found
+
+
+def _differing(
+    snap: StoredSnapshot,
+    table: str,
+    row_id: int,
+    columns: Sequence[str],
+    kept: Any,
+    now: str,
+    text: str = "changed since the snapshot was written",
+) -> list[Problem]:
+    if not isinstance(kept, str) or len(kept) != len(now):
+        return [_problem(snap, table, row_id, None, text)] if kept != now else []
+    width = 2 * COLUMN_DIGEST_BYTES
+    return [
+        _problem(snap, table, row_id, name, text)
+        for i, name in enumerate(columns)
+        if kept[i * width : (i + 1) * width] != now[i * width : (i + 1) * width]
+    ]
+
+
+def _localize_part(
+    conn: Connection, readers: Readers, snap: StoredSnapshot, part: Part, kept: Any
+) -> list[Problem]:
+    rows = part_rows(conn, readers, part, snap)
+    now = {row_id: column_digests(values) for row_id, values in rows}
+    kept = kept if isinstance(kept, dict) else {}
+    kept_ids = {int(k): v for k, v in kept.items() if isinstance(k, str) and k.isdigit()}
+    table = part.table_name
+    found: list[Problem] = []
+    what = "" if part.by is None else f" ({part.key} by this snapshot)"
+    for row_id in sorted(kept_ids.keys() | now.keys()):
+        if row_id in kept_ids and row_id in now:
+            found += _differing(
+                snap,
+                table,
+                row_id,
+                part.columns,
+                kept_ids[row_id],
+                now[row_id],
+                f"changed since the snapshot was written{what}",
+            )
+        elif row_id in now:
+            found.append(
+                _problem(snap, table, row_id, None, f"inserted: not among the rows hashed{what}")
+            )
+        else:
+            found += _moved_or_deleted(conn, readers, snap, part, row_id, kept_ids[row_id], what)
+    return found
+
+
+def _moved_or_deleted(
+    conn: Connection,
+    readers: Readers,
+    snap: StoredSnapshot,
+    part: Part,
+    row_id: int,
+    kept: Any,
+    what: str,
+) -> list[Problem]:
+    """A hashed row the snapshot no longer has: deleted, or edited so that it no longer
+    belongs to it (its snapshot_id, key or validity changed)."""
+    reader = readers.parts[part.key]
+    row = conn.execute(select(*reader.columns).where(part.table.c.id == row_id)).one_or_none()
+    if row is None:
+        return [_problem(snap, part.table_name, row_id, None, f"deleted{what}")]
+    found = _differing(
+        snap,
+        part.table_name,
+        row_id,
+        part.columns,
+        kept,
+        column_digests(reader.plain(row)),
+        f"changed since the snapshot was written{what}",
+    )
+    return found or [_problem(snap, part.table_name, row_id, None, f"no longer in it{what}")]
+
+
+def _uncovered(conn: Connection) -> list[Problem]:
+    """Rows of a chained period that no hash covers: events of a snapshot that does not
+    exist, and versions opened or closed after their chain started at a time no applied
+    snapshot of their integration started at."""
+    s, c, v = SNAPSHOTS.c, CHANGES.c, VERSIONS.c
+    problems = [
+        Problem(
+            a,
+            i,
+            sid,
+            "connection_changes",
+            cid,
+            "snapshot_id",
+            "inserted: its snapshot does not exist",
+        )
+        for cid, a, i, sid in conn.execute(
+            select(c.id, c.account, c.integration, c.snapshot_id)
+            .where(~select(s.id).where(s.id == c.snapshot_id).exists())
+            .order_by(c.id)
+        )
+    ]
+    starts = (
+        select(s.account, s.integration, func.min(s.started_at).label("t0"))
+        .where(s.chain_hash.is_not(None))
+        .group_by(s.account, s.integration)
+        .subquery()
+    )
+    for column in ("valid_from", "valid_to"):
+        matching = (
+            select(s.id)
+            .where(
+                s.account == v.account,
+                s.integration == v.integration,
+                s.started_at == v[column],
+                s.status == "complete",
+                s.superseded_by.is_(None),
+            )
+            .exists()
+        )
+        rows = conn.execute(
+            select(v.id, v.account, v.integration)
+            .join(
+                starts,
+                and_(starts.c.account == v.account, starts.c.integration == v.integration),
+            )
+            .where(v[column] >= starts.c.t0, ~matching)
+            .order_by(v.id)
+        )
+        problems += [
+            Problem(
+                a,
+                i,
+                None,
+                "connection_versions",
+                vid,
+                column,
+                "inserted: no applied snapshot of its integration started at its "
+                f"{column}, so no hash covers it",
+            )
+            for vid, a, i in rows
+        ]
+    return problems
+
+
+def _head_ids(heads: dict[str, Any] | None) -> set[int]:
+    if heads is None:
+        return set()
+    return {h["snapshot_id"] for h in _head_list(heads) if isinstance(h.get("snapshot_id"), int)}
+
+
+def _head_list(heads: dict[str, Any]) -> list[dict[str, Any]]:
+    listed = heads.get("heads")
+    if not isinstance(listed, list):
+        return []
+    return [h for h in listed if isinstance(h, dict)]
+
+
+def read_heads(text: str) -> dict[str, Any]:
+    """A heads file as `db heads` wrote it; ValueError when it is not one."""
+    data = json.loads(text)
+    if not isinstance(data, dict) or not isinstance(data.get("heads"), list):
+        raise ValueError("not a heads file: expected a JSON object with a 'heads' list")
+    for head in data["heads"]:
+        if (
+            not isinstance(head, dict)
+            or {
+                "account",
+                "integration",
+                "snapshot_id",
+                "chain_hash",
+            }
+            - head.keys()
+        ):
+            raise ValueError(
+                "not a heads file: each head needs account, integration, snapshot_id, chain_hash"
+            )
+    return data
+
+
+def _check_heads(
+    conn: Connection, heads: dict[str, Any], chains: dict[tuple[str, str], Chain]
+) -> list[Problem]:
+    """Each head is still in its chain with the same hash, and the chain up to it
+    recomputes to that hash: nothing at or before it was rewritten or removed."""
+    problems: list[Problem] = []
+    listed = _head_list(heads)
+    if heads.get("digest") != heads_digest(listed):
+        problems.append(
+            Problem(
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+                "the heads file's digest does not match its heads (the file was edited)",
+            )
+        )
+    s = SNAPSHOTS.c
+    for head in listed:
+        account, integration, sid = head["account"], head["integration"], head["snapshot_id"]
+        kept_hash = head["chain_hash"]
+        column: str | None = "chain_hash"
+        text: str | None = None
+        chain = chains.get((account, integration))
+        row = conn.execute(
+            select(s.account, s.integration, s.chain_hash).where(s.id == sid)
+        ).first()
+        if chain is None:
+            text, column = "its whole chain is missing: no snapshot of it is left", None
+        elif row is None:
+            text, column = "this head is gone: the chain was cut at or before it", None
+        elif (row[0], row[1]) != (account, integration):
+            text, column = "this head now belongs to another integration", "account"
+        elif row[2] != kept_hash:
+            text = "its chain_hash is not the one the heads file kept"
+        elif chain.recomputed.get(sid) != kept_hash:
+            text = "the chain up to this head does not recompute to the hash the heads file kept"
+        if text is not None:
+            problems.append(Problem(account, integration, sid, "snapshots", sid, column, text))
+    return problems
+
+
+def problem_rows(problems: Iterable[Problem]) -> list[dict[str, Any]]:
+    return [
+        {
+            "chain": p.chain,
+            "snapshot": p.snapshot,
+            "table": p.table,
+            "row": p.row,
+            "column": p.column,
+            "problem": p.problem,
+        }
+        for p in problems
+    ]
+
+
+def chain_rows_of(chains: Iterable[Chain]) -> list[dict[str, Any]]:
+    return [
+        {
+            "account": c.account,
+            "integration": c.integration,
+            "first_snapshot": c.first,
+            "unchained_before": c.unchained,
+            "snapshots": c.snapshots,
+        }
+        for c in sorted(chains, key=lambda c: (c.account, c.integration))
+    ]
+
+
+def chain_start(chain: Chain) -> str:
+    """Where a chain starts, in words."""
+    name = f"{chain.account}/{chain.integration}"
+    if chain.first is None:
+        return f"{name}: not chained ({chain.unchained} snapshots from before the upgrade)"
+    if chain.unchained:
+        return (
+            f"{name}: chained from snapshot {chain.first}; its {chain.unchained} earlier "
+            "snapshots were written before the upgrade and are not covered"
+        )
+    return f"{name}: chained from its first snapshot ({chain.first})"
