@@ -169,11 +169,11 @@ def step(args: argparse.Namespace) -> dict[str, Any]:
         DatabaseSettings,
         Integration,
         ScheduleSettings,
-        Secret,
         Settings,
         SyncSettings,
     )
     from inventory.records import parse_page
+    from inventory.secret import Secret
     from inventory.sync import run_sync
     from inventory.zis import ZisClient
 

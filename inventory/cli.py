@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from . import __version__, logs
+from .durations import is_duration, parse_duration
 from .errors import ConfigError, DatabaseError, InventoryError
 
 if TYPE_CHECKING:
@@ -260,7 +261,6 @@ def daemon(config_path: str | None, metrics_port: int | None) -> int:
 
 # --- reports -----------------------------------------------------------------------
 
-_DURATION_RE = re.compile(r"^(\d{1,6})([dhm])$")
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
@@ -272,11 +272,10 @@ class Duration(click.ParamType[Any]):
     ) -> timedelta:
         if isinstance(value, timedelta):
             return value
-        match = _DURATION_RE.match(str(value).strip())
-        if not match:
-            self.fail(f"{value!r} is not a duration such as 30d, 12h or 90m", param, ctx)
-        unit = {"d": "days", "h": "hours", "m": "minutes"}[match[2]]
-        return timedelta(**{unit: int(match[1])})
+        try:
+            return parse_duration(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
 
 
 class Instant(click.ParamType[Any]):
@@ -314,7 +313,7 @@ class Since(click.ParamType[Any]):
     ) -> datetime:
         if isinstance(value, datetime):
             return value
-        if _DURATION_RE.match(str(value).strip()):
+        if is_duration(str(value)):
             return _now() - Duration().convert(value, param, ctx)
         try:
             return Instant().convert(value, param, ctx)
@@ -1011,7 +1010,7 @@ class _BackFromAsOf(click.ParamType[Any]):
     ) -> timedelta | datetime:
         if isinstance(value, timedelta | datetime):
             return value
-        if _DURATION_RE.match(str(value).strip()):
+        if is_duration(str(value)):
             return Duration().convert(value, param, ctx)
         try:
             return Instant().convert(value, param, ctx)

@@ -30,7 +30,9 @@ from pydantic import (
     field_validator,
 )
 
-from .errors import ConfigError, TokenError
+from .durations import parse_duration
+from .errors import ConfigError
+from .secret import Secret, UnreadableToken, masked_url
 
 DEFAULT_CONFIG = "inventory.toml"
 DEFAULT_DATABASE_URL = "sqlite:///inventory.db"
@@ -46,7 +48,6 @@ TOKEN_RE = re.compile(r"^[\x21-\x7e]+$")  # printable ASCII, no spaces: safe in 
 SEVERITIES = ("low", "medium", "high", "critical")
 Severity = Literal["low", "medium", "high", "critical"]
 MAX_SUPPRESSION_DAYS = 365
-_RULE_DURATION_RE = re.compile(r"^(\d{1,6})([dhm])$")
 
 if TYPE_CHECKING:
     from .findings import Param
@@ -75,58 +76,6 @@ RESERVED_HEADERS = frozenset(
     {"content-type", "content-length", "host", "webhook-id", "webhook-timestamp",
      "webhook-signature", "user-agent"}
 )  # fmt: skip
-
-
-class Secret:
-    """A string that does not show itself: repr() and str() are masked."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('********')"
-
-    __str__ = __repr__
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
-
-
-_DURATION_RE = re.compile(r"^(\d+)\s*([smhd])$")
-_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_duration(text: str) -> timedelta:
-    """``<n>s|m|h|d`` (or ``0``) -> timedelta."""
-    text = text.strip()
-    if text == "0":
-        return timedelta(0)
-    match = _DURATION_RE.match(text)
-    if match is None:
-        raise ValueError(f'{text!r} is not a duration such as "24h", "90m", "7d" or "0"')
-    return timedelta(seconds=int(match.group(1)) * _DURATION_UNITS[match.group(2)])
-
-
-class UnreadableToken(Secret):
-    """The token of an integration whose token file could not be read at the start of a
-    run: revealing it fails that integration's snapshot with the reason."""
-
-    __slots__ = ("error",)
-
-    def __init__(self, error: str) -> None:
-        super().__init__("")
-        self.error = error
-
-    def reveal(self) -> str:
-        raise TokenError(self.error)
 
 
 # --- the file's schema -------------------------------------------------------------
@@ -164,7 +113,7 @@ class SyncSettings(_Strict):
     @classmethod
     def _duration(cls, v: Any) -> Any:
         if isinstance(v, str):
-            return parse_duration(v)
+            return parse_duration(v, '"24h", "90m", "7d" or "0"', zero=True)
         if isinstance(v, timedelta):
             return v
         raise ValueError('must be a duration such as "24h", "90m", "7d" or "0"')
@@ -473,20 +422,6 @@ class Sink:
         if self.secret is not None:
             values.append(self.secret.reveal())
         return [v for v in values if v]
-
-
-def masked_url(url: str) -> str:
-    """Scheme and host only: the path of a Slack or webhook URL is where its secret is."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname
-        port = f":{parts.port}" if parts.port else ""
-    except ValueError:
-        return "***"
-    if not parts.scheme or not host:
-        return "***"
-    host = f"[{host}]" if ":" in host else host
-    return f"{parts.scheme}://{host}{port}/***"
 
 
 @dataclass(frozen=True)
@@ -801,11 +736,7 @@ def _regex(value: str) -> str:
 
 def parse_rule_duration(value: str) -> timedelta:
     """30d, 12h or 90m (a rule parameter)."""
-    match = _RULE_DURATION_RE.match(value.strip())
-    if not match:
-        raise ValueError(f"{value!r} is not a duration such as 2d, 48h or 90m")
-    unit = {"d": "days", "h": "hours", "m": "minutes"}[match[2]]
-    return timedelta(**{unit: int(match[1])})
+    return parse_duration(value, "2d, 48h or 90m")
 
 
 def _duration(value: str) -> timedelta:

@@ -21,13 +21,13 @@ from .config import (
     DatabaseSettings,
     Integration,
     ScheduleSettings,
-    Secret,
     Settings,
     SyncSettings,
 )
 from .discovery import discover
 from .report import format_table, sync_summary
 from .results import RunResult
+from .secret import Secret
 from .sync import run_sync
 from .testing import ACCOUNT, FakeZisServer, change_account, sample_account, sample_registry
 

@@ -23,8 +23,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from . import models as m
 from . import store
 from .config import Account, Settings
-from .errors import ConfigError, Interrupted
-from .registry import RegisteredIntegration, RegistryError, RegistryListing, list_integrations
+from .errors import ConfigError, Interrupted, RegistryError
+from .registry import RegisteredIntegration, RegistryListing, list_integrations
+from .results import Listing
 from .zis import ZisClient
 
 log = logging.getLogger(__name__)
@@ -33,35 +34,6 @@ INTEGRATIONS: Table = m.RegistryIntegration.__table__  # type: ignore[assignment
 LISTINGS: Table = m.RegistryListing.__table__  # type: ignore[assignment]
 _NOT_ENV_RE = re.compile(r"[^A-Z0-9_]")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
-@dataclass
-class Listing:
-    """One account's registry listing in a sync, as the summary shows it."""
-
-    account: str
-    status: str  # complete | failed | interrupted
-    integration_count: int = 0
-    not_configured: int = 0
-    added: int = 0
-    removed: int = 0
-    restored: int = 0
-    pages: int = 0
-    error: str | None = None
-    listing_id: int | None = None
-    superseded_by: int | None = None
-
-    def log_line(self) -> str:
-        if self.status != "complete":
-            return f"{self.account}/registry: {self.status}: {self.error}"
-        text = (
-            f"{self.account}/registry: complete: {self.integration_count} integrations, "
-            f"{self.not_configured} not configured; +{self.added} added, "
-            f"-{self.removed} removed, ^{self.restored} restored"
-        )
-        if self.superseded_by is not None:
-            text += f" (not applied: listing {self.superseded_by} saw the registry later)"
-        return text
 
 
 # --- in sync -------------------------------------------------------------------------

@@ -3,6 +3,8 @@
     InventoryError
     ├── ConfigError          bad configuration or CLI usage: exit 2 before any work
     ├── DatabaseError        database unreachable, locked or not at the schema head: stop, exit 1
+    ├── RegistryError        one account's registry could not be read: a warning and a
+    │                        failed listing, never a failed snapshot
     └── SnapshotError        this (account, integration) snapshot fails; the others go on
         ├── ApiError         an HTTP status that is final (400/401/403/404) or retries ran out
         ├── ResponseError    the body is not what §2 of the spec describes
@@ -15,6 +17,8 @@
 
     RetryableError           internal to zis.py: 429, 5xx or a transport error, retried by
                              RetryPolicy and turned into ApiError when retries run out
+    DeadlinePassed           internal to zis.py: a request passed sync.timeout_seconds;
+                             turned into a RetryableError
 
 Messages carry names, statuses and short excerpts only: never a header, a token,
 a secret field or a whole response body.
@@ -62,6 +66,10 @@ class TokenError(SnapshotError):
     """A token file that start-up could read cannot be read now (missing, empty, ...)."""
 
 
+class RegistryError(InventoryError):
+    """The registry of one account could not be read; the message names the account."""
+
+
 class Interrupted(InventoryError):
     """The run was asked to stop; this snapshot was not written."""
 
@@ -75,3 +83,10 @@ class RetryableError(InventoryError):
         super().__init__(message)
         self.retry_after = retry_after
         self.rate_limited = rate_limited
+
+
+class DeadlinePassed(Exception):
+    """The request passed sync.timeout_seconds; zis.py turns it into a RetryableError."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"no complete response within sync.timeout_seconds ({seconds:g}s)")

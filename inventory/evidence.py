@@ -27,6 +27,7 @@ from sqlalchemy import Connection, Engine, func, select
 from . import __version__, report, store
 from . import models as m
 from .config import Settings
+from .durations import span
 from .records import format_timestamp
 
 NOT_AVAILABLE = "not available in this version"
@@ -566,7 +567,7 @@ def render_html(pack: Pack) -> str:
         snapshot_states=Counter(r["status"] for r in snapshots.rows),
         notifications=_table(pack.parts["notifications.csv"].report, NOTIFICATION_COLUMNS),
         not_available=NOT_AVAILABLE,
-        max_age=report._span(pack.scope.max_age),
+        max_age=span(pack.scope.max_age),
     )
 
 
@@ -678,7 +679,7 @@ def command_line(out: Path, scope: Scope, config_path: str | None) -> str:
         args += ["--account", account]
     for integration in scope.integrations:
         args += ["--integration", integration]
-    args += ["--max-age", report._span(scope.max_age)]
+    args += ["--max-age", span(scope.max_age)]
     if config_path:
         args += ["--config", config_path]
     return shlex.join(args)
@@ -737,7 +738,7 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, datetime):
         return format_timestamp(value)
     if isinstance(value, timedelta):
-        return report._span(value)
+        return span(value)
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

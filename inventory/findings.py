@@ -44,6 +44,7 @@ from . import findings_reuse
 from . import models as m
 from .batches import batched
 from .config import SEVERITIES, FindingsSettings, Settings, Suppression, SyncSettings
+from .durations import span
 from .errors import DatabaseError
 from .records import METADATA_FIELDS, format_timestamp
 
@@ -161,14 +162,6 @@ def _ts(value: datetime) -> str:
     return format_timestamp(value)
 
 
-def _span(delta: timedelta) -> str:
-    seconds = int(delta.total_seconds())
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds % size == 0:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
-
-
 # --- the rules: one function each ----------------------------------------------------
 
 
@@ -283,7 +276,7 @@ def stale_inventory(inv: Inventory, p: Params, now: datetime) -> Iterator[Hit]:
                 None,
                 None,
                 f"last complete snapshot {_ts(f.last_complete)}, more than "
-                f"max_age={_span(max_age)} ago",
+                f"max_age={span(max_age)} ago",
             )
 
 
@@ -432,7 +425,7 @@ def rules_in_force(settings: FindingsSettings) -> list[ActiveRule]:
 
 
 def show_param(value: Any) -> str:
-    return _span(value) if isinstance(value, timedelta) else str(value)
+    return span(value) if isinstance(value, timedelta) else str(value)
 
 
 @dataclass(frozen=True, slots=True)

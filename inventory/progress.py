@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from .sync import SnapshotResult
+    from .results import SnapshotResult
 
 RATE_LIMITED = "rate limited"  # the reason of a wait a 429 asks for: the account pauses
 

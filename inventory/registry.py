@@ -14,20 +14,21 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from .config import AdminCredential
-from .errors import InventoryError, PaginationError, RecordError, ResponseError, SnapshotError
+from .errors import (
+    PaginationError,
+    RecordError,
+    RegistryError,
+    ResponseError,
+    SnapshotError,
+)
 from .zis import Credential, ZisClient
 
 PATH = "/api/services/zis/registry/integrations"
-KEPT_FIELDS = ("name", "description")  # the allow-list: every other field is dropped
 MAX_NAME_LENGTH = 255
 MAX_DESCRIPTION_LENGTH = 4096
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
 _UNSTORABLE_RE = re.compile(r"[\x00\ud800-\udfff]")  # what no text column can hold
 REDACTED = "[REDACTED]"
-
-
-class RegistryError(InventoryError):
-    """The registry of one account could not be read; the message names the account."""
 
 
 @dataclass(frozen=True)

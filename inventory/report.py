@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import Engine, and_, func, or_, select
 
 from . import models as m
+from .durations import span
 from .records import METADATA_FIELDS, format_timestamp
 from .results import RunResult
 
@@ -184,7 +185,7 @@ def connections(engine: Engine, f: ConnectionFilter, now: datetime) -> Report:
         undated = [r for r in rows if r["updated_at"] is None]
         report.rows = dated + undated
         report.sections = [
-            (f"not updated for {_span(f.not_updated_for)}", dated),
+            (f"not updated for {span(f.not_updated_for)}", dated),
             ("no updated_at known", undated),
         ]
     if any(r.get("removed_at") is not None for r in rows):
@@ -205,14 +206,6 @@ def _scope(
     if types:
         conditions.append(t.c.type.in_(types))
     return conditions
-
-
-def _span(delta: timedelta) -> str:
-    seconds = int(delta.total_seconds())
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds % size == 0:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
 
 
 # --- changes -------------------------------------------------------------------------
@@ -420,8 +413,8 @@ def check(
     report = Report(CHECK_KEYS, rows, table, "finding")
     report.sections = [
         ("EXPIRED", expired),
-        (f"EXPIRING within {_span(expiring_within)}", expiring),
-        (f"STALE: no complete snapshot within {_span(max_age)}", stale),
+        (f"EXPIRING within {span(expiring_within)}", expiring),
+        (f"STALE: no complete snapshot within {span(max_age)}", stale),
         ("NO EXPIRY KNOWN (oauth; not an alert)", unknown),
     ]
     failing = bool(expired or expiring or stale)

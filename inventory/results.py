@@ -1,16 +1,13 @@
-"""What a sync run reports: one SnapshotResult per integration and the RunResult; the
-sync makes them, the report, the metrics and the daemon read them.
+"""What a sync run reports: one SnapshotResult per integration, one Listing per account
+with admin credentials, and the RunResult; the sync makes them, the report, the metrics
+and the daemon read them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from .types import ResultStatus, RunStatus
-
-if TYPE_CHECKING:
-    from .discovery import Listing
 
 
 @dataclass
@@ -40,6 +37,35 @@ class SnapshotResult:
             text += f" (not applied: snapshot {self.superseded_by} saw the account later)"
         if self.error:
             text += f": {self.error}"
+        return text
+
+
+@dataclass
+class Listing:
+    """One account's registry listing in a sync, as the summary shows it."""
+
+    account: str
+    status: str  # complete | failed | interrupted
+    integration_count: int = 0
+    not_configured: int = 0
+    added: int = 0
+    removed: int = 0
+    restored: int = 0
+    pages: int = 0
+    error: str | None = None
+    listing_id: int | None = None
+    superseded_by: int | None = None
+
+    def log_line(self) -> str:
+        if self.status != "complete":
+            return f"{self.account}/registry: {self.status}: {self.error}"
+        text = (
+            f"{self.account}/registry: complete: {self.integration_count} integrations, "
+            f"{self.not_configured} not configured; +{self.added} added, "
+            f"-{self.removed} removed, ^{self.restored} restored"
+        )
+        if self.superseded_by is not None:
+            text += f" (not applied: listing {self.superseded_by} saw the registry later)"
         return text
 
 

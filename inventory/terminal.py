@@ -23,7 +23,7 @@ from rich.text import Text
 from .progress import RATE_LIMITED
 
 if TYPE_CHECKING:
-    from .sync import SnapshotResult
+    from .results import SnapshotResult
 
 STATUS_ORDER = ("complete", "held", "failed", "interrupted", "skipped")
 

@@ -23,9 +23,17 @@ from typing import Any
 import httpx
 
 from . import __version__
-from .config import Account, Integration, Secret, SyncSettings
-from .errors import ApiError, Interrupted, PaginationError, ResponseError, RetryableError
+from .config import Account, Integration, SyncSettings
+from .errors import (
+    ApiError,
+    DeadlinePassed,
+    Interrupted,
+    PaginationError,
+    ResponseError,
+    RetryableError,
+)
 from .progress import NO_PROGRESS, RATE_LIMITED, Progress
+from .secret import Secret
 
 PATH = "/api/services/zis/integrations/{integration}/connections/all"
 USER_AGENT = f"zis-inventory/{__version__}"
@@ -148,13 +156,6 @@ class Deadline:
         Closing is not a phase to fail: the response is complete, or failing already."""
         if event.endswith(".started") and not event.endswith(("close.started", "closed.started")):
             self.check()
-
-
-class DeadlinePassed(Exception):
-    """The request passed sync.timeout_seconds; zis.py turns it into a RetryableError."""
-
-    def __init__(self, seconds: float) -> None:
-        super().__init__(f"no complete response within sync.timeout_seconds ({seconds:g}s)")
 
 
 class AccountGate:

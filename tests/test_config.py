@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from inventory.cli import main
-from inventory.config import Secret, load_settings
+from inventory.config import load_settings
 from inventory.errors import ConfigError
+from inventory.secret import Secret
 from inventory.testing import FakeZisServer
 
 GOOD = """

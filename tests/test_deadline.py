@@ -13,8 +13,9 @@ import pytest
 from sqlalchemy import select
 
 from inventory import models as m
-from inventory.config import Account, Integration, Secret, SyncSettings
+from inventory.config import Account, Integration, SyncSettings
 from inventory.errors import ApiError
+from inventory.secret import Secret
 from inventory.zis import ZisClient
 
 from .helpers import Harness, items, query

@@ -19,14 +19,14 @@ from inventory.config import (
     DatabaseSettings,
     Integration,
     ScheduleSettings,
-    Secret,
     Settings,
     SyncSettings,
     load_settings,
-    parse_duration,
 )
+from inventory.durations import parse_duration
 from inventory.errors import ConfigError
 from inventory.results import RunResult
+from inventory.secret import Secret
 from inventory.sync import run_sync
 from inventory.testing import sample_item
 from inventory.types import SnapshotStatus
@@ -56,7 +56,7 @@ def engine(db_url: str) -> Iterator[Engine]:
 
 def settings(db_url: str, interval: str | timedelta = "24h") -> Settings:
     if isinstance(interval, str):
-        interval = parse_duration(interval)
+        interval = parse_duration(interval, zero=True)
     integration = Integration("acme", "billing", Secret("t"))
     return Settings(
         "(test)", db_url, DatabaseSettings(), SyncSettings(full_compare_interval=interval),
@@ -159,13 +159,13 @@ def test_compare_all_and_an_interval_of_zero_compare_every_sync(
     ],
 )
 def test_durations(text: str, expected: timedelta) -> None:
-    assert parse_duration(text) == expected
+    assert parse_duration(text, zero=True) == expected
 
 
 @pytest.mark.parametrize("text", ["", "24", "1w", "-1h", "h", "1.5h", "24 hours"])
 def test_bad_durations_are_refused(text: str) -> None:
     with pytest.raises(ValueError, match="is not a duration"):
-        parse_duration(text)
+        parse_duration(text, zero=True)
 
 
 def test_the_interval_is_read_from_the_config_and_a_bad_one_refused(tmp_path: Any) -> None:

@@ -24,7 +24,6 @@ from inventory.config import (
     DatabaseSettings,
     Integration,
     ScheduleSettings,
-    Secret,
     Settings,
     SyncSettings,
 )
@@ -38,6 +37,7 @@ from inventory.records import (
     Connection,
     parse_item,
 )
+from inventory.secret import Secret
 from inventory.sync import run_sync
 from inventory.zis import ZisClient
 

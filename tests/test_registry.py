@@ -14,15 +14,15 @@ import httpx
 import pytest
 
 from inventory import __version__
-from inventory.config import Account, AdminCredential, Secret, SyncSettings, load_settings
-from inventory.errors import ConfigError
+from inventory.config import Account, AdminCredential, SyncSettings, load_settings
+from inventory.errors import ConfigError, RegistryError
 from inventory.registry import (
     RegisteredIntegration,
-    RegistryError,
     RegistryPaginator,
     list_integrations,
     parse_integrations,
 )
+from inventory.secret import Secret
 from inventory.testing import SENTINEL, registry_item
 from inventory.zis import ZisClient
 

@@ -27,10 +27,10 @@ from inventory.config import (
     DatabaseSettings,
     Integration,
     ScheduleSettings,
-    Secret,
     Settings,
     SyncSettings,
 )
+from inventory.secret import Secret
 from inventory.testing import (
     FakeZisServer,
     malformed,

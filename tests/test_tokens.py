@@ -11,9 +11,10 @@ import pytest
 from sqlalchemy import select
 
 from inventory import models as m
-from inventory.config import Secret, Settings, UnreadableToken, load_settings, read_token_files
+from inventory.config import Settings, load_settings, read_token_files
 from inventory.daemon import Daemon
 from inventory.errors import TokenError
+from inventory.secret import Secret, UnreadableToken
 
 from .helpers import SCHEDULE, Harness, items, query, snapshot_count, start, stop, wait_for
 

@@ -15,8 +15,9 @@ import httpx
 import pytest
 
 from inventory import __version__
-from inventory.config import Account, Integration, Secret, SyncSettings
+from inventory.config import Account, Integration, SyncSettings
 from inventory.errors import ApiError, PaginationError, ResponseError
+from inventory.secret import Secret
 from inventory.zis import AccountGate, Paginator, ZisClient, parse_retry_after, tls_context
 
 TOKEN = "ZIS-SENTINEL-SECRET-token-abc"
