@@ -189,7 +189,7 @@ def step(args: argparse.Namespace) -> dict[str, Any]:
         parsed = [0]
 
         def read(integration: Integration) -> None:
-            for page in client.pages(integration):
+            for page in client.pages(integration.name, integration.token):
                 got = parse_page(page.body, where="floor", page=page.number)
                 with lock:
                     parsed[0] += len(got.connections)
@@ -197,7 +197,7 @@ def step(args: argparse.Namespace) -> dict[str, Any]:
         # Timed as a sync is, making the client included, so that the ratio is the
         # sync's work only.
         cpu0, wall0 = time.process_time(), time.perf_counter()
-        client = ZisClient(account, sync)
+        client = ZisClient(account.base_url, account.subdomain, sync)
         with ThreadPoolExecutor(args.concurrency) as pool:
             list(pool.map(read, integrations))
         client.close()

@@ -32,7 +32,7 @@ from pydantic import (
 
 from .durations import parse_duration
 from .errors import ConfigError
-from .secret import Secret, UnreadableToken, masked_url
+from .secret import Credential, Secret, UnreadableToken, masked_url
 
 DEFAULT_CONFIG = "inventory.toml"
 DEFAULT_DATABASE_URL = "sqlite:///inventory.db"
@@ -333,6 +333,10 @@ class AdminCredential:
 
     def secrets(self) -> list[str]:
         return [self.token.reveal(), self.credentials().reveal()]
+
+    def header(self) -> Credential:
+        """The Authorization header the registry's requests carry."""
+        return Credential(self.credentials(), self.scheme, hidden=(self.token,))
 
 
 @dataclass(frozen=True)

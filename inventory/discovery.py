@@ -71,7 +71,7 @@ def _list_account(engine: Engine, run_id: int, client: ZisClient, account: Accou
     assert account.admin is not None
     started = store.now()
     try:
-        fetched = list_integrations(client, account.admin)
+        fetched = list_integrations(client, account.admin.header())
     except Interrupted:
         return Listing(account.subdomain, "interrupted", error="interrupted before it was written")
     except RegistryError as exc:
@@ -262,9 +262,9 @@ def discover(settings: Settings, accounts: Sequence[str], fmt: str) -> tuple[str
         if account.admin is None:
             found.append(Discovered(account.subdomain, key, "no admin", [], [], []))
             continue
-        with ZisClient(account, settings.sync) as client:
+        with ZisClient(account.base_url, account.subdomain, settings.sync) as client:
             try:
-                listing = list_integrations(client, account.admin)
+                listing = list_integrations(client, account.admin.header())
             except RegistryError as exc:
                 found.append(Discovered(account.subdomain, key, "failed", [], [], [], str(exc)))
                 continue

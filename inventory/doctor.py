@@ -31,11 +31,11 @@ def diagnose(settings: Settings, *, send_test: bool = False) -> list[Probe]:
     ]
     probe_settings = settings.sync.model_copy(update={"page_size": 1, "max_retries": 1})
     for account in settings.accounts:
-        with ZisClient(account, probe_settings) as client:
+        with ZisClient(account.base_url, account.subdomain, probe_settings) as client:
             for integration in account.integrations:
                 where = f"{account.subdomain}/{integration.name}"
                 try:
-                    page = next(client.pages(integration))
+                    page = next(client.pages(integration.name, integration.token))
                     parse_page(page.body, where=where, page=1)
                     more = page.body.get("meta", {}).get("has_more")
                     detail = "HTTP 200, first page parsed" + (", more pages follow" if more else "")
@@ -51,9 +51,9 @@ def _registry(client: ZisClient, admin: AdminCredential) -> Probe:
     """One listing of the account's registry with the admin credential."""
     from .registry import list_integrations
 
-    where = f"{client.account.subdomain}/registry"
+    where = f"{client.name}/registry"
     try:
-        listing = list_integrations(client, admin)
+        listing = list_integrations(client, admin.header())
     except InventoryError as exc:
         return Probe(where, False, str(exc))
     return Probe(where, True, f"HTTP 200, {len(listing.integrations)} integrations listed")

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from .config import AdminCredential
 from .errors import (
     PaginationError,
     RecordError,
@@ -21,7 +20,8 @@ from .errors import (
     ResponseError,
     SnapshotError,
 )
-from .zis import Credential, ZisClient
+from .secret import Credential
+from .zis import ZisClient
 
 PATH = "/api/services/zis/registry/integrations"
 MAX_NAME_LENGTH = 255
@@ -44,10 +44,6 @@ class RegistryListing:
     account: str
     integrations: tuple[RegisteredIntegration, ...]
     pages: int
-
-
-def credential(admin: AdminCredential) -> Credential:
-    return Credential(admin.credentials(), admin.scheme, hidden=(admin.token,))
 
 
 @dataclass
@@ -179,17 +175,17 @@ def parse_integration(item: Any, place: str) -> RegisteredIntegration:
     return RegisteredIntegration(name, description)
 
 
-def list_integrations(client: ZisClient, admin: AdminCredential) -> RegistryListing:
-    """Every page of the account's registry; raises RegistryError (secrets redacted) on
-    any failure, and Interrupted when the client's stop is set."""
-    account = client.account
-    where = f"{account.subdomain}/registry"
-    paginator = RegistryPaginator(account.base_url, client.settings.max_pages, where)
+def list_integrations(client: ZisClient, admin: Credential) -> RegistryListing:
+    """Every page of the account's registry, read with the admin credential; raises
+    RegistryError (secrets redacted) on any failure, and Interrupted when the client's
+    stop is set."""
+    where = f"{client.name}/registry"
+    paginator = RegistryPaginator(client.base_url, client.settings.max_pages, where)
     found: dict[str, RegisteredIntegration] = {}
     try:
         while not paginator.done:
             number = paginator.page + 1
-            body = client.get_json(PATH, paginator.params, credential(admin), where, number)
+            body = client.get_json(PATH, paginator.params, admin, where, number)
             for integration in parse_integrations(body, where=where, page=number):
                 if integration.name in found:
                     raise ResponseError(
@@ -200,10 +196,10 @@ def list_integrations(client: ZisClient, admin: AdminCredential) -> RegistryList
             paginator.advance(body)
     except SnapshotError as exc:
         raise RegistryError(redact(str(exc), admin)) from None
-    return RegistryListing(account.subdomain, tuple(found.values()), paginator.page)
+    return RegistryListing(client.name, tuple(found.values()), paginator.page)
 
 
-def redact(text: str, admin: AdminCredential) -> str:
+def redact(text: str, admin: Credential) -> str:
     for secret in admin.secrets():
         if secret:
             text = text.replace(secret, REDACTED)

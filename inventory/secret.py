@@ -1,8 +1,10 @@
 """Secrets that do not show themselves: a ``Secret`` whose repr and str are masked, a
-token that could not be read, and a URL shown without the path its secret lives in."""
+token that could not be read, a request's credential, and a URL shown without the path
+its secret lives in."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from .errors import TokenError
@@ -43,6 +45,19 @@ class UnreadableToken(Secret):
 
     def reveal(self) -> str:
         raise TokenError(self.error)
+
+
+@dataclass(frozen=True)
+class Credential:
+    """A request's Authorization header: ``scheme value``; ``value`` is redacted from errors."""
+
+    value: Secret
+    scheme: str = "Bearer"
+    hidden: tuple[Secret, ...] = ()  # also redacted: what ``value`` is made of
+
+    def secrets(self) -> list[str]:
+        """Every text to redact: the header value and what it is made of."""
+        return [s.reveal() for s in (self.value, *self.hidden)]
 
 
 def masked_url(url: str) -> str:

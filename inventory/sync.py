@@ -110,7 +110,8 @@ def run_sync(
         on_run(run)
     clients = {
         a.subdomain: ZisClient(
-            a,
+            a.base_url,
+            a.subdomain,
             settings.sync,
             transport=transport(a) if transport else None,
             sleep=stop.wait,
@@ -208,7 +209,7 @@ def fetch(
     connections: list[Connection] = []
     unknown: set[str] = set()
     seen: set[tuple[str, str]] = set()
-    for page in client.pages(integration):
+    for page in client.pages(integration.name, integration.token):
         if stop.is_set():
             raise Interrupted(f"{where}: interrupted")
         parsed = parse_page(page.body, where=where, page=page.number)

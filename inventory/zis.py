@@ -18,12 +18,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from functools import cache
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
 from . import __version__
-from .config import Account, Integration, SyncSettings
 from .errors import (
     ApiError,
     DeadlinePassed,
@@ -33,7 +32,7 @@ from .errors import (
     RetryableError,
 )
 from .progress import NO_PROGRESS, RATE_LIMITED, Progress
-from .secret import Secret
+from .secret import Credential, Secret
 
 PATH = "/api/services/zis/integrations/{integration}/connections/all"
 USER_AGENT = f"zis-inventory/{__version__}"
@@ -97,15 +96,6 @@ class Paginator:
             )
         self._seen.add(after)
         self.cursor = after
-
-
-@dataclass(frozen=True)
-class Credential:
-    """A request's Authorization header: ``scheme value``; ``value`` is redacted from errors."""
-
-    value: Secret
-    scheme: str = "Bearer"
-    hidden: tuple[Secret, ...] = ()  # also redacted: what ``value`` is made of
 
 
 @dataclass(frozen=True)
@@ -268,14 +258,39 @@ def _tls_context(ca_bundle: str | None, _stamp: tuple[int, int] | None) -> ssl.S
     return ssl.create_default_context(cafile=ca_bundle)
 
 
+class ClientSettings(Protocol):
+    """What a client reads of its settings (``config.SyncSettings`` has each of them)."""
+
+    @property
+    def timeout_seconds(self) -> float: ...
+    @property
+    def max_retries(self) -> int: ...
+    @property
+    def max_retry_wait_seconds(self) -> float: ...
+    @property
+    def retry_backoff_seconds(self) -> float: ...
+    @property
+    def concurrency(self) -> int: ...
+    @property
+    def ca_bundle(self) -> str | None: ...
+    @property
+    def page_size(self) -> int: ...
+    @property
+    def max_pages(self) -> int: ...
+    @property
+    def max_response_bytes(self) -> int: ...
+
+
 class ZisClient:
     """One per account: one keep-alive connection pool and one rate-limit gate, shared by
-    the worker threads that fetch that account's integrations."""
+    the worker threads that fetch that account's integrations. ``name`` (the account's
+    subdomain) leads every error message."""
 
     def __init__(
         self,
-        account: Account,
-        settings: SyncSettings,
+        base_url: str,
+        name: str,
+        settings: ClientSettings,
         *,
         transport: httpx.BaseTransport | None = None,
         sleep: Sleep = time.sleep,
@@ -283,7 +298,8 @@ class ZisClient:
         stop: threading.Event | None = None,
         progress: Progress = NO_PROGRESS,
     ) -> None:
-        self.account = account
+        self.base_url = base_url
+        self.name = name
         self._stop = stop
         self.progress = progress  # told of retries and pauses; sync.fetch tells it of pages
         self.settings = settings
@@ -294,7 +310,7 @@ class ZisClient:
         self._clock = clock
         self.gate = AccountGate(sleep, clock, reserve=settings.concurrency)
         self._http = httpx.Client(
-            base_url=account.base_url,
+            base_url=base_url,
             headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
             timeout=settings.timeout_seconds,
             verify=tls_context(settings.ca_bundle),
@@ -317,16 +333,16 @@ class ZisClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def pages(self, integration: Integration) -> Iterator[Page]:
+    def pages(self, integration: str, token: Secret) -> Iterator[Page]:
         """Every page of one integration, in order; raises a SnapshotError on any failure."""
-        where = f"{self.account.subdomain}/{integration.name}"
+        where = f"{self.name}/{integration}"
         paginator = Paginator(self.settings.max_pages, where)
-        url = PATH.format(integration=integration.name)
+        url = PATH.format(integration=integration)
         while not paginator.done:
             params = {"page[size]": str(self.settings.page_size)}
             if paginator.cursor is not None:
                 params["page[after]"] = paginator.cursor
-            body = self._get(url, params, Credential(integration.token), where, paginator.page + 1)
+            body = self._get(url, params, Credential(token), where, paginator.page + 1)
             paginator.advance(body)
             yield Page(paginator.page, body)
 

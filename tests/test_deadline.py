@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import select
 
 from inventory import models as m
-from inventory.config import Account, Integration, SyncSettings
+from inventory.config import Integration, SyncSettings
 from inventory.errors import ApiError
 from inventory.secret import Secret
 from inventory.zis import ZisClient
@@ -116,10 +116,10 @@ def test_each_request_ends_at_its_deadline(mode: str, scheme: str) -> None:
         )
         began = time.monotonic()
         with (
-            ZisClient(Account("acme", url, (integration,)), settings) as client,
+            ZisClient(url, "acme", settings) as client,
             pytest.raises(ApiError) as caught,
         ):
-            list(client.pages(integration))
+            list(client.pages(integration.name, integration.token))
         elapsed = time.monotonic() - began
     assert str(caught.value) == MESSAGE
     assert server.requests == RETRIES + 1

@@ -122,10 +122,11 @@ def test_junk_items_give_a_clear_error_or_a_record(type_name: str, item: Any) ->
 @given(st.binary(max_size=200))
 def test_any_body_bytes_fail_cleanly_or_parse(body: bytes) -> None:
     transport = httpx.MockTransport(lambda request: httpx.Response(200, content=body))
-    account = Account("acme", "https://acme.zendesk.com", ())
-    client = ZisClient(account, SyncSettings(max_retries=0), transport=transport)
+    client = ZisClient(
+        "https://acme.zendesk.com", "acme", SyncSettings(max_retries=0), transport=transport
+    )
     try:
-        pages = list(client.pages(Integration("acme", "b", Secret("t"))))
+        pages = list(client.pages("b", Secret("t")))
     except ResponseError as exc:  # a clear, short error naming the page, no body echoed
         message = str(exc)
         assert message.startswith("acme/b: page 1: "), message
@@ -167,15 +168,13 @@ def test_pagination_returns_the_same_set_as_one_big_page(
         }
         return httpx.Response(200, json=body)
 
-    account = Account("acme", "https://acme.zendesk.com", ())
     client = ZisClient(
-        account, SyncSettings(page_size=size), transport=httpx.MockTransport(handler)
+        "https://acme.zendesk.com",
+        "acme",
+        SyncSettings(page_size=size),
+        transport=httpx.MockTransport(handler),
     )
-    got = [
-        i["name"]
-        for p in client.pages(Integration("acme", "b", Secret("t")))
-        for i in p.body["api_key"]
-    ]
+    got = [i["name"] for p in client.pages("b", Secret("t")) for i in p.body["api_key"]]
     client.close()
     assert got == all_names
 

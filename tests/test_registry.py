@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from inventory import __version__
-from inventory.config import Account, AdminCredential, SyncSettings, load_settings
+from inventory.config import AdminCredential, SyncSettings, load_settings
 from inventory.errors import ConfigError, RegistryError
 from inventory.registry import (
     RegisteredIntegration,
@@ -58,7 +58,8 @@ def client(
 
     opts = {"retry_backoff_seconds": 0.5, "max_retries": 3, **settings}
     zc = ZisClient(
-        Account("acme", base_url, ()),
+        base_url,
+        "acme",
         SyncSettings(**opts),
         transport=httpx.MockTransport(handler),
         sleep=sleep,
@@ -72,7 +73,7 @@ def ok(body: dict[str, Any]) -> httpx.Response:
 
 
 def names(zc: ZisClient, admin: AdminCredential = OAUTH) -> list[str]:
-    return [i.name for i in list_integrations(zc, admin).integrations]
+    return [i.name for i in list_integrations(zc, admin.header()).integrations]
 
 
 def test_basic_auth_lists_the_integrations_keeping_name_and_description_only() -> None:
@@ -83,7 +84,7 @@ def test_basic_auth_lists_the_integrations_keeping_name_and_description_only() -
         return ok({"integrations": [leaky("billing_sync", "Stripe"), leaky("legacy", "")]})
 
     zc, _ = client(handler)
-    listing = list_integrations(zc, BASIC)
+    listing = list_integrations(zc, BASIC.header())
     assert listing.integrations == (
         RegisteredIntegration("billing_sync", "Stripe"),
         RegisteredIntegration("legacy", None),

@@ -37,7 +37,8 @@ def client(
 
     opts = {"retry_backoff_seconds": 0.5, "max_retries": 3, **settings}
     zc = ZisClient(
-        ACCOUNT,
+        ACCOUNT.base_url,
+        ACCOUNT.subdomain,
         SyncSettings(**opts),
         transport=httpx.MockTransport(handler),
         sleep=sleep,
@@ -62,7 +63,10 @@ def page(items: list[str], after: str | None, has_more: bool) -> httpx.Response:
 
 
 def names(zc: ZisClient) -> list[list[str]]:
-    return [[i["name"] for i in p.body["api_key"]] for p in zc.pages(INTEGRATION)]
+    return [
+        [i["name"] for i in p.body["api_key"]]
+        for p in zc.pages(INTEGRATION.name, INTEGRATION.token)
+    ]
 
 
 def test_pages_follow_opaque_cursors_and_stop_on_has_more() -> None:
@@ -374,7 +378,7 @@ def test_quota_headers_pause_the_account_before_the_window_is_spent() -> None:
                        headers={"X-Rate-Limit-Remaining": "2"}),
     ]  # fmt: skip
     zc, sleeps = client(lambda r: answers.pop(0), concurrency=3)
-    assert len(list(zc.pages(INTEGRATION))) == 3
+    assert len(list(zc.pages(INTEGRATION.name, INTEGRATION.token))) == 3
     assert sleeps == [7.0]  # 3 left <= 3 that may be in flight: wait for the reset
     assert zc.gate.quota_headers and not zc.gate.single_flight
 
