@@ -55,6 +55,11 @@ BEGIN
                AND pg_get_userbyid(c.relowner) <> 'zis_inventory_owner' LOOP
         EXECUTE format('ALTER TABLE public.%I OWNER TO zis_inventory_owner', t.relname);
     END LOOP;
+    -- And the function guarding database_identity (its migration's), so the owner can
+    -- downgrade.
+    IF to_regprocedure('public.database_identity_fixed()') IS NOT NULL THEN
+        ALTER FUNCTION public.database_identity_fixed() OWNER TO zis_inventory_owner;
+    END IF;
 
     -- What a sync writes, table by table (inventory/store/ and inventory/discovery.py). History: inserted, never
     -- deleted; updated only where a later snapshot must (a version's end, a snapshot's
@@ -86,7 +91,10 @@ BEGIN
             'last_attempt_at, last_status, last_error, sent_at)'),
         ('notification_attempts', 'SELECT, INSERT'),
         ('expiry_warnings', 'SELECT, INSERT'),
-        ('notify_sinks', 'SELECT, INSERT')
+        ('notify_sinks', 'SELECT, INSERT'),
+        -- The database's id (findings' SIEM ids are derived from it): read, never written;
+        -- its migration's triggers refuse changing it to every role.
+        ('database_identity', 'SELECT')
     ) AS g(relname, privileges) LOOP
         IF to_regclass('public.' || t.relname) IS NOT NULL THEN
             EXECUTE format('REVOKE ALL ON public.%I FROM zis_inventory_writer', t.relname);
@@ -101,7 +109,7 @@ BEGIN
                 'alembic_version', 'sync_runs', 'snapshots', 'connection_changes',
                 'connection_versions', 'connections', 'registry_listings', 'integrations',
                 'findings', 'findings_evaluations', 'notifications', 'notification_attempts',
-                'expiry_warnings', 'notify_sinks') LOOP
+                'expiry_warnings', 'notify_sinks', 'database_identity') LOOP
         grant_of := 'SELECT, INSERT, UPDATE';
         RAISE NOTICE 'table % is not listed in postgres-roles.sql: the writer gets %',
                      t.relname, grant_of;

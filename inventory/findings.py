@@ -4,7 +4,8 @@ The rules are data plus one small pure function each, registered in RULES (one r
 rule, like ScoutSuite's rule files or Prowler's check metadata). They read records and
 yield hits; they do no I/O. Reading the tables (``read_inventory``), keeping the
 ``findings`` table (``update_findings``, called in each snapshot's transaction) and the
-read side (``findings_report``, ``ocsf_events``) live below them.
+read side (``findings_report``, ``ocsf_events``) live below them. A finding's SIEM id
+(``finding_uid``) is derived from the database's id and its rule and key.
 
 Time boundaries, the same as ``check`` and the reports: a token whose ``token_expiry`` is
 at or before the evaluation time has expired (ZIS004), one after it and at most
@@ -17,12 +18,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, cast
 
+import rfc8785
 from sqlalchemy import (
     Connection,
     Engine,
@@ -877,6 +880,7 @@ FINDING_KEYS = (
     "suppressed_by",
     "suppressed_until",
     "note",
+    "uid",  # finding_uid: the same on every output, from the first report to the last
 )
 
 
@@ -907,6 +911,7 @@ def evaluate_database(
     )
     found = evaluate(inventory, rules_in_force(settings.findings), at)
     episodes = _episodes(conn, at, accounts, integrations)
+    namespace = database_id(conn)
     out: list[dict[str, Any]] = []
     floor = severity_rank(min_severity) if min_severity else 0
     for f in found:
@@ -938,6 +943,7 @@ def evaluate_database(
                 "suppressed_by": s.reason if s else None,
                 "suppressed_until": s.until.isoformat() if s else None,
                 "note": note,
+                "uid": finding_uid(namespace, f.key),
             }
         )
     out.sort(
@@ -951,6 +957,32 @@ def evaluate_database(
         )
     )
     return out
+
+
+def database_id(conn: Connection) -> uuid.UUID:
+    """The database's own id (database_identity, made once by its migration)."""
+    t = cast(Table, m.DatabaseIdentity.__table__)
+    found = conn.execute(select(t.c.database_id)).scalar_one_or_none()
+    if found is None:
+        raise DatabaseError(
+            "database_identity holds no row, so findings have no SIEM ids: restore it from "
+            "a backup of this database (its database_id), or ids made anew will not match "
+            "those already sent"
+        )
+    try:
+        return uuid.UUID(found)
+    except (ValueError, TypeError):
+        raise DatabaseError(
+            "database_identity.database_id is not a UUID; restore it from a backup"
+        ) from None
+
+
+def finding_uid(database: uuid.UUID, key: tuple[str, str, str, str | None, str | None]) -> str:
+    """A finding's id for SIEMs (OCSF ``finding_info.uid``): a version 5 UUID, in the
+    database's namespace, of the canonical JSON of its rule and key (``Finding.key``).
+    The same before and after a snapshot records it, for every episode of it, on every
+    output; another database gives the same finding another id."""
+    return str(uuid.uuid5(database, rfc8785.dumps(list(key)).decode()))
 
 
 def _episodes(
@@ -1100,17 +1132,13 @@ def ocsf_events(
     rows: Iterable[Mapping[str, Any]], at: datetime, version: str
 ) -> Iterator[dict[str, Any]]:
     """Each finding as one OCSF Compliance Finding (class_uid 2003, category 2 Findings,
-    activity 1 Create; type_uid = class_uid * 100 + activity_id)."""
+    activity 1 Create; type_uid = class_uid * 100 + activity_id); ``finding_info.uid`` is
+    the row's ``uid`` (finding_uid), which a SIEM deduplicates on."""
     millis = int(at.timestamp() * 1000)
     for r in rows:
         rule = RULES_BY_ID[r["rule"]]
         suppressed = r["status"] == "suppressed"
         key = "/".join(str(r[k]) for k in ("account", "integration", "type", "name") if r[k])
-        uid = (
-            r["id"]
-            if r["id"] is not None
-            else hashlib.sha256(f"{r['rule']}/{key}".encode()).hexdigest()[:32]
-        )
         first = r.get("first_seen_at")
         event: dict[str, Any] = {
             "activity_id": 1,
@@ -1136,7 +1164,7 @@ def ocsf_events(
                 },
             },
             "finding_info": {
-                "uid": str(uid),
+                "uid": r["uid"],
                 "title": f"{r['rule']} {r['slug']}",
                 "desc": rule.rationale,
                 "types": [r["slug"]],

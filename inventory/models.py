@@ -391,3 +391,17 @@ class NotifySink(Base):
 
     name: Mapped[str] = mapped_column(primary_key=True)
     first_configured_at: Mapped[datetime]
+
+
+class DatabaseIdentity(Base):
+    """The database's own id: one row, a random UUID made by the migration that added this
+    table (or by the first upgrade of a new database), never changed (triggers refuse it).
+    Findings' SIEM ids (``findings.finding_uid``) are derived from it, so two databases
+    never give one finding's id to different findings."""
+
+    __tablename__ = "database_identity"
+    __table_args__ = (CheckConstraint("id = 1", name="one_row"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)  # always 1
+    database_id: Mapped[str] = mapped_column(String(36))  # a UUID, canonical form
+    created_at: Mapped[datetime]

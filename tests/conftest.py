@@ -8,6 +8,7 @@ import itertools
 import os
 import secrets
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
@@ -48,8 +49,22 @@ def _libpq(url: str) -> str:
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A new, empty database for this test; dropped afterwards."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'inventory.db'}"
+    with new_database(request.param, tmp_path / "inventory.db") as url:
+        yield url
+
+
+@pytest.fixture
+def other_db_url(db_url: str, tmp_path: Path) -> Iterator[str]:
+    """A second new, empty database of the same kind as ``db_url``."""
+    kind = "sqlite" if db_url.startswith("sqlite") else "postgresql"
+    with new_database(kind, tmp_path / "other.db") as url:
+        yield url
+
+
+@contextmanager
+def new_database(kind: str, sqlite_path: Path) -> Iterator[str]:
+    if kind == "sqlite":
+        yield f"sqlite:///{sqlite_path}"
         return
     admin = os.environ.get(PG_ENV)
     if not admin:

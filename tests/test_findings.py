@@ -5,13 +5,16 @@ the metric, and the README's audit SQL."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, text
 
 from inventory import cli as cli_module
 from inventory import config as config_module
@@ -20,7 +23,7 @@ from inventory import models as m
 from inventory.config import load_settings
 from inventory.testing import sample_item
 
-from .helpers import Harness, _norm, query, readme_sql, rows, stamp, sync_at
+from .helpers import Harness, _norm, query, readme_sql, rows, stamp, sync_at, write
 
 T1 = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 T2 = T1 + timedelta(days=1)
@@ -433,6 +436,130 @@ def test_ocsf_lines_parse_and_carry_the_required_fields(acme: Harness) -> None:
     assert (high["severity_id"], high["severity"], high["status_id"]) == (4, "High", 1)
     assert high["resources"][0]["uid"] == "acme/crm/api_key/open_key"
     assert by_rule["ZIS006 no-expiry-known"]["severity_id"] == 2
+
+
+Uids = set[tuple[str, str, str]]
+
+
+def ocsf_uids(h: Harness, *args: str) -> Uids:
+    """(rule, the finding's key as its resource uid, finding_info.uid) of each OCSF line."""
+    result = h.run("findings", "--format", "ocsf", "--include-suppressed", *args)
+    assert result.code in (0, 1), result.err
+    events = [json.loads(line) for line in result.out.splitlines()]
+    found = {(e["compliance"]["control"], e["resources"][0]["uid"], e["finding_info"]["uid"])
+             for e in events}  # fmt: skip
+    assert len(found) == len(events)
+    return found
+
+
+def format_uids(h: Harness, fmt: str, *args: str) -> Uids:
+    """The same triples from the json or csv output."""
+    out = h.run("findings", "--format", fmt, "--include-suppressed", *args).out
+    found = json.loads(out) if fmt == "json" else list(csv.DictReader(io.StringIO(out)))
+    return {
+        (r["rule"], "/".join(r[k] for k in ("account", "integration", "type", "name") if r[k]),
+         r["uid"])
+        for r in found
+    }  # fmt: skip
+
+
+def expected_uid(url: str, rule: str, *key: str | None) -> str:
+    """A finding's uid, worked out here: the version 5 UUID, in the namespace of the
+    database's id, of the JSON array of its rule and key."""
+    ((database,),) = query(url, select(m.DatabaseIdentity.database_id))
+    name = json.dumps([rule, "acme", *key], separators=(",", ":"))
+    return str(uuid.uuid5(uuid.UUID(database), name))
+
+
+def test_a_findings_uid_is_the_same_from_its_first_report_to_its_last(
+    acme: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before any sync, evaluated on the fly, recorded by a sync, as of an earlier time,
+    reopened after it was resolved, in every format, across `db upgrade` re-runs."""
+    url = acme.db_url
+    assert acme.run("db", "upgrade").code == 0
+    stale = ("ZIS010", "acme/crm", expected_uid(url, "ZIS010", "crm", None, None))
+    assert ocsf_uids(acme) == {stale}  # nothing inventoried yet, nothing recorded
+    assert acme.run("db", "upgrade").code == 0
+    assert ocsf_uids(acme) == {stale}
+    open_key = ("ZIS001", "acme/crm/api_key/open_key",
+                expected_uid(url, "ZIS001", "crm", "api_key", "open_key"))  # fmt: skip
+    sync_at(acme, T1)  # ZIS010 resolved; ZIS001 recorded
+    assert ocsf_uids(acme) == {open_key}
+    # A rule turned on shows at once, before a snapshot records it; then recorded.
+    add_config(acme, '[findings.rules.ZIS008]\nenabled = true\npattern = "^fine_"\n')
+    named = ("ZIS008", "acme/crm/api_key/open_key",
+             expected_uid(url, "ZIS008", "crm", "api_key", "open_key"))  # fmt: skip
+    assert [r["id"] for r in listed(acme, "--rule", "ZIS008")] == [None]
+    assert ocsf_uids(acme) == {open_key, named}
+    sync_at(acme, T2)
+    monkeypatch.setattr(cli_module, "_now", lambda: T2)
+    assert None not in {r["id"] for r in listed(acme)}
+    assert ocsf_uids(acme) == {open_key, named}
+    assert ocsf_uids(acme, "--as-of", stamp(T1)) == {open_key, named}  # ZIS008 unrecorded then
+    assert ocsf_uids(acme, "--as-of", stamp(T1 - timedelta(hours=1))) == {stale}
+    # Resolved, then firing again: a new episode in the table, the same finding for a SIEM.
+    acme.zis.update("acme", "crm", "api_key", "open_key", allowed_domain="api.example.com")
+    sync_at(acme, T3)
+    monkeypatch.setattr(cli_module, "_now", lambda: T3)
+    assert ocsf_uids(acme) == {named}  # ZIS008 still fires
+    acme.zis.update("acme", "crm", "api_key", "open_key", allowed_domain="")
+    sync_at(acme, T4)
+    monkeypatch.setattr(cli_module, "_now", lambda: T4)
+    assert len({r[0] for r in episodes(acme) if r[1] == "ZIS001"}) == 2
+    assert acme.run("db", "upgrade").code == 0
+    assert ocsf_uids(acme) == {open_key, named}
+    assert format_uids(acme, "json") == format_uids(acme, "csv") == {open_key, named}
+    assert ocsf_uids(acme, "--as-of", stamp(T2)) == {open_key, named}
+
+
+def test_two_databases_with_the_same_content_give_their_findings_other_uids(
+    acme: Harness, other_db_url: str
+) -> None:
+    """The same syncs of the same server into two databases: the same findings, event for
+    event, but for finding_info.uid, which no two databases share."""
+
+    def events() -> list[dict[str, Any]]:
+        sync_at(acme, T1)
+        result = acme.run("findings", "--format", "ocsf")
+        return [json.loads(line) for line in result.out.splitlines()]
+
+    acme.zis.put("acme", "crm", "oauth", oauth("no_expiry", token_expiry=""))
+    first = events()
+    acme.monkeypatch.setenv("INVENTORY_DATABASE_URL", other_db_url)
+    second = events()
+    assert {e["finding_info"]["uid"] for e in first} == {
+        expected_uid(acme.db_url, "ZIS001", "crm", "api_key", "open_key"),
+        expected_uid(acme.db_url, "ZIS006", "crm", "oauth", "no_expiry"),
+    }
+    assert {e["finding_info"]["uid"] for e in second} == {
+        expected_uid(other_db_url, "ZIS001", "crm", "api_key", "open_key"),
+        expected_uid(other_db_url, "ZIS006", "crm", "oauth", "no_expiry"),
+    }
+    assert not {e["finding_info"]["uid"] for e in first} & {
+        e["finding_info"]["uid"] for e in second
+    }
+
+    def without_uid(e: dict[str, Any]) -> dict[str, Any]:
+        return {**e, "finding_info": {**e["finding_info"], "uid": None}}
+
+    assert [without_uid(e) for e in first] == [without_uid(e) for e in second]
+
+
+def test_a_database_without_its_id_is_named_not_given_a_new_one(acme: Harness) -> None:
+    sync_at(acme, T1)
+    if acme.db_url.startswith("sqlite"):
+        guards = ["DROP TRIGGER database_identity_fixed_delete"]
+    else:
+        guards = ["ALTER TABLE database_identity DISABLE TRIGGER database_identity_fixed"]
+    write(acme.db_url, *(text(g) for g in guards), text("DELETE FROM database_identity"))
+    for fmt in ("ocsf", "json", "table"):
+        result = acme.run("findings", "--format", fmt)
+        assert (result.code, result.out) == (1, ""), fmt
+        assert "database error: database_identity holds no row, so findings have no SIEM " in (
+            result.err
+        )
+    assert query(acme.db_url, select(m.DatabaseIdentity.database_id)) == set()
 
 
 def test_explain_shows_rationale_remediation_and_parameters(acme: Harness) -> None:

@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import uuid
 import zipfile
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, inspect, text
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from inventory import store
 from inventory.errors import DatabaseError
@@ -183,6 +185,7 @@ PUBLIC_COLUMNS = {
         "valid_until",
         "rules_digest",
     },
+    "database_identity": {"id", "database_id", "created_at"},
 }
 
 
@@ -261,6 +264,65 @@ def test_the_digest_chunks_and_full_compare_columns_come_and_go_with_their_migra
         with engine.connect() as conn:
             rows = conn.execute(text("SELECT id, account, status, fetched_digest FROM snapshots"))
             assert rows.all() == [(1, "acme", "complete", None)]
+    finally:
+        engine.dispose()
+
+
+def identities(engine: Engine) -> list[tuple[int, uuid.UUID]]:
+    with engine.connect() as conn:
+        found = conn.execute(text("SELECT id, database_id FROM database_identity")).all()
+    return [(id_, uuid.UUID(database_id)) for id_, database_id in found]
+
+
+def test_the_database_id_is_made_at_upgrade_kept_by_upgrades_and_never_changed(
+    db_url: str,
+) -> None:
+    """0012 gives a database that already has history its id, one row; upgrading again
+    keeps it; nobody updates, deletes, truncates or adds to it; a downgrade drops it (and
+    PostgreSQL's guard function), and the next upgrade makes another."""
+    engine = store.make_engine(db_url)
+    try:
+        store.upgrade(engine, "0011")
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO sync_runs (started_at, trigger, status) VALUES (:at, 'cli', 'complete')"
+                ),
+                {"at": AT},
+            )
+        assert store.upgrade(engine) == ("0011", HEAD)
+        ((one, made),) = identities(engine)
+        assert (one, made.version, made.variant) == (1, 4, uuid.RFC_4122)
+        assert store.upgrade(engine) == (HEAD, HEAD)
+        assert store.ensure_schema(engine, migrate=True) is None
+        assert identities(engine) == [(1, made)]
+        refusal = (
+            "database_identity cannot be changed: the SIEM ids of findings are derived from it"
+        )
+        statements = [
+            f"UPDATE database_identity SET database_id = '{uuid.uuid4()}'",
+            "DELETE FROM database_identity",
+        ]
+        if store.is_postgres(engine):
+            statements.append("TRUNCATE database_identity")
+        for statement in statements:
+            with pytest.raises(DBAPIError, match=refusal), engine.begin() as conn:
+                conn.execute(text(statement))
+        with pytest.raises(IntegrityError), engine.begin() as conn:  # one row, id 1
+            conn.execute(
+                text("INSERT INTO database_identity VALUES (2, :id, :at)"),
+                {"id": str(uuid.uuid4()), "at": AT},
+            )
+        assert identities(engine) == [(1, made)]
+        store.downgrade(engine, "0011")
+        assert "database_identity" not in inspect(engine).get_table_names()
+        if store.is_postgres(engine):
+            with engine.connect() as conn:
+                guards = "SELECT proname FROM pg_proc WHERE proname = 'database_identity_fixed'"
+                assert conn.execute(text(guards)).all() == []
+        store.upgrade(engine)
+        ((one, again),) = identities(engine)
+        assert one == 1 and again != made
     finally:
         engine.dispose()
 

@@ -5,6 +5,7 @@ history it wrote (PostgreSQL only; the roles are made for this test and dropped)
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,6 +122,14 @@ def test_the_writer_syncs_and_cannot_rewrite_history_and_the_auditor_reads(
         assert result.code == 0, (args, result.out, result.err)
     assert "db verify: OK (2 chains" in cli.run("db", "verify", "--config", str(cli.config)).out
     writer, auditor = roles.url(roles.writer), roles.url(roles.auditor)
+    # Both read the database's id: the findings' SIEM ids are the owner's, whoever asks.
+    uids = {}
+    for role in (roles.owner, roles.writer, roles.auditor):
+        cli.monkeypatch.setenv("INVENTORY_DATABASE_URL", roles.url(role))
+        result = cli.run("findings", "--format", "ocsf", "--include-suppressed")
+        assert result.code in (0, 1), result.err
+        uids[role] = {json.loads(line)["finding_info"]["uid"] for line in result.out.splitlines()}
+    assert uids[roles.owner] and uids[roles.writer] == uids[roles.auditor] == uids[roles.owner]
     for statement in (
         "DELETE FROM connection_changes",
         "UPDATE connection_changes SET new_value = 'x'",
@@ -136,6 +145,9 @@ def test_the_writer_syncs_and_cannot_rewrite_history_and_the_auditor_reads(
         "DROP TABLE connection_changes",
         "ALTER TABLE snapshots DISABLE TRIGGER ALL",
         "TRUNCATE connection_changes",
+        "UPDATE database_identity SET database_id = gen_random_uuid()::text",
+        "DELETE FROM database_identity",
+        "INSERT INTO database_identity VALUES (2, gen_random_uuid()::text, now())",
     ):
         error = refused(writer, statement)
         assert error.startswith(("InsufficientPrivilege", "RaiseException")), (statement, error)
@@ -151,3 +163,10 @@ def test_the_writer_syncs_and_cannot_rewrite_history_and_the_auditor_reads(
     assert refused(roles.url(roles.owner), "DELETE FROM connection_changes").startswith(
         "RaiseException"
     )  # the triggers hold for the owner too, until it drops them
+    for statement in ("UPDATE database_identity SET created_at = now()",
+                      "DELETE FROM database_identity", "TRUNCATE database_identity"):  # fmt: skip
+        assert refused(roles.url(roles.owner), statement) == (
+            "RaiseException: database_identity cannot be changed: the SIEM ids of findings "
+            "are derived from it"
+        ), statement
+        assert refused(auditor, statement).startswith("InsufficientPrivilege"), statement
