@@ -9,8 +9,8 @@ demo: $(VENV)/.installed
 	$(PY) -m inventory demo
 
 test: $(VENV)/.installed
-	$(PY) -m ruff check inventory migrations tests benchmarks
-	$(PY) -m ruff format --check inventory migrations tests benchmarks
+	$(PY) -m ruff check inventory tests benchmarks
+	$(PY) -m ruff format --check inventory tests benchmarks
 	$(PY) -m mypy
 	$(PY) -m pytest
 

@@ -1,6 +1,6 @@
 """The tables auditors query (§5 of the spec), as typed SQLAlchemy models.
 
-The schema is created and evolved only by the Alembic migrations in migrations/;
+The schema is created and evolved only by the Alembic migrations in inventory/migrations/;
 a test proves these models and the migrations agree.
 """
 

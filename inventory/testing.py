@@ -737,6 +737,7 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m inventory.testing``: serve the demo's sample account until Ctrl-C."""
     import argparse
     import os
+    import signal
     from datetime import UTC
 
     parser = argparse.ArgumentParser(
@@ -769,12 +770,16 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         parser.error(f"cannot listen on 127.0.0.1:{args.port}: {exc.strerror}")
     names = ", ".join(server.accounts[ACCOUNT])
+    changed = " after the demo's changes" if args.changed else ""
     print(
-        f"serving account {ACCOUNT!r} at {server.base_url(ACCOUNT)} (integrations: {names})",
+        f"serving account {ACCOUNT!r}{changed} at {server.base_url(ACCOUNT)} "
+        f"(integrations: {names})",
         flush=True,
     )
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())  # `kill` stops it as Ctrl-C does
     try:
-        threading.Event().wait()
+        stop.wait()
     except KeyboardInterrupt:
         pass
     finally:

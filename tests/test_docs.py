@@ -1,12 +1,19 @@
 """Docs that cannot rot: every command and option is in the README, every SQL block of the
-README runs on SQLite and PostgreSQL and returns what it says, and config.example.toml is
-valid and documents every key."""
+README runs on SQLite and PostgreSQL and returns what it says, every shell block runs as
+written and does what its comments say, and config.example.toml is valid and documents
+every key."""
 
 from __future__ import annotations
 
+import os
 import re
+import signal
+import socket
+import subprocess
+import sys
 import tomllib
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import click
@@ -16,7 +23,14 @@ from pydantic import BaseModel
 from inventory import store
 from inventory.cli import cli as root_command
 from inventory.config import AdminEntry, FileConfig, NotifyEntry, load_settings
-from inventory.testing import registry_item, sample_item
+from inventory.testing import (
+    ACCOUNT,
+    FakeZisServer,
+    change_account,
+    registry_item,
+    sample_account,
+    sample_item,
+)
 
 from .helpers import README, ROOT, Harness, _norm, readme_sql, rows
 
@@ -262,3 +276,176 @@ def test_config_example_is_valid_and_documents_every_key(monkeypatch: pytest.Mon
         assert re.search(rf"admin = {{.*\b{key} =", text), f"admin.{key}"
     for key in NotifyEntry.model_fields:
         assert re.search(rf"^#?\s*{key}\s*=", text, re.M), f"notify.{key}"
+
+
+# --- the README's shell blocks ---
+
+SHELL_BLOCK = re.compile(
+    r"^(?:<!-- (?P<note>[^\n]*?) -->\n)?```(?:sh|bash|shell|console)\n(?P<body>.*?)^```$",
+    re.M | re.S,
+)
+NOT_RUN = "not run by the docs test: "
+NUMBERS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7}
+KINDS = ("added", "removed", "modified", "restored")
+SERVES = re.compile(r"serves account '(?P<account>[^']+)'(?P<changed> after the demo's changes)?")
+COUNTS = re.compile(
+    rf"(?:the demo's (?P<word>\w+) changes: )?"
+    rf"(?P<counts>\d+ (?:{'|'.join(KINDS)})(?:, \d+ (?:{'|'.join(KINDS)}))*)"
+)
+
+
+def readme_shell_blocks() -> list[tuple[str, str | None, str]]:
+    """(the heading above, the note above, the body) of every shell block of the README."""
+    found = []
+    for match in SHELL_BLOCK.finditer(README):
+        heading = re.findall(r"^#+ (.*)$", README[: match.start()], re.M)[-1]
+        found.append((heading, match.group("note"), match.group("body")))
+    return found
+
+
+RUN_BLOCKS = [(h, body) for h, note, body in readme_shell_blocks() if note is None]
+
+
+def test_every_shell_block_is_run_or_says_why_not() -> None:
+    blocks = readme_shell_blocks()
+    for heading, note, _ in blocks:
+        assert note is None or (note.startswith(NOT_RUN) and note.removeprefix(NOT_RUN)), heading
+    assert [h for h, _ in RUN_BLOCKS] == ["Trying it against a local ZIS-compatible server"]
+    # A command to paste is in a sh block (so it is run, or says why not); a block without
+    # a language is output, or a transcript whose commands start with "$ ".
+    for info, text in re.findall(r"^```(\S*)\n(.*?)^```$", README, re.M | re.S):
+        for line in text.splitlines() if info == "" else ():
+            assert not re.match(r"(\.venv/bin/|python3? -m |make [a-z]|export [A-Z_]+=)", line), (
+                line
+            )
+
+
+def top_level_lines(body: str) -> list[tuple[int, str]]:
+    """(index, text) of each line the shell runs as a command: not a here-document's body
+    nor a continued line."""
+    lines = body.splitlines()
+    found, ending, joined = [], None, ""
+    for number, line in enumerate(lines):
+        if ending is not None:
+            if line == ending:
+                found.append((number, joined))
+                ending, joined = None, ""
+            continue
+        joined += line
+        heredoc = re.search(r"<<-?'?(\w+)'?", line)
+        if heredoc:
+            ending = heredoc.group(1)
+        elif line.endswith("\\"):
+            joined = joined[:-1]
+        else:
+            found.append((number, joined))
+            joined = ""
+    assert ending is None and not joined, "the block ends inside a command"
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def sync_totals(out: str) -> tuple[dict[str, int], set[str]]:
+    """The ADDED.. RESTORED columns summed, and the statuses, of the summary in out."""
+    lines = out.splitlines()
+    (header_at,) = [i for i, line in enumerate(lines) if "ADDED" in line]
+    header = lines[header_at].split()
+    totals = dict.fromkeys(KINDS, 0)
+    statuses = set()
+    for line in lines[header_at + 1 :]:
+        if line.startswith("run "):
+            break
+        row = dict(zip(header, line.split(), strict=True))
+        statuses.add(row["STATUS"])
+        for kind in KINDS:
+            totals[kind] += int(row[kind.upper()])
+    return totals, statuses
+
+
+def demo_change_count() -> int:
+    server = FakeZisServer()
+    today = datetime.now(UTC)
+    for name, items in sample_account(today).items():
+        server.add_integration(ACCOUNT, name, "token", items)
+    return len(change_account(server, today))
+
+
+@pytest.mark.parametrize(("heading", "body"), RUN_BLOCKS, ids=[h for h, _ in RUN_BLOCKS])
+def test_readme_shell_block_runs_as_written(tmp_path: Path, heading: str, body: str) -> None:
+    hosts = set(re.findall(r"https?://([^/:\s\"']+)", body))
+    assert hosts <= {"127.0.0.1"}, hosts  # loopback only
+    ports = {int(p): free_port() for p in re.findall(r"(?:--port |127\.0\.0\.1:)(\d+)", body)}
+    for theirs, ours in ports.items():
+        body = re.sub(rf"\b{theirs}\b", str(ours), body)
+    lines = body.splitlines()
+    commands = top_level_lines(body)
+    script = []
+    for number, line in enumerate(lines):
+        script.append(line)
+        if number in dict(commands):
+            script.append(f"printf '\\n@@ line {number} exit %d\\n' \"$?\"")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("INVENTORY_", "FAKE_ZIS"))}
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env["PATH"]])
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    (tmp_path / "block.sh").write_text("\n".join(script) + "\n")
+    with (tmp_path / "out").open("w") as out, (tmp_path / "err").open("w") as err:
+        shell = subprocess.Popen(
+            ["bash", str(tmp_path / "block.sh")],
+            cwd=scratch,
+            env=env,
+            stdout=out,
+            stderr=err,
+            start_new_session=True,
+        )
+        try:
+            shell.wait(timeout=120)
+        finally:
+            try:  # the block's processes share its process group: none may be left
+                os.killpg(shell.pid, signal.SIGKILL)
+                left = True
+            except ProcessLookupError:
+                left = False
+    stdout, stderr = (tmp_path / "out").read_text(), (tmp_path / "err").read_text()
+    assert not left, f"the block left a process running\n{stdout}\n{stderr}"
+    for port in ports.values():
+        with socket.socket() as s, pytest.raises(ConnectionRefusedError):
+            s.connect(("127.0.0.1", port))
+
+    # Each line's output, and its exit status: 0 for every line.
+    parts = re.split(r"\n@@ line (\d+) exit (\d+)\n", stdout)
+    outputs = {int(n): text for n, text in zip(parts[1::3], parts[:-1:3], strict=True)}
+    statuses = {int(n): int(code) for n, code in zip(parts[1::3], parts[2::3], strict=True)}
+    assert statuses == dict.fromkeys(outputs, 0) and set(outputs) == set(dict(commands)), stderr
+
+    served = [line for line in stdout.splitlines() if line.startswith("serving account ")]
+    serves = []
+    promised = 0
+    for number, line in commands:
+        if "  # " not in line:
+            continue
+        promise = line.split("  # ", 1)[1].strip()
+        promised += 1
+        if m := SERVES.fullmatch(promise):
+            url = f"http://127.0.0.1:\\d+/{m['account']}"
+            serves.append(rf"serving account '{m['account']}'{m['changed'] or ''} at {url} \(")
+        elif m := COUNTS.fullmatch(promise):
+            want = dict.fromkeys(KINDS, 0)
+            for count in m["counts"].split(", "):
+                n, kind = count.split(" ")
+                want[kind] = int(n)
+            totals, seen = sync_totals(outputs[number])
+            assert (totals, seen) == (want, {"complete"}), (promise, outputs[number])
+            if m["word"] is not None:
+                assert NUMBERS[m["word"]] == sum(want.values()) == demo_change_count(), promise
+        else:
+            pytest.fail(f"{heading}: the docs test cannot check the comment {promise!r}")
+    assert promised > 0
+    assert len(served) == len(serves), stdout
+    for line, pattern in zip(served, serves, strict=True):
+        assert re.match(pattern, line), (line, pattern)

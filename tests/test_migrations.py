@@ -1,15 +1,11 @@
-"""The schema: created only by Alembic, reversible, in step with the models, and shipped
-inside the wheel."""
+"""The schema: created only by Alembic, reversible, and in step with the models (the wheel
+that carries the migrations: tests/test_install.py)."""
 
 from __future__ import annotations
 
-import os
 import sqlite3
-import subprocess
-import sys
 import threading
 import uuid
-import zipfile
 from pathlib import Path
 
 import pytest
@@ -24,7 +20,6 @@ from inventory.models import Base
 
 from .helpers import HEAD
 
-ROOT = Path(__file__).resolve().parent.parent
 AT = "2026-11-29 08:00:00.000000"  # as SQLite stores it; PostgreSQL sessions are UTC
 
 # The auditors' contract (§5 of the spec): these names are public.
@@ -466,67 +461,3 @@ def test_unknown_revision_is_refused(tmp_path: Path) -> None:
             store.ensure_schema(engine, migrate=True)
     finally:
         engine.dispose()
-
-
-def test_the_wheel_carries_the_migrations(tmp_path: Path) -> None:
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--quiet",
-            "--no-deps",
-            "--no-build-isolation",
-            "-w",
-            str(tmp_path / "dist"),
-            str(ROOT),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    (wheel,) = (tmp_path / "dist").glob("zis_inventory-*.whl")
-    names = set(zipfile.ZipFile(wheel).namelist())
-    assert {
-        "inventory/migrations/env.py",
-        "inventory/migrations/script.py.mako",
-        "inventory/migrations/versions/20261128_0001_initial_schema.py",
-    } <= names
-    # Installed alone (not editable), the package finds its migrations and builds a database.
-    target = tmp_path / "site"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--no-deps",
-            "--target",
-            str(target),
-            str(wheel),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(target),
-        "INVENTORY_DATABASE_URL": f"sqlite:///{tmp_path / 'w.db'}",
-    }
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import inventory, sys; from inventory.cli import main; print(inventory.__file__); sys.exit(main(['db', 'upgrade']))",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines() == [
-        str(target / "inventory" / "__init__.py"),
-        f"sqlite:///{tmp_path / 'w.db'}: migrated from empty to {HEAD}",
-    ]

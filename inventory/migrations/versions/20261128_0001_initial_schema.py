@@ -6,6 +6,7 @@ Create Date: 2026-11-28
 """
 
 from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -18,10 +19,10 @@ depends_on: str | Sequence[str] | None = None
 UTC_TIMESTAMP = sa.DateTime(timezone=True)
 
 
-def _key_and_metadata() -> list[sa.Column[object]]:
+def _key_and_metadata() -> list[sa.Column[Any]]:
     """(account, integration, type, name) and the §4 allow-list, in this order."""
     text = ("account", "integration", "type", "name")
-    optional = (
+    optional: tuple[tuple[str, sa.types.TypeEngine[Any]], ...] = (
         ("allowed_domain", sa.String()),
         ("created_at", UTC_TIMESTAMP),
         ("updated_at", UTC_TIMESTAMP),

@@ -1,1 +1,0 @@
-"""Alembic migrations of the zis-inventory schema (installed as inventory.migrations)."""
