@@ -48,9 +48,13 @@ class Report:
         if fmt == "csv":
             out = io.StringIO()
             writer = csv.writer(out, lineterminator="\n")
+            # The csv module quotes a field holding the line terminator (\n) but not a CR,
+            # which spreadsheets read as a line break too: a row holding one is all quoted.
+            quoted = csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_ALL)
             writer.writerow(self.keys)
             for row in self.rows:
-                writer.writerow(_text(row.get(k)) for k in self.keys)
+                cells = [csv_cell(row.get(k)) for k in self.keys]
+                (quoted if any("\r" in c for c in cells) else writer).writerow(cells)
             return out.getvalue().rstrip("\n")
         return "\n".join(self._table_lines())
 
@@ -85,6 +89,19 @@ def _text(value: Any) -> str:
     if isinstance(value, datetime):
         return format_timestamp(value)
     return str(value)
+
+
+# A text cell starting with one of these is a formula to a spreadsheet (CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> str:
+    """A value as a CSV cell. Text from the data that a spreadsheet would read as a
+    formula gets a leading ``'`` (OWASP's advice against CSV injection); numbers and times
+    the tool writes stay as they are, so a ``days_left`` of -3 is still -3."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return _text(value)
 
 
 def _cell(value: Any, column: Column) -> str:
