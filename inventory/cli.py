@@ -70,6 +70,14 @@ config_option = click.option(
     help="Configuration file (default: $INVENTORY_CONFIG, else ./inventory.toml).",
 )
 
+database_option = click.option(
+    "--database",
+    "database",
+    metavar="URL",
+    help="Read this database (before $INVENTORY_DATABASE_URL and database.url); with no "
+    "password in the URL, the configured URL's (same database) or libpq's (PGPASSWORD).",
+)
+
 accounts_option = click.option(
     "--account",
     "accounts",
@@ -352,6 +360,7 @@ TABLE_JSON_CSV = "table (80 columns), json (an array of objects) or csv (with a 
 def report_options(func: Callable[..., Any]) -> Callable[..., Any]:
     options: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
         config_option,
+        database_option,
         accounts_option,
         integrations_option,
         format_option(help=TABLE_JSON_CSV),
@@ -368,13 +377,21 @@ type_option = click.option(
 
 @contextmanager
 def _reader(
-    config_path: str | None, *, require_accounts: bool = False
+    config_path: str | None, *, require_accounts: bool = False, database: str | None = None
 ) -> Iterator[tuple[Settings, Engine]]:
-    """Settings (without tokens) and a read-only engine on a database at the schema head."""
+    """Settings (without tokens) and a read-only engine on a database at the schema head
+    (``database``: --database, in place of the configured one)."""
+    from dataclasses import replace
+
     from . import store
     from .config import load_settings
 
     settings = load_settings(config_path, require_accounts=require_accounts, resolve_tokens=False)
+    if database is not None:
+        if not database.strip():
+            raise ConfigError("--database: must not be empty")
+        url = store.named_database(database, settings.database_url)
+        settings = replace(settings, database_url=url)
     engine = store.engine_for(settings, readonly=True)
     try:
         store.require_schema(engine)
@@ -410,6 +427,7 @@ def _reader(
 )
 def connections_command(
     config_path: str | None,
+    database: str | None,
     accounts: tuple[str, ...],
     integrations: tuple[str, ...],
     fmt: str,
@@ -438,7 +456,7 @@ def connections_command(
         not_updated_for,
         as_of,
     )
-    with _reader(config_path) as (_, engine):
+    with _reader(config_path, database=database) as (_, engine):
         click.echo(report.connections(engine, filters, _now()).render(fmt))
     return EXIT_OK
 
@@ -479,6 +497,7 @@ def connections_command(
 )
 def changes_command(
     config_path: str | None,
+    database: str | None,
     accounts: tuple[str, ...],
     integrations: tuple[str, ...],
     fmt: str,
@@ -495,7 +514,7 @@ def changes_command(
     filters = report.ChangeFilter(
         accounts, integrations, types, since, until, kinds, snapshot, as_of
     )
-    with _reader(config_path) as (_, engine):
+    with _reader(config_path, database=database) as (_, engine):
         click.echo(report.changes(engine, filters).render(fmt))
     return EXIT_OK
 
@@ -510,21 +529,44 @@ def changes_command(
     show_default=True,
     help="How many, newest first.",
 )
+@click.option("--all", "every", is_flag=True, help="Every snapshot (no --limit).")
+@click.option(
+    "--since",
+    type=Since(),
+    metavar="WHEN",
+    help="Only snapshots started at or after this: a duration back from now (7d) or a time.",
+)
+@click.option(
+    "--as-of",
+    type=Instant(),
+    metavar="TIME",
+    help="Only snapshots started at or before TIME.",
+)
 def snapshots_command(
     config_path: str | None,
+    database: str | None,
     accounts: tuple[str, ...],
     integrations: tuple[str, ...],
     fmt: str,
     failed: bool,
     limit: int,
+    every: bool,
+    since: datetime | None,
+    as_of: datetime | None,
 ) -> int:
     """List recent snapshots with status, counts, pages, duration and error."""
     from . import report
 
-    with _reader(config_path) as (_, engine):
+    with _reader(config_path, database=database) as (_, engine):
         click.echo(
             report.snapshots(
-                engine, accounts=accounts, integrations=integrations, failed=failed, limit=limit
+                engine,
+                accounts=accounts,
+                integrations=integrations,
+                failed=failed,
+                limit=None if every else limit,
+                since=since,
+                as_of=as_of,
             ).render(fmt)
         )
     return EXIT_OK
@@ -557,6 +599,7 @@ def snapshots_command(
 )
 def check_command(
     config_path: str | None,
+    database: str | None,
     accounts: tuple[str, ...],
     integrations: tuple[str, ...],
     fmt: str,
@@ -571,7 +614,7 @@ def check_command(
     from .findings import failing, findings_report
 
     now = _now()
-    with _reader(config_path, require_accounts=True) as (settings, engine):
+    with _reader(config_path, require_accounts=True, database=database) as (settings, engine):
         targets = [
             (a.subdomain, i.name) for a, i in select_targets(settings, accounts, integrations)
         ]
@@ -600,6 +643,7 @@ def check_command(
 
 @cli.command("findings")
 @config_option
+@database_option
 @accounts_option
 @integrations_option
 @format_option(
@@ -636,6 +680,7 @@ def check_command(
 )
 def findings_command(
     config_path: str | None,
+    database: str | None,
     accounts: tuple[str, ...],
     integrations: tuple[str, ...],
     fmt: str,
@@ -662,7 +707,7 @@ def findings_command(
         click.echo(findings.explain(explain, settings, _registry_known(settings)))
         return EXIT_OK
     now = _now()
-    with _reader(config_path) as (settings, engine):
+    with _reader(config_path, database=database) as (settings, engine):
         listed = findings.findings_report(
             engine,
             settings,
@@ -933,6 +978,9 @@ def notify_command(config_path: str | None, test_sink: str | None) -> int:
 
 @cli.command("notifications")
 @config_option
+@database_option
+@accounts_option
+@integrations_option
 @click.option(
     "--status",
     "statuses",
@@ -947,19 +995,37 @@ def notify_command(config_path: str | None, test_sink: str | None) -> int:
     metavar="WHEN",
     help="Only messages created since: a duration (7d, 12h) or a time.",
 )
+@click.option(
+    "--as-of",
+    type=Instant(),
+    metavar="TIME",
+    help="The log as it stood at TIME: messages created by then, their attempts up to then.",
+)
 @format_option(help=TABLE_JSON_CSV)
 def notifications_command(
     config_path: str | None,
+    database: str | None,
+    accounts: tuple[str, ...],
+    integrations: tuple[str, ...],
     statuses: tuple[str, ...],
     sinks: tuple[str, ...],
     since: datetime | None,
+    as_of: datetime | None,
     fmt: str,
 ) -> int:
     """List the delivery log (the notifications outbox), oldest first."""
     from .notify import notifications_report
 
-    with _reader(config_path) as (_, engine):
-        out = notifications_report(engine, status=statuses, sinks=sinks, since=since)
+    with _reader(config_path, database=database) as (_, engine):
+        out = notifications_report(
+            engine,
+            status=statuses,
+            sinks=sinks,
+            since=since,
+            as_of=as_of,
+            accounts=accounts,
+            integrations=integrations,
+        )
     click.echo(out.render(fmt))
     return EXIT_OK
 
@@ -1024,6 +1090,7 @@ class _BackFromAsOf(click.ParamType[Any]):
 
 @cli.group("evidence", invoke_without_command=True)
 @config_option
+@database_option
 @accounts_option
 @integrations_option
 @click.option(
@@ -1058,6 +1125,7 @@ class _BackFromAsOf(click.ParamType[Any]):
 def evidence_command(
     ctx: click.Context,
     config_path: str | None,
+    database: str | None,
     accounts: tuple[str, ...],
     integrations: tuple[str, ...],
     out: Path | None,
@@ -1086,8 +1154,8 @@ def evidence_command(
     except evidence.PackError as exc:
         raise click.UsageError(str(exc)) from None
     scope = evidence.Scope(at, start, accounts, integrations, max_age)
-    with _reader(config_path) as (settings, engine):
-        pack = evidence.gather(engine, settings, scope, now)
+    with _reader(config_path, database=database) as (settings, engine):
+        pack = evidence.gather(engine, settings, scope, now, _config_read(config_path))
     parameters: dict[str, Any] = {
         "out": str(out),
         "as_of": at,
@@ -1097,13 +1165,24 @@ def evidence_command(
         "max_age": max_age,
         "config": config_path,
     }
-    command = evidence.command_line(out, scope, config_path)
+    command = evidence.command_line(out, pack)
     try:
         digest = evidence.write_pack(out, pack, parameters, command)
     except evidence.PackError as exc:
         raise click.UsageError(str(exc)) from None
     click.echo(evidence.written_summary(out, pack, digest))
     return EXIT_OK
+
+
+def _config_read(config_path: str | None) -> str | None:
+    """The configuration file a command read (--config, $INVENTORY_CONFIG or
+    ./inventory.toml), as an absolute path; None when there was none."""
+    import os
+
+    from .config import config_path as find
+
+    path, _ = find(config_path)
+    return os.path.abspath(path) if path.is_file() else None
 
 
 @evidence_command.command("verify")

@@ -90,14 +90,19 @@ class Pack:
     schema_revision: str | None
     chain: tuple[list[dict[str, Any]], str] | None
     freshness: list[dict[str, Any]]
+    config: str | None = None  # the configuration file read, absolute
+    database: str = ""  # the database, as store.portable_url writes it (no password)
     parts: dict[str, Part] = field(default_factory=dict)
 
 
 # --- reading -------------------------------------------------------------------------
 
 
-def gather(engine: Engine, settings: Settings, scope: Scope, now: datetime) -> Pack:
-    """Every query of the pack, in one read transaction."""
+def gather(
+    engine: Engine, settings: Settings, scope: Scope, now: datetime, config: str | None = None
+) -> Pack:
+    """Every query of the pack, in one read transaction. ``config``: the configuration
+    file it was read with (absolute), which the commands that print its CSVs again name."""
     with _one_read(engine) as conn:
         pinned = cast(Engine, _Pinned(engine, conn))
         connections = report.connections(
@@ -125,9 +130,6 @@ def gather(engine: Engine, settings: Settings, scope: Scope, now: datetime) -> P
         revision = store.current_revision(pinned)
         freshness = _freshness(conn, settings, scope)
         start = scope.since if scope.since is not None else _history_start(conn, scope)
-    filters = _filter_args(scope)
-    at = f"--as-of {format_timestamp(scope.as_of)}"
-    since = f" --since {format_timestamp(scope.since)}" if scope.since else ""
     pack = Pack(
         scope=scope,
         period_start=start,
@@ -138,19 +140,52 @@ def gather(engine: Engine, settings: Settings, scope: Scope, now: datetime) -> P
         schema_revision=revision,
         chain=heads,
         freshness=freshness,
+        config=config,
+        database=store.portable_url(settings.database_url),
     )
-    cmd = "python -m inventory"
+    same = _Same(scope, pack.config, pack.database)
     for part in (
-        Part("connections.csv", connections, f"{cmd} connections {at}{filters} --format csv"),
-        Part("changes.csv", changes, f"{cmd} changes{since} {at}{filters} --format csv"),
-        Part("findings.csv", findings, f"{cmd} findings {at}{filters} --format csv"),
-        Part("snapshots.csv", snapshots),
-        Part("notifications.csv", notifications, f"{cmd} notifications{since} --format csv"),
+        Part("connections.csv", connections, same("connections")),
+        Part("changes.csv", changes, same("changes", period=True)),
+        Part(
+            "findings.csv",
+            findings,
+            same("findings", "--include-suppressed", "--fail-on", "none"),
+        ),
+        Part("snapshots.csv", snapshots, same("snapshots", "--all", period=True)),
+        Part("notifications.csv", notifications, same("notifications", period=True)),
     ):
         if part.report is None:
             part.command = None
         pack.parts[part.name] = part
     return pack
+
+
+@dataclass(frozen=True)
+class _Same:
+    """Builds the report command that prints a CSV of the pack again, byte for byte: the
+    same configuration file and database, the as-of time and period resolved, the scope."""
+
+    scope: Scope
+    config: str | None
+    database: str
+
+    def __call__(self, command: str, *options: str, period: bool = False) -> str:
+        args = ["python", "-m", "inventory", command, *self.source(), *options]
+        if period and self.scope.since is not None:
+            args += ["--since", format_timestamp(self.scope.since)]
+        args += ["--as-of", format_timestamp(self.scope.as_of), *self.filters()]
+        return shlex.join([*args, "--format", "csv"])
+
+    def source(self) -> list[str]:
+        config = ["--config", self.config] if self.config is not None else []
+        return [*config, "--database", self.database]
+
+    def filters(self) -> list[str]:
+        return [
+            *(a for account in self.scope.accounts for a in ("--account", account)),
+            *(a for name in self.scope.integrations for a in ("--integration", name)),
+        ]
 
 
 @contextmanager
@@ -203,7 +238,15 @@ def _findings(engine: Engine, settings: Settings, scope: Scope) -> report.Report
 def _notifications(engine: Engine, scope: Scope) -> report.Report:
     from .notify import notifications_report
 
-    return notifications_report(engine, status=(), sinks=(), since=scope.since)
+    return notifications_report(
+        engine,
+        status=(),
+        sinks=(),
+        since=scope.since,
+        as_of=scope.as_of,
+        accounts=scope.accounts,
+        integrations=scope.integrations,
+    )
 
 
 def _chain_heads(conn: Connection) -> tuple[list[dict[str, Any]], str]:
@@ -293,12 +336,6 @@ def _freshness(conn: Connection, settings: Settings, scope: Scope) -> list[dict[
             }
         )
     return rows
-
-
-def _filter_args(scope: Scope) -> str:
-    return "".join(f" --account {shlex.quote(a)}" for a in scope.accounts) + "".join(
-        f" --integration {shlex.quote(i)}" for i in scope.integrations
-    )
 
 
 def _user() -> str:
@@ -669,8 +706,10 @@ def write_pack(out: Path, pack: Pack, parameters: dict[str, Any], command: str) 
     return hashlib.sha256(data).hexdigest()
 
 
-def command_line(out: Path, scope: Scope, config_path: str | None) -> str:
+def command_line(out: Path, pack: Pack) -> str:
     """The command that writes this pack again (times resolved, so it reads the same rows)."""
+    scope = pack.scope
+    source = _Same(scope, pack.config, pack.database).source()
     args = ["python", "-m", "inventory", "evidence", "--out", str(out)]
     args += ["--as-of", format_timestamp(scope.as_of)]
     if scope.since is not None:
@@ -679,9 +718,7 @@ def command_line(out: Path, scope: Scope, config_path: str | None) -> str:
         args += ["--account", account]
     for integration in scope.integrations:
         args += ["--integration", integration]
-    args += ["--max-age", span(scope.max_age)]
-    if config_path:
-        args += ["--config", config_path]
+    args += ["--max-age", span(scope.max_age), *source]
     return shlex.join(args)
 
 

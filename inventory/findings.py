@@ -939,7 +939,9 @@ def evaluate_database(
                 "name": f.name,
                 "detail": f.detail,
                 "first_seen_at": episode["first_seen_at"] if episode else None,
-                "last_seen_at": episode["last_seen_at"] if episode else None,
+                # every sync moves it on: as of a time, when it was last seen by then is
+                # not kept, so the view at T stays the same as syncs run
+                "last_seen_at": episode["last_seen_at"] if episode and as_of is None else None,
                 "suppressed_by": s.reason if s else None,
                 "suppressed_until": s.until.isoformat() if s else None,
                 "note": note,

@@ -49,9 +49,13 @@ class Report:
         if fmt == "csv":
             out = io.StringIO()
             writer = csv.writer(out, lineterminator="\n")
+            # The csv module quotes a field holding the line terminator (\n) but not a CR,
+            # which spreadsheets read as a line break too: a row holding one is all quoted.
+            quoted = csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_ALL)
             writer.writerow(self.keys)
             for row in self.rows:
-                writer.writerow(_text(row.get(k)) for k in self.keys)
+                cells = [csv_cell(row.get(k)) for k in self.keys]
+                (quoted if any("\r" in c for c in cells) else writer).writerow(cells)
             return out.getvalue().rstrip("\n")
         return "\n".join(self._table_lines())
 
@@ -88,6 +92,19 @@ def _text(value: Any) -> str:
     return str(value)
 
 
+# A text cell starting with one of these is a formula to a spreadsheet (CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> str:
+    """A value as a CSV cell. Text from the data that a spreadsheet would read as a
+    formula gets a leading ``'`` (OWASP's advice against CSV injection); numbers and times
+    the tool writes stay as they are, so a ``days_left`` of -3 is still -3."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return _text(value)
+
+
 def _cell(value: Any, column: Column) -> str:
     text = column.show(value) if column.show else _text(value)
     return text if len(text) <= column.width else text[: column.width - 1] + "~"
@@ -114,7 +131,9 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[
 
 KEY = ("account", "integration", "type", "name")
 CONNECTION_KEYS = (*KEY, *METADATA_FIELDS, "first_seen_at", "last_changed_at", "removed_at")
-VERSION_KEYS = (*KEY, *METADATA_FIELDS, "valid_from", "valid_to")
+# As of T, every version listed was open then: when a later sync closed it (valid_to) is
+# not part of the inventory at T, and would make the same view differ as syncs run.
+VERSION_KEYS = (*KEY, *METADATA_FIELDS, "valid_from")
 
 
 def _where(row: dict[str, Any]) -> str:

@@ -50,10 +50,15 @@ def manifest(folder: Path) -> dict[str, Any]:
 
 
 def same_as(h: Harness, command: str) -> str:
-    """Run a manifest's `same_as` command with the pack's --config and return its stdout."""
+    """Run a manifest's `same_as` command as written (its own --config and --database)
+    and return its stdout."""
     args = shlex.split(command)
     assert args[:3] == ["python", "-m", "inventory"]
-    result = h.run(*args[3:], "--config", str(h.config))
+    config, h.config = h.config, None  # the harness adds none of its own
+    try:
+        result = h.run(*args[3:])
+    finally:
+        h.config = config
     assert result.code == 0, result.err
     return result.out
 
@@ -85,7 +90,7 @@ def test_csvs_are_the_report_commands_csv(history: Harness, args: tuple[str, ...
     sync_at(history, T3 + timedelta(hours=1), code=1)
     folder = write_pack(history, *args)
     files = manifest(folder)["files"]
-    for name in ("connections.csv", "changes.csv"):
+    for name in ("connections.csv", "changes.csv", "snapshots.csv"):
         assert (folder / name).read_text() == same_as(history, files[name]["same_as"]), name
     params = manifest(folder)["parameters"]
     as_of = datetime.fromisoformat(params["as_of"])
@@ -292,7 +297,8 @@ def test_manifest_and_verify(history: Harness) -> None:
     }
     assert data["command"] == shlex.join(
         ["python", "-m", "inventory", "evidence", "--out", str(folder), "--as-of",
-         format_timestamp(NOW), "--max-age", "2d", "--config", str(history.config)]
+         format_timestamp(NOW), "--max-age", "2d", "--config", str(history.config),
+         "--database", store.portable_url(history.db_url)]
     )  # fmt: skip
     assert data["generated_at"] == format_timestamp(NOW)
     assert data["host"] and data["user"]
@@ -512,7 +518,17 @@ def test_findings_notifications_and_chain_when_present(
                 "include_suppressed": True,
             },
         ),
-        ("notifications", {"status": (), "sinks": (), "since": T2 - timedelta(hours=12)}),
+        (
+            "notifications",
+            {
+                "status": (),
+                "sinks": (),
+                "since": T2 - timedelta(hours=12),
+                "as_of": NOW,
+                "accounts": (),
+                "integrations": ("billing",),
+            },
+        ),
         ("chain", None),
     ]
     findings = evidence_rows(folder / "findings.csv")
@@ -530,10 +546,12 @@ def test_findings_notifications_and_chain_when_present(
         "digest": "cd" * 32,
     }
     assert data["files"]["findings.csv"]["rows"] == 5
-    assert data["files"]["findings.csv"]["same_as"] == (
-        f"python -m inventory findings --as-of {format_timestamp(NOW)} --integration billing "
-        "--format csv"
-    )
+    assert data["files"]["findings.csv"]["same_as"] == shlex.join(
+        ["python", "-m", "inventory", "findings", "--config", str(history.config),
+         "--database", store.portable_url(history.db_url), "--include-suppressed",
+         "--fail-on", "none", "--as-of", format_timestamp(NOW), "--integration", "billing",
+         "--format", "csv"]
+    )  # fmt: skip
     numbers = summary_numbers(folder)
     assert {k: numbers[f"findings-{k}"] for k in evidence.SEVERITIES} == {
         "critical": "1",
@@ -560,6 +578,9 @@ def test_no_password_in_the_pack(history: Harness) -> None:
     for path in folder.iterdir():
         assert password.encode() not in path.read_bytes(), path
     assert all(password not in output for output in history.outputs)
+    for name, entry in manifest(folder)["files"].items():  # they connect all the same
+        if "same_as" in entry:
+            assert same_as(history, entry["same_as"]) == (folder / name).read_text(), name
     (folder / "manifest.json").unlink()
     result = history.run("evidence", "verify", str(folder))
     assert (result.code, result.out) == (1, "missing: manifest.json\nevidence verify: FAILED\n")

@@ -102,7 +102,6 @@ def test_as_of_answers_from_the_history(
             "token_expiry",
             "oauth_client_uuid",
             "valid_from",
-            "valid_to",
         ]
 
 

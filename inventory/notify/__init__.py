@@ -27,8 +27,19 @@ def notifications_report(
     status: Sequence[str] = (),
     sinks: Sequence[str] = (),
     since: datetime | None = None,
+    as_of: datetime | None = None,
+    accounts: Sequence[str] = (),
+    integrations: Sequence[str] = (),
 ) -> Report:
     """The delivery log as the `notifications` command renders it (see ``log``)."""
     from .log import notifications_report as build  # report imports sync: not at import
 
-    return build(engine, status=status, sinks=sinks, since=since)
+    return build(
+        engine,
+        status=status,
+        sinks=sinks,
+        since=since,
+        as_of=as_of,
+        accounts=accounts,
+        integrations=integrations,
+    )

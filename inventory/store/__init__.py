@@ -18,8 +18,10 @@ from .engine import (
     lock_key,
     make_engine,
     missing_sqlite_file,
+    named_database,
     normalize_url,
     now,
+    portable_url,
     safe_url,
 )
 from .runs import (
@@ -75,8 +77,10 @@ __all__ = [
     "lock_key",
     "make_engine",
     "missing_sqlite_file",
+    "named_database",
     "normalize_url",
     "now",
+    "portable_url",
     "reap_abandoned_runs",
     "release_run_lock",
     "require_schema",

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from ..config import Settings
@@ -52,6 +52,40 @@ def safe_url(url: str) -> str:
         return make_url(normalize_url(url)).render_as_string(hide_password=True)
     except ArgumentError:
         return "(unparseable database URL)"
+
+
+def portable_url(url: str) -> str:
+    """The URL with no password (not even a masked one) and a SQLite file's path made
+    absolute: it names the same database from any directory, and may be written down."""
+    try:
+        parsed = make_url(normalize_url(url))
+    except ArgumentError:
+        raise ConfigError("database.url: not a database URL") from None
+    database = parsed.database or ""
+    plain_file = database not in ("", ":memory:") and not database.startswith("file:")
+    if parsed.get_backend_name() == "sqlite" and plain_file:
+        parsed = parsed.set(database=os.path.abspath(database))
+    query = {k: v for k, v in parsed.query.items() if k.lower() != "password"}
+    bare = URL.create(
+        parsed.drivername, parsed.username, None, parsed.host, parsed.port, parsed.database, query
+    )  # (URL.set takes password=None as "unchanged")
+    return bare.render_as_string(hide_password=False)
+
+
+def named_database(given: str, configured: str) -> str:
+    """``--database``'s URL; when it has no password and names the database the
+    configuration names (same user, host, port and database), with that one's password,
+    so a command written down without the password still connects. Otherwise the password
+    comes from where libpq looks (PGPASSWORD, ~/.pgpass)."""
+    try:
+        wanted, known = make_url(normalize_url(given)), make_url(normalize_url(configured))
+    except ArgumentError:
+        return given
+    if wanted.password is not None or known.password is None:
+        return given
+    if make_url(portable_url(given)) == make_url(portable_url(configured)):
+        return wanted.set(password=known.password).render_as_string(hide_password=False)
+    return given
 
 
 def make_engine(
