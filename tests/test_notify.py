@@ -29,6 +29,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from inventory import models as m
 from inventory import store
 from inventory.config import load_settings
+from inventory.findings import FindingEvents
 from inventory.metrics import Metrics
 from inventory.notify import notifications_report
 from inventory.notify.deliver import Deliverer
@@ -38,7 +39,7 @@ from inventory.records import format_timestamp
 from inventory.store import snapshot as store_snapshot
 from inventory.testing import SENTINEL, sample_item, server_error
 
-from .helpers import Harness, items, query, rows, snapshots, wait_for
+from .helpers import Harness, assert_valid_slack, items, query, rows, snapshots, wait_for
 
 SECRET = "whsec_" + base64.b64encode(b"notify-test-signing-secret-0123").decode()
 AUTH = f"Bearer {SENTINEL}-SIEM-AUTH"
@@ -283,9 +284,11 @@ def test_every_event_kind_reaches_the_receiver_signed_as_documented(
     cli.monkeypatch.setattr(
         store_snapshot,
         "enqueue_snapshot",
-        lambda conn, settings, sid, found, now: real(conn, settings, sid, list(opened), now),
+        lambda conn, settings, sid, found, now: real(
+            conn, settings, sid, FindingEvents(list(opened), []), now
+        ),
     )
-    assert cli.run("sync").code == 0  # first inventory + a 14-day expiry warning
+    assert cli.run("sync").code == 0  # first inventory, with a 14-day expiry warning
     z.update("acme", "billing", "api_key", "billing_api_key_0", allowed_domain="evil.example.com")
     removed = z.delete("acme", "billing", "basic_auth", "billing_basic_auth_0")
     z.put("acme", "billing", "api_key", sample_item("api_key", "billing_new_key"))
@@ -294,7 +297,7 @@ def test_every_event_kind_reaches_the_receiver_signed_as_documented(
     assert cli.run("sync").code == 0  # restored
     z.fail("acme", "billing", server_error(500, times=2))
     assert cli.run("sync").code == 1  # failed
-    assert cli.run("sync").code == 1  # failed again: told once
+    assert cli.run("sync").code == 1  # failed again, nothing else: told once
     assert cli.run("sync").code == 0  # recovered
     z.update("acme", "billing", "oauth", "billing_oauth_1", token_expiry="2026-01-01T00:00:00Z")
     assert cli.run("sync").code == 0  # modified token_expiry, and expired
@@ -303,7 +306,7 @@ def test_every_event_kind_reaches_the_receiver_signed_as_documented(
     opened.append(finding)  # what the findings engine passes: a finding this snapshot opened
     for t, name in [(t, i["name"]) for t, i in far_expiry(items("billing", 2))][:6]:
         z.delete("acme", "billing", t, name)
-    assert cli.run("sync", "--no-notify").code == 1  # held (and the finding)
+    assert cli.run("sync", "--no-notify").code == 1  # held, with the finding inside
     held = max(s[0] for s in snapshots(cli.db_url))
     assert notify(cli) == 0
 
@@ -317,20 +320,20 @@ def test_every_event_kind_reaches_the_receiver_signed_as_documented(
             Webhook("whsec_" + base64.b64encode(b"another-secret").decode()).verify(
                 g.body, g.headers
             )
-    assert [(g.payload["type"], g.payload.get("kind")) for g in got] == [
-        ("snapshot", None),
-        ("expiry_warning", "expiring"),
-        ("snapshot", None),
-        ("snapshot", None),
-        ("snapshot_failed", "failed"),
-        ("snapshot_failed", "recovered"),
-        ("snapshot", None),
-        ("expiry_warning", "expired"),
-        ("snapshot_failed", "held"),
-        ("finding", None),
-    ]
     ids = [s[0] for s in snapshots(cli.db_url)]
-    first, changed = got[0].payload, got[2].payload
+    # One message per snapshot; the repeated failure (ids[4]) has nothing to tell.
+    assert [(g.payload["type"], g.payload["snapshot_id"]) for g in got] == [
+        ("snapshot", ids[0]),
+        ("snapshot", ids[1]),
+        ("snapshot", ids[2]),
+        ("snapshot_failed", ids[3]),
+        ("snapshot", ids[5]),
+        ("snapshot", ids[6]),
+        ("snapshot_failed", held),
+    ]
+    first, changed = got[0].payload, got[1].payload
+    (soon_event,) = first["events"]
+    assert soon_event["days_left"] in (9, 10)
     assert first == {
         "type": "snapshot",
         "id": got[0].webhook_id,
@@ -340,24 +343,39 @@ def test_every_event_kind_reaches_the_receiver_signed_as_documented(
         "detected_at": first["detected_at"],
         "first_inventory": True,
         "connection_count": 8,
-        "counts": {"added": 8, "removed": 0, "modified": 0, "restored": 0},
-        "events": [],
-        "events_total": 0,
-        "summary": "acme/billing: first inventory: 8 connections",
-    }
+        "connection_types": {"api_key": 2, "basic_auth": 2, "bearer_token": 2, "oauth": 2},
+        "recovered_from": None,
+        "counts": {"added": 8, "removed": 0, "modified": 0, "restored": 0,
+                   "finding_opened": 0, "finding_resolved": 0, "expiring": 1, "expired": 0},
+        "findings_by_severity": {"critical": 0, "high": 0, "medium": 0, "low": 0},
+        "events": [
+            {"change": "expiring", "type": "oauth", "name": "billing_oauth_0",
+             "threshold_days": 14, "days_left": soon_event["days_left"],
+             "token_expiry": stamp(soon)},
+        ],
+        "events_total": 1,
+        "more": None,
+        "summary": "acme/billing: first inventory: 8 connections (2 api_key, 2 basic_auth, "
+        "2 bearer_token, 2 oauth); 1 expiring",
+    }  # fmt: skip
     assert {k: v for k, v in changed.items() if k != "events"} == {
         "type": "snapshot",
-        "id": got[2].webhook_id,
+        "id": got[1].webhook_id,
         "account": "acme",
         "integration": "billing",
         "snapshot_id": ids[1],
         "detected_at": changed["detected_at"],
         "first_inventory": False,
         "connection_count": 8,
-        "counts": {"added": 1, "removed": 1, "modified": 1, "restored": 0},
+        "connection_types": {},
+        "recovered_from": None,
+        "counts": {"added": 1, "removed": 1, "modified": 1, "restored": 0,
+                   "finding_opened": 0, "finding_resolved": 0, "expiring": 0, "expired": 0},
+        "findings_by_severity": {"critical": 0, "high": 0, "medium": 0, "low": 0},
         "events_total": 3,
-        "summary": "acme/billing: 1 added, 1 modified, 1 removed",
-    }
+        "more": None,
+        "summary": "acme/billing: 1 added, 1 removed, 1 modified",
+    }  # fmt: skip
     assert sorted(changed["events"], key=lambda e: e["change"]) == [
         {"change": "added", "type": "api_key", "name": "billing_new_key", "field": None,
          "old_value": None, "new_value": None},
@@ -367,58 +385,66 @@ def test_every_event_kind_reaches_the_receiver_signed_as_documented(
         {"change": "removed", "type": "basic_auth", "name": "billing_basic_auth_0", "field": None,
          "old_value": None, "new_value": None},
     ]  # fmt: skip
-    expiring = got[1].payload
-    assert {k: v for k, v in expiring.items() if k not in ("detected_at", "days_left")} == {
-        "type": "expiry_warning",
-        "id": got[1].webhook_id,
+    assert [e["change"] for e in got[2].payload["events"]] == ["restored"]
+    failed = got[3].payload
+    assert {k: v for k, v in failed.items() if k != "error"} == {
+        "type": "snapshot_failed",
+        "id": got[3].webhook_id,
         "account": "acme",
         "integration": "billing",
-        "snapshot_id": ids[0],
-        "kind": "expiring",
-        "connection": {"type": "oauth", "name": "billing_oauth_0", "token_expiry": stamp(soon)},
-        "threshold_days": 14,
+        "snapshot_id": ids[3],
+        "detected_at": failed["detected_at"],
+        "kind": "failed",
+        "status": "failed",
+        "previous_status": "complete",
+        "counts": {"added": 0, "removed": 0, "modified": 0, "restored": 0,
+                   "finding_opened": 0, "finding_resolved": 0, "expiring": 0, "expired": 0},
+        "findings_by_severity": {"critical": 0, "high": 0, "medium": 0, "low": 0},
         "events": [],
-        "summary": f"acme/billing: oauth billing_oauth_0: token expires within 14 days "
-        f"({stamp(soon)})",
-    }
-    assert expiring["days_left"] in (9, 10)
-    assert [e["change"] for e in got[3].payload["events"]] == ["restored"]
-    failed = got[4].payload
-    assert failed["status"] == "failed" and failed["previous_status"] is None
+        "events_total": 0,
+        "more": None,
+        "summary": "acme/billing: snapshot failed",
+    }  # fmt: skip
     assert failed["error"].startswith("acme/billing: page 1: ")
-    assert got[4].payload["snapshot_id"] == ids[3]  # the first of the two failures
-    recovered = got[5].payload
-    assert (recovered["kind"], recovered["status"], recovered["previous_status"]) == (
-        "recovered",
-        "complete",
+    recovered = got[4].payload
+    assert (recovered["recovered_from"], recovered["events"], recovered["summary"]) == (
         "failed",
+        [],
+        "acme/billing: recovered (was failed)",
     )
-    assert recovered["error"] is None and recovered["snapshot_id"] == ids[5]
-    assert got[7].payload["connection"]["name"] == "billing_oauth_1"
-    assert got[7].payload["threshold_days"] == 0
-    assert got[8].payload["snapshot_id"] == held and got[8].payload["error"]
-    assert got[9].payload["finding"] == {
-        "id": 7,
-        "rule": "ZIS001",
-        "slug": "wide-domain",
-        "severity": "high",
-        "type": "api_key",
-        "name": "billing_api_key_0",
-        "detail": "allowed_domain is a wildcard",
-        "first_seen_at": format_timestamp(NOW),
-    }
+    expired = got[5].payload
+    assert expired["events"] == [
+        {"change": "expired", "type": "oauth", "name": "billing_oauth_1", "threshold_days": 0,
+         "days_left": 0, "token_expiry": "2026-01-01T00:00:00Z"},
+        {"change": "modified", "type": "oauth", "name": "billing_oauth_1",
+         "field": "token_expiry", "old_value": "2099-01-01T00:00:00Z",
+         "new_value": "2026-01-01T00:00:00Z"},
+    ]  # fmt: skip
+    assert expired["summary"] == "acme/billing: 1 modified; 1 expired"
+    on_hold = got[6].payload
+    assert (on_hold["kind"], on_hold["previous_status"], on_hold["events"]) == (
+        "held",
+        "complete",
+        [{"change": "finding_opened", "rule": "ZIS001", "slug": "wide-domain",
+          "severity": "high", "type": "api_key", "name": "billing_api_key_0",
+          "detail": "allowed_domain is a wildcard"}],
+    )  # fmt: skip
+    assert on_hold["summary"] == "acme/billing: snapshot held; 1 finding opened: 1 high"
+    assert on_hold["error"]
     assert {r[6] for r in outbox(cli.db_url)} == {"sent"}
     # The delivery log, as the command shows it.
     out = cli.run("notifications", "--config", str(cli.config), "--format", "json")
     log = json.loads(out.out)
     assert [r["event"] for r in log] == [
-        "first_inventory", "expiring", "snapshot", "snapshot", "failed", "recovered",
-        "snapshot", "expired", "held", "finding",
+        "first_inventory", "snapshot", "snapshot", "failed", "recovered", "snapshot", "held",
     ]  # fmt: skip
     assert [r["webhook_id"] for r in log] == [g.webhook_id for g in got]
+    assert [r["summary"] for r in log] == [g.payload["summary"] for g in got]
     assert {(r["status"], r["attempts"], r["last_status"]) for r in log} == {("sent", 1, 200)}
     table = cli.run("notifications", "--config", str(cli.config), "--sink", "siem")
-    assert table.code == 0 and "10 notifications" in table.out and "10 sent" in table.out
+    assert table.code == 0 and "7 notifications" in table.out and "7 sent" in table.out
+    for g in got:  # every message as Slack would get it is within Block Kit's limits
+        assert_valid_slack(slack_message(g.payload))
 
 
 def test_a_sink_gets_only_the_events_fields_and_integrations_it_asks_for(
@@ -441,7 +467,11 @@ def test_a_sink_gets_only_the_events_fields_and_integrations_it_asks_for(
     assert [(e["change"], e["field"]) for e in got.payload["events"]] == [
         ("modified", "allowed_domain")
     ]
-    assert got.payload["counts"] == {"added": 0, "removed": 1, "modified": 2, "restored": 0}
+    # counts say what the snapshot did; events_total how many events this sink gets.
+    assert got.payload["counts"] == {"added": 0, "removed": 1, "modified": 2, "restored": 0,
+                                     "finding_opened": 0, "finding_resolved": 0,
+                                     "expiring": 0, "expired": 0}  # fmt: skip
+    assert got.payload["events_total"] == 1
 
 
 # --- delivery through outages ------------------------------------------------------------
@@ -648,7 +678,8 @@ def test_a_sink_added_to_an_existing_database_gets_only_what_happens_after(
     configure(cli, receiver, {"billing": 1})
     assert cli.config is not None
     text = cli.config.read_text()
-    cli.config.write_text(text.split("[[notify]]")[0])
+    sink = text[text.index("[[notify]]") : text.index("[notifications]")]
+    cli.config.write_text(text.replace(sink, ""))
     assert cli.run("sync").code == 0
     cli.config.write_text(text)
     assert cli.run("sync").code == 0  # nothing changed: nothing to tell
@@ -684,8 +715,8 @@ def ledger(db_url: str) -> Iterator[Callable[..., list[tuple[str, int]]]]:
         with engine.begin() as conn:
             if expiry is not None:
                 conn.execute(m.Connection.__table__.update().values(token_expiry=expiry))
-            got = expiry_warnings(conn, "acme", "crm", None, [30, 14, 7, 1], now)
-        return [(w.event, w.body["threshold_days"]) for w in got]
+            got = expiry_warnings(conn, "acme", "crm", [30, 14, 7, 1], now)
+        return [(w.change, w.threshold_days) for w in got]
 
     yield warn
     engine.dispose()
@@ -732,34 +763,6 @@ def test_a_refreshed_token_starts_over(ledger: Callable[..., Any]) -> None:
 
 
 # --- the Slack message -------------------------------------------------------------------
-
-
-def test_slack_blocks_show_at_most_20_changes_then_how_many_more() -> None:
-    events = [
-        {"change": "modified", "type": "api_key", "name": f"k{n}", "field": "allowed_domain",
-         "old_value": "a.example", "new_value": "<b>.example"}
-        for n in range(25)
-    ]  # fmt: skip
-    payload = {
-        "type": "snapshot", "id": "msg_1", "account": "acme", "integration": "crm",
-        "snapshot_id": 12, "detected_at": "2026-12-02T10:00:00Z", "first_inventory": False,
-        "connection_count": 30, "counts": {"added": 0, "removed": 0, "modified": 25,
-        "restored": 0}, "events": events, "events_total": 25,
-        "summary": "acme/crm: 25 modified",
-    }  # fmt: skip
-    message = slack_message(payload)
-    header, section, context = message["blocks"]
-    assert header == {
-        "type": "header",
-        "text": {"type": "plain_text", "text": "acme/crm: 25 modified"},
-    }
-    lines = section["text"]["text"].split("\n")
-    assert len(lines) == 21 and lines[-1] == "and 5 more"
-    assert lines[0] == "modified api_key `k0` allowed_domain: a.example → &lt;b&gt;.example"
-    assert context["elements"][0]["text"] == (
-        "snapshot 12 · 2026-12-02T10:00:00Z · zis-inventory snapshot"
-    )
-    assert message["text"] == "acme/crm: 25 modified"
 
 
 def test_the_report_reads_the_delivery_log(db_url: str) -> None:
