@@ -32,14 +32,23 @@ from inventory.config import load_settings
 from inventory.findings import FindingEvents
 from inventory.metrics import Metrics
 from inventory.notify import notifications_report
-from inventory.notify.deliver import Deliverer
+from inventory.notify.deliver import Deliverer, Pacer
 from inventory.notify.messages import slack_message
 from inventory.notify.outbox import expiry_warnings
 from inventory.records import format_timestamp
 from inventory.store import snapshot as store_snapshot
 from inventory.testing import SENTINEL, sample_item, server_error
 
-from .helpers import Harness, assert_valid_slack, items, query, rows, snapshots, wait_for
+from .helpers import (
+    Harness,
+    assert_valid_slack,
+    items,
+    query,
+    rows,
+    snapshots,
+    sync_at,
+    wait_for,
+)
 
 SECRET = "whsec_" + base64.b64encode(b"notify-test-signing-secret-0123").decode()
 AUTH = f"Bearer {SENTINEL}-SIEM-AUTH"
@@ -54,6 +63,7 @@ class Got:
     headers: dict[str, str]
     body: bytes
     status: int | None  # what it answered; None while blocked
+    at: float = field(default_factory=time.monotonic)  # when it arrived
 
     @property
     def payload(self) -> dict[str, Any]:
@@ -472,6 +482,251 @@ def test_a_sink_gets_only_the_events_fields_and_integrations_it_asks_for(
                                      "finding_opened": 0, "finding_resolved": 0,
                                      "expiring": 0, "expired": 0}  # fmt: skip
     assert got.payload["events_total"] == 1
+
+
+def add_slack_sink(h: Harness, chat: Receiver, extra: str = "") -> None:
+    """A second sink, kind slack, at another loopback receiver."""
+    assert h.config is not None
+    url = chat.url.replace("URL-PATH", "SLACK-PATH")
+    h.monkeypatch.setenv("CHAT_URL", url)
+    h.tokens[("notify", "chat")] = url
+    chat.bodies = h.sent
+    text = h.config.read_text()
+    sink = f'[[notify]]\nname = "chat"\nkind = "slack"\nurl_env = "CHAT_URL"\n{extra}\n\n'
+    h.config.write_text(text.replace("[notifications]", sink + "[notifications]", 1))
+
+
+@pytest.fixture
+def chat() -> Iterator[Receiver]:
+    r = Receiver()
+    r.up()
+    yield r
+    r.down()
+
+
+def test_a_sync_changing_1100_connections_sends_one_message_per_sink_with_true_counts(
+    cli: Harness, receiver: Receiver, chat: Receiver
+) -> None:
+    configure(cli, receiver, {"billing": 275}, extra_sync="page_size = 100\nmax_retries = 0")
+    add_slack_sink(cli, chat)
+    assert cli.run("sync", "--no-notify").code == 0
+    for type_name, item in items("billing", 275):
+        cli.zis.update("acme", "billing", type_name, item["name"], allowed_domain="<!channel>")
+    assert cli.run("sync", "--no-notify").code == 0
+    first, second = (s[0] for s in snapshots(cli.db_url))
+    n = m.Notification
+    assert query(cli.db_url, select(n.sink, n.event).where(n.snapshot_id == second)) == {
+        ("siem", "snapshot"),
+        ("chat", "snapshot"),
+    }
+    assert len(outbox(cli.db_url)) == 4  # and one row per sink for the first inventory
+    assert notify(cli) == 0
+    (webhook,) = [g.payload for g in receiver.delivered() if g.payload["snapshot_id"] == second]
+    assert webhook["counts"] == {"added": 0, "removed": 0, "modified": 1100, "restored": 0,
+                                 "finding_opened": 0, "finding_resolved": 0,
+                                 "expiring": 0, "expired": 0}  # fmt: skip
+    assert (webhook["events_total"], len(webhook["events"]), webhook["more"]) == (
+        1100,
+        50,
+        {"count": 1050, "commands": [f"python -m inventory changes --snapshot {second}"]},
+    )
+    assert webhook["summary"] == "acme/billing: 1,100 modified"
+    # The command the message names lists the rest.
+    listed = cli.run("changes", "--config", str(cli.config), "--snapshot", str(second),
+                     "--format", "json")  # fmt: skip
+    assert listed.code == 0 and len(json.loads(listed.out)) == 1100
+    slack = [g.payload for g in chat.delivered()]
+    for message in slack:
+        assert_valid_slack(message)
+    assert [m["text"] for m in slack] == [
+        "`acme/billing`: first inventory: 1,100 connections (275 `api_key`, 275 `basic_auth`, "
+        "275 `bearer_token`, 275 `oauth`)",
+        "`acme/billing`: 1,100 modified",
+    ]
+    blocks = slack[1]["blocks"]
+    lines = [line for b in blocks[2:-1] for line in b["text"]["text"].split("\n")]
+    assert lines[0] == (
+        "modified `api_key` `billing_api_key_0` `allowed_domain`: "
+        "`billing-api-key-0.example.com` → `&lt;!channel&gt;`"
+    )
+    assert len(lines) == 51
+    assert lines[-1] == f"and 1,050 more: `python -m inventory changes --snapshot {second}`"
+    assert "<!channel>" not in json.dumps(slack)
+    # Paced: the Slack sink's two messages came at least a second apart (a lower bound).
+    arrivals = [g.at for g in chat.delivered()]
+    assert arrivals[1] - arrivals[0] >= 0.9
+    assert first < second
+
+
+def test_the_first_sync_of_the_demo_account_sends_one_summary_per_integration(
+    receiver: Receiver, db_url: str
+) -> None:
+    from inventory.config import (
+        Account,
+        AdminCredential,
+        DatabaseSettings,
+        Integration,
+        ScheduleSettings,
+        Secret,
+        Settings,
+        Sink,
+        SyncSettings,
+    )
+    from inventory.notify.deliver import deliver_pending
+    from inventory.sync import run_sync
+    from inventory.testing import ACCOUNT, FakeZisServer, sample_account, sample_registry
+
+    now = datetime.now(UTC).replace(microsecond=0)
+    with FakeZisServer() as server:
+        integrations = []
+        for name, made in sample_account(now).items():
+            server.add_integration(ACCOUNT, name, f"token-{name}", made)
+            integrations.append(Integration(ACCOUNT, name, Secret(f"token-{name}")))
+        server.add_registry(ACCOUNT, sample_registry(), oauth="admin-token")
+        account = Account(ACCOUNT, server.base_url(ACCOUNT), tuple(integrations),
+                          AdminCredential(Secret("admin-token")))  # fmt: skip
+        settings = Settings(
+            source="(test)",
+            database_url=db_url,
+            database=DatabaseSettings(),
+            sync=SyncSettings(concurrency=3),
+            schedule=ScheduleSettings(),
+            accounts=(account,),
+            notify=(Sink("siem", "webhook", Secret(receiver.url)),),
+        )
+        engine = store.make_engine(db_url)
+        try:
+            store.ensure_schema(engine, migrate=True)
+            run_sync(settings, engine)
+            assert deliver_pending(engine, settings).line() == (
+                "notifications: 4 sent, 0 to retry, 0 dead"
+            )
+        finally:
+            engine.dispose()
+    got = sorted((g.payload for g in receiver.delivered()), key=lambda p: p["summary"])
+    assert [p["summary"] for p in got] == [
+        "acme/billing_sync: first inventory: 12 connections (3 api_key, 3 basic_auth, "
+        "3 bearer_token, 3 oauth); 14 findings opened: 1 high, 12 medium, 1 low; 1 expiring",
+        "acme/crm_bridge: first inventory: 12 connections (3 api_key, 2 basic_auth, "
+        "3 bearer_token, 4 oauth); 14 findings opened: 2 high, 11 medium, 1 low; 1 expired; "
+        "1 expiring",
+        "acme/slack_alerts: first inventory: 12 connections (3 api_key, 2 basic_auth, "
+        "3 bearer_token, 4 oauth); 11 findings opened: 10 medium, 1 low; 1 expiring",
+        "run 1: 1 finding opened: 1 medium",
+    ]
+    for payload in got[:3]:  # the findings named, the most severe first
+        severities = [e["severity"] for e in payload["events"] if "severity" in e]
+        assert severities == sorted(severities, key=["critical", "high", "medium", "low"].index)
+        assert len(payload["events"]) == payload["events_total"]
+        assert_valid_slack(slack_message(payload))
+    assert [(e["rule"], e["integration"]) for e in got[3]["events"]] == [
+        ("ZIS009", "legacy_ftp_export")
+    ]
+
+
+def test_findings_about_no_connection_are_one_message_per_run(
+    cli: Harness, receiver: Receiver
+) -> None:
+    configure(cli, receiver, {"billing": 1, "crm": 1})
+    assert cli.config is not None
+    cli.config.write_text(
+        cli.config.read_text().replace(
+            "[findings.rules.ZIS010]\nenabled = false",
+            '[findings.rules.ZIS010]\nenabled = true\nmax_age = "1d"',
+        )
+    )
+    t1 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    sync_at(cli, t1)
+    for name in ("billing", "crm"):
+        cli.zis.fail("acme", name, server_error(500, times=1))
+    sync_at(cli, t1 + timedelta(days=2), code=1)  # both failed: stale, in one message
+    sync_at(cli, t1 + timedelta(days=2, hours=1))  # both recovered: resolved, in one
+    n = m.Notification
+    by_run = select(m.Snapshot.run_id, n.event, n.integration).outerjoin(
+        m.Snapshot, m.Snapshot.id == n.snapshot_id
+    )
+    assert query(cli.db_url, by_run) == {
+        (1, "first_inventory", "billing"),
+        (1, "first_inventory", "crm"),
+        (2, "failed", "billing"),
+        (2, "failed", "crm"),
+        (None, "run_findings", None),
+        (3, "recovered", "billing"),
+        (3, "recovered", "crm"),
+    }
+    assert [r[2] for r in outbox(cli.db_url)][-1] == "run_findings"
+    assert len(outbox(cli.db_url)) == 8
+    runs = [g.payload for g in receiver.delivered() if g.payload["type"] == "run_findings"]
+    detail = "last complete snapshot 2026-03-01T12:00:00Z, more than max_age=1d ago"
+    stale = [
+        {"change": "finding_opened", "rule": "ZIS010", "slug": "stale-inventory",
+         "severity": "high", "type": None, "name": None, "detail": detail,
+         "account": "acme", "integration": name}
+        for name in ("billing", "crm")
+    ]  # fmt: skip
+    assert runs == [
+        {
+            "type": "run_findings",
+            "id": runs[0]["id"],
+            "account": None,
+            "integration": None,
+            "snapshot_id": None,
+            "run_id": 2,
+            "detected_at": format_timestamp(t1 + timedelta(days=2)),
+            "counts": {"finding_opened": 2, "finding_resolved": 0},
+            "findings_by_severity": {"critical": 0, "high": 2, "medium": 0, "low": 0},
+            "events": stale,
+            "events_total": 2,
+            "more": None,
+            "summary": "run 2: 2 findings opened: 2 high",
+        },
+        {
+            "type": "run_findings",
+            "id": runs[1]["id"],
+            "account": None,
+            "integration": None,
+            "snapshot_id": None,
+            "run_id": 3,
+            "detected_at": format_timestamp(t1 + timedelta(days=2, hours=1)),
+            "counts": {"finding_opened": 0, "finding_resolved": 2},
+            "findings_by_severity": {"critical": 0, "high": 0, "medium": 0, "low": 0},
+            "events": [{**e, "change": "finding_resolved"} for e in stale],
+            "events_total": 2,
+            "more": None,
+            "summary": "run 3: 2 findings resolved",
+        },
+    ]
+    failed = [g.payload for g in receiver.delivered() if g.payload["type"] == "snapshot_failed"]
+    assert [p["events"] for p in failed] == [[], []]  # not told twice
+
+
+def test_a_slack_sink_gets_at_most_one_message_a_second_and_webhooks_are_not_paced() -> None:
+    t = [100.0]
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        t[0] += seconds
+
+    pacer = Pacer(clock=lambda: t[0], sleep=sleep)
+    chat = load_sink("slack")
+    hook = load_sink("webhook")
+    assert pacer.wait(chat) and slept == []  # the first at once
+    t[0] += 0.25
+    assert pacer.wait(chat) and slept == [0.75]  # the next a second after the first
+    assert pacer.wait(hook) and pacer.wait(hook) and slept == [0.75]
+    t[0] += 5
+    assert pacer.wait(chat) and slept == [0.75]  # a second has passed: at once
+    stop = threading.Event()
+    stop.set()
+    assert not pacer.wait(chat, stop)  # stopped while waiting: not sent, not counted
+    assert pacer.wait(chat) and slept == [0.75, 1.0]
+
+
+def load_sink(kind: str) -> Any:
+    from inventory.config import Secret, Sink
+
+    return Sink(kind, kind, Secret("https://example.invalid/x"))
 
 
 # --- delivery through outages ------------------------------------------------------------

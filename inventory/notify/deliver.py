@@ -363,10 +363,10 @@ class Deliverer:
         *,
         taken_over: bool,
     ) -> None:
+        where = f"{message.account}/{message.integration}" if message.account else "of a run"
         what = (
-            f"notify {message.sink}: message {message.id} ({message.event} "
-            f"{message.account}/{message.integration}) attempt {message.attempts}: "
-            f"{answer.describe()}"
+            f"notify {message.sink}: message {message.id} ({message.event} {where}) "
+            f"attempt {message.attempts}: {answer.describe()}"
         )
         extra = {
             "sink": message.sink,
