@@ -27,6 +27,7 @@ PAYLOAD_TYPES = ("snapshot", "snapshot_failed", "run_findings", "test")
 CHANGE_KINDS = ("added", "removed", "modified", "restored")
 EVENT_CHANGES = (*CHANGE_KINDS, "finding_opened", "finding_resolved", "expiring", "expired")
 BY_SEVERITY = tuple(reversed(SEVERITIES))  # critical first
+FAMILIES = ("change", "finding", "expiry")  # the order of the commands in "more"
 
 
 class FindingLike(Protocol):
@@ -90,37 +91,30 @@ class ChangeEvent:
         }
 
 
-@dataclass(frozen=True)
-class FindingEvent:
-    """finding_opened | finding_resolved; ``run`` ones (no connection key) also say where."""
+def finding_wanted(finding: FindingLike, sink: Sink) -> bool:
+    """A finding event (``finding`` in the sink's events checked by the caller) at
+    ``min_severity`` and up, in the sink's accounts and integrations."""
+    if not _in_scope(sink, finding.account, finding.integration):
+        return False
+    return sink.min_severity is None or SEVERITIES.index(finding.severity) >= SEVERITIES.index(
+        sink.min_severity
+    )
 
-    change: str
-    finding: FindingLike
-    run: bool = False
 
-    def wanted(self, sink: Sink) -> bool:
-        if "finding" not in sink.events or not _in_scope(
-            sink, self.finding.account, self.finding.integration
-        ):
-            return False
-        return sink.min_severity is None or SEVERITIES.index(
-            self.finding.severity
-        ) >= SEVERITIES.index(sink.min_severity)
-
-    def as_json(self) -> dict[str, Any]:
-        f = self.finding
-        out: dict[str, Any] = {
-            "change": self.change,
-            "rule": f.rule,
-            "slug": f.slug,
-            "severity": f.severity,
-            "type": f.type,
-            "name": f.name,
-            "detail": f.detail,
-        }
-        if self.run:
-            out |= {"account": f.account, "integration": f.integration}
-        return out
+def finding_json(change: str, f: FindingLike, *, run: bool) -> dict[str, Any]:
+    """finding_opened | finding_resolved; a run's (no connection key) also says where."""
+    out: dict[str, Any] = {
+        "change": change,
+        "rule": f.rule,
+        "slug": f.slug,
+        "severity": f.severity,
+        "type": f.type,
+        "name": f.name,
+        "detail": f.detail,
+    }
+    if run:
+        out |= {"account": f.account, "integration": f.integration}
+    return out
 
 
 @dataclass(frozen=True)
@@ -148,9 +142,6 @@ class ExpiryEvent:
         }
 
 
-Event = ChangeEvent | FindingEvent | ExpiryEvent
-
-
 def expiry_event(
     type_name: str, name: str, token_expiry: datetime, threshold: int, at: datetime
 ) -> ExpiryEvent:
@@ -160,28 +151,48 @@ def expiry_event(
     return ExpiryEvent(change, type_name, name, threshold, days_left, token_expiry)
 
 
-def ordered(events: Iterable[Event]) -> list[Event]:
-    """What a message lists first, when it cannot list everything: findings opened (the
-    most severe first), tokens expired, then expiring, the changes in the order stored,
-    findings resolved."""
+@dataclass(frozen=True)
+class Events:
+    """Events of one kind in a message, in the order listed: the items as the layers
+    below give them (no object per event is made: a first inventory may open a finding
+    for most of 10,000 connections), what selects them, how one is shown."""
 
-    def rank(pair: tuple[int, Event]) -> tuple[int, int, int]:
-        n, e = pair
-        if isinstance(e, FindingEvent):
-            severity = BY_SEVERITY.index(e.finding.severity)
-            return (0 if e.change == "finding_opened" else 4, severity, n)
-        if isinstance(e, ExpiryEvent):
-            return (1 if e.change == "expired" else 2, 0, n)
-        return (3, 0, n)
+    family: str  # change | finding | expiry: which command lists the ones not shown
+    items: Sequence[Any]
+    as_json: Callable[[Any], dict[str, Any]]
+    wanted: Callable[[Any, Sink], bool]
+    kinds: frozenset[str]  # the [[notify]] event kinds that may select some of them
 
-    return [e for _, e in sorted(enumerate(events), key=rank)]
+    def for_sink(self, sink: Sink) -> Sequence[Any]:
+        if not self.kinds & sink.events:
+            return ()
+        unfiltered = (sink.accounts, sink.integrations, sink.min_severity, sink.fields)
+        if self.kinds <= sink.events and unfiltered == (None, None, None, None):
+            return self.items  # each item would be wanted: none is looked at
+        return [item for item in self.items if self.wanted(item, sink)]
 
 
-def finding_events(change: str, found: Iterable[FindingLike], *, run: bool) -> list[FindingEvent]:
-    key: Callable[[FindingLike], tuple[str, ...]] = lambda f: (  # noqa: E731
-        f.account, f.integration, f.rule, f.type or "", f.name or "",
-    )  # fmt: skip
-    return [FindingEvent(change, f, run) for f in sorted(found, key=key)]
+def _findings(change: str, found: Sequence[FindingLike], *, run: bool) -> Events:
+    """Findings as events, the most severe first (a stable sort: otherwise as given)."""
+    ranked = sorted(found, key=lambda f: BY_SEVERITY.index(f.severity))
+    return Events(
+        "finding",
+        ranked,
+        lambda f: finding_json(change, f, run=run),
+        finding_wanted,
+        frozenset({"finding"}),
+    )
+
+
+def _expiry(change: str, events: Sequence[ExpiryEvent]) -> Events:
+    mine = [e for e in events if e.change == change]
+    return Events("expiry", mine, ExpiryEvent.as_json, ExpiryEvent.wanted, frozenset({change}))
+
+
+def _changes(changes: Sequence[ChangeEvent]) -> Events:
+    return Events(
+        "change", changes, ChangeEvent.as_json, ChangeEvent.wanted, frozenset(CHANGE_KINDS)
+    )
 
 
 # --- messages -------------------------------------------------------------------------
@@ -201,34 +212,32 @@ class Message:
     integration: str | None
     snapshot_id: int | None
     body: dict[str, Any]
-    events: tuple[Event, ...] = ()
+    events: tuple[Events, ...] = ()  # in the order listed
     always: frozenset[str] = frozenset()
-    hints: Mapping[str, str] = field(default_factory=dict)  # event kind -> a command
+    hints: Mapping[str, str] = field(default_factory=dict)  # family -> the command
 
     def for_sink(self, sink: Sink) -> dict[str, Any] | None:
         """The payload this sink gets (without ``id``), or None when its filters leave
-        nothing to tell."""
+        nothing to tell: the first MAX_EVENTS of its events listed, all counted."""
         if self.account is not None and not _in_scope(sink, self.account, self.integration):
             return None
-        kept = [e for e in self.events if e.wanted(sink)]
-        if not kept and not self.always & sink.events:
+        listed: list[dict[str, Any]] = []
+        total = 0
+        hidden: set[str] = set()
+        for group in self.events:
+            kept = group.for_sink(sink)
+            shown = kept[: MAX_EVENTS - len(listed)]
+            listed += map(group.as_json, shown)
+            total += len(kept)
+            if len(kept) > len(shown):
+                hidden.add(group.family)
+        if not total and not self.always & sink.events:
             return None
-        return {
-            **self.body,
-            "events": [e.as_json() for e in kept[:MAX_EVENTS]],
-            "events_total": len(kept),
-            "more": self._more(kept[MAX_EVENTS:]),
-        }
-
-    def _more(self, hidden: Sequence[Event]) -> dict[str, Any] | None:
-        """How many events are not listed, and the commands that list them."""
-        if not hidden:
-            return None
-        kinds = {"finding" if isinstance(e, FindingEvent) else e.change for e in hidden}
-        groups = [("change", set(CHANGE_KINDS)), ("finding", {"finding"}),
-                  ("expiry", {"expiring", "expired"})]  # fmt: skip
-        commands = [self.hints[g] for g, members in groups if kinds & members and g in self.hints]
-        return {"count": len(hidden), "commands": commands}
+        more = None
+        if total > len(listed):
+            commands = [self.hints[f] for f in FAMILIES if f in hidden and f in self.hints]
+            more = {"count": total - len(listed), "commands": commands}
+        return {**self.body, "events": listed, "events_total": total, "more": more}
 
 
 def _in_scope(sink: Sink, account: str, integration: str | None) -> bool:
@@ -279,15 +288,16 @@ def snapshot_message(
     expiry: Sequence[ExpiryEvent],
 ) -> Message:
     """The one message of a snapshot: type ``snapshot`` (complete) or ``snapshot_failed``
-    (failed, held), its events in the order ``ordered`` gives."""
+    (failed, held). Its events, in the order listed when not all can be: findings opened
+    (the most severe first), tokens expired, expiring, the changes in the order stored,
+    findings resolved."""
     f = facts
-    events = ordered(
-        [
-            *finding_events("finding_opened", opened, run=False),
-            *expiry,
-            *changes,
-            *finding_events("finding_resolved", resolved, run=False),
-        ]
+    events = (
+        _findings("finding_opened", opened, run=False),
+        _expiry("expired", expiry),
+        _expiry("expiring", expiry),
+        _changes(changes),
+        _findings("finding_resolved", resolved, run=False),
     )
     counts = dict(zip(CHANGE_KINDS, f.counts, strict=True)) | {
         "finding_opened": len(opened),
@@ -338,9 +348,7 @@ def snapshot_message(
         else:
             event, always = "snapshot", frozenset()
     body["summary"] = f"{f.account}/{f.integration}: {what_happened(body, str)}"
-    return Message(
-        event, f.account, f.integration, f.snapshot_id, body, tuple(events), always, hints
-    )
+    return Message(event, f.account, f.integration, f.snapshot_id, body, events, always, hints)
 
 
 def run_findings_message(
@@ -348,11 +356,9 @@ def run_findings_message(
 ) -> Message:
     """The run's findings that belong to no connection (ZIS009 of the registry, ZIS010
     stale inventory), grouped in one message per run."""
-    events = ordered(
-        [
-            *finding_events("finding_opened", opened, run=True),
-            *finding_events("finding_resolved", resolved, run=True),
-        ]
+    events = (
+        _findings("finding_opened", opened, run=True),
+        _findings("finding_resolved", resolved, run=True),
     )
     body: dict[str, Any] = {
         "type": "run_findings",
@@ -366,7 +372,7 @@ def run_findings_message(
     }
     body["summary"] = f"run {run_id}: {what_happened(body, str)}"
     hints = {"finding": "python -m inventory findings --rule ZIS009 --rule ZIS010"}
-    return Message("run_findings", None, None, None, body, tuple(events), frozenset(), hints)
+    return Message("run_findings", None, None, None, body, events, frozenset(), hints)
 
 
 def by_severity(found: Iterable[FindingLike]) -> dict[str, int]:

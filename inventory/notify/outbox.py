@@ -103,9 +103,12 @@ def enqueue_run(
 ) -> None:
     """One message per sink for a run's findings about no connection (the ones
     ``enqueue_snapshot`` leaves out), from what each of its committed snapshots found."""
-    opened = [f for one in found for f in of_integrations(one.opened)]
-    resolved = [f for one in found for f in of_integrations(one.resolved)]
-    if not settings.notify or not (opened or resolved):
+    if not settings.notify:
+        return
+    where = lambda f: (f.account, f.integration, f.rule)  # noqa: E731 (not commit order)
+    opened = sorted((f for one in found for f in of_integrations(one.opened)), key=where)
+    resolved = sorted((f for one in found for f in of_integrations(one.resolved)), key=where)
+    if not (opened or resolved):
         return
     _insert(conn, settings.notify, run_findings_message(run_id, now, opened, resolved), now)
 
