@@ -558,6 +558,36 @@ def test_a_sync_changing_1100_connections_sends_one_message_per_sink_with_true_c
     assert first < second
 
 
+def test_connections_with_hostile_names_reach_slack_as_text(
+    cli: Harness, receiver: Receiver, chat: Receiver
+) -> None:
+    configure(cli, receiver, {"billing": 1})
+    add_slack_sink(cli, chat)
+    assert cli.run("sync").code == 0
+    for name in ("<!channel>", "<!here>", "<@U123>", "<https://evil.example|x>", "*bold*"):
+        cli.zis.put("acme", "billing", "api_key", sample_item("api_key", name))
+    assert cli.run("sync").code == 0
+    message = chat.delivered()[-1].payload
+    assert_valid_slack(message)
+    assert message["text"] == "`acme/billing`: 5 added"
+    assert message["blocks"][2] == {
+        "type": "section",
+        "text": {"type": "mrkdwn", "text": "\n".join([  # in key order, as stored
+            "added `api_key` `*bold*`",
+            "added `api_key` `&lt;!channel&gt;`",
+            "added `api_key` `&lt;!here&gt;`",
+            "added `api_key` `&lt;@U123&gt;`",
+            "added `api_key` `&lt;https://evil.example|x&gt;`",
+        ])},
+    }  # fmt: skip
+    assert not any(c in json.dumps(message) for c in ("<!", "<@", "<http"))
+    # The webhook gets the names as they are (JSON, not mrkdwn).
+    webhook = receiver.delivered()[-1].payload
+    assert {e["name"] for e in webhook["events"]} == {
+        "<!channel>", "<!here>", "<@U123>", "<https://evil.example|x>", "*bold*",
+    }  # fmt: skip
+
+
 def test_the_first_sync_of_the_demo_account_sends_one_summary_per_integration(
     receiver: Receiver, db_url: str
 ) -> None:
