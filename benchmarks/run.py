@@ -15,10 +15,15 @@ is a time no step can beat (`cpu bound` in the throughput table).
     python benchmarks/run.py --million                # adds 100 x 10,000 to the scaling run
     python benchmarks/run.py --only startup           # start-up time of each command
     python benchmarks/run.py --only throughput --core-only   # the sync core alone
+    python benchmarks/run.py --only throughput --sink        # the outbox's share, one sink
 
 ``--core-only`` is a diagnostic: each snapshot's transaction skips the calls after its rows
 (chain, findings, outbox), so that the core's own cost can be told from theirs. A database
 written so holds snapshots with no chain hash (``db verify`` fails on it).
+
+``--sink`` configures one webhook sink (nothing is delivered: a sync's delivery is the
+CLI's, after the run) and reports the time the outbox took inside the snapshot
+transactions, beside theirs and the floor's.
 """
 
 from __future__ import annotations
@@ -170,6 +175,7 @@ def step(args: argparse.Namespace) -> dict[str, Any]:
         Integration,
         ScheduleSettings,
         Settings,
+        Sink,
         SyncSettings,
     )
     from inventory.records import parse_page
@@ -184,6 +190,8 @@ def step(args: argparse.Namespace) -> dict[str, Any]:
     account = AccountConfig(ACCOUNT, args.base_url, integrations)
     sync = SyncSettings(concurrency=args.concurrency, max_removal_ratio=1.0, max_retries=20)
     written = dict.fromkeys(INVENTORY_TABLES, 0)
+    timed = {"outbox_s": 0.0, "tx_s": 0.0}  # summed over the snapshot transactions
+    timed_lock = threading.Lock()
     if args.step == "floor":
         lock = threading.Lock()
         parsed = [0]
@@ -205,29 +213,47 @@ def step(args: argparse.Namespace) -> dict[str, Any]:
         db_cpu = None
         status = "floor"
     else:
+        sinks = (Sink("bench", "webhook", Secret("http://127.0.0.1:9/never")),) if args.sink else ()
         settings = Settings(
-            "(bench)", args.database, DatabaseSettings(), sync, ScheduleSettings(), (account,)
-        )
+            "(bench)", args.database, DatabaseSettings(), sync, ScheduleSettings(), (account,),
+            notify=sinks,
+        )  # fmt: skip
         engine = store.engine_for(settings)
         store.ensure_schema(engine, migrate=True)
 
-        # Rows written, as each snapshot's transaction counts them (inserts and updates).
+        # Rows written, as each snapshot's transaction counts them (inserts and updates),
+        # and the time from the transaction's start to its commit.
         transaction = store.integration_transaction
 
         @contextmanager
-        def counted(*args: Any) -> Iterator[Any]:
-            with transaction(*args) as tx:
+        def counted(*args: Any, **kwargs: Any) -> Iterator[Any]:
+            with transaction(*args, **kwargs) as tx:
+                start = time.perf_counter()  # the lock taken: the transaction's own time
                 yield tx
+            with timed_lock:
+                timed["tx_s"] += time.perf_counter() - start
             for table, rows in tx.written.items():
                 written[table] += rows
 
         store.integration_transaction = counted
+        from inventory.store import snapshot
+
         if args.core_only:  # the diagnostic: no chain, findings or outbox
-            from inventory.store import snapshot
+            from inventory.findings import FindingEvents
 
             snapshot.extend_chain = lambda *a: None
-            snapshot.update_findings = lambda *a: []
+            snapshot.update_findings = lambda *a: FindingEvents([], [])
             snapshot.enqueue_snapshot = lambda *a: None
+        else:
+            enqueue = snapshot.enqueue_snapshot
+
+            def outbox(*args: Any) -> None:
+                start = time.perf_counter()
+                enqueue(*args)
+                with timed_lock:
+                    timed["outbox_s"] += time.perf_counter() - start
+
+            snapshot.enqueue_snapshot = outbox
 
         local_postgres = is_local_postgres(args.database)
         db_cpu0 = postgres_cpu() if local_postgres else 0.0
@@ -244,6 +270,7 @@ def step(args: argparse.Namespace) -> dict[str, Any]:
         "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "written": written,
         "status": status,
+        **timed,
     }
 
 
@@ -302,7 +329,7 @@ def measure_once(
     cmd = [
         sys.executable, __file__, "--step", kind, "--base-url", server.base_url, "--database", database,
         "--integrations", str(spec.integrations), "--concurrency", str(concurrency),
-        *(["--core-only"] if CORE_ONLY else []),
+        *(["--core-only"] if CORE_ONLY else []), *(["--sink"] if SINK else []),
     ]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode != 0:
@@ -452,7 +479,14 @@ def cpu_bound(row: Row) -> str:
     if "floor_wall" not in f:
         return ""
     busy = f["cpu"] + (f.get("db_cpu") or 0.0) + f["api_cpu"]
-    return f"   cpu bound {busy / (os.cpu_count() or 1) / f['floor_wall']:.2f} x floor"
+    bound = f"   cpu bound {busy / (os.cpu_count() or 1) / f['floor_wall']:.2f} x floor"
+    if SINK and f.get("tx_s"):
+        bound += (
+            f"   outbox {f['outbox_s']:.3f} s = {100 * f['outbox_s'] / f['tx_s']:.1f}% of the "
+            f"snapshot transactions ({f['tx_s']:.2f} s), "
+            f"{100 * f['outbox_s'] / f['floor_wall']:.1f}% of the floor"
+        )
+    return bound
 
 
 def scaling(args: argparse.Namespace, tmp: str) -> None:
@@ -688,12 +722,17 @@ def main() -> None:
         action="store_true",
         help="a diagnostic: skip the chain, findings and outbox in each snapshot's transaction",
     )
+    parser.add_argument(
+        "--sink",
+        action="store_true",
+        help="configure one webhook sink (nothing delivered) and show the outbox's time",
+    )
     parser.add_argument("--step", help=argparse.SUPPRESS)
     parser.add_argument("--base-url", help=argparse.SUPPRESS)
     parser.add_argument("--integrations", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    global CORE_ONLY
-    CORE_ONLY = args.core_only
+    global CORE_ONLY, SINK
+    CORE_ONLY, SINK = args.core_only, args.sink
     if args.step:
         print(json.dumps(step(args)))
         return
@@ -702,6 +741,7 @@ def main() -> None:
     print(
         f"zis-inventory benchmarks on {platform.node()}: {os.cpu_count()} cores, Python {platform.python_version()}, database {args.database.split('@')[-1]}"
         + (" (--core-only: no chain, findings or outbox)" if CORE_ONLY else "")
+        + (" (--sink: one webhook sink, not delivered)" if SINK else "")
     )
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -713,6 +753,7 @@ def main() -> None:
 
 CREATED: list[tuple[str, str]] = []  # (admin URL, database) made for this run
 CORE_ONLY = False  # --core-only, passed on to each step
+SINK = False  # --sink, passed on to each step
 
 
 def drop_created() -> None:

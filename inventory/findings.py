@@ -663,6 +663,31 @@ class OpenedFinding:
     note: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class ResolvedFinding:
+    """A finding whose episode this transaction ended (``note`` says why, when it was not
+    simply fixed). Suppressed ones are not returned: nobody was told they opened."""
+
+    id: int
+    rule: str
+    slug: str
+    severity: str
+    account: str
+    integration: str
+    type: str | None
+    name: str | None
+    detail: str
+    first_seen_at: datetime
+    note: str | None = None
+
+
+class FindingEvents(NamedTuple):
+    """What one evaluation changed that is told (notifications, §11)."""
+
+    opened: list[OpenedFinding]
+    resolved: list[ResolvedFinding]
+
+
 def update_findings(
     conn: Connection,
     settings: Settings | None,
@@ -671,12 +696,12 @@ def update_findings(
     now: datetime,
     snapshot_id: int | None = None,
     changed: frozenset[tuple[str, str]] | None = None,
-) -> list[OpenedFinding]:
+) -> FindingEvents:
     """Evaluate the rules of one integration (and the account-level ones of its account)
     at ``now`` and bring the ``findings`` table up to date, in the caller's transaction:
     a new (rule, key) opens an episode, one still firing moves its ``last_seen_at``
     (and detail, severity, suppression), one that no longer fires is resolved. Returns
-    what became visible, for notifications.
+    what opened and what was resolved, for notifications.
 
     Called for a snapshot (``snapshot_id``, with the (type, name) keys whose rows it
     ``changed``), the connection rules' last result is kept for the rows no snapshot
@@ -712,7 +737,7 @@ def update_findings(
             integration,
             type(exc).__name__,
         )
-        return []
+        return FindingEvents([], [])
     fired = {
         f.key: f
         for f in found
@@ -742,6 +767,7 @@ def update_findings(
         )
     disabled = {a.rule.id for a in active if not a.enabled}
     opened: list[OpenedFinding] = []
+    resolved: list[ResolvedFinding] = []
     unchanged: list[int] = []
     for row in open_rows:
         key = (row.rule, row.account, row.integration, row.type, row.name)
@@ -749,6 +775,8 @@ def update_findings(
         if f is None:
             note = "rule disabled in the configuration" if row.rule in disabled else row.note
             conn.execute(update(t).where(t.c.id == row.id).values(resolved_at=now, note=note))
+            if row.suppressed_by is None:
+                resolved.append(_resolved(row, note))
             continue
         s = suppression_for(f, findings_settings.suppress, now)
         values: dict[str, Any] = {}
@@ -814,7 +842,7 @@ def update_findings(
         )
         id_of = {tuple(key): id_ for id_, *key in opened_now}
         opened.extend(_opened(id_of[f.key], f, now) for f, s in new if s is None)
-    return opened
+    return FindingEvents(opened, resolved)
 
 
 def _standing_until(
@@ -848,6 +876,13 @@ def _opened(
     id_: int, f: Finding, first_seen_at: datetime, note: str | None = None
 ) -> OpenedFinding:
     return OpenedFinding(id_, *f.values, first_seen_at, note)
+
+
+def _resolved(row: Any, note: str | None) -> ResolvedFinding:
+    return ResolvedFinding(
+        row.id, row.rule, row.slug, row.severity, row.account, row.integration,
+        row.type, row.name, row.detail, row.first_seen_at, note,
+    )  # fmt: skip
 
 
 def _lock(conn: Connection, account: str, integration: str) -> None:

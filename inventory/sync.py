@@ -30,6 +30,8 @@ from .errors import (
     ResponseError,
     SnapshotError,
 )
+from .findings import FindingEvents
+from .notify.outbox import enqueue_run
 from .progress import NO_PROGRESS, Progress
 from .records import Connection, fetched_digest, parse_page
 from .results import RunResult, SnapshotResult, run_status
@@ -77,7 +79,17 @@ class _Run:
     clock: Clock
     progress: Progress = NO_PROGRESS
     drift: dict[str, list[str]] = field(default_factory=dict)
+    found: list[FindingEvents] = field(default_factory=list)  # by the committed snapshots
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def committed(self, found: FindingEvents) -> None:
+        with self.lock:
+            self.found.append(found)
+
+    def tell_findings(self, conn: store.Connection) -> None:
+        """At the run's end, in the transaction that finishes it: one message per sink of
+        the findings about no connection that its snapshots opened or resolved."""
+        enqueue_run(conn, self.settings, self.run_id, self.found, store.now())
 
 
 def run_sync(
@@ -148,9 +160,15 @@ def run_sync(
         for client in clients.values():
             client.close()
     if any(r.status == ResultStatus.INTERRUPTED for r in results):
-        _finish(engine, run, RunStatus.FAILED, "interrupted before every snapshot was written")
+        _finish(
+            engine,
+            run,
+            RunStatus.FAILED,
+            "interrupted before every snapshot was written",
+            ctx.tell_findings,
+        )
     else:
-        _finish(engine, run, run_status(results))
+        _finish(engine, run, run_status(results), None, ctx.tell_findings)
     for type_name, places in sorted(ctx.drift.items()):
         log.warning(
             "connection type %r is not known to this version; kept with the common fields "
@@ -267,7 +285,9 @@ def apply(
         fetched_digest=fetched.digest,
     )
     sync = ctx.settings.sync
-    with store.integration_transaction(ctx.engine, account, name, ctx.settings) as tx:
+    with store.integration_transaction(
+        ctx.engine, account, name, ctx.settings, ctx.committed
+    ) as tx:
         if ctx.stop.is_set():
             raise Interrupted(f"{account}/{name}: interrupted")
         newer = tx.newer_snapshot(started)
@@ -321,7 +341,9 @@ def _record_failure(
         error=error,
     )
     try:
-        with store.integration_transaction(ctx.engine, account, name, ctx.settings) as tx:
+        with store.integration_transaction(
+            ctx.engine, account, name, ctx.settings, ctx.committed
+        ) as tx:
             snapshot_id = tx.write(row)
     except SnapshotError as exc:  # the database refused even that: stop the run
         raise DatabaseError(f"{account}/{name}: cannot record the failed snapshot: {exc}") from None
@@ -378,10 +400,14 @@ def _interruption(exc: BaseException) -> str:
 
 
 def _finish(
-    engine: store.Engine, run: store.Run, status: RunStatus, error: str | None = None
+    engine: store.Engine,
+    run: store.Run,
+    status: RunStatus,
+    error: str | None = None,
+    also: Callable[[store.Connection], None] | None = None,
 ) -> None:
     try:
-        store.finish_run(engine, run, status, error)
+        store.finish_run(engine, run, status, error, also)
     except DatabaseError as exc:
         log.error("%s; the next run will mark it abandoned", exc)
 

@@ -429,3 +429,25 @@ def expected(h: Harness, integrations: list[str]) -> set[tuple[str, str, str, st
 def failed_error(h: Harness) -> set[tuple[Any, ...]]:
     s = m.Snapshot
     return query(h.db_url, select(s.integration, s.status, s.error).where(s.status != "complete"))
+
+
+def assert_valid_slack(message: dict[str, Any]) -> None:
+    """A Slack message within Block Kit's limits, as slack_sdk's block models check them:
+    a ``text`` fallback, at most 50 blocks, a header of at most 150 characters, sections
+    of at most 3,000; each block parses to itself and validates."""
+    from slack_sdk.models.blocks import Block, HeaderBlock, SectionBlock
+
+    assert set(message) == {"text", "blocks"}
+    assert isinstance(message["text"], str) and message["text"].strip()
+    assert len(message["text"]) <= 3000
+    blocks = message["blocks"]
+    assert 2 <= len(blocks) <= 50
+    parsed = [Block.parse(b) for b in blocks]
+    for block, raw in zip(parsed, blocks, strict=True):
+        assert block is not None, raw
+        block.validate_json()
+        assert block.to_dict() == raw
+    assert isinstance(parsed[0], HeaderBlock) and len(blocks[0]["text"]["text"]) <= 150
+    for block in parsed:
+        if isinstance(block, SectionBlock):
+            assert block.text is not None and len(block.text.text) <= 3000

@@ -135,7 +135,8 @@ def test_update_findings_returns_what_opened(acme: Harness) -> None:
     try:
         later = T1 + timedelta(days=10)
         with engine.begin() as conn:
-            opened = findings.update_findings(conn, settings, "acme", "crm", later)
+            opened, resolved = findings.update_findings(conn, settings, "acme", "crm", later)
+        assert resolved == []
         (stale,) = opened
         assert (stale.rule, stale.slug, stale.severity, stale.account, stale.integration) == (
             "ZIS010",
@@ -155,10 +156,10 @@ def test_update_findings_returns_what_opened(acme: Harness) -> None:
         )
         assert isinstance(stale.id, int)
         with engine.begin() as conn:  # nothing new the second time
-            assert findings.update_findings(conn, settings, "acme", "crm", later) == []
+            assert findings.update_findings(conn, settings, "acme", "crm", later) == ([], [])
         with engine.connect() as conn:  # all new at once: each told with its own row's id
             conn.execute(delete(m.Finding))
-            opened = findings.update_findings(conn, settings, "acme", "crm", later)
+            opened, _ = findings.update_findings(conn, settings, "acme", "crm", later)
             stored = set(conn.execute(select(m.Finding.id, m.Finding.rule, m.Finding.name)))
             conn.rollback()
         assert {(f.id, f.rule, f.name) for f in opened} == stored
@@ -166,6 +167,20 @@ def test_update_findings_returns_what_opened(acme: Harness) -> None:
             ("ZIS001", "open_key"),
             ("ZIS010", None),
         }
+        # A fresh snapshot resolves the stale inventory: told as resolved, with its row.
+        with engine.begin() as conn:
+            conn.execute(
+                m.Snapshot.__table__.update().values(started_at=later - timedelta(hours=1))
+            )
+            opened, resolved = findings.update_findings(conn, settings, "acme", "crm", later)
+        ((zis010,),) = rows(acme.db_url, "SELECT id FROM findings WHERE rule = 'ZIS010'")
+        assert opened == []
+        assert resolved == [
+            findings.ResolvedFinding(
+                zis010, "ZIS010", "stale-inventory", "high", "acme", "crm", None, None,
+                "last complete snapshot 2026-06-01T12:00:00Z, more than max_age=2d ago", later,
+            )
+        ]  # fmt: skip
     finally:
         engine.dispose()
 
@@ -315,7 +330,7 @@ def test_suppressions_before_on_and_after_until(
         settings = load_settings(str(acme.config), resolve_tokens=False)
         engine = store.make_engine(acme.db_url)
         with engine.connect() as conn:
-            told = findings.update_findings(conn, settings, "acme", "crm", now)
+            told, _ = findings.update_findings(conn, settings, "acme", "crm", now)
             conn.rollback()
         engine.dispose()
         assert {(f.rule, f.name, f.first_seen_at, f.note) for f in told} == {

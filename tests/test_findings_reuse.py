@@ -87,7 +87,8 @@ class Account:
             )  # fmt: skip
             tx.write(row, changes)
             self.told.append(
-                sorted((f.rule, f.type, f.name, f.detail, f.first_seen_at, self.plain(f.note)) for f in tx.opened)
+                sorted((f.rule, f.type, f.name, f.detail, f.first_seen_at, self.plain(f.note)) for f in tx.found.opened)
+                + sorted(("resolved", f.rule, f.type, f.name, self.plain(f.note)) for f in tx.found.resolved)
             )  # fmt: skip
         store.finish_run(self.engine, run, "complete")
 

@@ -29,16 +29,26 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from inventory import models as m
 from inventory import store
 from inventory.config import load_settings
+from inventory.findings import FindingEvents
 from inventory.metrics import Metrics
 from inventory.notify import notifications_report
-from inventory.notify.deliver import Deliverer
+from inventory.notify.deliver import Deliverer, Pacer
 from inventory.notify.messages import slack_message
 from inventory.notify.outbox import expiry_warnings
 from inventory.records import format_timestamp
 from inventory.store import snapshot as store_snapshot
 from inventory.testing import SENTINEL, sample_item, server_error
 
-from .helpers import Harness, items, query, rows, snapshots, wait_for
+from .helpers import (
+    Harness,
+    assert_valid_slack,
+    items,
+    query,
+    rows,
+    snapshots,
+    sync_at,
+    wait_for,
+)
 
 SECRET = "whsec_" + base64.b64encode(b"notify-test-signing-secret-0123").decode()
 AUTH = f"Bearer {SENTINEL}-SIEM-AUTH"
@@ -53,6 +63,7 @@ class Got:
     headers: dict[str, str]
     body: bytes
     status: int | None  # what it answered; None while blocked
+    at: float = field(default_factory=time.monotonic)  # when it arrived
 
     @property
     def payload(self) -> dict[str, Any]:
@@ -283,9 +294,11 @@ def test_every_event_kind_reaches_the_receiver_signed_as_documented(
     cli.monkeypatch.setattr(
         store_snapshot,
         "enqueue_snapshot",
-        lambda conn, settings, sid, found, now: real(conn, settings, sid, list(opened), now),
+        lambda conn, settings, sid, found, now: real(
+            conn, settings, sid, FindingEvents(list(opened), []), now
+        ),
     )
-    assert cli.run("sync").code == 0  # first inventory + a 14-day expiry warning
+    assert cli.run("sync").code == 0  # first inventory, with a 14-day expiry warning
     z.update("acme", "billing", "api_key", "billing_api_key_0", allowed_domain="evil.example.com")
     removed = z.delete("acme", "billing", "basic_auth", "billing_basic_auth_0")
     z.put("acme", "billing", "api_key", sample_item("api_key", "billing_new_key"))
@@ -294,7 +307,7 @@ def test_every_event_kind_reaches_the_receiver_signed_as_documented(
     assert cli.run("sync").code == 0  # restored
     z.fail("acme", "billing", server_error(500, times=2))
     assert cli.run("sync").code == 1  # failed
-    assert cli.run("sync").code == 1  # failed again: told once
+    assert cli.run("sync").code == 1  # failed again, nothing else: told once
     assert cli.run("sync").code == 0  # recovered
     z.update("acme", "billing", "oauth", "billing_oauth_1", token_expiry="2026-01-01T00:00:00Z")
     assert cli.run("sync").code == 0  # modified token_expiry, and expired
@@ -303,7 +316,7 @@ def test_every_event_kind_reaches_the_receiver_signed_as_documented(
     opened.append(finding)  # what the findings engine passes: a finding this snapshot opened
     for t, name in [(t, i["name"]) for t, i in far_expiry(items("billing", 2))][:6]:
         z.delete("acme", "billing", t, name)
-    assert cli.run("sync", "--no-notify").code == 1  # held (and the finding)
+    assert cli.run("sync", "--no-notify").code == 1  # held, with the finding inside
     held = max(s[0] for s in snapshots(cli.db_url))
     assert notify(cli) == 0
 
@@ -317,20 +330,20 @@ def test_every_event_kind_reaches_the_receiver_signed_as_documented(
             Webhook("whsec_" + base64.b64encode(b"another-secret").decode()).verify(
                 g.body, g.headers
             )
-    assert [(g.payload["type"], g.payload.get("kind")) for g in got] == [
-        ("snapshot", None),
-        ("expiry_warning", "expiring"),
-        ("snapshot", None),
-        ("snapshot", None),
-        ("snapshot_failed", "failed"),
-        ("snapshot_failed", "recovered"),
-        ("snapshot", None),
-        ("expiry_warning", "expired"),
-        ("snapshot_failed", "held"),
-        ("finding", None),
-    ]
     ids = [s[0] for s in snapshots(cli.db_url)]
-    first, changed = got[0].payload, got[2].payload
+    # One message per snapshot; the repeated failure (ids[4]) has nothing to tell.
+    assert [(g.payload["type"], g.payload["snapshot_id"]) for g in got] == [
+        ("snapshot", ids[0]),
+        ("snapshot", ids[1]),
+        ("snapshot", ids[2]),
+        ("snapshot_failed", ids[3]),
+        ("snapshot", ids[5]),
+        ("snapshot", ids[6]),
+        ("snapshot_failed", held),
+    ]
+    first, changed = got[0].payload, got[1].payload
+    (soon_event,) = first["events"]
+    assert soon_event["days_left"] in (9, 10)
     assert first == {
         "type": "snapshot",
         "id": got[0].webhook_id,
@@ -340,24 +353,39 @@ def test_every_event_kind_reaches_the_receiver_signed_as_documented(
         "detected_at": first["detected_at"],
         "first_inventory": True,
         "connection_count": 8,
-        "counts": {"added": 8, "removed": 0, "modified": 0, "restored": 0},
-        "events": [],
-        "events_total": 0,
-        "summary": "acme/billing: first inventory: 8 connections",
-    }
+        "connection_types": {"api_key": 2, "basic_auth": 2, "bearer_token": 2, "oauth": 2},
+        "recovered_from": None,
+        "counts": {"added": 8, "removed": 0, "modified": 0, "restored": 0,
+                   "finding_opened": 0, "finding_resolved": 0, "expiring": 1, "expired": 0},
+        "findings_by_severity": {"critical": 0, "high": 0, "medium": 0, "low": 0},
+        "events": [
+            {"change": "expiring", "type": "oauth", "name": "billing_oauth_0",
+             "threshold_days": 14, "days_left": soon_event["days_left"],
+             "token_expiry": stamp(soon)},
+        ],
+        "events_total": 1,
+        "more": None,
+        "summary": "acme/billing: first inventory: 8 connections (2 api_key, 2 basic_auth, "
+        "2 bearer_token, 2 oauth); 1 expiring",
+    }  # fmt: skip
     assert {k: v for k, v in changed.items() if k != "events"} == {
         "type": "snapshot",
-        "id": got[2].webhook_id,
+        "id": got[1].webhook_id,
         "account": "acme",
         "integration": "billing",
         "snapshot_id": ids[1],
         "detected_at": changed["detected_at"],
         "first_inventory": False,
         "connection_count": 8,
-        "counts": {"added": 1, "removed": 1, "modified": 1, "restored": 0},
+        "connection_types": {},
+        "recovered_from": None,
+        "counts": {"added": 1, "removed": 1, "modified": 1, "restored": 0,
+                   "finding_opened": 0, "finding_resolved": 0, "expiring": 0, "expired": 0},
+        "findings_by_severity": {"critical": 0, "high": 0, "medium": 0, "low": 0},
         "events_total": 3,
-        "summary": "acme/billing: 1 added, 1 modified, 1 removed",
-    }
+        "more": None,
+        "summary": "acme/billing: 1 added, 1 removed, 1 modified",
+    }  # fmt: skip
     assert sorted(changed["events"], key=lambda e: e["change"]) == [
         {"change": "added", "type": "api_key", "name": "billing_new_key", "field": None,
          "old_value": None, "new_value": None},
@@ -367,58 +395,66 @@ def test_every_event_kind_reaches_the_receiver_signed_as_documented(
         {"change": "removed", "type": "basic_auth", "name": "billing_basic_auth_0", "field": None,
          "old_value": None, "new_value": None},
     ]  # fmt: skip
-    expiring = got[1].payload
-    assert {k: v for k, v in expiring.items() if k not in ("detected_at", "days_left")} == {
-        "type": "expiry_warning",
-        "id": got[1].webhook_id,
+    assert [e["change"] for e in got[2].payload["events"]] == ["restored"]
+    failed = got[3].payload
+    assert {k: v for k, v in failed.items() if k != "error"} == {
+        "type": "snapshot_failed",
+        "id": got[3].webhook_id,
         "account": "acme",
         "integration": "billing",
-        "snapshot_id": ids[0],
-        "kind": "expiring",
-        "connection": {"type": "oauth", "name": "billing_oauth_0", "token_expiry": stamp(soon)},
-        "threshold_days": 14,
+        "snapshot_id": ids[3],
+        "detected_at": failed["detected_at"],
+        "kind": "failed",
+        "status": "failed",
+        "previous_status": "complete",
+        "counts": {"added": 0, "removed": 0, "modified": 0, "restored": 0,
+                   "finding_opened": 0, "finding_resolved": 0, "expiring": 0, "expired": 0},
+        "findings_by_severity": {"critical": 0, "high": 0, "medium": 0, "low": 0},
         "events": [],
-        "summary": f"acme/billing: oauth billing_oauth_0: token expires within 14 days "
-        f"({stamp(soon)})",
-    }
-    assert expiring["days_left"] in (9, 10)
-    assert [e["change"] for e in got[3].payload["events"]] == ["restored"]
-    failed = got[4].payload
-    assert failed["status"] == "failed" and failed["previous_status"] is None
+        "events_total": 0,
+        "more": None,
+        "summary": "acme/billing: snapshot failed",
+    }  # fmt: skip
     assert failed["error"].startswith("acme/billing: page 1: ")
-    assert got[4].payload["snapshot_id"] == ids[3]  # the first of the two failures
-    recovered = got[5].payload
-    assert (recovered["kind"], recovered["status"], recovered["previous_status"]) == (
-        "recovered",
-        "complete",
+    recovered = got[4].payload
+    assert (recovered["recovered_from"], recovered["events"], recovered["summary"]) == (
         "failed",
+        [],
+        "acme/billing: recovered (was failed)",
     )
-    assert recovered["error"] is None and recovered["snapshot_id"] == ids[5]
-    assert got[7].payload["connection"]["name"] == "billing_oauth_1"
-    assert got[7].payload["threshold_days"] == 0
-    assert got[8].payload["snapshot_id"] == held and got[8].payload["error"]
-    assert got[9].payload["finding"] == {
-        "id": 7,
-        "rule": "ZIS001",
-        "slug": "wide-domain",
-        "severity": "high",
-        "type": "api_key",
-        "name": "billing_api_key_0",
-        "detail": "allowed_domain is a wildcard",
-        "first_seen_at": format_timestamp(NOW),
-    }
+    expired = got[5].payload
+    assert expired["events"] == [
+        {"change": "expired", "type": "oauth", "name": "billing_oauth_1", "threshold_days": 0,
+         "days_left": 0, "token_expiry": "2026-01-01T00:00:00Z"},
+        {"change": "modified", "type": "oauth", "name": "billing_oauth_1",
+         "field": "token_expiry", "old_value": "2099-01-01T00:00:00Z",
+         "new_value": "2026-01-01T00:00:00Z"},
+    ]  # fmt: skip
+    assert expired["summary"] == "acme/billing: 1 modified; 1 expired"
+    on_hold = got[6].payload
+    assert (on_hold["kind"], on_hold["previous_status"], on_hold["events"]) == (
+        "held",
+        "complete",
+        [{"change": "finding_opened", "rule": "ZIS001", "slug": "wide-domain",
+          "severity": "high", "type": "api_key", "name": "billing_api_key_0",
+          "detail": "allowed_domain is a wildcard"}],
+    )  # fmt: skip
+    assert on_hold["summary"] == "acme/billing: snapshot held; 1 finding opened: 1 high"
+    assert on_hold["error"]
     assert {r[6] for r in outbox(cli.db_url)} == {"sent"}
     # The delivery log, as the command shows it.
     out = cli.run("notifications", "--config", str(cli.config), "--format", "json")
     log = json.loads(out.out)
     assert [r["event"] for r in log] == [
-        "first_inventory", "expiring", "snapshot", "snapshot", "failed", "recovered",
-        "snapshot", "expired", "held", "finding",
+        "first_inventory", "snapshot", "snapshot", "failed", "recovered", "snapshot", "held",
     ]  # fmt: skip
     assert [r["webhook_id"] for r in log] == [g.webhook_id for g in got]
+    assert [r["summary"] for r in log] == [g.payload["summary"] for g in got]
     assert {(r["status"], r["attempts"], r["last_status"]) for r in log} == {("sent", 1, 200)}
     table = cli.run("notifications", "--config", str(cli.config), "--sink", "siem")
-    assert table.code == 0 and "10 notifications" in table.out and "10 sent" in table.out
+    assert table.code == 0 and "7 notifications" in table.out and "7 sent" in table.out
+    for g in got:  # every message as Slack would get it is within Block Kit's limits
+        assert_valid_slack(slack_message(g.payload))
 
 
 def test_a_sink_gets_only_the_events_fields_and_integrations_it_asks_for(
@@ -441,7 +477,287 @@ def test_a_sink_gets_only_the_events_fields_and_integrations_it_asks_for(
     assert [(e["change"], e["field"]) for e in got.payload["events"]] == [
         ("modified", "allowed_domain")
     ]
-    assert got.payload["counts"] == {"added": 0, "removed": 1, "modified": 2, "restored": 0}
+    # counts say what the snapshot did; events_total how many events this sink gets.
+    assert got.payload["counts"] == {"added": 0, "removed": 1, "modified": 2, "restored": 0,
+                                     "finding_opened": 0, "finding_resolved": 0,
+                                     "expiring": 0, "expired": 0}  # fmt: skip
+    assert got.payload["events_total"] == 1
+
+
+def add_slack_sink(h: Harness, chat: Receiver, extra: str = "") -> None:
+    """A second sink, kind slack, at another loopback receiver."""
+    assert h.config is not None
+    url = chat.url.replace("URL-PATH", "SLACK-PATH")
+    h.monkeypatch.setenv("CHAT_URL", url)
+    h.tokens[("notify", "chat")] = url
+    chat.bodies = h.sent
+    text = h.config.read_text()
+    sink = f'[[notify]]\nname = "chat"\nkind = "slack"\nurl_env = "CHAT_URL"\n{extra}\n\n'
+    h.config.write_text(text.replace("[notifications]", sink + "[notifications]", 1))
+
+
+@pytest.fixture
+def chat() -> Iterator[Receiver]:
+    r = Receiver()
+    r.up()
+    yield r
+    r.down()
+
+
+def test_a_sync_changing_1100_connections_sends_one_message_per_sink_with_true_counts(
+    cli: Harness, receiver: Receiver, chat: Receiver
+) -> None:
+    configure(cli, receiver, {"billing": 275}, extra_sync="page_size = 100\nmax_retries = 0")
+    add_slack_sink(cli, chat)
+    assert cli.run("sync", "--no-notify").code == 0
+    for type_name, item in items("billing", 275):
+        cli.zis.update("acme", "billing", type_name, item["name"], allowed_domain="<!channel>")
+    assert cli.run("sync", "--no-notify").code == 0
+    first, second = (s[0] for s in snapshots(cli.db_url))
+    n = m.Notification
+    assert query(cli.db_url, select(n.sink, n.event).where(n.snapshot_id == second)) == {
+        ("siem", "snapshot"),
+        ("chat", "snapshot"),
+    }
+    assert len(outbox(cli.db_url)) == 4  # and one row per sink for the first inventory
+    assert notify(cli) == 0
+    (webhook,) = [g.payload for g in receiver.delivered() if g.payload["snapshot_id"] == second]
+    assert webhook["counts"] == {"added": 0, "removed": 0, "modified": 1100, "restored": 0,
+                                 "finding_opened": 0, "finding_resolved": 0,
+                                 "expiring": 0, "expired": 0}  # fmt: skip
+    assert (webhook["events_total"], len(webhook["events"]), webhook["more"]) == (
+        1100,
+        50,
+        {"count": 1050, "commands": [f"python -m inventory changes --snapshot {second}"]},
+    )
+    assert webhook["summary"] == "acme/billing: 1,100 modified"
+    # The command the message names lists the rest.
+    listed = cli.run("changes", "--config", str(cli.config), "--snapshot", str(second),
+                     "--format", "json")  # fmt: skip
+    assert listed.code == 0 and len(json.loads(listed.out)) == 1100
+    slack = [g.payload for g in chat.delivered()]
+    for message in slack:
+        assert_valid_slack(message)
+    assert [m["text"] for m in slack] == [
+        "`acme/billing`: first inventory: 1,100 connections (275 `api_key`, 275 `basic_auth`, "
+        "275 `bearer_token`, 275 `oauth`)",
+        "`acme/billing`: 1,100 modified",
+    ]
+    blocks = slack[1]["blocks"]
+    lines = [line for b in blocks[2:-1] for line in b["text"]["text"].split("\n")]
+    assert lines[0] == (
+        "modified `api_key` `billing_api_key_0` `allowed_domain`: "
+        "`billing-api-key-0.example.com` → `&lt;!channel&gt;`"
+    )
+    assert len(lines) == 51
+    assert lines[-1] == f"and 1,050 more: `python -m inventory changes --snapshot {second}`"
+    assert "<!channel>" not in json.dumps(slack)
+    # Paced: the Slack sink's two messages came at least a second apart (a lower bound).
+    arrivals = [g.at for g in chat.delivered()]
+    assert arrivals[1] - arrivals[0] >= 0.9
+    assert first < second
+
+
+def test_connections_with_hostile_names_reach_slack_as_text(
+    cli: Harness, receiver: Receiver, chat: Receiver
+) -> None:
+    configure(cli, receiver, {"billing": 1})
+    add_slack_sink(cli, chat)
+    assert cli.run("sync").code == 0
+    for name in ("<!channel>", "<!here>", "<@U123>", "<https://evil.example|x>", "*bold*"):
+        cli.zis.put("acme", "billing", "api_key", sample_item("api_key", name))
+    assert cli.run("sync").code == 0
+    message = chat.delivered()[-1].payload
+    assert_valid_slack(message)
+    assert message["text"] == "`acme/billing`: 5 added"
+    assert message["blocks"][2] == {
+        "type": "section",
+        "text": {"type": "mrkdwn", "text": "\n".join([  # in key order, as stored
+            "added `api_key` `*bold*`",
+            "added `api_key` `&lt;!channel&gt;`",
+            "added `api_key` `&lt;!here&gt;`",
+            "added `api_key` `&lt;@U123&gt;`",
+            "added `api_key` `&lt;https://evil.example|x&gt;`",
+        ])},
+    }  # fmt: skip
+    assert not any(c in json.dumps(message) for c in ("<!", "<@", "<http"))
+    # The webhook gets the names as they are (JSON, not mrkdwn).
+    webhook = receiver.delivered()[-1].payload
+    assert {e["name"] for e in webhook["events"]} == {
+        "<!channel>", "<!here>", "<@U123>", "<https://evil.example|x>", "*bold*",
+    }  # fmt: skip
+
+
+def test_the_first_sync_of_the_demo_account_sends_one_summary_per_integration(
+    receiver: Receiver, db_url: str
+) -> None:
+    from inventory.config import (
+        Account,
+        AdminCredential,
+        DatabaseSettings,
+        Integration,
+        ScheduleSettings,
+        Secret,
+        Settings,
+        Sink,
+        SyncSettings,
+    )
+    from inventory.notify.deliver import deliver_pending
+    from inventory.sync import run_sync
+    from inventory.testing import ACCOUNT, FakeZisServer, sample_account, sample_registry
+
+    now = datetime.now(UTC).replace(microsecond=0)
+    with FakeZisServer() as server:
+        integrations = []
+        for name, made in sample_account(now).items():
+            server.add_integration(ACCOUNT, name, f"token-{name}", made)
+            integrations.append(Integration(ACCOUNT, name, Secret(f"token-{name}")))
+        server.add_registry(ACCOUNT, sample_registry(), oauth="admin-token")
+        account = Account(ACCOUNT, server.base_url(ACCOUNT), tuple(integrations),
+                          AdminCredential(Secret("admin-token")))  # fmt: skip
+        settings = Settings(
+            source="(test)",
+            database_url=db_url,
+            database=DatabaseSettings(),
+            sync=SyncSettings(concurrency=3),
+            schedule=ScheduleSettings(),
+            accounts=(account,),
+            notify=(Sink("siem", "webhook", Secret(receiver.url)),),
+        )
+        engine = store.make_engine(db_url)
+        try:
+            store.ensure_schema(engine, migrate=True)
+            run_sync(settings, engine)
+            assert deliver_pending(engine, settings).line() == (
+                "notifications: 4 sent, 0 to retry, 0 dead"
+            )
+        finally:
+            engine.dispose()
+    got = sorted((g.payload for g in receiver.delivered()), key=lambda p: p["summary"])
+    assert [p["summary"] for p in got] == [
+        "acme/billing_sync: first inventory: 12 connections (3 api_key, 3 basic_auth, "
+        "3 bearer_token, 3 oauth); 14 findings opened: 1 high, 12 medium, 1 low; 1 expiring",
+        "acme/crm_bridge: first inventory: 12 connections (3 api_key, 2 basic_auth, "
+        "3 bearer_token, 4 oauth); 14 findings opened: 2 high, 11 medium, 1 low; 1 expired; "
+        "1 expiring",
+        "acme/slack_alerts: first inventory: 12 connections (3 api_key, 2 basic_auth, "
+        "3 bearer_token, 4 oauth); 11 findings opened: 10 medium, 1 low; 1 expiring",
+        "run 1: 1 finding opened: 1 medium",
+    ]
+    for payload in got[:3]:  # the findings named, the most severe first
+        severities = [e["severity"] for e in payload["events"] if "severity" in e]
+        assert severities == sorted(severities, key=["critical", "high", "medium", "low"].index)
+        assert len(payload["events"]) == payload["events_total"]
+        assert_valid_slack(slack_message(payload))
+    assert [(e["rule"], e["integration"]) for e in got[3]["events"]] == [
+        ("ZIS009", "legacy_ftp_export")
+    ]
+
+
+def test_findings_about_no_connection_are_one_message_per_run(
+    cli: Harness, receiver: Receiver
+) -> None:
+    configure(cli, receiver, {"billing": 1, "crm": 1})
+    assert cli.config is not None
+    cli.config.write_text(
+        cli.config.read_text().replace(
+            "[findings.rules.ZIS010]\nenabled = false",
+            '[findings.rules.ZIS010]\nenabled = true\nmax_age = "1d"',
+        )
+    )
+    t1 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    sync_at(cli, t1)
+    for name in ("billing", "crm"):
+        cli.zis.fail("acme", name, server_error(500, times=1))
+    sync_at(cli, t1 + timedelta(days=2), code=1)  # both failed: stale, in one message
+    sync_at(cli, t1 + timedelta(days=2, hours=1))  # both recovered: resolved, in one
+    n = m.Notification
+    by_run = select(m.Snapshot.run_id, n.event, n.integration).outerjoin(
+        m.Snapshot, m.Snapshot.id == n.snapshot_id
+    )
+    assert query(cli.db_url, by_run) == {
+        (1, "first_inventory", "billing"),
+        (1, "first_inventory", "crm"),
+        (2, "failed", "billing"),
+        (2, "failed", "crm"),
+        (None, "run_findings", None),
+        (3, "recovered", "billing"),
+        (3, "recovered", "crm"),
+    }
+    assert [r[2] for r in outbox(cli.db_url)][-1] == "run_findings"
+    assert len(outbox(cli.db_url)) == 8
+    runs = [g.payload for g in receiver.delivered() if g.payload["type"] == "run_findings"]
+    detail = "last complete snapshot 2026-03-01T12:00:00Z, more than max_age=1d ago"
+    stale = [
+        {"change": "finding_opened", "rule": "ZIS010", "slug": "stale-inventory",
+         "severity": "high", "type": None, "name": None, "detail": detail,
+         "account": "acme", "integration": name}
+        for name in ("billing", "crm")
+    ]  # fmt: skip
+    assert runs == [
+        {
+            "type": "run_findings",
+            "id": runs[0]["id"],
+            "account": None,
+            "integration": None,
+            "snapshot_id": None,
+            "run_id": 2,
+            "detected_at": format_timestamp(t1 + timedelta(days=2)),
+            "counts": {"finding_opened": 2, "finding_resolved": 0},
+            "findings_by_severity": {"critical": 0, "high": 2, "medium": 0, "low": 0},
+            "events": stale,
+            "events_total": 2,
+            "more": None,
+            "summary": "run 2: 2 findings opened: 2 high",
+        },
+        {
+            "type": "run_findings",
+            "id": runs[1]["id"],
+            "account": None,
+            "integration": None,
+            "snapshot_id": None,
+            "run_id": 3,
+            "detected_at": format_timestamp(t1 + timedelta(days=2, hours=1)),
+            "counts": {"finding_opened": 0, "finding_resolved": 2},
+            "findings_by_severity": {"critical": 0, "high": 0, "medium": 0, "low": 0},
+            "events": [{**e, "change": "finding_resolved"} for e in stale],
+            "events_total": 2,
+            "more": None,
+            "summary": "run 3: 2 findings resolved",
+        },
+    ]
+    failed = [g.payload for g in receiver.delivered() if g.payload["type"] == "snapshot_failed"]
+    assert [p["events"] for p in failed] == [[], []]  # not told twice
+
+
+def test_a_slack_sink_gets_at_most_one_message_a_second_and_webhooks_are_not_paced() -> None:
+    t = [100.0]
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        t[0] += seconds
+
+    pacer = Pacer(clock=lambda: t[0], sleep=sleep)
+    chat = load_sink("slack")
+    hook = load_sink("webhook")
+    assert pacer.wait(chat) and slept == []  # the first at once
+    t[0] += 0.25
+    assert pacer.wait(chat) and slept == [0.75]  # the next a second after the first
+    assert pacer.wait(hook) and pacer.wait(hook) and slept == [0.75]
+    t[0] += 5
+    assert pacer.wait(chat) and slept == [0.75]  # a second has passed: at once
+    stop = threading.Event()
+    stop.set()
+    assert not pacer.wait(chat, stop)  # stopped while waiting: not sent, not counted
+    assert pacer.wait(chat) and slept == [0.75, 1.0]
+
+
+def load_sink(kind: str) -> Any:
+    from inventory.config import Sink
+    from inventory.secret import Secret
+
+    return Sink(kind, kind, Secret("https://example.invalid/x"))
 
 
 # --- delivery through outages ------------------------------------------------------------
@@ -648,7 +964,8 @@ def test_a_sink_added_to_an_existing_database_gets_only_what_happens_after(
     configure(cli, receiver, {"billing": 1})
     assert cli.config is not None
     text = cli.config.read_text()
-    cli.config.write_text(text.split("[[notify]]")[0])
+    sink = text[text.index("[[notify]]") : text.index("[notifications]")]
+    cli.config.write_text(text.replace(sink, ""))
     assert cli.run("sync").code == 0
     cli.config.write_text(text)
     assert cli.run("sync").code == 0  # nothing changed: nothing to tell
@@ -684,8 +1001,8 @@ def ledger(db_url: str) -> Iterator[Callable[..., list[tuple[str, int]]]]:
         with engine.begin() as conn:
             if expiry is not None:
                 conn.execute(m.Connection.__table__.update().values(token_expiry=expiry))
-            got = expiry_warnings(conn, "acme", "crm", None, [30, 14, 7, 1], now)
-        return [(w.event, w.body["threshold_days"]) for w in got]
+            got = expiry_warnings(conn, "acme", "crm", [30, 14, 7, 1], now)
+        return [(w.change, w.threshold_days) for w in got]
 
     yield warn
     engine.dispose()
@@ -732,34 +1049,6 @@ def test_a_refreshed_token_starts_over(ledger: Callable[..., Any]) -> None:
 
 
 # --- the Slack message -------------------------------------------------------------------
-
-
-def test_slack_blocks_show_at_most_20_changes_then_how_many_more() -> None:
-    events = [
-        {"change": "modified", "type": "api_key", "name": f"k{n}", "field": "allowed_domain",
-         "old_value": "a.example", "new_value": "<b>.example"}
-        for n in range(25)
-    ]  # fmt: skip
-    payload = {
-        "type": "snapshot", "id": "msg_1", "account": "acme", "integration": "crm",
-        "snapshot_id": 12, "detected_at": "2026-12-02T10:00:00Z", "first_inventory": False,
-        "connection_count": 30, "counts": {"added": 0, "removed": 0, "modified": 25,
-        "restored": 0}, "events": events, "events_total": 25,
-        "summary": "acme/crm: 25 modified",
-    }  # fmt: skip
-    message = slack_message(payload)
-    header, section, context = message["blocks"]
-    assert header == {
-        "type": "header",
-        "text": {"type": "plain_text", "text": "acme/crm: 25 modified"},
-    }
-    lines = section["text"]["text"].split("\n")
-    assert len(lines) == 21 and lines[-1] == "and 5 more"
-    assert lines[0] == "modified api_key `k0` allowed_domain: a.example → &lt;b&gt;.example"
-    assert context["elements"][0]["text"] == (
-        "snapshot 12 · 2026-12-02T10:00:00Z · zis-inventory snapshot"
-    )
-    assert message["text"] == "acme/crm: 25 modified"
 
 
 def test_the_report_reads_the_delivery_log(db_url: str) -> None:

@@ -118,13 +118,22 @@ def test_no_sink_url_secret_or_header_comes_out_of_notifications(
     """Sinks whose URL, signing secret and header value are sentinels, through failing
     and working deliveries, every command that touches them and the daemon: the harness
     then searches the outbox (payloads included), every table, output and file."""
-    from .test_notify import Receiver, configure
+    from .test_notify import NO_FINDINGS, Receiver, configure
 
     receiver = Receiver()
     receiver.up()
     try:
-        configure(cli, receiver, {"billing": 1}, sink='events = ["added", "modified", "failed"]')
+        # The registry lists an integration nobody configured (a run_findings message), and
+        # the rules are on: every payload type and event kind is made and searched.
+        cli.registry("acme", [leaky("billing"), leaky("not_configured", "Nobody watches it")])
+        configure(
+            cli,
+            receiver,
+            {"billing": 1},
+            sink='events = ["added", "modified", "failed", "finding", "expiring", "expired"]',
+        )
         assert cli.config is not None
+        cli.config.write_text(cli.config.read_text().replace(NO_FINDINGS, ""))
         slack_url = receiver.url.replace("URL-PATH", "SLACK-PATH")
         cli.monkeypatch.setenv("SLACK_URL", slack_url)
         cli.tokens[("notify", "slack")] = slack_url
@@ -138,7 +147,7 @@ def test_no_sink_url_secret_or_header_comes_out_of_notifications(
         assert run("sync").code == 0
         receiver.down()
         cli.zis.update(
-            "acme", "billing", "api_key", "billing_api_key_0", allowed_domain="x.example"
+            "acme", "billing", "api_key", "billing_api_key_0", allowed_domain="*.x.example"
         )
         assert run("sync").code == 0
         assert run("notify", *cfg).code == 0
@@ -170,6 +179,16 @@ def test_no_sink_url_secret_or_header_comes_out_of_notifications(
         finally:
             code, _, logs = stop_daemon(cli, daemon)
         assert code == 0 and logs
+        n = m.Notification
+        assert {r[0] for r in query(cli.db_url, select(n.event))} == {
+            "first_inventory", "run_findings", "snapshot",
+        }  # fmt: skip
+        kinds = {
+            e["change"]
+            for (payload,) in query(cli.db_url, select(n.payload))
+            for e in json.loads(payload)["events"]
+        }
+        assert kinds == {"finding_opened", "finding_resolved", "modified"}
     finally:
         receiver.down()
 

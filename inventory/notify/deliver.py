@@ -39,6 +39,7 @@ N = m.Notification
 USER_AGENT = f"zis-inventory/{__version__} (notifications)"
 MAX_ANSWER_BYTES = 64 * 1024  # a receiver's answer is read this far and dropped
 MAX_RETRY_AFTER = 86400.0
+SLACK_INTERVAL = 1.0  # seconds between two messages to one Slack incoming webhook
 Clock = Callable[[], datetime]
 
 
@@ -137,6 +138,41 @@ class Sender:
             return Answer(None, f"transport error: {type(exc).__name__}")
 
 
+class Pacer:
+    """At most one message per ``interval`` to each Slack sink: Slack takes about one per
+    second per incoming webhook. Webhook sinks are not paced. Kept across passes by the
+    daemon's worker, so that passes in quick succession keep the pace too."""
+
+    def __init__(
+        self,
+        interval: float = SLACK_INTERVAL,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.interval = interval
+        self.clock = clock
+        self.sleep = sleep
+        self._last: dict[str, float] = {}
+
+    def wait(self, sink: Sink, stop: threading.Event | None = None) -> bool:
+        """Wait until ``sink`` may be sent the next message, and count it as sent now;
+        False when ``stop`` is set meanwhile (nothing is counted)."""
+        if sink.kind != "slack":
+            return True
+        last = self._last.get(sink.name)
+        if last is not None:
+            remaining = last + self.interval - self.clock()
+            if remaining > 0:
+                if stop is not None:
+                    if stop.wait(remaining):
+                        return False
+                else:
+                    self.sleep(remaining)
+        self._last[sink.name] = self.clock()
+        return True
+
+
 @dataclass
 class PassResult:
     sent: int = 0
@@ -174,8 +210,10 @@ class Deliverer:
         transport: httpx.BaseTransport | None = None,
         now: Clock = store.now,
         jitter: Callable[[], float] = random.random,
+        pacer: Pacer | None = None,
     ) -> None:
         self.engine = engine
+        self.pacer = pacer or Pacer()
         self.settings = settings
         self.policy = settings.notifications
         self.sinks = {s.name: s for s in settings.notify}
@@ -198,6 +236,8 @@ class Deliverer:
                     tried.add(message.id)
                     if stop is not None and stop.is_set():
                         break  # claimed and not sent: sent once the lease ends
+                    if not self.pacer.wait(self.sinks[message.sink], stop):
+                        break
                     outcome = self._deliver(sender, message)
                     setattr(result, outcome, getattr(result, outcome) + 1)
         finally:
@@ -323,10 +363,10 @@ class Deliverer:
         *,
         taken_over: bool,
     ) -> None:
+        where = f"{message.account}/{message.integration}" if message.account else "of a run"
         what = (
-            f"notify {message.sink}: message {message.id} ({message.event} "
-            f"{message.account}/{message.integration}) attempt {message.attempts}: "
-            f"{answer.describe()}"
+            f"notify {message.sink}: message {message.id} ({message.event} {where}) "
+            f"attempt {message.attempts}: {answer.describe()}"
         )
         extra = {
             "sink": message.sink,
@@ -396,6 +436,7 @@ class DeliveryWorker:
         self._stop = stop
         self._wake = threading.Event()
         self._transport = transport
+        self._pacer = Pacer()
         self._thread = threading.Thread(target=self._loop, name="notify", daemon=True)
 
     def start(self) -> DeliveryWorker:
@@ -420,9 +461,9 @@ class DeliveryWorker:
                 # The daemon's first tick migrates the database; until then, nothing to do.
                 migrated = migrated or store.current_revision(self.engine) == store.head_revision()
                 if settings.notify and migrated:
-                    result = Deliverer(self.engine, settings, transport=self._transport).run(
-                        self._stop
-                    )
+                    result = Deliverer(
+                        self.engine, settings, transport=self._transport, pacer=self._pacer
+                    ).run(self._stop)
                     if result.attempts:
                         log.info("%s", result.line())
             except SQLAlchemyError as exc:

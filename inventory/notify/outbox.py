@@ -1,13 +1,14 @@
-"""The outbox side: in the snapshot's own transaction, the messages it causes for each
-configured sink, and the expiry-warning ledger. Reads what it needs from the tables."""
+"""The outbox side: in the snapshot's own transaction, the one message it causes for each
+configured sink, and the expiry-warning ledger; at a run's end, its findings that belong to
+no connection. Reads what it needs from the tables."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, func, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -15,32 +16,54 @@ from .. import models as m
 from ..config import Settings, Sink
 from .messages import (
     ChangeEvent,
+    ExpiryEvent,
     FindingLike,
     Message,
+    SnapshotFacts,
     encode,
-    expiry_message,
-    failure_message,
-    finding_message,
-    first_inventory_message,
+    expiry_event,
     new_webhook_id,
+    run_findings_message,
     snapshot_message,
 )
 
 S, C, N = m.Snapshot, m.ConnectionChange, m.Notification
 E, K = m.ExpiryWarning, m.Connection
+DEFAULT_THRESHOLDS = (30, 14, 7, 1)
+
+
+class Found(Protocol):
+    """The findings one evaluation opened and resolved (findings.FindingEvents)."""
+
+    @property
+    def opened(self) -> Sequence[FindingLike]: ...
+
+    @property
+    def resolved(self) -> Sequence[FindingLike]: ...
+
+
+def of_connections(found: Iterable[FindingLike]) -> list[FindingLike]:
+    """The findings about a connection: told in the snapshot's message. The others
+    (ZIS009, ZIS010: about an integration) are told once per run (``enqueue_run``)."""
+    return [f for f in found if f.type is not None]
+
+
+def of_integrations(found: Iterable[FindingLike]) -> list[FindingLike]:
+    return [f for f in found if f.type is None]
 
 
 def enqueue_snapshot(
     conn: Connection,
     settings: Settings | None,
     snapshot_id: int,
-    opened_findings: Sequence[FindingLike],
+    found: Found,
     now: datetime,
 ) -> None:
-    """Write the notifications snapshot ``snapshot_id`` causes, one row per (sink,
-    message), and record the expiry warnings it gives, in the caller's transaction (the
-    snapshot's own: a rolled-back snapshot queues nothing). Without sinks, the ledger is
-    still kept, so that a sink added later gets only what happens after."""
+    """Write the one message snapshot ``snapshot_id`` causes, one row per sink that its
+    filters leave something for, and record the expiry warnings it gives, in the caller's
+    transaction (the snapshot's own: a rolled-back snapshot queues nothing). Without
+    sinks, the ledger is still kept, so that a sink added later gets only what happens
+    after."""
     snap = conn.execute(
         select(
             S.id,
@@ -61,16 +84,38 @@ def enqueue_snapshot(
         return  # recorded, not applied: it tells nothing new
     sinks = settings.notify if settings is not None else ()
     thresholds = (
-        settings.notifications.expiry_warning_days if settings is not None else [30, 14, 7, 1]
+        settings.notifications.expiry_warning_days if settings is not None else DEFAULT_THRESHOLDS
     )
     _remember_sinks(conn, sinks, now)
-    messages = _snapshot_messages(conn, snap, bool(sinks))
-    messages += expiry_warnings(conn, snap.account, snap.integration, snapshot_id, thresholds, now)
-    if sinks:  # (without sinks only the expiry ledger above is kept)
-        messages += [finding_message(f, snapshot_id, snap.started_at) for f in opened_findings]
+    expiry = expiry_warnings(conn, snap.account, snap.integration, thresholds, now)
+    if not sinks:  # only the expiry ledger above is kept
+        return
+    message = _snapshot_message(conn, snap, found, expiry, max(thresholds, default=0))
+    _insert(conn, sinks, message, now)
+
+
+def enqueue_run(
+    conn: Connection,
+    settings: Settings,
+    run_id: int,
+    found: Sequence[Found],
+    now: datetime,
+) -> None:
+    """One message per sink for a run's findings about no connection (the ones
+    ``enqueue_snapshot`` leaves out), from what each of its committed snapshots found."""
+    if not settings.notify:
+        return
+    where = lambda f: (f.account, f.integration, f.rule)  # noqa: E731 (not commit order)
+    opened = sorted((f for one in found for f in of_integrations(one.opened)), key=where)
+    resolved = sorted((f for one in found for f in of_integrations(one.resolved)), key=where)
+    if not (opened or resolved):
+        return
+    _insert(conn, settings.notify, run_findings_message(run_id, now, opened, resolved), now)
+
+
+def _insert(conn: Connection, sinks: Sequence[Sink], message: Message, now: datetime) -> None:
     rows = [
         _row(sink, message, payload, now)
-        for message in messages
         for sink in sinks
         if (payload := message.for_sink(sink)) is not None
     ]
@@ -107,83 +152,77 @@ def _remember_sinks(conn: Connection, sinks: Sequence[Sink], now: datetime) -> N
     conn.execute(dialect_insert(m.NotifySink).on_conflict_do_nothing(), new)
 
 
-def _snapshot_messages(conn: Connection, snap: Any, wanted: bool) -> list[Message]:
-    """The failure transition (a failure repeated every tick tells once when it starts
-    and once when it recovers), then the snapshot's changes or its first-inventory
-    summary."""
-    if not wanted:
-        return []
-    where = (snap.account, snap.integration)
+def _snapshot_message(
+    conn: Connection, snap: Any, found: Found, expiry: list[ExpiryEvent], widest: int
+) -> Message:
+    """The snapshot's message: its status beside the previous snapshot's (a failure
+    repeated every tick is sent when it starts, and again only when it has events),
+    its changes (none listed for a first inventory: a summary by type), the findings
+    about connections it opened and resolved, the expiry thresholds it crossed."""
+    where = (S.account == snap.account, S.integration == snap.integration)
     previous = conn.execute(
         select(S.status)
-        .where(
-            S.account == where[0],
-            S.integration == where[1],
-            S.id < snap.id,
-            S.superseded_by.is_(None),
-        )
+        .where(*where, S.id < snap.id, S.superseded_by.is_(None))
         .order_by(S.id.desc())
         .limit(1)
     ).scalar()
     counts = (snap.added, snap.removed, snap.modified, snap.restored)
-    out: list[Message] = []
-    if snap.status in ("failed", "held"):
-        if previous != snap.status:
-            out.append(
-                failure_message(
-                    snap.status, *where, snap.id, snap.started_at, snap.status, snap.error, None
-                )
+    first = False
+    types: dict[str, int] = {}
+    changes: list[ChangeEvent] = []
+    if snap.status == "complete":
+        applied_before = conn.execute(
+            select(S.id)
+            .where(*where, S.id < snap.id, S.status == "complete", S.superseded_by.is_(None))
+            .limit(1)
+        ).scalar()
+        first = applied_before is None
+    if first:
+        by_type = (
+            select(K.type, func.count())
+            .where(
+                K.account == snap.account,
+                K.integration == snap.integration,
+                K.removed_at.is_(None),
             )
-        return out
-    if previous in ("failed", "held"):
-        out.append(
-            failure_message(
-                "recovered", *where, snap.id, snap.started_at, snap.status, None, previous
+            .group_by(K.type)
+        )
+        types = {type_name: count for type_name, count in conn.execute(by_type)}
+    elif snap.status == "complete" and any(counts):
+        changes = [
+            ChangeEvent(*row)
+            for row in conn.execute(
+                select(C.change, C.type, C.name, C.field, C.old_value, C.new_value)
+                .where(C.snapshot_id == snap.id)
+                .order_by(C.id)
             )
-        )
-    applied_before = conn.execute(
-        select(S.id)
-        .where(
-            S.account == where[0],
-            S.integration == where[1],
-            S.id < snap.id,
-            S.status == "complete",
-            S.superseded_by.is_(None),
-        )
-        .limit(1)
-    ).scalar()
-    if applied_before is None:
-        out.append(
-            first_inventory_message(*where, snap.id, snap.started_at, snap.connection_count, counts)
-        )
-        return out
-    if not any(counts):
-        return out
-    changes = [
-        ChangeEvent(*row)
-        for row in conn.execute(
-            select(C.change, C.type, C.name, C.field, C.old_value, C.new_value)
-            .where(C.snapshot_id == snap.id)
-            .order_by(C.id)
-        )
-    ]
-    if changes:
-        out.append(
-            snapshot_message(
-                *where, snap.id, snap.started_at, snap.connection_count, counts, changes
-            )
-        )
-    return out
+        ]
+    facts = SnapshotFacts(
+        snap.account,
+        snap.integration,
+        snap.id,
+        snap.started_at,
+        snap.status,
+        snap.connection_count,
+        counts,
+        snap.error,
+        previous,
+        first,
+        types,
+        widest,
+    )
+    return snapshot_message(
+        facts, changes, of_connections(found.opened), of_connections(found.resolved), expiry
+    )
 
 
 def expiry_warnings(
     conn: Connection,
     account: str,
     integration: str,
-    snapshot_id: int | None,
     thresholds: Sequence[int],
     now: datetime,
-) -> list[Message]:
+) -> list[ExpiryEvent]:
     """The ledger (§11): each (connection, token_expiry, threshold) once, crossed with
     ``<=`` so a missed day delays a warning and never skips it; when several are new at
     once, one warning for the tightest and the wider ones recorded as given; a new
@@ -209,7 +248,7 @@ def expiry_warnings(
         )
     ):
         given.setdefault((type_name, name, expiry), set()).add(threshold)
-    messages: list[Message] = []
+    warnings: list[ExpiryEvent] = []
     ledger: list[dict[str, Any]] = []
     for type_name, name, expiry in sorted(present, key=lambda r: (r.token_expiry, r.type, r.name)):
         crossed = {t for t in days if expiry <= now + timedelta(days=t)}
@@ -235,11 +274,7 @@ def expiry_warnings(
                 }
             )
         if notify:
-            messages.append(
-                expiry_message(
-                    account, integration, snapshot_id, now, type_name, name, expiry, tightest
-                )
-            )
+            warnings.append(expiry_event(type_name, name, expiry, tightest, now))
     if ledger:
         conn.execute(insert(E), ledger)
-    return messages
+    return warnings

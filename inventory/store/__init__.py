@@ -5,7 +5,7 @@ integration transaction) and bulk (one bulk insert per dialect).
 
 from __future__ import annotations
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from .engine import (
     READ_ONLY_OPTION,
@@ -54,6 +54,7 @@ from .snapshot import (
 __all__ = [
     "APPLIED",
     "READ_ONLY_OPTION",
+    "Connection",
     "Engine",
     "IntegrationTransaction",
     "Run",

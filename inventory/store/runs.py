@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -66,9 +66,19 @@ def _start_run(engine: Engine, trigger: Trigger) -> Run:
     return Run(run_id, started)
 
 
-def finish_run(engine: Engine, run: Run, status: RunStatus, error: str | None = None) -> None:
+def finish_run(
+    engine: Engine,
+    run: Run,
+    status: RunStatus,
+    error: str | None = None,
+    also: Callable[[Connection], None] | None = None,
+) -> None:
+    """Mark the run finished; ``also`` writes in the same transaction (the outbox's
+    message of the run's findings)."""
     try:
         with database_errors(engine, f"cannot mark run {run.id} {status}"), engine.begin() as conn:
+            if also is not None:
+                also(conn)
             conn.execute(
                 update(m.SyncRun)
                 .where(m.SyncRun.id == run.id)

@@ -8,7 +8,7 @@ Every snapshot row (complete, held, failed or superseded) is written by
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -33,7 +33,7 @@ from ..config import Settings
 from ..diff import Diff, Key, Stored
 from ..errors import SnapshotError
 from ..fields import METADATA_FIELDS, RECORD_FIELDS, TIMESTAMP_FIELDS
-from ..findings import OpenedFinding, update_findings
+from ..findings import FindingEvents, update_findings
 from ..notify.outbox import enqueue_snapshot
 from ..records import Connection as Record
 from ..types import ChangeKind, SnapshotStatus
@@ -101,20 +101,29 @@ def _writer_lock(engine: Engine) -> AbstractContextManager[object]:
 
 @contextmanager
 def integration_transaction(
-    engine: Engine, account: str, integration: str, settings: Settings | None = None
+    engine: Engine,
+    account: str,
+    integration: str,
+    settings: Settings | None = None,
+    on_commit: Callable[[FindingEvents], None] | None = None,
 ) -> Iterator[IntegrationTransaction]:
     """One transaction holding the (account, integration) lock: PostgreSQL advisory xact
     lock, SQLite's write lock (BEGIN IMMEDIATE). Commits on success, rolls back on any
-    error; a database error becomes SnapshotWriteFailed (this snapshot fails)."""
+    error; a database error becomes SnapshotWriteFailed (this snapshot fails). Once it
+    has committed, ``on_commit`` gets what the findings of its snapshot opened and
+    resolved (the run tells those about no connection at its end)."""
     doing = f"{account}/{integration}: database error while writing the snapshot"
     with (
         _writer_lock(engine),
         database_errors(engine, doing, SnapshotWriteFailed),
-        engine.begin() as conn,
     ):
-        if is_postgres(conn):
-            conn.execute(select(func.pg_advisory_xact_lock(lock_key(account, integration))))
-        yield IntegrationTransaction(conn, account, integration, settings)
+        with engine.begin() as conn:
+            if is_postgres(conn):
+                conn.execute(select(func.pg_advisory_xact_lock(lock_key(account, integration))))
+            tx = IntegrationTransaction(conn, account, integration, settings)
+            yield tx
+        if on_commit is not None:
+            on_commit(tx.found)
 
 
 def fresh_snapshot(engine: Engine, account: str, integration: str, since: datetime) -> int | None:
@@ -133,7 +142,7 @@ class IntegrationTransaction:
         self.account = account
         self.integration = integration
         self.settings = settings
-        self.opened: list[OpenedFinding] = []  # by the last write, for the outbox
+        self.found = FindingEvents([], [])  # by the last write, for the outbox
         self.sqlite = not is_postgres(conn)
         # Rows written per table, for tests and benchmarks.
         self.written = dict.fromkeys((CONNECTIONS.name, VERSIONS.name, CHANGES.name), 0)
@@ -244,7 +253,7 @@ class IntegrationTransaction:
         # written; the chain, findings and outbox calls go here, in this order.
         extend_chain(self.conn, snapshot_id)
         # Findings are judged at the snapshot's own time (the sync's clock).
-        self.opened = update_findings(
+        self.found = update_findings(
             self.conn,
             self.settings,
             self.account,
@@ -253,7 +262,7 @@ class IntegrationTransaction:
             snapshot_id,
             changed,
         )
-        enqueue_snapshot(self.conn, self.settings, snapshot_id, self.opened, row.started_at)
+        enqueue_snapshot(self.conn, self.settings, snapshot_id, self.found, row.started_at)
         return snapshot_id
 
     def _insert_snapshot(self, row: SnapshotRow) -> int:
