@@ -312,9 +312,12 @@ def test_every_shell_block_is_run_or_says_why_not() -> None:
         assert note is None or (note.startswith(NOT_RUN) and note.removeprefix(NOT_RUN)), heading
     assert [h for h, _ in RUN_BLOCKS] == ["Trying it against a local ZIS-compatible server"]
     # A command to paste is in a sh block (so it is run, or says why not); a block without
-    # a language is output, or a transcript whose commands start with "$ ".
+    # a language is output, or a transcript whose commands start with "$ " (its other lines
+    # are what those commands print).
     for info, text in re.findall(r"^```(\S*)\n(.*?)^```$", README, re.M | re.S):
-        for line in text.splitlines() if info == "" else ():
+        lines = text.splitlines()
+        transcript = any(line.startswith("$ ") for line in lines)
+        for line in lines if info == "" and not transcript else ():
             assert not re.match(r"(\.venv/bin/|python3? -m |make [a-z]|export [A-Z_]+=)", line), (
                 line
             )
