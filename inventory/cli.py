@@ -24,9 +24,10 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from . import __version__, logs
+from . import __version__, logs, render
 from .durations import is_duration, parse_duration
 from .errors import ConfigError, DatabaseError, InventoryError
+from .render import FORMATS
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -37,7 +38,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("inventory")
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-FORMATS = ("table", "json", "csv")  # report.FORMATS, known here without importing report
 SEVERITIES = ("low", "medium", "high", "critical")  # config.SEVERITIES, likewise
 
 
@@ -813,15 +813,14 @@ def db_current(config_path: str | None) -> int:
 @format_option()
 def db_check(config_path: str | None, fmt: str) -> int:
     """Check the tables' invariants; exit 1 when one is broken."""
-    from . import report
     from .integrity import check_database
 
     with _reader(config_path) as (_, engine):
         findings = check_database(engine)
     rows = [{"check": f.check, "detail": f.detail} for f in findings]
     # A finding is read whole: the detail names the rows (up to 255-character names).
-    table = [report.Column("check", "CHECK", 16), report.Column("detail", "DETAIL", 1000)]
-    out = report.Report(("check", "detail"), rows, table, "problem")
+    table = [render.Column("check", "CHECK", 16), render.Column("detail", "DETAIL", 1000)]
+    out = render.Report(("check", "detail"), rows, table, "problem")
     out.notes.append("db check: OK" if not findings else "db check: FAILED")
     click.echo(out.render(fmt))
     return EXIT_FAILED if findings else EXIT_OK
@@ -842,7 +841,6 @@ def db_verify(config_path: str | None, fmt: str, heads_path: str | None) -> int:
     import json
     from pathlib import Path
 
-    from . import report
     from .store import verify
 
     heads = None
@@ -870,14 +868,14 @@ def db_verify(config_path: str | None, fmt: str, heads_path: str | None) -> int:
         return EXIT_FAILED if rows else EXIT_OK
     keys = ("chain", "snapshot", "table", "row", "column", "problem")
     table = [
-        report.Column("chain", "CHAIN", 24),
-        report.Column("snapshot", "SNAPSHOT", 8),
-        report.Column("table", "TABLE", 19),
-        report.Column("row", "ROW", 8),
-        report.Column("column", "COLUMN", 19),
-        report.Column("problem", "PROBLEM", 1000),
+        render.Column("chain", "CHAIN", 24),
+        render.Column("snapshot", "SNAPSHOT", 8),
+        render.Column("table", "TABLE", 19),
+        render.Column("row", "ROW", 8),
+        render.Column("column", "COLUMN", 19),
+        render.Column("problem", "PROBLEM", 1000),
     ]
-    out = report.Report(keys, rows, table, "problem")
+    out = render.Report(keys, rows, table, "problem")
     if fmt == "csv":
         click.echo(out.render(fmt))
     else:
@@ -912,7 +910,6 @@ def db_heads(config_path: str | None) -> int:
 )
 def doctor(config_path: str | None, fmt: str, send_test: bool) -> int:
     """Check configuration, tokens, database, schema and one request per integration."""
-    from . import report
     from .config import load_settings
     from .doctor import diagnose
 
@@ -921,11 +918,11 @@ def doctor(config_path: str | None, fmt: str, send_test: bool) -> int:
     probes = diagnose(settings, send_test=send_test)
     rows = [{"subject": p.subject, "ok": p.ok, "detail": p.detail} for p in probes]
     table = [
-        report.Column("subject", "CHECK", 24),
-        report.Column("ok", "OK", 3, lambda v: "ok" if v else "NO"),
-        report.Column("detail", "DETAIL", 49),
+        render.Column("subject", "CHECK", 24),
+        render.Column("ok", "OK", 3, lambda v: "ok" if v else "NO"),
+        render.Column("detail", "DETAIL", 49),
     ]
-    out = report.Report(("subject", "ok", "detail"), rows, table, "check")
+    out = render.Report(("subject", "ok", "detail"), rows, table, "check")
     failing = [p for p in probes if not p.ok]
     out.notes.append("doctor: OK" if not failing else f"doctor: {len(failing)} problem(s)")
     click.echo(out.render(fmt))

@@ -25,7 +25,8 @@ from .config import (
     SyncSettings,
 )
 from .discovery import discover
-from .report import format_table, sync_summary
+from .render import format_table
+from .report import sync_summary
 from .results import RunResult
 from .secret import Secret
 from .sync import run_sync

@@ -25,6 +25,7 @@ from . import store
 from .config import Account, Settings
 from .errors import ConfigError, Interrupted, RegistryError
 from .registry import RegisteredIntegration, RegistryListing, list_integrations
+from .render import format_table
 from .results import Listing
 from .zis import ZisClient
 
@@ -338,7 +339,6 @@ def render_json(found: Sequence[Discovered]) -> str:
 
 
 def render_table(found: Sequence[Discovered], source: str) -> str:
-    from .report import format_table
 
     rows = [
         [d.account, row["name"], "yes" if row["configured"] else "no", _shown(row["description"])]

@@ -29,6 +29,7 @@ from . import models as m
 from .config import Settings
 from .durations import span
 from .records import format_timestamp
+from .render import Report, day
 
 NOT_AVAILABLE = "not available in this version"
 MANIFEST = "manifest.json"
@@ -66,7 +67,7 @@ class Part:
     """One CSV file of the pack: the Report it renders, or None when not available."""
 
     name: str
-    report: report.Report | None
+    report: Report | None
     command: str | None = None  # the report command that prints the same CSV
 
     def csv(self) -> str:
@@ -222,7 +223,7 @@ class _Pinned:
         return getattr(self._engine, name)
 
 
-def _findings(engine: Engine, settings: Settings, scope: Scope) -> report.Report:
+def _findings(engine: Engine, settings: Settings, scope: Scope) -> Report:
     from .findings import findings_report
 
     return findings_report(
@@ -235,7 +236,7 @@ def _findings(engine: Engine, settings: Settings, scope: Scope) -> report.Report
     )
 
 
-def _notifications(engine: Engine, scope: Scope) -> report.Report:
+def _notifications(engine: Engine, scope: Scope) -> Report:
     from .notify import notifications_report
 
     return notifications_report(
@@ -575,7 +576,7 @@ def render_html(pack: Pack) -> str:
         lstrip_blocks=True,
     )
     env.filters["at"] = _show_time
-    env.filters["day"] = report.day
+    env.filters["day"] = day
     numbers = summary(pack)
     weeks = weekly_changes(numbers["changes"], pack.period_start, pack.scope.as_of)
     kinds_total = Counter(kind for _, kind in numbers["changes"])
@@ -639,7 +640,7 @@ class Table:
     rows: list[list[str]]
 
 
-def _table(source: report.Report | None, preferred: Sequence[str]) -> Table | None:
+def _table(source: Report | None, preferred: Sequence[str]) -> Table | None:
     """A Report as an HTML table: the preferred columns it has (else all), as text."""
     if source is None:
         return None

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple, cast
+from typing import Any, Literal, NamedTuple, cast
 
 import rfc8785
 from sqlalchemy import (
@@ -50,9 +50,7 @@ from .config import SEVERITIES, FindingsSettings, Settings, Suppression, SyncSet
 from .durations import span
 from .errors import DatabaseError
 from .records import METADATA_FIELDS, format_timestamp
-
-if TYPE_CHECKING:
-    from .report import Report
+from .render import Column, Report, day
 
 log = logging.getLogger(__name__)
 
@@ -1051,7 +1049,6 @@ def findings_report(
     now: datetime | None = None,
 ) -> Report:
     """What ``python -m inventory findings`` shows (and evidence's findings.csv)."""
-    from .report import Column, Report, day
 
     at = as_of or now or datetime.now(UTC)
     with engine.connect() as conn, _readable():

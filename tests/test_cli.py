@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from inventory import cli, report, store
+from inventory import cli, render, store
 
 from .helpers import Harness
 
@@ -67,7 +67,7 @@ def test_a_report_loads_only_what_it_reads_with(cli: Harness) -> None:
 
 
 def test_the_cli_knows_the_report_formats() -> None:
-    assert cli.FORMATS == report.FORMATS
+    assert cli.FORMATS == render.FORMATS
 
 
 def test_the_head_revision_read_from_the_scripts_is_alembics() -> None:

@@ -8,7 +8,7 @@ import csv
 import io
 from datetime import UTC, datetime, timedelta
 
-from inventory import report
+from inventory import render
 from inventory.testing import sample_item
 
 from .helpers import Harness, stamp
@@ -46,7 +46,7 @@ def test_the_renderer_quotes_text_that_starts_as_a_formula_and_leaves_numbers() 
         {"text": None, "number": 1},
         {"text": datetime(2026, 6, 1, tzinfo=UTC), "number": 1},
     ]
-    out = report.Report(keys, rows, [report.Column("text", "TEXT", 10)], "row").render("csv")
+    out = render.Report(keys, rows, [render.Column("text", "TEXT", 10)], "row").render("csv")
     assert out == "\n".join(
         [
             "text,number",
@@ -65,7 +65,7 @@ def test_the_renderer_quotes_text_that_starts_as_a_formula_and_leaves_numbers() 
         ]
     )
     # JSON and the table are not spreadsheets: the values stay as they are
-    json_out = report.Report(keys, rows[:1], [report.Column("text", "TEXT", 40)], "row")
+    json_out = render.Report(keys, rows[:1], [render.Column("text", "TEXT", 40)], "row")
     assert '"text": "=HYPERLINK(\\"http://x\\",\\"y\\")"' in json_out.render("json")
     assert json_out.render("table").splitlines()[1] == '=HYPERLINK("http://x","y")'
 

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from inventory import evidence, report, store
+from inventory import evidence, render, report, store
 from inventory.records import format_timestamp
 from inventory.store.bulk import sqlite_value
 from inventory.testing import SENTINEL, sample_item
@@ -464,7 +464,7 @@ def _fake_features(monkeypatch: pytest.MonkeyPatch, calls: list[tuple[str, Any]]
         _Finding("medium", "user_b", None, T3),
     ]
 
-    def findings_report(engine: Any, settings: Any, **kwargs: Any) -> report.Report:
+    def findings_report(engine: Any, settings: Any, **kwargs: Any) -> render.Report:
         calls.append(("findings", kwargs))
         with engine.connect() as conn:  # the pinned read transaction
             conn.execute(text("SELECT 1"))
@@ -479,13 +479,13 @@ def _fake_features(monkeypatch: pytest.MonkeyPatch, calls: list[tuple[str, Any]]
             }
             for f in found
         ]  # fmt: skip
-        return report.Report(keys, rows, [report.Column("rule", "RULE", 8)], "finding")
+        return render.Report(keys, rows, [render.Column("rule", "RULE", 8)], "finding")
 
-    def notifications_report(engine: Any, **kwargs: Any) -> report.Report:
+    def notifications_report(engine: Any, **kwargs: Any) -> render.Report:
         calls.append(("notifications", kwargs))
         rows = [{"id": 1, "created_at": T2, "sink": "slack", "status": "delivered"}]
-        return report.Report(
-            ("id", "created_at", "sink", "status"), rows, [report.Column("id", "ID", 4)], "note"
+        return render.Report(
+            ("id", "created_at", "sink", "status"), rows, [render.Column("id", "ID", 4)], "note"
         )
 
     def chain_heads(conn: Any) -> tuple[list[dict[str, Any]], str]:

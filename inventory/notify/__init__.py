@@ -16,7 +16,7 @@ from .outbox import enqueue_snapshot
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
-    from ..report import Report
+    from ..render import Report
 
 __all__ = ["enqueue_snapshot", "notifications_report"]
 

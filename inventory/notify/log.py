@@ -17,7 +17,7 @@ from sqlalchemy import Connection, Engine, Row, select
 
 from .. import models as m
 from ..batches import batched
-from ..report import Column, Report, minute
+from ..render import Column, Report, minute
 
 NOTIFICATION_KEYS = (
     "id",
