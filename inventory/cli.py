@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from . import __version__, logs, render
+from . import __version__, logs, render, types
 from .durations import is_duration, parse_duration
 from .errors import ConfigError, DatabaseError, InventoryError
 from .render import FORMATS
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("inventory")
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-SEVERITIES = ("low", "medium", "high", "critical")  # config.SEVERITIES, likewise
+SEVERITIES = [s.value for s in types.SEVERITIES]
 
 
 def format_option(
@@ -696,12 +696,11 @@ def findings_command(
 
     from . import findings
     from .config import load_settings
+    from .rules import RULES_BY_ID
 
     for rule_id in (*rules, *([explain] if explain else [])):
-        if rule_id not in findings.RULES_BY_ID:
-            raise click.UsageError(
-                f"unknown rule {rule_id!r} (known: {', '.join(findings.RULES_BY_ID)})"
-            )
+        if rule_id not in RULES_BY_ID:
+            raise click.UsageError(f"unknown rule {rule_id!r} (known: {', '.join(RULES_BY_ID)})")
     if explain:
         settings = load_settings(config_path, require_accounts=False, resolve_tokens=False)
         click.echo(findings.explain(explain, settings, _registry_known(settings)))

@@ -15,9 +15,8 @@ import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
-from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -32,6 +31,7 @@ from pydantic import (
 
 from .durations import parse_duration
 from .errors import ConfigError
+from .rules import RULES_BY_ID, FindingsSettings, Param, RuleSettings, Suppression
 from .secret import Credential, Secret, UnreadableToken, masked_url
 
 DEFAULT_CONFIG = "inventory.toml"
@@ -45,12 +45,9 @@ ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 EMAIL_RE = re.compile(r"^[^@\s:/]+@[^@\s:/]+$")  # no ':' (basic auth) nor '/' ("/token")
 TOKEN_RE = re.compile(r"^[\x21-\x7e]+$")  # printable ASCII, no spaces: safe in a header
 
-SEVERITIES = ("low", "medium", "high", "critical")
 Severity = Literal["low", "medium", "high", "critical"]
 MAX_SUPPRESSION_DAYS = 365
 
-if TYPE_CHECKING:
-    from .findings import Param
 
 # Keys that would hold a literal secret; their values are never read into a message.
 LITERAL_TOKEN_KEYS = ("token", "access_token", "api_token", "password", "secret")
@@ -277,7 +274,7 @@ class SuppressEntry(_Strict):
 
 class FindingsConfig(_Strict):
     fail_on: Literal["low", "medium", "high", "critical", "none"] = "high"
-    # Checked against the rule table (findings.RULES) by _resolve_findings.
+    # Checked against the rule table (rules.RULES) by _resolve_findings.
     rules: dict[str, dict[str, Any]] = Field(default_factory=dict)
     suppress: list[SuppressEntry] = Field(default_factory=list)
 
@@ -345,60 +342,6 @@ class Account:
     base_url: str
     integrations: tuple[Integration, ...]
     admin: AdminCredential | None = None
-
-
-@dataclass(frozen=True)
-class RuleSettings:
-    """[findings.rules.ZISnnn] as given: None (or a missing parameter) = the rule's default."""
-
-    enabled: bool | None = None
-    severity: str | None = None
-    params: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Suppression:
-    """One [[findings.suppress]], resolved: in force through the whole ``until`` day (UTC)."""
-
-    index: int
-    rule: str
-    reason: str
-    until: date
-    account: str = "*"
-    integration: str = "*"
-    type: str = "*"
-    name: str = "*"
-
-    def matches(
-        self, rule: str, account: str, integration: str, type_: str | None, name: str | None
-    ) -> bool:
-        return rule == self.rule and all(
-            fnmatchcase(value or "", glob)
-            for value, glob in (
-                (account, self.account),
-                (integration, self.integration),
-                (type_, self.type),
-                (name, self.name),
-            )
-        )
-
-    def in_force(self, at: datetime) -> bool:
-        return at.astimezone(UTC).date() <= self.until
-
-    @property
-    def scope(self) -> str:
-        return f"{self.account}/{self.integration}/{self.type}/{self.name}"
-
-    def text(self) -> str:
-        """What the findings table keeps in suppressed_by."""
-        return f"findings.suppress[{self.index}] {self.rule} on {self.scope}: {self.reason}"
-
-
-@dataclass(frozen=True)
-class FindingsSettings:
-    fail_on: str = "high"
-    rules: Mapping[str, RuleSettings] = field(default_factory=dict)
-    suppress: tuple[Suppression, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -679,7 +622,6 @@ def today() -> date:
 def _resolve_findings(where: str, config: FindingsConfig, on: date) -> FindingsSettings:
     """[findings]: each rule's options checked against its parameters, each suppression
     against the rule table and the calendar."""
-    from .findings import RULES_BY_ID
 
     known = ", ".join(RULES_BY_ID)
     rules = {}
@@ -750,7 +692,7 @@ def _duration(value: str) -> timedelta:
     return delta
 
 
-# What a rule parameter of each kind (findings.Param.kind) accepts in the TOML file.
+# What a rule parameter of each kind (rules.Param.kind) accepts in the TOML file.
 _PARAM_TYPES: Mapping[str, Any] = {
     "days": Annotated[int, Field(ge=1, le=36500)],
     "regex": Annotated[str, AfterValidator(_regex)],

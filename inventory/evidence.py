@@ -24,7 +24,7 @@ from typing import Any, cast
 
 from sqlalchemy import Connection, Engine, func, select
 
-from . import __version__, report, store
+from . import __version__, report, store, types
 from . import models as m
 from .config import Settings
 from .durations import span
@@ -42,7 +42,7 @@ FILES = (
     "notifications.csv",
 )
 KINDS = ("added", "removed", "modified", "restored")
-SEVERITIES = ("critical", "high", "medium", "low")
+SEVERITIES = tuple(s.value for s in reversed(types.SEVERITIES))  # the highest first
 EXPIRY_HORIZON = timedelta(days=180)
 WEEK = timedelta(days=7)
 

@@ -42,3 +42,19 @@ class ChangeKind(StrEnum):
 class Trigger(StrEnum):
     CLI = "cli"
     SCHEDULE = "schedule"
+
+
+class Severity(StrEnum):
+    """A finding's severity (§12), lowest first; ``rank`` orders them."""
+
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+    @property
+    def rank(self) -> int:
+        return SEVERITIES.index(self) + 1
+
+
+SEVERITIES: tuple[Severity, ...] = tuple(Severity)  # lowest first

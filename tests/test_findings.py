@@ -18,7 +18,7 @@ from sqlalchemy import delete, select, text
 
 from inventory import cli as cli_module
 from inventory import config as config_module
-from inventory import findings, store
+from inventory import findings, rules, store
 from inventory import models as m
 from inventory.config import load_settings
 from inventory.testing import sample_item
@@ -586,8 +586,8 @@ def test_explain_shows_rationale_remediation_and_parameters(acme: Harness) -> No
         "severity: high (default medium)",
         "enabled: yes",
         "scope: connection",
-        f"rationale: {findings.RULES_BY_ID['ZIS003'].rationale}",
-        f"remediation: {findings.RULES_BY_ID['ZIS003'].remediation}",
+        f"rationale: {rules.RULES_BY_ID['ZIS003'].rationale}",
+        f"remediation: {rules.RULES_BY_ID['ZIS003'].remediation}",
         "parameters in force:",
         "  max_age_days = 180 (default 365): days since updated_at before it fires",
     ]

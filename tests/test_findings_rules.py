@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 
 from inventory import config as config_module
-from inventory import findings as f
-from inventory.config import FindingsSettings, RuleSettings, load_settings
+from inventory import rules as f
+from inventory.config import load_settings
 from inventory.errors import ConfigError
 from inventory.records import METADATA_FIELDS
+from inventory.rules import FindingsSettings, RuleSettings
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 

@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from ..config import SEVERITIES, Sink
+from ..config import Sink
 from ..records import format_timestamp
+from ..types import SEVERITIES
 
 MAX_EVENTS = 50  # events listed by name in one message; the rest are counted
 SLACK_VALUE = 60  # characters of one API value shown in Slack
