@@ -31,10 +31,11 @@ CSVS = ("connections.csv", "changes.csv", "findings.csv", "snapshots.csv", "noti
 
 
 class Receiver:
-    """A webhook receiver on loopback answering ``statuses`` in turn, then 200."""
+    """A webhook receiver on loopback that refuses (500) the first message about the
+    integration ``refuse_once``, and answers 200 to every other."""
 
-    def __init__(self, statuses: list[int]) -> None:
-        self.statuses = statuses
+    def __init__(self, refuse_once: str) -> None:
+        self.refuse_once: str | None = refuse_once
         self.bodies: list[bytes] = []
         receiver = self
 
@@ -42,7 +43,9 @@ class Receiver:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 receiver.bodies.append(body)
-                status = receiver.statuses.pop(0) if receiver.statuses else 200
+                status = 200
+                if json.loads(body).get("integration") == receiver.refuse_once:
+                    status, receiver.refuse_once = 500, None
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -62,7 +65,9 @@ class Receiver:
 
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
-    r = Receiver([500])  # the first message is refused once: pending, one attempt, at T
+    # acme/billing's first message is refused once: pending, one attempt, at T; its next
+    # one waits behind it (one integration's messages go in order).
+    r = Receiver("billing")
     yield r
     r.close()
 
