@@ -239,7 +239,7 @@ def step(args: argparse.Namespace) -> dict[str, Any]:
         from inventory.store import snapshot
 
         if args.core_only:  # the diagnostic: no chain, findings or outbox
-            from inventory.findings import FindingEvents
+            from inventory.store.findings import FindingEvents
 
             snapshot.extend_chain = lambda *a: None
             snapshot.update_findings = lambda *a: FindingEvents([], [])

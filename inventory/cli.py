@@ -611,7 +611,7 @@ def check_command(
     finding is at or above fail_on."""
     from . import report
     from .config import select_targets
-    from .findings import failing, findings_report
+    from .report.findings import failing, findings_report
 
     now = _now()
     with _reader(config_path, require_accounts=True, database=database) as (settings, engine):
@@ -694,8 +694,8 @@ def findings_command(
     """List what is wrong in the inventory (rules ZIS001-ZIS010); exit 1 at fail_on."""
     import json
 
-    from . import findings
     from .config import load_settings
+    from .report import findings
     from .rules import RULES_BY_ID
 
     for rule_id in (*rules, *([explain] if explain else [])):
@@ -1010,7 +1010,7 @@ def notifications_command(
     fmt: str,
 ) -> int:
     """List the delivery log (the notifications outbox), oldest first."""
-    from .notify import notifications_report
+    from .report.notifications import notifications_report
 
     with _reader(config_path, database=database) as (_, engine):
         out = notifications_report(

@@ -224,7 +224,7 @@ class _Pinned:
 
 
 def _findings(engine: Engine, settings: Settings, scope: Scope) -> Report:
-    from .findings import findings_report
+    from .report.findings import findings_report
 
     return findings_report(
         engine,
@@ -237,7 +237,7 @@ def _findings(engine: Engine, settings: Settings, scope: Scope) -> Report:
 
 
 def _notifications(engine: Engine, scope: Scope) -> Report:
-    from .notify import notifications_report
+    from .report.notifications import notifications_report
 
     return notifications_report(
         engine,

@@ -30,11 +30,11 @@ from .errors import (
     ResponseError,
     SnapshotError,
 )
-from .findings import FindingEvents
-from .notify.outbox import enqueue_run
 from .progress import NO_PROGRESS, Progress
 from .records import Connection, fetched_digest, parse_page
 from .results import RunResult, SnapshotResult, run_status
+from .store.findings import FindingEvents
+from .store.outbox import enqueue_run
 from .types import ChangeKind, ResultStatus, RunStatus, SnapshotStatus, Trigger
 from .zis import ZisClient
 

@@ -495,8 +495,8 @@ def _fake_features(monkeypatch: pytest.MonkeyPatch, calls: list[tuple[str, Any]]
         return heads, "cd" * 32
 
     for module, name, function in (
-        ("inventory.findings", "findings_report", findings_report),
-        ("inventory.notify", "notifications_report", notifications_report),
+        ("inventory.report.findings", "findings_report", findings_report),
+        ("inventory.report.notifications", "notifications_report", notifications_report),
         ("inventory.store.chain", "chain_heads", chain_heads),
     ):
         monkeypatch.setattr(importlib.import_module(module), name, function)

@@ -18,9 +18,11 @@ from sqlalchemy import delete, select, text
 
 from inventory import cli as cli_module
 from inventory import config as config_module
-from inventory import findings, rules, store
 from inventory import models as m
+from inventory import rules, store
 from inventory.config import load_settings
+from inventory.report import findings as report_findings
+from inventory.store import findings
 from inventory.testing import sample_item
 
 from .helpers import Harness, _norm, query, readme_sql, rows, stamp, sync_at, write
@@ -241,7 +243,7 @@ def test_filters_and_table(acme: Harness) -> None:
     acme.zis.delete("acme", "crm", "api_key", long)
     sync_at(acme, T1 + timedelta(hours=1))
     csv_out = acme.run("findings", "--format", "csv", "--rule", "ZIS002").out.splitlines()
-    assert csv_out[0] == ",".join(findings.FINDING_KEYS)
+    assert csv_out[0] == ",".join(report_findings.FINDING_KEYS)
     assert csv_out[1].split(",")[1:10] == [
         "ZIS002",
         "wild-domain" if False else "wildcard-domain",

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, select
 
-from inventory import findings, findings_reuse, store
 from inventory import models as m
+from inventory import store
 from inventory.config import (
     DatabaseSettings,
     FindingsSettings,
@@ -26,6 +26,7 @@ from inventory.config import (
 )
 from inventory.diff import diff
 from inventory.records import Connection
+from inventory.store import findings, findings_reuse
 
 T0 = datetime(2026, 6, 1, 9, 30, tzinfo=UTC)
 REUSED, ORACLE = "reused", "oracle"

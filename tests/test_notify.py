@@ -29,14 +29,14 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from inventory import models as m
 from inventory import store
 from inventory.config import load_settings
-from inventory.findings import FindingEvents
 from inventory.metrics import Metrics
-from inventory.notify import notifications_report
 from inventory.notify.deliver import Deliverer, Pacer
 from inventory.notify.messages import slack_message
-from inventory.notify.outbox import expiry_warnings
 from inventory.records import format_timestamp
+from inventory.report.notifications import notifications_report
 from inventory.store import snapshot as store_snapshot
+from inventory.store.findings import FindingEvents
+from inventory.store.outbox import expiry_warnings
 from inventory.testing import SENTINEL, sample_item, server_error
 
 from .helpers import (

@@ -13,11 +13,11 @@ from typing import Any
 
 from sqlalchemy import Engine, and_, func, or_, select
 
-from . import models as m
-from .durations import span
-from .records import METADATA_FIELDS, format_timestamp
-from .render import Column, Report, day, format_table, minute
-from .results import RunResult
+from .. import models as m
+from ..durations import span
+from ..records import METADATA_FIELDS, format_timestamp
+from ..render import Column, Report, day, format_table, minute
+from ..results import RunResult
 
 KEY = ("account", "integration", "type", "name")
 CONNECTION_KEYS = (*KEY, *METADATA_FIELDS, "first_seen_at", "last_changed_at", "removed_at")
@@ -348,7 +348,7 @@ def _ago(delta: timedelta) -> str:
 
 
 def sync_summary(result: RunResult, fmt: str) -> str:
-    from . import discovery  # the registry's lines; only a sync prints them
+    from .. import discovery  # the registry's lines; only a sync prints them
 
     if fmt == "json":
         data: dict[str, Any] = {

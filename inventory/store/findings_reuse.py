@@ -30,7 +30,7 @@ from sqlalchemy import Connection, Table, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from . import models as m
+from .. import models as m
 
 ENABLED = True  # False: every update evaluates every rule (the tests' oracle)
 FORMAT = 1  # part of the digest: raise it when a rule's code changes what it reports

@@ -14,7 +14,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from .. import models as m
 from ..config import Settings, Sink
-from .messages import (
+from ..notify.messages import (
     ChangeEvent,
     ExpiryEvent,
     FindingLike,

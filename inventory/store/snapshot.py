@@ -33,13 +33,13 @@ from ..config import Settings
 from ..diff import Diff, Key, Stored
 from ..errors import SnapshotError
 from ..fields import METADATA_FIELDS, RECORD_FIELDS, TIMESTAMP_FIELDS
-from ..findings import FindingEvents, update_findings
-from ..notify.outbox import enqueue_snapshot
 from ..records import Connection as Record
 from ..types import ChangeKind, SnapshotStatus
 from .bulk import insert_rows
 from .chain import extend_chain
 from .engine import database_errors, is_postgres, lock_key, now
+from .findings import FindingEvents, update_findings
+from .outbox import enqueue_snapshot
 
 SNAPSHOTS = cast(Table, m.Snapshot.__table__)
 CONNECTIONS = cast(Table, m.Connection.__table__)
