@@ -17,7 +17,7 @@ is a time no step can beat (`cpu bound` in the throughput table).
     python benchmarks/run.py --only throughput --core-only   # the sync core alone
     python benchmarks/run.py --only throughput --sink        # the outbox's share, one sink
 
-``--core-only`` is a diagnostic: each snapshot's transaction skips the calls after its rows
+``--core-only`` is a diagnostic: each snapshot's transaction has no consumers after its rows
 (chain, findings, outbox), so that the core's own cost can be told from theirs. A database
 written so holds snapshots with no chain hash (``db verify`` fails on it).
 
@@ -236,29 +236,22 @@ def step(args: argparse.Namespace) -> dict[str, Any]:
                 written[table] += rows
 
         store.integration_transaction = counted
-        from inventory.store import snapshot
+        consumers: tuple[Any, ...] = ()  # --core-only, the diagnostic: no chain, findings or outbox
+        if not args.core_only:
+            from inventory.store.consumers import chain, findings, outbox
 
-        if args.core_only:  # the diagnostic: no chain, findings or outbox
-            from inventory.store.findings import FindingEvents
-
-            snapshot.extend_chain = lambda *a: None
-            snapshot.update_findings = lambda *a: FindingEvents([], [])
-            snapshot.enqueue_snapshot = lambda *a: None
-        else:
-            enqueue = snapshot.enqueue_snapshot
-
-            def outbox(*args: Any) -> None:
+            def timed_outbox(p: Any) -> None:
                 start = time.perf_counter()
-                enqueue(*args)
+                outbox(p)
                 with timed_lock:
                     timed["outbox_s"] += time.perf_counter() - start
 
-            snapshot.enqueue_snapshot = outbox
+            consumers = (chain, findings, timed_outbox)
 
         local_postgres = is_local_postgres(args.database)
         db_cpu0 = postgres_cpu() if local_postgres else 0.0
         cpu0, wall0 = time.process_time(), time.perf_counter()
-        result = run_sync(settings, engine)
+        result = run_sync(settings, engine, consumers=consumers)
         wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
         db_cpu = postgres_cpu() - db_cpu0 if local_postgres else None
         engine.dispose()

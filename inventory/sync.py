@@ -78,6 +78,7 @@ class _Run:
     tick: Tick | None
     clock: Clock
     progress: Progress = NO_PROGRESS
+    consumers: Sequence[store.Consumer] = store.CONSUMERS
     drift: dict[str, list[str]] = field(default_factory=dict)
     found: list[FindingEvents] = field(default_factory=list)  # by the committed snapshots
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -108,9 +109,12 @@ def run_sync(
     clock: Clock | None = None,
     on_settings: Callable[[Settings], None] | None = None,
     progress: Progress = NO_PROGRESS,
+    consumers: Sequence[store.Consumer] = store.CONSUMERS,
 ) -> RunResult:
     """One run: a snapshot of every selected integration. ``clock`` gives each snapshot's
-    start (store.now unless given), which the full compare interval is measured with."""
+    start (store.now unless given), which the full compare interval is measured with;
+    ``consumers`` are what each snapshot's transaction hands its rows to (chain, findings,
+    outbox; none for the benchmark of the sync core alone)."""
     settings = read_token_files(settings)  # a rotated token file is used at once
     if on_settings is not None:
         on_settings(settings)  # so the log redactor knows a rotated token
@@ -142,6 +146,7 @@ def run_sync(
         tick,
         clock or store.now,
         progress,
+        consumers,
     )
     try:
         listings = discovery.list_registries(settings, engine, run.id, clients, stop)
@@ -286,7 +291,7 @@ def apply(
     )
     sync = ctx.settings.sync
     with store.integration_transaction(
-        ctx.engine, account, name, ctx.settings, ctx.committed
+        ctx.engine, account, name, ctx.settings, ctx.committed, ctx.consumers
     ) as tx:
         if ctx.stop.is_set():
             raise Interrupted(f"{account}/{name}: interrupted")
@@ -342,7 +347,7 @@ def _record_failure(
     )
     try:
         with store.integration_transaction(
-            ctx.engine, account, name, ctx.settings, ctx.committed
+            ctx.engine, account, name, ctx.settings, ctx.committed, ctx.consumers
         ) as tx:
             snapshot_id = tx.write(row)
     except SnapshotError as exc:  # the database refused even that: stop the run

@@ -34,7 +34,7 @@ from inventory.notify.deliver import Deliverer, Pacer
 from inventory.notify.messages import slack_message
 from inventory.records import format_timestamp
 from inventory.report.notifications import notifications_report
-from inventory.store import snapshot as store_snapshot
+from inventory.store import consumers as store_consumers
 from inventory.store.findings import FindingEvents
 from inventory.store.outbox import expiry_warnings
 from inventory.testing import SENTINEL, sample_item, server_error
@@ -290,9 +290,9 @@ def test_every_event_kind_reaches_the_receiver_signed_as_documented(
     # The findings the rules open are tested in test_findings; here the seam passes only
     # the one finding given below, at the snapshot it is given for.
     opened: list[Any] = []
-    real = store_snapshot.enqueue_snapshot
+    real = store_consumers.enqueue_snapshot
     cli.monkeypatch.setattr(
-        store_snapshot,
+        store_consumers,
         "enqueue_snapshot",
         lambda conn, settings, sid, found, now: real(
             conn, settings, sid, FindingEvents(list(opened), []), now
@@ -925,7 +925,7 @@ def test_a_rolled_back_snapshot_queues_nothing(
     from sqlalchemy.exc import OperationalError
 
     configure(cli, receiver, {"billing": 1})
-    real = store_snapshot.enqueue_snapshot
+    real = store_consumers.enqueue_snapshot
     calls: list[int] = []
 
     def fail_after_queueing(conn: Any, *args: Any) -> None:
@@ -935,7 +935,7 @@ def test_a_rolled_back_snapshot_queues_nothing(
             assert rows_in(conn) == 1  # queued, in the transaction that now fails
             raise OperationalError("INSERT", None, Exception("disk I/O error"))
 
-    monkeypatch.setattr(store_snapshot, "enqueue_snapshot", fail_after_queueing)
+    monkeypatch.setattr(store_consumers, "enqueue_snapshot", fail_after_queueing)
     assert cli.run("sync", "--no-notify").code == 1
     ((snapshot_id, *_, status, _c, _a, _r, _m, _s, _p),) = snapshots(cli.db_url)
     assert status == "failed"

@@ -174,3 +174,38 @@ def test_postgresql_sessions_run_in_utc_and_keep_the_urls_own_options(db_url: st
             ).one()
         engine.dispose()
         assert tuple(settings) == ("UTC", "inventory_x", "on" if readonly else "off")
+
+
+def test_the_transaction_hands_what_it_wrote_to_its_consumers_in_order(engine: Engine) -> None:
+    """§10 "One pass": one Written value, the same object to each consumer, in the order
+    given, inside the snapshot's transaction (the rows are there to see); a snapshot that
+    applies nothing hands no changes, and an empty list of consumers writes no hash."""
+    key = Connection("api_key", "key", "a.com", T0, T0, "x-api-key")
+    seen: list[tuple[str, int, object, frozenset[tuple[str, str]], int]] = []
+
+    def consumer(name: str) -> store.Consumer:
+        def consume(p: store.Pass) -> None:
+            present = p.conn.execute(select(m.Connection.name)).scalars().all()
+            w = p.written
+            seen.append((name, w.snapshot_id, w.changes, w.changed, len(present)))
+
+        return consume
+
+    run = store.start_run(engine, "cli")
+    changes = diff({}, [key])
+    with store.integration_transaction(
+        engine, "acme", "crm", consumers=(consumer("first"), consumer("second"))
+    ) as tx:
+        applied = tx.write(store.SnapshotRow(run.id, "acme", "crm", T0, "complete"), changes)
+        failed = tx.write(
+            store.SnapshotRow(run.id, "acme", "crm", T1, "failed", error="x"), changes
+        )
+    store.finish_run(engine, run, "complete")
+    keys = frozenset({("api_key", "key")})
+    assert seen == [
+        ("first", applied, changes, keys, 1),
+        ("second", applied, changes, keys, 1),
+        ("first", failed, None, frozenset(), 1),
+        ("second", failed, None, frozenset(), 1),
+    ]
+    assert table(engine, m.Snapshot.id, m.Snapshot.chain_hash) == {(applied, None), (failed, None)}

@@ -1,12 +1,15 @@
-"""The database side, one module per concern: engine (engines, URLs, the error
-boundary), schema (Alembic), runs (run rows, liveness, claims), snapshot (the
-integration transaction) and bulk (one bulk insert per dialect).
+"""The database side: every table write, one module per concern. engine (engines, URLs,
+the error boundary), schema (Alembic), runs (run rows, liveness, claims), snapshot (the
+integration transaction), written and consumers (what it hands, in order, to chain,
+findings and outbox), chain and verify (§13), findings and findings_reuse (§12), outbox
+(§11), bulk (one bulk insert per dialect).
 """
 
 from __future__ import annotations
 
 from sqlalchemy import Connection, Engine
 
+from .consumers import CONSUMERS
 from .engine import (
     READ_ONLY_OPTION,
     check_reachable,
@@ -45,21 +48,25 @@ from .schema import (
 from .snapshot import (
     APPLIED,
     IntegrationTransaction,
-    SnapshotRow,
     SnapshotWriteFailed,
     fresh_snapshot,
     integration_transaction,
 )
+from .written import Consumer, Pass, SnapshotRow, Written
 
 __all__ = [
     "APPLIED",
+    "CONSUMERS",
     "READ_ONLY_OPTION",
     "Connection",
+    "Consumer",
     "Engine",
     "IntegrationTransaction",
+    "Pass",
     "Run",
     "SnapshotRow",
     "SnapshotWriteFailed",
+    "Written",
     "alembic_config",
     "check_reachable",
     "claim",

@@ -8,9 +8,8 @@ Every snapshot row (complete, held, failed or superseded) is written by
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import Any, NamedTuple, cast
@@ -36,10 +35,10 @@ from ..fields import METADATA_FIELDS, RECORD_FIELDS, TIMESTAMP_FIELDS
 from ..records import Connection as Record
 from ..types import ChangeKind, SnapshotStatus
 from .bulk import insert_rows
-from .chain import extend_chain
+from .consumers import CONSUMERS
 from .engine import database_errors, is_postgres, lock_key, now
-from .findings import FindingEvents, update_findings
-from .outbox import enqueue_snapshot
+from .findings import FindingEvents
+from .written import Consumer, Pass, SnapshotRow, Written
 
 SNAPSHOTS = cast(Table, m.Snapshot.__table__)
 CONNECTIONS = cast(Table, m.Connection.__table__)
@@ -58,25 +57,6 @@ APPLIED = (
 
 class SnapshotWriteFailed(SnapshotError):
     """The database refused this snapshot's transaction; nothing of it was written."""
-
-
-@dataclass(frozen=True)
-class SnapshotRow:
-    """A row of ``snapshots``, as the sync decided it."""
-
-    run_id: int
-    account: str
-    integration: str
-    started_at: datetime
-    status: SnapshotStatus
-    connection_count: int = 0
-    pages: int = 0
-    error: str | None = None
-    counts: tuple[int, int, int, int] = (0, 0, 0, 0)  # added, removed, modified, restored
-    superseded_by: int | None = None
-    accepted_removals: bool = False
-    fetched_digest: str | None = None
-    full_compare: bool = False  # every stored row was compared with the fetched set
 
 
 class LastApplied(NamedTuple):
@@ -106,11 +86,13 @@ def integration_transaction(
     integration: str,
     settings: Settings | None = None,
     on_commit: Callable[[FindingEvents], None] | None = None,
+    consumers: Sequence[Consumer] = CONSUMERS,
 ) -> Iterator[IntegrationTransaction]:
     """One transaction holding the (account, integration) lock: PostgreSQL advisory xact
     lock, SQLite's write lock (BEGIN IMMEDIATE). Commits on success, rolls back on any
-    error; a database error becomes SnapshotWriteFailed (this snapshot fails). Once it
-    has committed, ``on_commit`` gets what the findings of its snapshot opened and
+    error; a database error becomes SnapshotWriteFailed (this snapshot fails). The
+    snapshot it writes is handed to ``consumers``, in order, in the same transaction. Once
+    it has committed, ``on_commit`` gets what the findings of its snapshot opened and
     resolved (the run tells those about no connection at its end)."""
     doing = f"{account}/{integration}: database error while writing the snapshot"
     with (
@@ -120,7 +102,7 @@ def integration_transaction(
         with engine.begin() as conn:
             if is_postgres(conn):
                 conn.execute(select(func.pg_advisory_xact_lock(lock_key(account, integration))))
-            tx = IntegrationTransaction(conn, account, integration, settings)
+            tx = IntegrationTransaction(conn, account, integration, settings, consumers)
             yield tx
         if on_commit is not None:
             on_commit(tx.found)
@@ -136,13 +118,19 @@ class IntegrationTransaction:
     """One (account, integration) under its lock: read the state, then write one snapshot."""
 
     def __init__(
-        self, conn: Connection, account: str, integration: str, settings: Settings | None = None
+        self,
+        conn: Connection,
+        account: str,
+        integration: str,
+        settings: Settings | None = None,
+        consumers: Sequence[Consumer] = CONSUMERS,
     ) -> None:
         self.conn = conn
         self.account = account
         self.integration = integration
         self.settings = settings
-        self.found = FindingEvents([], [])  # by the last write, for the outbox
+        self.consumers = consumers
+        self.found = FindingEvents([], [])  # by the last write's consumers, for the run
         self.sqlite = not is_postgres(conn)
         # Rows written per table, for tests and benchmarks.
         self.written = dict.fromkeys((CONNECTIONS.name, VERSIONS.name, CHANGES.name), 0)
@@ -241,28 +229,17 @@ class IntegrationTransaction:
         """Write one snapshot: its row, then, when it applies (complete and not superseded),
         what ``changes`` changes in connections, connection_versions and
         connection_changes, every event and version at ``row.started_at``. Every snapshot
-        row is written here, and the after-apply calls (chain, findings, outbox; CONTRACT.md)
-        go at the one place marked AFTER-APPLY at the end, in this transaction."""
+        row is written here; then what it wrote is handed, as one ``Written`` value, to the
+        transaction's consumers (chain, findings, outbox), in order, in this transaction."""
         snapshot_id = self._insert_snapshot(row)
-        applies = row.status == SnapshotStatus.COMPLETE and row.superseded_by is None
-        changed: frozenset[tuple[str, str]] = frozenset()  # the keys whose rows it wrote
-        if applies and changes is not None and not changes.empty:
+        written = Written(snapshot_id, row)
+        if written.applied and changes is not None and not changes.empty:
             self._apply(snapshot_id, changes, row.started_at)
-            changed = changes.keys()
-        # AFTER-APPLY: the snapshot row and its events, versions and connections are
-        # written; the chain, findings and outbox calls go here, in this order.
-        extend_chain(self.conn, snapshot_id)
-        # Findings are judged at the snapshot's own time (the sync's clock).
-        self.found = update_findings(
-            self.conn,
-            self.settings,
-            self.account,
-            self.integration,
-            row.started_at,
-            snapshot_id,
-            changed,
-        )
-        enqueue_snapshot(self.conn, self.settings, snapshot_id, self.found, row.started_at)
+            written = Written(snapshot_id, row, changes)
+        one_pass = Pass(self.conn, self.settings, written)
+        for consume in self.consumers:
+            consume(one_pass)
+        self.found = one_pass.found
         return snapshot_id
 
     def _insert_snapshot(self, row: SnapshotRow) -> int:

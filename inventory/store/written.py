@@ -1,0 +1,70 @@
+"""The value a snapshot's transaction builds of what it wrote (§10 "One pass"), and the
+interface of the work that shares that transaction after the rows: each consumer is
+handed one ``Pass`` and works from it, in the order ``store.consumers`` fixes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import Connection
+
+from ..config import Settings
+from ..diff import Diff
+from ..types import SnapshotStatus
+from .findings import FindingEvents
+
+
+@dataclass(frozen=True)
+class SnapshotRow:
+    """A row of ``snapshots``, as the sync decided it."""
+
+    run_id: int
+    account: str
+    integration: str
+    started_at: datetime
+    status: SnapshotStatus
+    connection_count: int = 0
+    pages: int = 0
+    error: str | None = None
+    counts: tuple[int, int, int, int] = (0, 0, 0, 0)  # added, removed, modified, restored
+    superseded_by: int | None = None
+    accepted_removals: bool = False
+    fetched_digest: str | None = None
+    full_compare: bool = False  # every stored row was compared with the fetched set
+
+
+@dataclass(frozen=True)
+class Written:
+    """What one snapshot's transaction wrote: its row (and id) and, when it applied, the
+    Diff whose records and events it wrote into connections, connection_versions and
+    connection_changes, every one at ``row.started_at``."""
+
+    snapshot_id: int
+    row: SnapshotRow
+    changes: Diff | None = None  # None: it applied nothing (failed, held, superseded)
+
+    @property
+    def applied(self) -> bool:
+        return self.row.status == SnapshotStatus.COMPLETE and self.row.superseded_by is None
+
+    @property
+    def changed(self) -> frozenset[tuple[str, str]]:
+        """The (type, name) keys whose rows it wrote."""
+        return frozenset() if self.changes is None else self.changes.keys()
+
+
+@dataclass
+class Pass:
+    """One snapshot's pass through its consumers, in its transaction: what was written,
+    the settings it was written under, and what a consumer leaves for the next (the
+    findings it opened and resolved, which the outbox tells)."""
+
+    conn: Connection
+    settings: Settings | None
+    written: Written
+    found: FindingEvents = field(default_factory=lambda: FindingEvents([], []))
+
+
+Consumer = Callable[[Pass], None]
