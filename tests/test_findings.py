@@ -17,9 +17,9 @@ import pytest
 from sqlalchemy import delete, select, text
 
 from inventory import cli as cli_module
-from inventory import config as config_module
 from inventory import models as m
 from inventory import rules, store
+from inventory.config import load as config_load
 from inventory.config import load_settings
 from inventory.report import findings as report_findings
 from inventory.store import findings
@@ -45,7 +45,7 @@ def oauth(name: str, **fields: Any) -> dict[str, Any]:
 @pytest.fixture
 def acme(cli: Harness, monkeypatch: pytest.MonkeyPatch) -> Harness:
     """acme/crm: one api_key with no allowed_domain (ZIS001), one fine; the clock at T1."""
-    monkeypatch.setattr(config_module, "today", lambda: T1.date())
+    monkeypatch.setattr(config_load, "today", lambda: T1.date())
     monkeypatch.setattr(cli_module, "_now", lambda: T1)
     cli.zis.add_integration(
         "acme",
@@ -296,7 +296,7 @@ def test_suppressions_before_on_and_after_until(
         )
     }
     monkeypatch.setattr(cli_module, "_now", lambda: now)
-    monkeypatch.setattr(config_module, "today", lambda: T1.date())  # the config was valid
+    monkeypatch.setattr(config_load, "today", lambda: T1.date())  # the config was valid
     shown = listed(acme, "--rule", "ZIS001", code=code)
     both = listed(acme, "--rule", "ZIS001", "--include-suppressed", code=code)
     (row,) = both

@@ -11,6 +11,7 @@ import pytest
 
 from inventory import config as config_module
 from inventory import rules as f
+from inventory.config import load as config_load
 from inventory.config import load_settings
 from inventory.errors import ConfigError
 from inventory.records import METADATA_FIELDS
@@ -264,7 +265,7 @@ TODAY = date(2026, 12, 2)
 
 @pytest.fixture
 def write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> object:
-    monkeypatch.setattr(config_module, "today", lambda: TODAY)
+    monkeypatch.setattr(config_load, "today", lambda: TODAY)
 
     def _write(body: str) -> str:
         path = tmp_path / "inventory.toml"
