@@ -12,6 +12,7 @@ test: $(VENV)/.installed
 	$(PY) -m ruff check inventory tests benchmarks
 	$(PY) -m ruff format --check inventory tests benchmarks
 	$(PY) -m mypy
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest
 
 bench: $(VENV)/.installed
