@@ -1,5 +1,5 @@
 -- zis-inventory on PostgreSQL: three roles, so that the account that syncs cannot rewrite
--- or delete the history it wrote (README, "Tamper-evident history").
+-- or delete the history it wrote (docs/history.md, "PostgreSQL roles").
 --
 --   zis_inventory_owner    owns the schema: runs `python -m inventory db upgrade`, nothing else
 --   zis_inventory_writer   runs `sync --no-migrate` and the daemon: inserts history, updates

@@ -35,6 +35,11 @@ from inventory.testing import (
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
+# The README and every page under docs/, by path relative to the repository.
+DOCS = {
+    str(path.relative_to(ROOT)): path.read_text()
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("**/*.md"))]
+}
 HEAD = head_revision()  # the migrations' head, whatever its name
 CONFIG_COMMANDS = {
     "sync",
@@ -217,10 +222,19 @@ SQL_BLOCK = re.compile(
 )
 
 
-def readme_sql() -> list[tuple[str, str | None, str]]:
-    blocks = [(m["title"], m["dialect"], m["sql"]) for m in SQL_BLOCK.finditer(README)]
-    assert len(blocks) == README.count("```sql"), "every sql block starts with a -- title line"
+def docs_sql() -> list[tuple[str, str | None, str]]:
+    """(title, dialect or None, SQL) of every sql block of the README and docs/."""
+    blocks = []
+    for name, text in DOCS.items():
+        found = [(m["title"], m["dialect"], m["sql"]) for m in SQL_BLOCK.finditer(text)]
+        assert len(found) == text.count("```sql"), f"{name}: a sql block without a -- title"
+        blocks += found
+    titles = [(title, dialect) for title, dialect, _ in blocks]
+    assert len(titles) == len(set(titles)), "two sql blocks have the same title"
     return blocks
+
+
+readme_sql = docs_sql  # the name the findings tests use
 
 
 def _norm(value: Any) -> Any:

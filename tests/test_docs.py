@@ -1,7 +1,10 @@
-"""Docs that cannot rot: every command and option is in the README, every SQL block of the
-README runs on SQLite and PostgreSQL and returns what it says, every shell block runs as
-written and does what its comments say, and config.example.toml is valid and documents
-every key."""
+"""Docs that cannot rot, over the README and every page under docs/: every command and
+option is in docs/commands.md (and every command in the README's table), every command
+the docs name exists with the options written, every SQL block runs on SQLite and
+PostgreSQL and returns what it says, every TOML example loads, every configuration key
+is in docs/configuration.md, every relative link resolves, every shell block runs as
+written and does what its comments say (or says why not), config.example.toml is valid
+and documents every key, and the README stays short."""
 
 from __future__ import annotations
 
@@ -22,7 +25,14 @@ from pydantic import BaseModel
 
 from inventory import store
 from inventory.cli import cli as root_command
-from inventory.config import AdminEntry, FileConfig, NotifyEntry, load_settings
+from inventory.config import (
+    AccountEntry,
+    AdminEntry,
+    FileConfig,
+    NotifyEntry,
+    SuppressEntry,
+    load_settings,
+)
 from inventory.testing import (
     ACCOUNT,
     FakeZisServer,
@@ -32,7 +42,10 @@ from inventory.testing import (
     sample_item,
 )
 
-from .helpers import README, ROOT, Harness, _norm, readme_sql, rows
+from .helpers import DOCS, README, ROOT, Harness, _norm, docs_sql, rows
+
+COMMANDS_PAGE = DOCS["docs/commands.md"]
+CONFIG_PAGE = DOCS["docs/configuration.md"]
 
 
 def commands(group: click.Group, prefix: str = "") -> list[tuple[str, click.Command]]:
@@ -48,19 +61,26 @@ def commands(group: click.Group, prefix: str = "") -> list[tuple[str, click.Comm
 @pytest.mark.parametrize(
     ("path", "command"), commands(root_command), ids=lambda v: v if isinstance(v, str) else ""
 )
-def test_every_command_and_option_is_in_the_readme(path: str, command: click.Command) -> None:
-    assert f"python -m inventory {path}" in README
+def test_every_command_and_option_is_documented(path: str, command: click.Command) -> None:
+    """Each command has a heading of its own in docs/commands.md, a row in the README's
+    table, and each of its --options is written in docs/commands.md."""
+    if isinstance(command, click.Group) and not command.invoke_without_command:
+        # a group that only holds commands (db): documented by its commands
+        assert f"### `python -m inventory {path} " in COMMANDS_PAGE, path
+    else:
+        assert f"### `python -m inventory {path}`\n" in COMMANDS_PAGE, path
+        assert f"| [`python -m inventory {path}`](docs/commands.md#" in README, path
     for param in command.params:
         for opt in param.opts:
             if opt.startswith("--"):
-                assert f"`{opt}" in README, f"{path} {opt}"
+                assert f"`{opt}" in COMMANDS_PAGE, f"{path} {opt}"
 
 
-def test_global_options_are_in_the_readme() -> None:
+def test_global_options_are_documented() -> None:
     for param in root_command.params:
         for opt in param.opts:
             if opt.startswith("--"):
-                assert f"`{opt}" in README, opt
+                assert f"`{opt}" in COMMANDS_PAGE, opt
 
 
 def _text(value: datetime) -> str:
@@ -176,8 +196,11 @@ def test_readme_audit_sql_runs_as_written_and_answers(cli: Harness) -> None:
     }
     dialect = "PostgreSQL" if cli.db_url.startswith("postgresql") else "SQLite"
     # The findings queries run in tests/test_findings.py, over syncs that make findings.
-    blocks = [b for b in readme_sql() if not b[0].startswith("Findings: ")]
+    blocks = [b for b in docs_sql() if not b[0].startswith("Findings: ")]
     assert {title for title, _, _ in blocks} == set(expected) | set(DISCOVERY_SQL)
+    assert {title for title, _, _ in docs_sql()} - {title for title, _, _ in blocks} == {
+        *FINDINGS_SQL
+    }
     ran = set()
     for title, only, sql in blocks:
         if only not in (None, dialect) or title in DISCOVERY_SQL:
@@ -192,7 +215,15 @@ def test_readme_audit_sql_runs_as_written_and_answers(cli: Harness) -> None:
     assert failed_error == "acme/crm: page 1: HTTP 401 InvalidCredentials: Token length is invalid"
 
 
-# The README's queries over the registry's tables, run by the test below.
+# The findings queries of docs/findings.md: tests/test_findings.py runs each and checks its
+# rows (test_readme_findings_sql); a new one needs its expected rows there.
+FINDINGS_SQL = (
+    "Findings: open now, most severe first",
+    "Findings: when each opened, was last seen, and was fixed",
+    "Findings: who suppressed which, why, and until when",
+)
+
+# The queries over the registry's tables (docs/discovery.md), run by the test below.
 DISCOVERY_SQL: dict[str, list[tuple[Any, ...]]] = {
     "Integrations in the registry that nobody inventories": [
         ("acme", "crm", "CRM bridge", _text(T1)),
@@ -230,7 +261,7 @@ def test_readme_discovery_sql_runs_as_written_and_answers(cli: Harness) -> None:
         cli.zis.registry("acme").basic = ("secops@example.com", "revoked")
         patch.setattr(store, "now", lambda: T2)
         assert cli.run("sync").code == 1
-    blocks = {title: sql for title, _, sql in readme_sql() if title in DISCOVERY_SQL}
+    blocks = {title: sql for title, _, sql in docs_sql() if title in DISCOVERY_SQL}
     assert set(blocks) == set(DISCOVERY_SQL)
     for title, want in DISCOVERY_SQL.items():
         got = [tuple(_norm(v) for v in row) for row in rows(cli.db_url, blocks[title])]
@@ -278,7 +309,183 @@ def test_config_example_is_valid_and_documents_every_key(monkeypatch: pytest.Mon
         assert re.search(rf"^#?\s*{key}\s*=", text, re.M), f"notify.{key}"
 
 
-# --- the README's shell blocks ---
+# --- every page: commands, TOML, keys, links, length ---
+
+MENTION = re.compile(r"python3?\s+-m\s+inventory(?![.\w])")
+SHELL_STOP = {"|", "||", "&&", "&", ";", ">", ">>", "<", "#", "..."}
+
+
+def mentions() -> list[tuple[str, list[str]]]:
+    """(file, words) of each `python -m inventory ...` the docs write: the words after it
+    up to the end of its code span or line (a continued line joined), without quotes."""
+    found = []
+    for name, text in DOCS.items():
+        text = text.replace("\\\n", " ")
+        for match in MENTION.finditer(text):
+            rest = re.split(r"[`\n]", text[match.end() :], maxsplit=1)[0]
+            found.append((name, [w.strip("\"'(),.:") for w in rest.split()]))
+    return found
+
+
+def _option(command: click.Command, word: str) -> click.Parameter | None:
+    name = word.split("=", 1)[0]
+    return next((p for p in command.params if name in (*p.opts, *p.secondary_opts)), None)
+
+
+def check_command_line(words: list[str]) -> str:
+    """The command path the words name, after checking that each command exists and each
+    --option belongs to it (AssertionError otherwise). Prose after the command ends it."""
+    command: click.Command = root_command
+    path: list[str] = []
+    i = 0
+    while i < len(words):
+        word = words[i]
+        if word in SHELL_STOP or word.startswith("#"):
+            break
+        if word.startswith("--"):
+            param = _option(command, word)
+            if param is None and word == "--help":
+                i += 1
+                continue
+            assert param is not None, f"{' '.join(path) or 'the root'} has no option {word}"
+            takes_value = isinstance(param, click.Option) and not param.is_flag
+            i += 2 if takes_value and "=" not in word else 1
+            continue
+        # a word after a group is its command, unless the group runs alone (evidence DIR)
+        is_name = re.fullmatch(r"[a-z][a-z-]*", word) is not None
+        if (
+            isinstance(command, click.Group)
+            and is_name
+            and (word in command.commands or not path or not command.invoke_without_command)
+        ):
+            assert word in command.commands, f"no command {' '.join([*path, word])}"
+            command = command.commands[word]
+            path.append(word)
+            i += 1
+            continue
+        if any(isinstance(p, click.Argument) for p in command.params) and i < len(words):
+            i += 1  # a positional argument (evidence verify DIR)
+            continue
+        break  # prose, or a placeholder: the command ends here
+    return " ".join(path)
+
+
+def test_every_command_the_docs_name_exists_with_its_options() -> None:
+    seen = {(name, check_command_line(words)) for name, words in mentions()}
+    documented = {path for name, path in seen if name == "docs/commands.md"}
+    assert documented >= {path for path, _ in commands(root_command)} - {"db"}
+    with pytest.raises(AssertionError, match="no command db verfy"):
+        check_command_line(["db", "verfy"])
+    with pytest.raises(AssertionError, match="sync has no option --acept-removals"):
+        check_command_line(["sync", "--acept-removals"])
+    assert check_command_line(["--log-format", "json", "daemon", "--config", "x", "|"]) == (
+        "daemon"
+    )
+
+
+TOML_BLOCK = re.compile(r"^( *)```toml\n(?P<body>.*?)^\1```$", re.M | re.S)
+MINIMAL_ACCOUNT = '\n[[accounts]]\nsubdomain = "acme"\ntoken_env = "ACME_ZIS_TOKEN"\nintegrations = ["billing_sync"]\n'
+
+
+def toml_blocks() -> list[tuple[str, str]]:
+    found = []
+    for name, text in DOCS.items():
+        for match in TOML_BLOCK.finditer(text):
+            indent = len(match.group(1))
+            body = "\n".join(line[indent:] for line in match.group("body").splitlines())
+            found.append((name, body + "\n"))
+    return found
+
+
+def test_every_toml_example_loads(tmp_path: Path) -> None:
+    """Each TOML block parses, validates as the configuration file (a block without
+    [[accounts]] gets a minimal one), and loads as settings with every variable it names
+    set; a suppression's until date is moved into the allowed window first (the file's
+    date is checked as a date, and the window moves with the calendar)."""
+    blocks = toml_blocks()
+    assert {name for name, _ in blocks} >= {
+        "README.md",
+        "docs/configuration.md",
+        "docs/findings.md",
+        "docs/notifications.md",
+        "docs/discovery.md",
+    }
+    secret = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    for number, (name, body) in enumerate(blocks):
+        text = body if "[[accounts]]" in body else body + MINIMAL_ACCOUNT
+        FileConfig.model_validate(tomllib.loads(text))
+        soon = (datetime.now(UTC).date() + timedelta(days=30)).isoformat()
+        text = re.sub(r'^until = "[^"]*"', f'until = "{soon}"', text, flags=re.M)
+        env = {}
+        for key, var in re.findall(r'\b(\w+_env)\s*=\s*"(\w+)"', text):
+            env[var] = {"secret_env": secret, "url_env": "https://hooks.slack.com/x"}.get(
+                key, "value"
+            )
+        for var in re.findall(r'=\s*"([A-Z][A-Z0-9_]+)"', text):
+            env.setdefault(var, "value")  # headers_env = { Authorization = "VAR" }
+        path = tmp_path / f"block{number}.toml"
+        path.write_text(text)
+        settings = load_settings(str(path), environ=env, resolve_tokens=False)
+        assert settings.accounts, (name, body)
+
+
+def test_configuration_page_names_every_key() -> None:
+    keys = {k.split(".")[-1] for k in all_keys(FileConfig)} - {"accounts", "notify"}
+    keys |= set(AccountEntry.model_fields) | set(AdminEntry.model_fields)
+    keys |= set(NotifyEntry.model_fields) | set(SuppressEntry.model_fields)
+    keys |= set(FileConfig.model_fields)
+    # as `key`, or as a table: `[key]`, `[[key]]`, `[findings.key]`, `[[findings.key]]`
+    missing = {k for k in keys if not re.search(rf"[`.\[]{k}[`\]]", CONFIG_PAGE)}
+    assert missing == set()
+
+
+LINK = re.compile(r"!?\[[^\]]*\]\((?P<target>[^)\s]+)\)")
+
+
+def anchors(text: str) -> set[str]:
+    """The anchors GitHub makes of a page's headings."""
+    text = re.sub(r"^```.*?^```$", "", text, flags=re.M | re.S)
+    found: set[str] = set()
+    for heading in re.findall(r"^#{1,6} (.+)$", text, re.M):
+        slug = re.sub(r"[^\w\- ]", "", heading.replace("`", "").strip().lower()).replace(" ", "-")
+        anchor, n = slug, 0
+        while anchor in found:
+            n += 1
+            anchor = f"{slug}-{n}"
+        found.add(anchor)
+    return found
+
+
+def test_every_relative_link_resolves() -> None:
+    checked = 0
+    for name, text in DOCS.items():
+        text = re.sub(r"^```.*?^```$", "", text, flags=re.M | re.S)
+        for match in LINK.finditer(text):
+            target = match["target"]
+            if re.match(r"[a-z]+:", target):
+                continue  # https://, mailto:
+            file, _, anchor = target.partition("#")
+            path = (ROOT / name).parent / file if file else ROOT / name
+            assert path.resolve().exists(), (name, target)
+            if anchor:
+                assert anchor in anchors(path.read_text()), (name, target)
+            checked += 1
+    assert checked > 50
+    assert "python--m-inventory-db-verify" in anchors("### `python -m inventory db verify`")
+    assert "metadata-kept--and-nothing-else" in anchors("## Metadata kept — and nothing else")
+
+
+def test_every_page_under_docs_is_linked_from_the_readme() -> None:
+    pages = {name.removeprefix("docs/") for name in DOCS if name.startswith("docs/")}
+    linked = set(re.findall(r"\]\(docs/([\w-]+\.md)\)", README))
+    assert linked == pages
+
+
+def test_the_readme_is_short() -> None:
+    assert len(README.splitlines()) <= 400
+
+
+# --- the shell blocks of the README and docs/ ---
 
 SHELL_BLOCK = re.compile(
     r"^(?:<!-- (?P<note>[^\n]*?) -->\n)?```(?:sh|bash|shell|console)\n(?P<body>.*?)^```$",
@@ -294,33 +501,40 @@ COUNTS = re.compile(
 )
 
 
-def readme_shell_blocks() -> list[tuple[str, str | None, str]]:
-    """(the heading above, the note above, the body) of every shell block of the README."""
+def shell_blocks() -> list[tuple[str, str, str | None, str]]:
+    """(the file, the heading above, the note above, the body) of every shell block of the
+    README and docs/."""
     found = []
-    for match in SHELL_BLOCK.finditer(README):
-        heading = re.findall(r"^#+ (.*)$", README[: match.start()], re.M)[-1]
-        found.append((heading, match.group("note"), match.group("body")))
+    for name, text in DOCS.items():
+        for match in SHELL_BLOCK.finditer(text):
+            heading = re.findall(r"^#+ (.*)$", text[: match.start()], re.M)[-1]
+            found.append((name, heading, match.group("note"), match.group("body")))
     return found
 
 
-RUN_BLOCKS = [(h, body) for h, note, body in readme_shell_blocks() if note is None]
+RUN_BLOCKS = [(h, body) for _, h, note, body in shell_blocks() if note is None]
 
 
 def test_every_shell_block_is_run_or_says_why_not() -> None:
-    blocks = readme_shell_blocks()
-    for heading, note, _ in blocks:
-        assert note is None or (note.startswith(NOT_RUN) and note.removeprefix(NOT_RUN)), heading
-    assert [h for h, _ in RUN_BLOCKS] == ["Trying it against a local ZIS-compatible server"]
+    blocks = shell_blocks()
+    for name, heading, note, _ in blocks:
+        assert note is None or (note.startswith(NOT_RUN) and note.removeprefix(NOT_RUN)), (
+            name,
+            heading,
+        )
+    # The one block that is run stays in the README: a newcomer's first steps.
+    run = [(name, h) for name, h, note, _ in blocks if note is None]
+    assert run == [("README.md", "Trying it against a local ZIS-compatible server")]
     # A command to paste is in a sh block (so it is run, or says why not); a block without
     # a language is output, or a transcript whose commands start with "$ " (its other lines
     # are what those commands print).
-    for info, text in re.findall(r"^```(\S*)\n(.*?)^```$", README, re.M | re.S):
-        lines = text.splitlines()
-        transcript = any(line.startswith("$ ") for line in lines)
-        for line in lines if info == "" and not transcript else ():
-            assert not re.match(r"(\.venv/bin/|python3? -m |make [a-z]|export [A-Z_]+=)", line), (
-                line
-            )
+    for name, text in DOCS.items():
+        for info, body in re.findall(r"^```(\S*)\n(.*?)^```$", text, re.M | re.S):
+            lines = body.splitlines()
+            transcript = any(line.startswith("$ ") for line in lines)
+            for line in lines if info == "" and not transcript else ():
+                pasted = re.match(r"(\.venv/bin/|python3? -m |make [a-z]|export [A-Z_]+=)", line)
+                assert not pasted, (name, line)
 
 
 def top_level_lines(body: str) -> list[tuple[int, str]]:
