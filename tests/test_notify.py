@@ -8,16 +8,14 @@ import base64
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -37,11 +35,15 @@ from inventory.report.notifications import notifications_report
 from inventory.store import consumers as store_consumers
 from inventory.store.findings import FindingEvents
 from inventory.store.outbox import expiry_warnings
-from inventory.testing import SENTINEL, sample_item, server_error
+from inventory.testing import sample_item, server_error
 
 from .helpers import (
+    AUTH,
+    SECRET,
     Harness,
+    Receiver,
     assert_valid_slack,
+    far_expiry,
     items,
     query,
     rows,
@@ -49,122 +51,11 @@ from .helpers import (
     sync_at,
     wait_for,
 )
+from .helpers import (
+    configure_webhook as configure,
+)
 
-SECRET = "whsec_" + base64.b64encode(b"notify-test-signing-secret-0123").decode()
-AUTH = f"Bearer {SENTINEL}-SIEM-AUTH"
 NOW = datetime.now(UTC)
-
-
-# --- a receiver on loopback ------------------------------------------------------------
-
-
-@dataclass
-class Got:
-    headers: dict[str, str]
-    body: bytes
-    status: int | None  # what it answered; None while blocked
-    at: float = field(default_factory=time.monotonic)  # when it arrived
-
-    @property
-    def payload(self) -> dict[str, Any]:
-        value: dict[str, Any] = json.loads(self.body)
-        return value
-
-    @property
-    def webhook_id(self) -> str:
-        return self.headers["webhook-id"]
-
-
-Answer = int | tuple[int, dict[str, str]] | str  # a status, with headers, or "block"
-
-
-@dataclass
-class Receiver:
-    """A webhook receiver: answers each request with the next scripted answer (then
-    ``default``), or by ``decide(payload)``; can be down (connection refused)."""
-
-    default: int = 200
-    script: list[Answer] = field(default_factory=list)
-    decide: Callable[[dict[str, Any]], Answer] | None = None
-    delay: float = 0.0
-    got: list[Got] = field(default_factory=list)
-    in_flight: Counter[str] = field(default_factory=Counter)
-    overlaps: int = 0
-    release: threading.Event = field(default_factory=threading.Event)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    port: int = 0
-    bodies: list[bytes] | None = None  # also append each body here (the harness's search)
-    _server: ThreadingHTTPServer | None = None
-
-    def __post_init__(self) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hooks/{SENTINEL}-URL-PATH"
-
-    def up(self) -> None:
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                got = Got({k.lower(): v for k, v in self.headers.items()}, body, None)
-                with receiver.lock:
-                    receiver.got.append(got)
-                    if receiver.bodies is not None:
-                        receiver.bodies.append(body)
-                    wid = got.headers.get("webhook-id", "")
-                    receiver.in_flight[wid] += 1
-                    if receiver.in_flight[wid] > 1:
-                        receiver.overlaps += 1
-                    answer = receiver._answer(got)
-                try:
-                    if answer == "block":
-                        receiver.release.wait(30)
-                        answer = 200
-                    if receiver.delay:
-                        time.sleep(receiver.delay)
-                    status, headers = answer if isinstance(answer, tuple) else (answer, {})
-                    got.status = int(status)
-                    self.send_response(int(status))
-                    for k, v in headers.items():
-                        self.send_header(k, v)
-                    self.send_header("Content-Length", "2")
-                    self.end_headers()
-                    self.wfile.write(b"ok")
-                finally:
-                    with receiver.lock:
-                        receiver.in_flight[wid] -= 1
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        server.daemon_threads = True
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        self._server = server
-
-    def down(self) -> None:
-        if self._server is not None:
-            self.release.set()
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def _answer(self, got: Got) -> Answer:
-        if self.script:
-            return self.script.pop(0)
-        if self.decide is not None:
-            return self.decide(got.payload)
-        return self.default
-
-    def delivered(self) -> list[Got]:
-        """The requests answered 2xx, in the order they came."""
-        with self.lock:
-            return [g for g in self.got if g.status is not None and 200 <= g.status < 300]
 
 
 @pytest.fixture
@@ -173,61 +64,6 @@ def receiver() -> Iterator[Receiver]:
     r.up()
     yield r
     r.down()
-
-
-# The rules are off here: this file tests the delivery of what the seam passes (the
-# findings the rules open are tested in test_findings.py).
-NO_FINDINGS = "\n".join(f"[findings.rules.ZIS{n:03d}]\nenabled = false" for n in range(1, 11))
-
-
-def configure(
-    h: Harness,
-    receiver: Receiver,
-    layout: dict[str, int],
-    *,
-    sink: str = "",
-    notifications: str = "",
-    extra_sync: str = "page_size = 3\nmax_retries = 0",
-    connections: Callable[[str, int], list[tuple[str, dict[str, Any]]]] | None = None,
-) -> None:
-    """Integrations of account acme, and a config with one signed webhook sink whose URL,
-    secret and header value are secrets the harness looks for everywhere."""
-    for name, count in layout.items():
-        made = connections(name, count) if connections else far_expiry(items(name, count))
-        h.zis.add_integration("acme", name, h.token("acme", name), made)
-    config = h.write_config(extra_sync, acme=list(layout))
-    receiver.bodies = h.sent
-    h.monkeypatch.setenv("SIEM_URL", receiver.url)
-    h.monkeypatch.setenv("SIEM_SECRET", SECRET)
-    h.monkeypatch.setenv("SIEM_AUTH", AUTH)
-    h.tokens[("notify", "url")] = receiver.url
-    h.tokens[("notify", "secret")] = SECRET
-    h.tokens[("notify", "auth")] = AUTH
-    config.write_text(
-        config.read_text()
-        + f"""
-[[notify]]
-name = "siem"
-kind = "webhook"
-url_env = "SIEM_URL"
-secret_env = "SIEM_SECRET"
-headers_env = {{ Authorization = "SIEM_AUTH" }}
-{sink}
-
-[notifications]
-backoff_seconds = 0.001
-max_backoff_seconds = 0.002
-{notifications}
-{NO_FINDINGS}
-"""
-    )
-
-
-def far_expiry(made: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:
-    for type_name, item in made:
-        if type_name == "oauth":
-            item["token_expiry"] = "2099-01-01T00:00:00Z"
-    return made
 
 
 def stamp(at: datetime) -> str:
@@ -1064,9 +900,9 @@ def test_the_report_reads_the_delivery_log(db_url: str) -> None:
 def test_the_daemon_delivers_continuously_and_stops_cleanly(
     cli: Harness, receiver: Receiver
 ) -> None:
-    from .test_daemon import SCHEDULE
-    from .test_daemon import start as start_daemon
-    from .test_daemon import stop as stop_daemon
+    from .helpers import SCHEDULE
+    from .helpers import start as start_daemon
+    from .helpers import stop as stop_daemon
 
     configure(cli, receiver, {"billing": 1}, notifications="poll_seconds = 0.2")
     assert cli.config is not None

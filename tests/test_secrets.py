@@ -13,8 +13,11 @@ from inventory import models as m
 from inventory.testing import Fault, malformed, rate_limited, server_error
 
 from .helpers import (
+    NO_FINDINGS,
     SCHEDULE,
     Harness,
+    Receiver,
+    configure_webhook,
     dump_database,
     leaky,
     query,
@@ -118,15 +121,13 @@ def test_no_sink_url_secret_or_header_comes_out_of_notifications(
     """Sinks whose URL, signing secret and header value are sentinels, through failing
     and working deliveries, every command that touches them and the daemon: the harness
     then searches the outbox (payloads included), every table, output and file."""
-    from .test_notify import NO_FINDINGS, Receiver, configure
-
     receiver = Receiver()
     receiver.up()
     try:
         # The registry lists an integration nobody configured (a run_findings message), and
         # the rules are on: every payload type and event kind is made and searched.
         cli.registry("acme", [leaky("billing"), leaky("not_configured", "Nobody watches it")])
-        configure(
+        configure_webhook(
             cli,
             receiver,
             {"billing": 1},
