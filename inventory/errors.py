@@ -3,6 +3,8 @@
     InventoryError
     ├── ConfigError          bad configuration or CLI usage: exit 2 before any work
     ├── DatabaseError        database unreachable, locked or not at the schema head: stop, exit 1
+    ├── PackError            the evidence pack's folder cannot be used (a file, not empty):
+    │                        the CLI reports it as a usage error, exit 2; nothing is written
     ├── RegistryError        one account's registry could not be read: a warning and a
     │                        failed listing, never a failed snapshot
     └── SnapshotError        this (account, integration) snapshot fails; the others go on
@@ -37,6 +39,11 @@ class ConfigError(InventoryError):
 
 class DatabaseError(InventoryError):
     """The database cannot be used for this run."""
+
+
+class PackError(InventoryError):
+    """The output folder of the evidence pack cannot be used (exists and is not empty, is a
+    file, ...)."""
 
 
 class SnapshotError(InventoryError):

@@ -20,6 +20,7 @@ import pytest
 from sqlalchemy import text
 
 from inventory import evidence, render, report, store
+from inventory.evidence import read
 from inventory.records import format_timestamp
 from inventory.store.bulk import sqlite_value
 from inventory.testing import SENTINEL, sample_item
@@ -306,11 +307,8 @@ def test_manifest_and_verify(history: Harness) -> None:
         "url": store.safe_url(history.db_url),
         "schema_revision": store.head_revision(),
     }
-    heads = _expected_chain(history.db_url)
-    if heads is None:
-        assert data["chain"] == {"available": False, "note": "not available in this version"}
-    else:
-        assert (data["chain"]["heads"], data["chain"]["digest"]) == heads
+    heads, chain_digest = _expected_chain(history.db_url)
+    assert data["chain"] == {"available": True, "heads": heads, "digest": chain_digest}
     digest = hashlib.sha256((folder / "manifest.json").read_bytes()).hexdigest()
     assert f"manifest.json: sha256 {digest}" in result.out
 
@@ -336,11 +334,11 @@ def test_manifest_and_verify(history: Harness) -> None:
     assert verify() == (1, ["unreadable: manifest.json", "evidence verify: FAILED"])
 
 
-def _expected_chain(url: str) -> tuple[list[dict[str, Any]], str] | None:
+def _expected_chain(url: str) -> tuple[list[dict[str, Any]], str]:
     engine = store.make_engine(url, readonly=True)
     try:
         with engine.connect() as conn:
-            return evidence._chain_heads(conn)
+            return read._chain_heads(conn)
     finally:
         engine.dispose()
 
@@ -495,9 +493,9 @@ def _fake_features(monkeypatch: pytest.MonkeyPatch, calls: list[tuple[str, Any]]
         return heads, "cd" * 32
 
     for module, name, function in (
-        ("inventory.report.findings", "findings_report", findings_report),
-        ("inventory.report.notifications", "notifications_report", notifications_report),
-        ("inventory.store.chain", "chain_heads", chain_heads),
+        ("inventory.evidence.read", "findings_report", findings_report),
+        ("inventory.evidence.read", "notifications_report", notifications_report),
+        ("inventory.evidence.read", "chain_heads", chain_heads),
     ):
         monkeypatch.setattr(importlib.import_module(module), name, function)
 
@@ -593,7 +591,7 @@ def test_the_pack_reads_one_transaction(history: Harness) -> None:
     writer = store.make_engine(history.db_url)
     count = text("SELECT count(*) FROM sync_runs")
     try:
-        with evidence._one_read(reader) as conn:
+        with read._one_read(reader) as conn:
             before = conn.execute(count).scalar()
             with writer.begin() as other:
                 other.execute(
