@@ -11,28 +11,23 @@ import json
 import logging
 import re
 import threading
-from collections.abc import Iterator, Mapping, Sequence, Set
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, func, insert, select, update
-from sqlalchemy.exc import SQLAlchemyError
-
-from . import models as m
 from . import store
 from .config import Account, Settings
-from .errors import ConfigError, Interrupted, RegistryError
-from .registry import RegisteredIntegration, RegistryListing, list_integrations
+from .errors import ConfigError, DatabaseError, Interrupted, RegistryError
+from .registry import RegistryListing, list_integrations
 from .render import format_table
 from .results import Listing
+from .store import Engine
+from .store.registry import apply_listing, record_failed_listing
 from .zis import ZisClient
 
 log = logging.getLogger(__name__)
 
-INTEGRATIONS: Table = m.RegistryIntegration.__table__  # type: ignore[assignment]
-LISTINGS: Table = m.RegistryListing.__table__  # type: ignore[assignment]
 _NOT_ENV_RE = re.compile(r"[^A-Z0-9_]")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
@@ -80,24 +75,16 @@ def _list_account(engine: Engine, run_id: int, client: ZisClient, account: Accou
     configured = {i.name for i in account.integrations}
     try:
         return apply_listing(engine, run_id, started, fetched, configured)
-    except SQLAlchemyError as exc:
-        error = f"{account.subdomain}/registry: database error while writing the listing: " + (
-            store.describe_db_error(engine, exc)
-        )
-        return _failed(engine, run_id, account.subdomain, started, error)
+    except DatabaseError as exc:
+        return _failed(engine, run_id, account.subdomain, started, str(exc))
 
 
 def _failed(engine: Engine, run_id: int, account: str, started: datetime, error: str) -> Listing:
     listing = Listing(account, "failed", error=error)
     try:
-        with engine.begin() as conn:
-            listing.listing_id = _insert_listing(conn, run_id, started, listing)
-    except SQLAlchemyError as exc:
-        log.error(
-            "%s/registry: cannot record the failed listing: %s",
-            account,
-            store.describe_db_error(engine, exc),
-        )
+        record_failed_listing(engine, run_id, started, listing)
+    except DatabaseError as exc:
+        log.error("%s", exc)
     return listing
 
 
@@ -112,129 +99,6 @@ def summary_lines(listings: Sequence[Listing]) -> list[str]:
 
 def summary_json(listings: Sequence[Listing]) -> list[dict[str, Any]]:
     return [asdict(listing) for listing in listings]
-
-
-# --- the tables ----------------------------------------------------------------------
-
-
-@contextmanager
-def _account_transaction(engine: Engine, account: str) -> Iterator[Connection]:
-    """One transaction holding the account's registry lock (PostgreSQL advisory lock,
-    SQLite's write lock), so two syncs never apply listings of one account at once."""
-    with engine.begin() as conn:
-        if store.is_postgres(conn):
-            key = store.lock_key(account, "", salt="registry")
-            conn.execute(select(func.pg_advisory_xact_lock(key)))
-        yield conn
-
-
-def apply_listing(
-    engine: Engine, run_id: int, started: datetime, fetched: RegistryListing, configured: Set[str]
-) -> Listing:
-    """Write a complete listing: its row, and the integrations added, removed or restored
-    since the last applied one; none when a later-started listing was applied first."""
-    result = Listing(
-        fetched.account,
-        "complete",
-        integration_count=len(fetched.integrations),
-        not_configured=sum(1 for i in fetched.integrations if i.name not in configured),
-        pages=fetched.pages,
-    )
-    l = LISTINGS.c  # noqa: E741
-    with _account_transaction(engine, fetched.account) as conn:
-        newer = conn.execute(
-            select(l.id)
-            .where(
-                l.account == fetched.account,
-                l.status == "complete",
-                l.superseded_by.is_(None),
-                l.started_at > started,
-            )
-            .order_by(l.started_at.desc())
-            .limit(1)
-        ).scalar()
-        if newer is not None:
-            result.superseded_by = newer
-        else:
-            result.added, result.removed, result.restored = _apply(
-                conn, fetched.account, started, fetched.integrations, configured
-            )
-        result.listing_id = _insert_listing(conn, run_id, started, result)
-    return result
-
-
-def _apply(
-    conn: Connection,
-    account: str,
-    at: datetime,
-    fetched: Sequence[RegisteredIntegration],
-    configured: Set[str],
-) -> tuple[int, int, int]:
-    i = INTEGRATIONS.c
-    stored = {
-        row.name: row
-        for row in conn.execute(
-            select(i.id, i.name, i.description, i.removed_at, i.configured).where(
-                i.account == account
-            )
-        )
-    }
-    added = restored = removed = 0
-    for integration in fetched:
-        is_configured = integration.name in configured
-        row = stored.get(integration.name)
-        if row is None:
-            conn.execute(
-                insert(INTEGRATIONS).values(
-                    account=account,
-                    name=integration.name,
-                    description=integration.description,
-                    first_seen_at=at,
-                    last_seen_at=at,
-                    removed_at=None,
-                    configured=is_configured,
-                )
-            )
-            added += 1
-            continue
-        values: dict[str, Any] = {"last_seen_at": at}
-        if row.removed_at is not None:
-            values["removed_at"] = None
-            restored += 1
-        if row.description != integration.description:
-            values["description"] = integration.description
-        if bool(row.configured) != is_configured:
-            values["configured"] = is_configured
-        conn.execute(update(INTEGRATIONS).where(i.id == row.id).values(values))
-    names = {integration.name for integration in fetched}
-    for name, row in stored.items():
-        if name not in names and row.removed_at is None:
-            conn.execute(update(INTEGRATIONS).where(i.id == row.id).values(removed_at=at))
-            removed += 1
-    return added, removed, restored
-
-
-def _insert_listing(conn: Connection, run_id: int, started: datetime, listing: Listing) -> int:
-    return int(
-        conn.execute(
-            insert(LISTINGS)
-            .values(
-                run_id=run_id,
-                account=listing.account,
-                started_at=started,
-                finished_at=store.now(),
-                status=listing.status,
-                integration_count=listing.integration_count,
-                added=listing.added,
-                removed=listing.removed,
-                restored=listing.restored,
-                pages=listing.pages,
-                error=listing.error,
-                superseded_by=listing.superseded_by,
-            )
-            .returning(LISTINGS.c.id)
-        ).scalar_one()
-    )
 
 
 # --- the discover command ------------------------------------------------------------

@@ -13,8 +13,8 @@ from sqlalchemy import select
 
 from inventory import models as m
 from inventory import store
-from inventory.discovery import apply_listing
 from inventory.registry import RegisteredIntegration, RegistryListing
+from inventory.store.registry import apply_listing
 from inventory.testing import (
     REGISTRY,
     SENTINEL,
