@@ -29,6 +29,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from . import models as m
 from .results import RunResult
+from .rules import expires_within, has_expired
 
 log = logging.getLogger(__name__)
 
@@ -213,15 +214,13 @@ class _DatabaseCollector(Collector):
             for label, window in EXPIRY_WINDOWS:
                 for row in conn.execute(
                     select(c.account, c.integration, func.count())
-                    .where(
-                        c.removed_at.is_(None), c.token_expiry > now, c.token_expiry <= now + window
-                    )
+                    .where(c.removed_at.is_(None), expires_within(c.token_expiry, now, window))
                     .group_by(c.account, c.integration)
                 ):
                     expiring.add_metric([row[0], row[1], label], row[2])
             for account, integration, count in conn.execute(
                 select(c.account, c.integration, func.count())
-                .where(c.removed_at.is_(None), c.token_expiry <= now)
+                .where(c.removed_at.is_(None), has_expired(c.token_expiry, now))
                 .group_by(c.account, c.integration)
             ):
                 expired.add_metric([account, integration], count)

@@ -26,6 +26,28 @@ TOKEN_TYPES = ("api_key", "basic_auth", "bearer_token")  # a secret sent as it i
 ZENDESK_API_TOKENS_END = "2027-04-30"
 
 
+# --- expiry and staleness, once: the rules, `check`, the reports, the metrics, the outbox's
+# ledger and the evidence pack all ask these. Each is written with comparison operators
+# only, so it holds of datetimes and of SQLAlchemy column expressions alike (``&`` of two
+# conditions is their AND), and a query filters on the very predicate a rule applies.
+
+
+def has_expired(expiry: Any, at: Any) -> Any:
+    """A token whose expiry is at or before ``at`` has expired then."""
+    return expiry <= at
+
+
+def expires_within(expiry: Any, at: Any, within: timedelta) -> Any:
+    """Not yet expired at ``at``, and expired at most ``within`` later."""
+    return (expiry > at) & (expiry <= at + within)
+
+
+def is_stale(last_complete: datetime | None, at: datetime, max_age: timedelta) -> bool:
+    """No complete snapshot, or the last one started more than ``max_age`` before ``at``
+    (one exactly ``max_age`` old is not yet stale)."""
+    return last_complete is None or last_complete < at - max_age
+
+
 @dataclass(frozen=True)
 class RuleSettings:
     """[findings.rules.ZISnnn] as given: None (or a missing parameter) = the rule's default."""
@@ -202,7 +224,7 @@ def not_rotated(inv: Inventory, p: Params, now: datetime) -> Iterator[Hit]:
 
 def expired(inv: Inventory, p: Params, now: datetime) -> Iterator[Hit]:
     for c in inv.connections:
-        if c.type == "oauth" and c.token_expiry is not None and c.token_expiry <= now:
+        if c.type == "oauth" and c.token_expiry is not None and has_expired(c.token_expiry, now):
             yield _hit(c, f"token_expiry={_ts(c.token_expiry)} has passed")
 
 
@@ -210,7 +232,7 @@ def expiring(inv: Inventory, p: Params, now: datetime) -> Iterator[Hit]:
     days = p["within_days"]
     for c in inv.connections:
         e = c.token_expiry
-        if c.type == "oauth" and e is not None and now < e <= now + timedelta(days=days):
+        if c.type == "oauth" and e is not None and expires_within(e, now, timedelta(days=days)):
             yield _hit(c, f"token_expiry={_ts(e)}, within within_days={days}")
 
 
@@ -285,7 +307,7 @@ def stale_inventory(inv: Inventory, p: Params, now: datetime) -> Iterator[Hit]:
     for f in inv.freshness:
         if f.last_complete is None:
             yield Hit(f.account, f.integration, None, None, "no complete snapshot")
-        elif f.last_complete < now - max_age:
+        elif is_stale(f.last_complete, now, max_age):
             yield Hit(
                 f.account,
                 f.integration,

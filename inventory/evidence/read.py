@@ -20,7 +20,9 @@ from ..config import Settings
 from ..render import Report
 from ..report.findings import findings_report
 from ..report.notifications import notifications_report
+from ..rules import is_stale
 from ..store.chain import chain_heads
+from ..store.freshness import last_complete
 
 
 @dataclass(frozen=True)
@@ -211,14 +213,7 @@ def _freshness(conn: Connection, settings: Settings, scope: Scope) -> list[dict[
     latest = {
         (r.account, r.integration): r for r in conn.execute(select(ranked).where(ranked.c.n == 1))
     }
-    complete = {
-        (r.account, r.integration): r.at
-        for r in conn.execute(
-            select(s.c.account, s.c.integration, func.max(s.c.started_at).label("at"))
-            .where(*seen, s.c.status == "complete")
-            .group_by(s.c.account, s.c.integration)
-        )
-    }
+    complete = last_complete(conn, *seen)
     keys = set(latest)
     for account in settings.accounts:
         for integration in account.integrations:
@@ -235,7 +230,7 @@ def _freshness(conn: Connection, settings: Settings, scope: Scope) -> list[dict[
             state = "never"
         elif row.status != "complete":
             state = str(row.status)
-        elif done is None or done < scope.as_of - scope.max_age:
+        elif is_stale(done, scope.as_of, scope.max_age):
             state = "stale"
         else:
             state = "ok"

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .. import types
+from ..rules import has_expired
 from .read import Pack
 
 KINDS = ("added", "removed", "modified", "restored")
@@ -61,7 +62,7 @@ def expiry_buckets(rows: Sequence[dict[str, Any]], as_of: datetime) -> Expiry:
         if expiry is None:
             if row["type"] == "oauth":
                 unknown += 1
-        elif expiry <= as_of:
+        elif has_expired(expiry, as_of):
             expired += 1
         elif expiry > as_of + EXPIRY_HORIZON:
             later += 1

@@ -24,7 +24,6 @@ MAX_EVENTS = 50  # events listed by name in one message; the rest are counted
 SLACK_VALUE = 60  # characters of one API value shown in Slack
 SLACK_SECTION = 2900  # characters of one section's text (Block Kit allows 3,000)
 SLACK_HEADER = 150
-PAYLOAD_TYPES = ("snapshot", "snapshot_failed", "run_findings", "test")
 CHANGE_KINDS = ("added", "removed", "modified", "restored")
 EVENT_CHANGES = (*CHANGE_KINDS, "finding_opened", "finding_resolved", "expiring", "expired")
 BY_SEVERITY = tuple(reversed(SEVERITIES))  # critical first

@@ -11,13 +11,15 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, and_, func, or_, select
+from sqlalchemy import Engine, and_, or_, select
 
 from .. import models as m
 from ..durations import span
 from ..records import METADATA_FIELDS, format_timestamp
 from ..render import Column, Report, day, format_table, minute
 from ..results import RunResult
+from ..rules import expires_within, has_expired, is_stale
+from ..store.freshness import last_complete
 
 KEY = ("account", "integration", "type", "name")
 CONNECTION_KEYS = (*KEY, *METADATA_FIELDS, "first_seen_at", "last_changed_at", "removed_at")
@@ -62,9 +64,9 @@ def connections(engine: Engine, f: ConnectionFilter, now: datetime) -> Report:
     conditions += _scope(t, f.accounts, f.integrations, f.types)
     expiry = []
     if f.expiring_within is not None:
-        expiry.append(and_(t.c.token_expiry > ref, t.c.token_expiry <= ref + f.expiring_within))
+        expiry.append(expires_within(t.c.token_expiry, ref, f.expiring_within))
     if f.expired:
-        expiry.append(t.c.token_expiry <= ref)
+        expiry.append(has_expired(t.c.token_expiry, ref))
     if expiry:
         conditions.append(or_(*expiry))
     if f.not_updated_for is not None:
@@ -257,7 +259,6 @@ def check(
     """Problems that should alert for the (account, integration) targets: expired or
     expiring tokens, no recent complete snapshot. No expiry known is listed, not alerted."""
     c: Any = m.Connection.__table__
-    s: Any = m.Snapshot.__table__
     scope = or_(*(and_(c.c.account == a, c.c.integration == i) for a, i in targets))
     key_cols = [c.c[k] for k in KEY]
     with engine.connect() as conn:
@@ -270,14 +271,7 @@ def check(
             )
             .order_by(c.c.token_expiry, *key_cols)
         ).all()
-        last = dict(
-            ((r.account, r.integration), r.last)
-            for r in conn.execute(
-                select(s.c.account, s.c.integration, func.max(s.c.started_at).label("last"))
-                .where(s.c.status == "complete")
-                .group_by(s.c.account, s.c.integration)
-            )
-        )
+        last = last_complete(conn)
     expired: list[dict[str, Any]] = []
     expiring: list[dict[str, Any]] = []
     unknown: list[dict[str, Any]] = []
@@ -286,17 +280,17 @@ def check(
         row = {**dict(zip(KEY, r[:4], strict=True)), "at": r.token_expiry}
         if r.token_expiry is None:
             unknown.append({**row, "kind": "no_expiry", "detail": "no expiry known"})
-        elif r.token_expiry <= now:
+        elif has_expired(r.token_expiry, now):
             expired.append(
                 {**row, "kind": "expired", "detail": f"expired {_ago(now - r.token_expiry)} ago"}
             )
-        elif r.token_expiry <= now + expiring_within:
+        elif expires_within(r.token_expiry, now, expiring_within):
             expiring.append(
                 {**row, "kind": "expiring", "detail": f"expires in {_ago(r.token_expiry - now)}"}
             )
     for account, integration in targets:
         when = last.get((account, integration))
-        if when is None or when < now - max_age:
+        if is_stale(when, now, max_age):
             detail = "never complete" if when is None else f"last {_ago(now - when)} ago"
             stale.append(
                 {

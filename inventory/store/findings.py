@@ -46,6 +46,7 @@ from ..rules import (
 from . import findings_reuse
 from .bulk import insert_rows
 from .engine import lock_key
+from .freshness import last_complete
 
 log = logging.getLogger(__name__)
 
@@ -156,14 +157,10 @@ def _freshness(
     if not targets:
         return []
     s = cast(Table, m.Snapshot.__table__)
-    query = (
-        select(s.c.account, s.c.integration, func.max(s.c.started_at))
-        .where(s.c.status == "complete", s.c.account.in_({a for a, _ in targets}))
-        .group_by(s.c.account, s.c.integration)
-    )
+    conditions: list[ColumnElement[bool]] = [s.c.account.in_({a for a, _ in targets})]
     if as_of is not None:
-        query = query.where(s.c.started_at <= as_of)
-    last = {(a, i): when for a, i, when in conn.execute(query)}
+        conditions.append(s.c.started_at <= as_of)
+    last = last_complete(conn, *conditions)
     return [Freshness(a, i, last.get((a, i))) for a, i in targets]
 
 

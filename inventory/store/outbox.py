@@ -26,6 +26,7 @@ from ..notify.messages import (
     run_findings_message,
     snapshot_message,
 )
+from ..rules import has_expired
 
 S, C, N = m.Snapshot, m.ConnectionChange, m.Notification
 E, K = m.ExpiryWarning, m.Connection
@@ -235,7 +236,7 @@ def expiry_warnings(
             K.integration == integration,
             K.removed_at.is_(None),
             K.token_expiry.is_not(None),
-            K.token_expiry <= horizon,
+            has_expired(K.token_expiry, horizon),
         )
     ).all()
     if not present:
@@ -251,7 +252,7 @@ def expiry_warnings(
     warnings: list[ExpiryEvent] = []
     ledger: list[dict[str, Any]] = []
     for type_name, name, expiry in sorted(present, key=lambda r: (r.token_expiry, r.type, r.name)):
-        crossed = {t for t in days if expiry <= now + timedelta(days=t)}
+        crossed = {t for t in days if has_expired(expiry, now + timedelta(days=t))}
         before = given.get((type_name, name, expiry), set())
         new = crossed - before
         if not new:
