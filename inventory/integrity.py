@@ -12,7 +12,8 @@ from sqlalchemy import Connection, Engine, and_, case, func, or_, select
 
 from . import models as m
 from . import store
-from .store.verify import current_mismatches, mismatch_problem
+from .store.current import current_mismatches
+from .store.verify import mismatch_problem
 
 
 @dataclass(frozen=True)
