@@ -12,7 +12,9 @@
         ├── ResponseError    the body is not what §2 of the spec describes
         ├── RecordError      one item is malformed (names the page and the field)
         ├── PaginationError  a cursor seen twice, or more pages than the cap
-        └── TokenError       the token file cannot be read at the start of this run
+        ├── TokenError       the token file cannot be read at the start of this run
+        └── SnapshotWriteFailed  the database refused the snapshot's transaction: nothing
+                             of it was written
 
     Interrupted              the run was asked to stop (signal); nothing of that snapshot is
                              written
@@ -75,6 +77,10 @@ class TokenError(SnapshotError):
 
 class RegistryError(InventoryError):
     """The registry of one account could not be read; the message names the account."""
+
+
+class SnapshotWriteFailed(SnapshotError):
+    """The database refused this snapshot's transaction; nothing of it was written."""
 
 
 class Interrupted(InventoryError):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from sqlalchemy import Connection, Engine
 
+from ..errors import SnapshotWriteFailed
 from .consumers import CONSUMERS
 from .engine import (
     READ_ONLY_OPTION,
@@ -48,7 +49,6 @@ from .schema import (
 from .snapshot import (
     APPLIED,
     IntegrationTransaction,
-    SnapshotWriteFailed,
     fresh_snapshot,
     integration_transaction,
 )

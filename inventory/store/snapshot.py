@@ -30,7 +30,7 @@ from sqlalchemy import (
 from .. import models as m
 from ..config import Settings
 from ..diff import Diff, Key, Stored
-from ..errors import SnapshotError
+from ..errors import SnapshotError, SnapshotWriteFailed
 from ..fields import METADATA_FIELDS, RECORD_FIELDS, TIMESTAMP_FIELDS
 from ..records import Connection as Record
 from ..types import ChangeKind, SnapshotStatus
@@ -53,10 +53,6 @@ APPLIED = (
     SNAPSHOTS.c.status == SnapshotStatus.COMPLETE,
     SNAPSHOTS.c.superseded_by.is_(None),
 )
-
-
-class SnapshotWriteFailed(SnapshotError):
-    """The database refused this snapshot's transaction; nothing of it was written."""
 
 
 class LastApplied(NamedTuple):
