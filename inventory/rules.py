@@ -19,7 +19,7 @@ from fnmatch import fnmatchcase
 from typing import Any, Literal, NamedTuple
 
 from .durations import span
-from .records import format_timestamp
+from .records import Connection, format_timestamp
 from .types import SEVERITIES
 
 TOKEN_TYPES = ("api_key", "basic_auth", "bearer_token")  # a secret sent as it is
@@ -110,25 +110,8 @@ def severity_rank(severity: str) -> int:
 # --- what rules read -----------------------------------------------------------------
 
 
-class Record(NamedTuple):
-    """A connection's key and allow-listed metadata (records.Connection plus where it is)."""
-
-    account: str
-    integration: str
-    type: str
-    name: str
-    allowed_domain: str | None = None
-    created_at: datetime | None = None
-    updated_at: datetime | None = None
-    header_name: str | None = None
-    username: str | None = None
-    created_by: str | None = None
-    uuid: str | None = None
-    oauth_url_subdomain: str | None = None
-    permission_scope: str | None = None
-    token_type: str | None = None
-    token_expiry: datetime | None = None
-    oauth_client_uuid: str | None = None
+# A connection where it is: (account, integration, its allow-listed record).
+Located = tuple[str, str, Connection]
 
 
 class Freshness(NamedTuple):
@@ -143,7 +126,7 @@ class Freshness(NamedTuple):
 class Inventory:
     """Everything the rules look at, read once per evaluation."""
 
-    connections: Sequence[Record] = ()
+    connections: Sequence[Located] = ()  # in (account, integration, type, name) order
     freshness: Sequence[Freshness] = ()  # the configured integrations
     configured: frozenset[tuple[str, str]] = frozenset()  # (account, integration) synced
     # (account, integration) the registry lists now; None when it is not known (no
@@ -192,8 +175,8 @@ class Rule:
     changes_at: ChangeFunction | None = None
 
 
-def _hit(c: Record, detail: str) -> Hit:
-    return Hit(c.account, c.integration, c.type, c.name, detail)
+def _hit(account: str, integration: str, c: Connection, detail: str) -> Hit:
+    return Hit(account, integration, c.type, c.name, detail)
 
 
 def _ts(value: datetime) -> str:
@@ -204,56 +187,63 @@ def _ts(value: datetime) -> str:
 
 
 def no_allowed_domain(inv: Inventory, p: Params, now: datetime) -> Iterator[Hit]:
-    for c in inv.connections:
+    for account, integration, c in inv.connections:
         if c.type in TOKEN_TYPES and not c.allowed_domain:
-            yield _hit(c, f"{c.type} with no allowed_domain")
+            yield _hit(account, integration, c, f"{c.type} with no allowed_domain")
 
 
 def wildcard_domain(inv: Inventory, p: Params, now: datetime) -> Iterator[Hit]:
-    for c in inv.connections:
+    for account, integration, c in inv.connections:
         if c.allowed_domain is not None and c.allowed_domain.startswith("*."):
-            yield _hit(c, f"allowed_domain={c.allowed_domain}")
+            yield _hit(account, integration, c, f"allowed_domain={c.allowed_domain}")
 
 
 def not_rotated(inv: Inventory, p: Params, now: datetime) -> Iterator[Hit]:
     days = p["max_age_days"]
-    for c in inv.connections:
+    for account, integration, c in inv.connections:
         if c.updated_at is not None and c.updated_at < now - timedelta(days=days):
-            yield _hit(c, f"updated_at={_ts(c.updated_at)}, more than max_age_days={days} ago")
+            yield _hit(
+                account,
+                integration,
+                c,
+                f"updated_at={_ts(c.updated_at)}, more than max_age_days={days} ago",
+            )
 
 
 def expired(inv: Inventory, p: Params, now: datetime) -> Iterator[Hit]:
-    for c in inv.connections:
+    for account, integration, c in inv.connections:
         if c.type == "oauth" and c.token_expiry is not None and has_expired(c.token_expiry, now):
-            yield _hit(c, f"token_expiry={_ts(c.token_expiry)} has passed")
+            yield _hit(account, integration, c, f"token_expiry={_ts(c.token_expiry)} has passed")
 
 
 def expiring(inv: Inventory, p: Params, now: datetime) -> Iterator[Hit]:
     days = p["within_days"]
-    for c in inv.connections:
+    for account, integration, c in inv.connections:
         e = c.token_expiry
         if c.type == "oauth" and e is not None and expires_within(e, now, timedelta(days=days)):
-            yield _hit(c, f"token_expiry={_ts(e)}, within within_days={days}")
+            yield _hit(account, integration, c, f"token_expiry={_ts(e)}, within within_days={days}")
 
 
 def no_expiry_known(inv: Inventory, p: Params, now: datetime) -> Iterator[Hit]:
-    for c in inv.connections:
+    for account, integration, c in inv.connections:
         if c.type == "oauth" and c.token_expiry is None:
-            yield _hit(c, "oauth with no token_expiry")
+            yield _hit(account, integration, c, "oauth with no token_expiry")
 
 
 def zendesk_api_token(inv: Inventory, p: Params, now: datetime) -> Iterator[Hit]:
-    for c in inv.connections:
+    for account, integration, c in inv.connections:
         # Zendesk's own spelling is "email/token"; the suffix is matched in any case.
         if c.type == "basic_auth" and c.username and c.username.lower().endswith("/token"):
-            yield _hit(c, f"username={c.username} (a Zendesk API token)")
+            yield _hit(account, integration, c, f"username={c.username} (a Zendesk API token)")
 
 
 def name_policy(inv: Inventory, p: Params, now: datetime) -> Iterator[Hit]:
     pattern = re.compile(p["pattern"])
-    for c in inv.connections:
+    for account, integration, c in inv.connections:
         if not pattern.search(c.name):
-            yield _hit(c, f"name={c.name} does not match pattern={p['pattern']}")
+            yield _hit(
+                account, integration, c, f"name={c.name} does not match pattern={p['pattern']}"
+            )
 
 
 def integration_not_inventoried(inv: Inventory, p: Params, now: datetime) -> Iterator[Hit]:
@@ -277,7 +267,7 @@ def not_rotated_changes(inv: Inventory, p: Params, now: datetime) -> datetime | 
     age = timedelta(days=p["max_age_days"])  # fires once updated_at + age has passed
     return _earliest(
         c.updated_at + age
-        for c in inv.connections
+        for _, _, c in inv.connections
         if c.updated_at is not None and c.updated_at + age >= now
     )
 
@@ -285,7 +275,7 @@ def not_rotated_changes(inv: Inventory, p: Params, now: datetime) -> datetime | 
 def expired_changes(inv: Inventory, p: Params, now: datetime) -> datetime | None:
     return _earliest(
         c.token_expiry
-        for c in inv.connections
+        for _, _, c in inv.connections
         if c.type == "oauth" and c.token_expiry is not None and c.token_expiry > now
     )
 
@@ -294,7 +284,7 @@ def expiring_changes(inv: Inventory, p: Params, now: datetime) -> datetime | Non
     ahead = timedelta(days=p["within_days"])  # fires from expiry - ahead until expiry
 
     def edges() -> Iterator[datetime]:
-        for c in inv.connections:
+        for _, _, c in inv.connections:
             e = c.token_expiry
             if c.type == "oauth" and e is not None and e > now:
                 yield e - ahead if e - ahead > now else e

@@ -14,14 +14,14 @@ from inventory import rules as f
 from inventory.config import load as config_load
 from inventory.config import load_settings
 from inventory.errors import ConfigError
-from inventory.records import METADATA_FIELDS
+from inventory.records import METADATA_FIELDS, Connection
 from inventory.rules import FindingsSettings, RuleSettings
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 
 
-def rec(type_: str, name: str, integration: str = "crm", **fields: object) -> f.Record:
-    return f.Record("acme", integration, type_, name, **fields)  # type: ignore[arg-type]
+def rec(type_: str, name: str, integration: str = "crm", **fields: object) -> f.Located:
+    return ("acme", integration, Connection(type_, name, **fields))  # type: ignore[arg-type]
 
 
 def fired(
@@ -41,8 +41,10 @@ def only(rule: str, inventory: f.Inventory, **kwargs: object) -> set[tuple[objec
     return {t[2:] for t in fired(inventory, **kwargs) if t[0] == rule}  # type: ignore[arg-type]
 
 
-def test_record_fields_are_the_key_and_the_allow_list() -> None:
-    assert f.Record._fields == ("account", "integration", "type", "name", *METADATA_FIELDS)
+def test_the_rules_judge_the_records_the_sync_keeps() -> None:
+    """One connection record: the rules read records.Connection, where it is."""
+    assert Connection._fields == ("type", "name", *METADATA_FIELDS)
+    assert f.Located == tuple[str, str, Connection]
 
 
 def test_the_rule_table_is_the_spec_table() -> None:

@@ -30,13 +30,14 @@ from .. import models as m
 from ..batches import batched
 from ..config import Settings, SyncSettings
 from ..records import METADATA_FIELDS
+from ..records import Connection as Record
 from ..rules import (
     ActiveRule,
     Finding,
     FindingsSettings,
     Freshness,
     Inventory,
-    Record,
+    Located,
     Suppression,
     evaluate,
     lapse_note,
@@ -113,7 +114,7 @@ def _configured(settings: Settings | None) -> frozenset[tuple[str, str]]:
 
 def _records(
     conn: Connection, accounts: Sequence[str], integrations: Sequence[str], as_of: datetime | None
-) -> list[Record]:
+) -> list[Located]:
     if as_of is None:
         t = cast(Table, m.Connection.__table__)
         conditions: list[ColumnElement[bool]] = [t.c.removed_at.is_(None)]
@@ -130,15 +131,16 @@ def _records(
         .order_by(t.c.account, t.c.integration, t.c.type, t.c.name)
     )
     # A thousand rows at a time (PostgreSQL: a server-side cursor, not the whole result).
-    return [Record(*row) for row in conn.execute(query.execution_options(yield_per=1000))]
+    rows = conn.execute(query.execution_options(yield_per=1000))
+    return [(row[0], row[1], Record._make(row[2:])) for row in rows]
 
 
 def _records_of(
     conn: Connection, account: str, integration: str, keys: frozenset[tuple[str, str]]
-) -> list[Record]:
+) -> list[Located]:
     """The present connections of one integration with these (type, name) keys."""
     t = cast(Table, m.Connection.__table__)
-    found: list[Record] = []
+    found: list[Located] = []
     for chunk in batched(sorted(keys), 500):
         query = select(*(t.c[k] for k in RECORD_COLUMNS)).where(
             t.c.account == account,
@@ -146,7 +148,7 @@ def _records_of(
             t.c.removed_at.is_(None),
             tuple_(t.c.type, t.c.name).in_(chunk),
         )
-        found += (Record(*row) for row in conn.execute(query))
+        found += ((row[0], row[1], Record._make(row[2:])) for row in conn.execute(query))
     return sorted(found)
 
 
