@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 from sqlalchemy import delete, select, text
 
-from inventory.cli import common as cli_common
 from inventory import config as config_module
 from inventory import models as m
 from inventory import rules, store
+from inventory.cli import common as cli_common
 from inventory.config import load_settings
 from inventory.report import findings as report_findings
 from inventory.store import findings
