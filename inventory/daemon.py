@@ -25,7 +25,6 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
 
 from . import store
 from .config import ScheduleSettings, Settings, load_settings
@@ -156,18 +155,19 @@ class Daemon:
         settings, engine = self.settings, self.engine
         try:
             since = last_tick(self.trigger, datetime.now(UTC))
-            migrated = store.ensure_schema(engine, migrate=True)
-            if migrated:
-                log.info("%s", migrated)
-            result = run_sync(
-                settings,
-                engine,
-                trigger=Trigger.SCHEDULE,
-                stop=self.stop,
-                tick=Tick(since, claim=store.is_postgres(engine)),
-                on_run=self._set_current,
-                on_settings=self.on_settings,
-            )
+            with store.database_errors(engine, "database error"):
+                migrated = store.ensure_schema(engine, migrate=True)
+                if migrated:
+                    log.info("%s", migrated)
+                result = run_sync(
+                    settings,
+                    engine,
+                    trigger=Trigger.SCHEDULE,
+                    stop=self.stop,
+                    tick=Tick(since, claim=store.is_postgres(engine)),
+                    on_run=self._set_current,
+                    on_settings=self.on_settings,
+                )
             seconds = time.perf_counter() - clock
             self.metrics.record(result, seconds)
             counts = {
@@ -187,11 +187,8 @@ class Daemon:
                     **counts,
                 },
             )
-        except InventoryError as exc:
+        except InventoryError as exc:  # a database error's message says "database error"
             log.error("sync run failed: %s; next try at the next tick", exc)
-        except SQLAlchemyError as exc:
-            log.error("sync run failed: database error: %s; next try at the next tick",
-                      store.describe_db_error(engine, exc))  # fmt: skip
         except Exception as exc:  # the daemon goes on whatever one run does
             log.error("sync run failed: %s: %s; next try at the next tick", type(exc).__name__, exc)
             log.debug("traceback of the failed run", exc_info=True)

@@ -6,9 +6,7 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 
-from sqlalchemy.exc import SQLAlchemyError
-
-from . import store
+from . import render, store
 from .config import AdminCredential, Settings
 from .errors import InventoryError
 from .records import parse_page
@@ -20,6 +18,20 @@ class Probe:
     subject: str
     ok: bool
     detail: str
+
+
+def doctor_output(probes: list[Probe], fmt: str) -> tuple[str, bool]:
+    """The probes as a report closed by the verdict, and whether every probe passed."""
+    rows = [{"subject": p.subject, "ok": p.ok, "detail": p.detail} for p in probes]
+    table = [
+        render.Column("subject", "CHECK", 24),
+        render.Column("ok", "OK", 3, lambda v: "ok" if v else "NO"),
+        render.Column("detail", "DETAIL", 49),
+    ]
+    out = render.Report(("subject", "ok", "detail"), rows, table, "check")
+    failing = [p for p in probes if not p.ok]
+    out.notes.append("doctor: OK" if not failing else f"doctor: {len(failing)} problem(s)")
+    return out.render(fmt), not failing
 
 
 def diagnose(settings: Settings, *, send_test: bool = False) -> list[Probe]:
@@ -103,12 +115,10 @@ def _reach(settings: Settings) -> list[Probe]:
         return [Probe("database", False, str(exc))]
     try:
         store.check_reachable(engine)
-        current, head = store.current_revision(engine), store.head_revision()
-    except (InventoryError, SQLAlchemyError) as exc:
-        detail = (
-            str(exc) if isinstance(exc, InventoryError) else store.describe_db_error(engine, exc)
-        )
-        return [Probe("database", False, detail)]
+        with store.database_errors(engine, "cannot read the schema revision"):
+            current, head = store.current_revision(engine), store.head_revision()
+    except InventoryError as exc:
+        return [Probe("database", False, str(exc))]
     finally:
         engine.dispose()
     reachable = Probe("database", True, f"{where} reachable")

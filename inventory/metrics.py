@@ -25,9 +25,10 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import Engine, func, inspect, or_, select
-from sqlalchemy.exc import SQLAlchemyError
 
 from . import models as m
+from . import store
+from .errors import DatabaseError
 from .results import RunResult
 from .rules import expires_within, has_expired
 
@@ -94,8 +95,9 @@ class Metrics:
         that just started gets those two periods to complete its first one."""
         limit = 2 * self._period()
         try:
-            last = self.last_complete()
-        except SQLAlchemyError:
+            with store.database_errors(self._engine(), "database unreachable"):
+                last = self.last_complete()
+        except DatabaseError:
             return False, "unhealthy: database unreachable"
         now = self._now()
         age = now - (max(self.started_at, last) if last else self.started_at)
@@ -150,9 +152,10 @@ class _DatabaseCollector(Collector):
             "zis_inventory_database_up", "1 when the database answered this scrape."
         )
         try:
-            families = self._read()
-        except SQLAlchemyError as exc:
-            log.warning("metrics: database unreachable: %s", type(exc).__name__)
+            with store.database_errors(self._metrics._engine(), "database unreachable"):
+                families = self._read()
+        except DatabaseError as exc:
+            log.warning("metrics: %s", exc)
             up.add_metric([], 0)
             yield up
             return

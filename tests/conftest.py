@@ -16,7 +16,7 @@ import psycopg
 import pytest
 from sqlalchemy.engine import make_url
 
-from inventory import cli as cli_module
+from inventory.cli import common as cli_common
 from inventory.store import normalize_url
 from inventory.testing import FakeZisServer, sample_item
 
@@ -107,7 +107,7 @@ def cli(
 def history(cli: Harness, monkeypatch: pytest.MonkeyPatch) -> Harness:
     """T1: four connections. T2: one modified, one removed. T3: the removed one restored,
     one added. Reports see NOW as the present."""
-    monkeypatch.setattr(cli_module, "_now", lambda: NOW)
+    monkeypatch.setattr(cli_common, "now", lambda: NOW)
     items = [
         (
             "api_key",

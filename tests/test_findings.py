@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 from sqlalchemy import delete, select, text
 
-from inventory import cli as cli_module
 from inventory import models as m
 from inventory import rules, store
+from inventory.cli import common as cli_common
 from inventory.config import load as config_load
 from inventory.config import load_settings
 from inventory.report import findings as report_findings
@@ -46,7 +46,7 @@ def oauth(name: str, **fields: Any) -> dict[str, Any]:
 def acme(cli: Harness, monkeypatch: pytest.MonkeyPatch) -> Harness:
     """acme/crm: one api_key with no allowed_domain (ZIS001), one fine; the clock at T1."""
     monkeypatch.setattr(config_load, "today", lambda: T1.date())
-    monkeypatch.setattr(cli_module, "_now", lambda: T1)
+    monkeypatch.setattr(cli_common, "now", lambda: T1)
     cli.zis.add_integration(
         "acme",
         "crm",
@@ -295,7 +295,7 @@ def test_suppressions_before_on_and_after_until(
             date(2026, 7, 1),
         )
     }
-    monkeypatch.setattr(cli_module, "_now", lambda: now)
+    monkeypatch.setattr(cli_common, "now", lambda: now)
     monkeypatch.setattr(config_load, "today", lambda: T1.date())  # the config was valid
     shown = listed(acme, "--rule", "ZIS001", code=code)
     both = listed(acme, "--rule", "ZIS001", "--include-suppressed", code=code)
@@ -510,7 +510,7 @@ def test_a_findings_uid_is_the_same_from_its_first_report_to_its_last(
     assert [r["id"] for r in listed(acme, "--rule", "ZIS008")] == [None]
     assert ocsf_uids(acme) == {open_key, named}
     sync_at(acme, T2)
-    monkeypatch.setattr(cli_module, "_now", lambda: T2)
+    monkeypatch.setattr(cli_common, "now", lambda: T2)
     assert None not in {r["id"] for r in listed(acme)}
     assert ocsf_uids(acme) == {open_key, named}
     assert ocsf_uids(acme, "--as-of", stamp(T1)) == {open_key, named}  # ZIS008 unrecorded then
@@ -518,11 +518,11 @@ def test_a_findings_uid_is_the_same_from_its_first_report_to_its_last(
     # Resolved, then firing again: a new episode in the table, the same finding for a SIEM.
     acme.zis.update("acme", "crm", "api_key", "open_key", allowed_domain="api.example.com")
     sync_at(acme, T3)
-    monkeypatch.setattr(cli_module, "_now", lambda: T3)
+    monkeypatch.setattr(cli_common, "now", lambda: T3)
     assert ocsf_uids(acme) == {named}  # ZIS008 still fires
     acme.zis.update("acme", "crm", "api_key", "open_key", allowed_domain="")
     sync_at(acme, T4)
-    monkeypatch.setattr(cli_module, "_now", lambda: T4)
+    monkeypatch.setattr(cli_common, "now", lambda: T4)
     assert len({r[0] for r in episodes(acme) if r[1] == "ZIS001"}) == 2
     assert acme.run("db", "upgrade").code == 0
     assert ocsf_uids(acme) == {open_key, named}

@@ -513,3 +513,23 @@ def test_reports_never_write(history: Harness) -> None:
         for command in ("connections", "changes", "snapshots"):
             assert history.run(command).code == 0
         assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_a_database_error_while_reading_is_named_once(history: Harness) -> None:
+    """A report on a database at the schema head that lacks a table fails at the store's
+    boundary: exit 1, one line saying what failed, no SQL and no traceback."""
+    engine = store.make_engine(history.db_url)
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("DROP TABLE connection_changes")
+    finally:
+        engine.dispose()
+    result = history.run("changes")
+    reader = store.make_engine(history.db_url, readonly=True)  # the URL the report opened
+    where = store.safe_url(reader.url.render_as_string(hide_password=False))
+    reader.dispose()
+    assert (result.code, result.out) == (1, "")
+    assert (
+        result.err == f"database error: cannot read: {where}: no such table: connection_changes\n"
+    )

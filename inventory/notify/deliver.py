@@ -23,13 +23,13 @@ from typing import Any
 
 import httpx
 from sqlalchemy import Engine, and_, exists, insert, select, update
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import aliased
 from standardwebhooks.webhooks import Webhook
 
 from .. import __version__, store
 from .. import models as m
 from ..config import Settings, Sink
+from ..errors import DatabaseError
 from ..zis import parse_retry_after
 from .messages import encode, new_webhook_id, slack_message, test_payload
 
@@ -458,20 +458,19 @@ class DeliveryWorker:
         while not self._stop.is_set():
             settings = self.settings()
             try:
-                # The daemon's first tick migrates the database; until then, nothing to do.
-                migrated = migrated or store.current_revision(self.engine) == store.head_revision()
-                if settings.notify and migrated:
-                    result = Deliverer(
-                        self.engine, settings, transport=self._transport, pacer=self._pacer
-                    ).run(self._stop)
-                    if result.attempts:
-                        log.info("%s", result.line())
-            except SQLAlchemyError as exc:
-                log.warning(
-                    "notify: database error: %s; trying again in %gs",
-                    store.describe_db_error(self.engine, exc),
-                    settings.notifications.poll_seconds,
-                )
+                with store.database_errors(self.engine, "notify: database error"):
+                    # The daemon's first tick migrates the database; until then, nothing to do.
+                    migrated = migrated or (
+                        store.current_revision(self.engine) == store.head_revision()
+                    )
+                    if settings.notify and migrated:
+                        result = Deliverer(
+                            self.engine, settings, transport=self._transport, pacer=self._pacer
+                        ).run(self._stop)
+                        if result.attempts:
+                            log.info("%s", result.line())
+            except DatabaseError as exc:
+                log.warning("%s; trying again in %gs", exc, settings.notifications.poll_seconds)
             except Exception as exc:  # the worker goes on whatever one pass does
                 log.error("notify: delivery pass failed: %s", type(exc).__name__)
             self._wake.wait(settings.notifications.poll_seconds)

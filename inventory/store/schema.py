@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, Engine, func, inspect, select, text
 
 from ..errors import ConfigError, DatabaseError
-from .engine import check_reachable, is_postgres, safe_url
+from .engine import check_reachable, database_errors, is_postgres, safe_url
 
 if TYPE_CHECKING:
     from alembic.config import Config as AlembicConfig
@@ -81,6 +81,12 @@ def current_revision(engine: Engine) -> str | None:
     if len(versions) > 1:
         raise DatabaseError(f"alembic_version holds {len(versions)} revisions; expected one")
     return versions[0] if versions else None
+
+
+def has_table(engine: Engine, name: str) -> bool:
+    """Whether the database has table ``name`` (a DatabaseError when it cannot tell)."""
+    with database_errors(engine, f"cannot look for table {name}"), engine.connect() as conn:
+        return inspect(conn).has_table(name)
 
 
 def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str | None]:
