@@ -105,7 +105,7 @@ COLUMNS_JSON = rfc8785.dumps(
 
 def timestamp_text(value: Any) -> Any:
     """A timestamp as RFC 3339 UTC text with microseconds. SQLite's stored text is read
-    as text (see ``_selected``), so that a value edited into something no timestamp is
+    as text (see ``store.chain.Reader``), so that a value edited into something no timestamp is
     still gives a value to hash rather than an error."""
     if value is None:
         return None

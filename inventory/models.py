@@ -396,7 +396,7 @@ class NotifySink(Base):
 class DatabaseIdentity(Base):
     """The database's own id: one row, a random UUID made by the migration that added this
     table (or by the first upgrade of a new database), never changed (triggers refuse it).
-    Findings' SIEM ids (``findings.finding_uid``) are derived from it, so two databases
+    Findings' SIEM ids (``report.findings.finding_uid``) are derived from it, so two databases
     never give one finding's id to different findings."""
 
     __tablename__ = "database_identity"

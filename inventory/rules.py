@@ -154,7 +154,7 @@ ChangeFunction = Callable[[Inventory, Params, datetime], datetime | None]
 @dataclass(frozen=True)
 class Param:
     name: str
-    kind: Literal["days", "regex", "duration"]  # what config.py accepts for it
+    kind: Literal["days", "regex", "duration"]  # what config/findings.py accepts for it
     default: Any
     help: str
 

@@ -159,7 +159,8 @@ def run_sync(
             stop=stop,
         )
     except BaseException as exc:
-        _finish(engine, run, RunStatus.FAILED, _interruption(exc))
+        # The committed snapshots' findings about no connection are told all the same.
+        _finish(engine, run, RunStatus.FAILED, _interruption(exc), ctx.tell_findings)
         raise
     finally:
         for client in clients.values():

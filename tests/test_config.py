@@ -1,4 +1,4 @@
-"""config.py: every configuration problem names the file, the key and the fix."""
+"""The configuration: every configuration problem names the file, the key and the fix."""
 
 from __future__ import annotations
 

@@ -236,6 +236,12 @@ def test_the_database_is_named_without_its_password_and_from_anywhere(
     assert store.portable_url(given) == (
         "postgresql+psycopg://auditor@db.example.com:5432/zis?sslmode=require"
     )
+    # Messages and the manifest mask a password wherever the URL holds one.
+    assert store.safe_url(given + "&sslpassword=k3y") == (
+        "postgresql+psycopg://auditor:***@db.example.com:5432/zis"
+        "?password=%2A%2A%2A&sslmode=require&sslpassword=%2A%2A%2A"
+    )
+    assert store.portable_url(given + "&sslpassword=k3y") == store.portable_url(given)
     assert store.portable_url("sqlite:///inventory.db") == f"sqlite:///{tmp_path}/inventory.db"
     assert store.portable_url("sqlite:////srv/zis.db") == "sqlite:////srv/zis.db"
     # --database without a password borrows the configured one for the same database only

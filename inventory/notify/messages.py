@@ -31,7 +31,7 @@ FAMILIES = ("change", "finding", "expiry")  # the order of the commands in "more
 
 
 class FindingLike(Protocol):
-    """What the findings engine gives for a finding opened or resolved (inventory.findings)."""
+    """What the findings engine gives for a finding opened or resolved (store.findings)."""
 
     @property
     def id(self) -> int: ...

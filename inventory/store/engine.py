@@ -46,12 +46,23 @@ def normalize_url(url: str) -> str:
     return url
 
 
+# Query settings of a URL that hold a secret (libpq takes a password there too).
+SECRET_QUERY_KEYS = frozenset({"password", "sslpassword"})
+
+
+def _secret_query(key: str) -> bool:
+    return key.lower() in SECRET_QUERY_KEYS
+
+
 def safe_url(url: str) -> str:
-    """The URL with any password masked, for messages."""
+    """The URL with any password masked (in its user part and in its query), for
+    messages."""
     try:
-        return make_url(normalize_url(url)).render_as_string(hide_password=True)
+        parsed = make_url(normalize_url(url))
     except ArgumentError:
         return "(unparseable database URL)"
+    query = {k: ("***" if _secret_query(k) else v) for k, v in parsed.query.items()}
+    return parsed.set(query=query).render_as_string(hide_password=True)
 
 
 def portable_url(url: str) -> str:
@@ -65,7 +76,7 @@ def portable_url(url: str) -> str:
     plain_file = database not in ("", ":memory:") and not database.startswith("file:")
     if parsed.get_backend_name() == "sqlite" and plain_file:
         parsed = parsed.set(database=os.path.abspath(database))
-    query = {k: v for k, v in parsed.query.items() if k.lower() != "password"}
+    query = {k: v for k, v in parsed.query.items() if not _secret_query(k)}
     bare = URL.create(
         parsed.drivername, parsed.username, None, parsed.host, parsed.port, parsed.database, query
     )  # (URL.set takes password=None as "unchanged")

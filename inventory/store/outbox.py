@@ -34,7 +34,7 @@ DEFAULT_THRESHOLDS = (30, 14, 7, 1)
 
 
 class Found(Protocol):
-    """The findings one evaluation opened and resolved (findings.FindingEvents)."""
+    """The findings one evaluation opened and resolved (store.findings.FindingEvents)."""
 
     @property
     def opened(self) -> Sequence[FindingLike]: ...

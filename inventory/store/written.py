@@ -43,7 +43,7 @@ class Written:
 
     snapshot_id: int
     row: SnapshotRow
-    changes: Diff | None = None  # None: it applied nothing (failed, held, superseded)
+    changes: Diff | None = None  # None: no change applied (failed, held, superseded, none)
 
     @property
     def applied(self) -> bool:
