@@ -15,9 +15,13 @@ the RFC 8785 JSON of
 
 each row an array of its values: timestamps as RFC 3339 UTC text with microseconds, NULL
 as null, booleans and integers as JSON ones. Only applied snapshots (complete, not
-superseded) open or close versions. ``chain_rows`` keeps, per row and column, a short
-digest of each value: it does not prove anything, it only says which row or column a
-broken hash changed.
+superseded) open or close versions.
+
+``chain_rows`` keeps short digests that prove nothing: they only say which row and column
+a broken hash changed. Its ``digests`` format 2 (``RowDigests``) keeps, per list, the row
+ids in order, a CRC-32 of each row's canonical bytes and, per block of ``BLOCK_ROWS``
+rows, a CRC-32 of each column's values; format 1 (no ``digests`` key, written before)
+kept 16 bits per value.
 """
 
 from __future__ import annotations
@@ -32,7 +36,9 @@ from zlib import crc32
 import rfc8785
 
 FORMAT = 1
-COLUMN_DIGEST_BYTES = 2  # per value in chain_rows: 4 hex characters
+COLUMN_DIGEST_BYTES = 2  # per value in chain_rows format 1: 4 hex characters
+DIGESTS = 2  # chain_rows' digests format written now (RowDigests)
+BLOCK_ROWS = 256  # rows per block of column digests
 
 # The columns each list of the canonical form holds, fixed by FORMAT: a column added to
 # a table later is not silently taken into (or left out of) the hashes already written.
@@ -183,12 +189,51 @@ def _rfc8785_array(values: Sequence[Any]) -> bytes:
 
 
 def column_digests(values: Sequence[Any]) -> str:
-    """A short checksum of each plain value, concatenated: what chain_rows keeps of a row
-    (16 bits of the CRC-32 of its repr, which is as stable as the value: str, int, bool,
-    None, or an unexpected value's dict). It only locates a change the hash proved."""
+    """A short checksum of each plain value, concatenated: what chain_rows keeps of the
+    snapshot row, and kept of every row in its format 1 (16 bits of the CRC-32 of its
+    repr, which is as stable as the value: str, int, bool, None, or an unexpected value's
+    dict). It only locates a change the hash proved."""
     return "".join(
         "%04x" % (crc32(repr(v).encode("utf-8", "surrogatepass")) & 0xFFFF) for v in values
     )
+
+
+def row_digest(encoded: bytes) -> str:
+    """The CRC-32 of a row's canonical bytes (``value_json``), as chain_rows keeps it."""
+    return f"{crc32(encoded):08x}"
+
+
+def block_digests(rows: Sequence[Sequence[Any]]) -> str:
+    """The CRC-32 of each column's plain values over a block of rows (of their repr, as
+    ``column_digests`` takes a value), concatenated in column order."""
+    return "".join(
+        f"{crc32(repr(column).encode('utf-8', 'surrogatepass')):08x}"
+        for column in zip(*rows, strict=True)
+    )
+
+
+class RowDigests:
+    """What chain_rows (format 2) keeps of one list of a snapshot: its row ids in order,
+    each row's ``row_digest`` and each block's ``block_digests``; ``add`` takes the rows
+    in the order they are hashed."""
+
+    def __init__(self) -> None:
+        self.ids: list[int] = []
+        self._rows: list[str] = []
+        self._blocks: list[str] = []
+        self._block: list[Sequence[Any]] = []
+
+    def add(self, row_id: int, values: Sequence[Any], encoded: bytes) -> None:
+        self.ids.append(row_id)
+        self._rows.append(row_digest(encoded))
+        self._block.append(values)
+        if len(self._block) == BLOCK_ROWS:
+            self._blocks.append(block_digests(self._block))
+            self._block = []
+
+    def kept(self) -> dict[str, Any]:
+        blocks = self._blocks + ([block_digests(self._block)] if self._block else [])
+        return {"ids": self.ids, "rows": "".join(self._rows), "blocks": blocks}
 
 
 # --- the canonical form --------------------------------------------------------------
@@ -199,6 +244,12 @@ def canonical_pieces(
 ) -> Iterator[bytes]:
     """The canonical bytes of a snapshot, piece by piece (rows of plain values): joined,
     they are ``rfc8785.dumps`` of the whole object, but no list is held whole."""
+    encoded = {key: map(value_json, part) for key, part in rows.items()}
+    return encoded_pieces(snapshot, encoded)
+
+
+def encoded_pieces(snapshot: Sequence[Any], rows: Mapping[str, Iterable[bytes]]) -> Iterator[bytes]:
+    """``canonical_pieces`` of rows already written by ``value_json``."""
     yield b"{"
     for key, _ in PART_COLUMNS:
         if key == "opened":
@@ -209,7 +260,7 @@ def canonical_pieces(
             if not first:
                 yield b","
             first = False
-            yield value_json(row)
+            yield row
         yield b"],"
     yield b'"snapshot":' + value_json(snapshot) + b"}"
 

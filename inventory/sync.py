@@ -328,7 +328,7 @@ def apply(
                 counts=(result.added, result.removed, result.modified, result.restored),
                 full_compare=compare,
             )
-        result.snapshot_id = tx.write(row, changes)
+        result.snapshot_id = tx.write(row, changes, fetched.connections)
     return result
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from hypothesis import HealthCheck, settings
 from sqlalchemy.engine import make_url
 
 from inventory.cli import common as cli_common
@@ -21,6 +22,10 @@ from inventory.store import normalize_url
 from inventory.testing import FakeZisServer, sample_item
 
 from .helpers import NOW, T1, T2, T3, Harness, stamp, sync_at
+
+# How fast examples are drawn is the machine's load, not a behaviour: not checked.
+settings.register_profile("inventory", suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("inventory")
 
 PG_ENV = "INVENTORY_TEST_POSTGRES_URL"
 RUN_TAG = secrets.token_hex(4)

@@ -19,9 +19,15 @@ from sqlalchemy import Table, delete, func, insert, select, update
 
 from inventory import canonical, store
 from inventory import models as m
+from inventory.diff import Diff, Event, diff
+from inventory.fields import METADATA_FIELDS, TIMESTAMP_FIELDS
+from inventory.records import Connection
 from inventory.store import chain
 from inventory.store import snapshot as store_snapshot
+from inventory.store import verify as chain_verify
+from inventory.store.written import NO_IDS, Ids, Written
 from inventory.testing import SECRET_FIELDS, SENTINEL, server_error
+from inventory.types import ChangeKind, SnapshotStatus
 
 from .helpers import Harness, query, run_verify, seed, write
 
@@ -368,9 +374,29 @@ def test_the_same_rows_hash_the_same_on_either_database(db_url: str) -> None:
                 token_expiry=datetime(2027, 1, 1, 0, 0, 0, 999999, tzinfo=UTC),
                 created_at=T0 - timedelta(days=400), valid_from=T0,
             ))  # fmt: skip
-            chain.extend_chain(conn, 1)
+            # What the snapshot's transaction bound for those rows, as it hands it over.
+            name = 'ünï "côde"\n'
+            record = Connection(
+                "oauth", name, created_at=T0 - timedelta(days=400),
+                token_expiry=datetime(2027, 1, 1, 0, 0, 0, 999999, tzinfo=UTC),
+            )  # fmt: skip
+            row = store.SnapshotRow(
+                1, "acme", "crm", T0, SnapshotStatus.COMPLETE, connection_count=1, pages=1,
+                counts=(1, 0, 0, 0), accepted_removals=True, fetched_digest="ab" * 32,
+            )  # fmt: skip
+            changes = Diff(added=(record,), events=(Event(ChangeKind.ADDED, "oauth", name),))
+            ids = Ids({("oauth", name, "added", None): 1}, {("oauth", name): 1}, {})
+            chain.extend_chain(conn, Written(1, row, later, changes, ids, (record,)))
         ((prev, got),) = query(db_url, select(S.prev_hash, S.chain_hash))
         assert prev is None and got == GOLDEN
+        # db verify, recomputing it from the stored rows, finds the same hash (this test
+        # wrote no connections row, which is all it names).
+        reader = store.make_engine(db_url, readonly=True)
+        verified = chain_verify.verify(reader)
+        reader.dispose()
+        problems = {(p.snapshot, p.table, p.row, p.problem) for p in verified.problems}
+        assert verified.snapshots == 1
+        assert problems == {(None, "connection_versions", 1, "current, but has no connections row")}
     finally:
         engine.dispose()
 
@@ -444,3 +470,122 @@ def test_rows_are_written_as_rfc8785_writes_them(values: list[Any]) -> None:
     except rfc8785.CanonicalizationError:
         expected = rfc8785.dumps([canonical._safe(v) for v in values])
     assert canonical.value_json(values) == expected
+
+
+# Text either database stores: no lone surrogate, no NUL (PostgreSQL refuses both).
+TEXT = st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\x00"))
+STAMPS = st.datetimes(
+    min_value=datetime(1970, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)
+)
+RECORDS = st.lists(
+    st.builds(
+        Connection,
+        st.sampled_from(("api_key", "basic_auth", "bearer_token", "oauth", "new_type")),
+        TEXT.filter(bool),
+        **{f: st.none() | (STAMPS if f in TIMESTAMP_FIELDS else TEXT) for f in METADATA_FIELDS},
+    ),
+    max_size=6,
+    unique_by=lambda c: c.key,
+)
+WORLDS = itertools.count()
+
+
+def test_what_is_bound_is_what_db_verify_reads_back(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Snapshots of random records written through the real write path: their hashes are
+    made from the values the transaction bound, and `db verify`, recomputing them from the
+    stored rows, finds each the same; so does it when the ids read back do not cover what
+    was written and the chain reads the rows back (SQLite and PostgreSQL)."""
+    engine = store.make_engine(db_url)
+    reader = store.make_engine(db_url, readonly=True)
+    worlds = itertools.count()
+    real_ids = store_snapshot.IntegrationTransaction._ids
+
+    @settings(max_examples=10, deadline=None)
+    @given(st.lists(RECORDS, min_size=1, max_size=4))
+    def written_and_verified(fetches: list[list[Connection]]) -> None:
+        world = next(worlds)
+        run = store.start_run(engine, "cli")
+        for fallback in (False, True):
+            ids = (lambda *a: NO_IDS) if fallback else real_ids
+            monkeypatch.setattr(store_snapshot.IntegrationTransaction, "_ids", ids)
+            integration = f"w{world}_{fallback}"
+            for n, fetched in enumerate(fetches):
+                at = T0 + timedelta(minutes=n)
+                with store.integration_transaction(engine, "acme", integration) as tx:
+                    changes = diff(tx.load_state(), fetched)
+                    c = changes.counts()
+                    counts = (c["added"], c["removed"], c["modified"], c["restored"])
+                    row = store.SnapshotRow(
+                        run.id, "acme", integration, at, SnapshotStatus.COMPLETE,
+                        connection_count=len(fetched), counts=counts,
+                    )  # fmt: skip
+                    tx.write(row, changes, fetched)
+        verified = chain_verify.verify(reader)
+        mine = {
+            (c.account, c.integration, c.first is not None, c.snapshots)
+            for c in verified.chains
+            if c.integration.startswith(f"w{world}_")
+        }
+        assert verified.problems == []
+        assert mine == {("acme", f"w{world}_{f}", True, len(fetches)) for f in (False, True)}
+
+    try:
+        store.upgrade(engine)
+        written_and_verified()
+    finally:
+        reader.dispose()
+        engine.dispose()
+
+
+def format_1(db_url: str, snapshot_id: int) -> str:
+    """chain_rows as it was written before the row digests (format 1): 16 bits per value,
+    for every row of every part."""
+    engine = store.make_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            readers = chain.Readers.of(conn)
+            snap = chain.read_snapshot(conn, readers, snapshot_id)
+            kept: dict[str, Any] = {
+                "format": 1,
+                "snapshot": canonical.column_digests(snap.values),
+            }
+            for part in chain.PARTS:
+                kept[part.key] = {
+                    str(row_id): canonical.column_digests(values)
+                    for row_id, values in chain.part_rows(conn, readers, part, snap)
+                }
+    finally:
+        engine.dispose()
+    return json.dumps(kept, separators=(",", ":"), sort_keys=True)
+
+
+def test_chain_rows_of_both_formats_name_a_single_edit(cli: Harness) -> None:
+    """A hand edit is named by row and column whether the snapshot's chain_rows keeps the
+    row digests (format 2, written now) or a digest per value (format 1, written before)."""
+    ids = history(cli)
+    changed = ids["changed"]
+    kept = json.loads(query(cli.db_url, select(S.chain_rows).where(S.id == changed)).pop()[0])
+    assert (kept["format"], kept["digests"]) == (1, 2)
+    assert set(kept) == {"format", "digests", "snapshot", "changes", "closed", "opened"}
+    assert kept["opened"]["ids"] == sorted(kept["opened"]["ids"])
+    assert len(kept["opened"]["rows"]) == 8 * len(kept["opened"]["ids"])
+    older = format_1(cli.db_url, changed)
+    for rows in ("current", older):
+        if rows == older:
+            write(cli.db_url, update(S).where(S.id == changed).values(chain_rows=older))
+        edits = (  # (table, row, column, new value, the snapshot whose hash breaks first)
+            (V, ids["opened"], "allowed_domain", "evil.example.com", changed),
+            (C, ids["change"], "new_value", "edited", changed),
+            (V, ids["closed"], "username", "someone@example.com", ids["first"]),  # opened it
+        )
+        for model, row_id, column, value, broken in edits:
+            table: Table = model.__table__  # type: ignore[assignment]
+            ((was,),) = query(cli.db_url, select(table.c[column]).where(table.c.id == row_id))
+            write(cli.db_url, update(table).where(table.c.id == row_id).values({column: value}))
+            code, problems, _ = run_verify(cli)
+            chains = {p for p in named(problems) if p[1] is not None}
+            assert (code, chains) == (1, {("acme/billing", broken, table.name, row_id, column)})
+            write(cli.db_url, update(table).where(table.c.id == row_id).values({column: was}))
+        assert run_verify(cli)[:2] == (0, [])

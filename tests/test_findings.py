@@ -10,6 +10,7 @@ import io
 import json
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -19,9 +20,10 @@ from sqlalchemy import delete, select, text
 from inventory import models as m
 from inventory import rules, store
 from inventory.cli import common as cli_common
+from inventory.config import Settings, Sink, load_settings
 from inventory.config import load as config_load
-from inventory.config import load_settings
 from inventory.report import findings as report_findings
+from inventory.secret import Secret
 from inventory.store import findings
 from inventory.testing import sample_item
 
@@ -130,9 +132,21 @@ def test_a_failed_snapshot_moves_the_time_based_findings(acme: Harness) -> None:
     }
 
 
+def told(settings: Settings, events: frozenset[str] = frozenset({"finding"})) -> Settings:
+    """The settings with one sink taking ``events``: what opened and resolved is built
+    for a sink told of findings."""
+    hook = Sink("hook", "webhook", Secret("http://127.0.0.1:9/never"), events=events)
+    return replace(settings, notify=(hook,))
+
+
 def test_update_findings_returns_what_opened(acme: Harness) -> None:
     sync_at(acme, T1)
-    settings = load_settings(str(acme.config), resolve_tokens=False)
+    quiet = load_settings(str(acme.config), resolve_tokens=False)
+    # Opened findings are returned (and their ids read back) for a sink that takes them.
+    hook = Sink(
+        "hook", "webhook", Secret("http://127.0.0.1:9/never"), events=frozenset({"finding"})
+    )
+    settings = replace(quiet, notify=(hook,))
     engine = store.make_engine(acme.db_url)
     try:
         later = T1 + timedelta(days=10)
@@ -169,6 +183,17 @@ def test_update_findings_returns_what_opened(acme: Harness) -> None:
             ("ZIS001", "open_key"),
             ("ZIS010", None),
         }
+        # With no sink told of findings, the same rows open and none is returned.
+        for told_nothing in (
+            quiet,
+            replace(settings, notify=(replace(hook, events=frozenset({"added"})),)),
+        ):
+            with engine.connect() as conn:
+                conn.execute(delete(m.Finding))
+                opened, _ = findings.update_findings(conn, told_nothing, "acme", "crm", later)
+                again = set(conn.execute(select(m.Finding.rule, m.Finding.name)))
+                conn.rollback()
+            assert (opened, again) == ([], {(rule, name) for _, rule, name in stored})
         # A fresh snapshot resolves the stale inventory: told as resolved, with its row.
         with engine.begin() as conn:
             conn.execute(
@@ -329,13 +354,13 @@ def test_suppressions_before_on_and_after_until(
             "suppression for ZIS001 on acme/crm/api_key/open_key expired 2026-07-01",
         )
         # What the lapse tells (notifications): the episode as it opened at T1.
-        settings = load_settings(str(acme.config), resolve_tokens=False)
+        settings = told(load_settings(str(acme.config), resolve_tokens=False))
         engine = store.make_engine(acme.db_url)
         with engine.connect() as conn:
-            told, _ = findings.update_findings(conn, settings, "acme", "crm", now)
+            lapsed, _ = findings.update_findings(conn, settings, "acme", "crm", now)
             conn.rollback()
         engine.dispose()
-        assert {(f.rule, f.name, f.first_seen_at, f.note) for f in told} == {
+        assert {(f.rule, f.name, f.first_seen_at, f.note) for f in lapsed} == {
             (
                 "ZIS001",
                 "open_key",

@@ -26,16 +26,23 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from .. import models as m
 from ..canonical import (
+    DIGESTS,
     FORMAT,
+    METADATA,
     PART_COLUMNS,
     SNAPSHOT_COLUMNS,
+    RowDigests,
     boolean_value,
-    canonical_pieces,
     chain_hash,
     column_digests,
+    encoded_pieces,
     heads_digest,
     timestamp_text,
+    value_json,
 )
+from ..fields import RECORD_FIELDS, TIMESTAMP_FIELDS
+from ..records import Connection as Record
+from .written import Written
 
 SNAPSHOTS = cast(Table, m.Snapshot.__table__)
 CHANGES = cast(Table, m.ConnectionChange.__table__)
@@ -187,40 +194,137 @@ def part_rows(
         yield row[0], reader.plain(row)
 
 
-def extend_chain(conn: Connection, snapshot_id: int) -> None:
+def extend_chain(conn: Connection, written: Written) -> None:
     """Hash a snapshot just written, in its own transaction (which holds the integration's
     lock, so no other snapshot of the chain is written meanwhile): link it to the previous
-    snapshot of its (account, integration), hash its rows, and keep their digests."""
+    snapshot of its (account, integration), hash its rows from the values the transaction
+    bound (``written``), and keep their digests. The versions it closed are read back:
+    their values are those earlier snapshots wrote. Where the ids read back do not cover
+    what it wrote, that part is read back too; `db verify` recomputes every part from the
+    stored rows."""
     readers = Readers.of(conn)
-    snap = read_snapshot(conn, readers, snapshot_id)
+    values = snapshot_values(written)
     s = SNAPSHOTS.c
+    row = written.row
     prev = conn.execute(
         select(s.chain_hash)
-        .where(s.account == snap.account, s.integration == snap.integration, s.id < snap.id)
+        .where(s.account == row.account, s.integration == row.integration)
+        .where(s.id < written.snapshot_id)
         .order_by(s.id.desc())
         .limit(1)
     ).scalar()
-    manifest: dict[str, Any] = {"format": FORMAT, "snapshot": column_digests(snap.values)}
+    kept: dict[str, Any] = {
+        "format": FORMAT,
+        "digests": DIGESTS,
+        "snapshot": column_digests(values),
+    }
 
-    def hashed(part: Part) -> Iterator[list[Any]]:
-        """The part's rows as the hash takes them, one at a time (a first sync's are not
-        held at once), keeping each row's digests on the way."""
-        digests = manifest[part.key] = {}
-        for row_id, values in part_rows(conn, readers, part, snap):
-            digests[str(row_id)] = column_digests(values)
-            yield values
+    def hashed(part: Part) -> Iterator[bytes]:
+        """The part's rows as the hash takes them, one at a time, keeping their digests."""
+        rows = bound_rows(written, part.key)
+        if rows is None:
+            rows = part_rows(conn, readers, part, stored_snapshot(written, values))
+        digests = RowDigests()
+        for row_id, plain in rows:
+            encoded = value_json(plain)
+            digests.add(row_id, plain, encoded)
+            yield encoded
+        kept[part.key] = digests.kept()
 
-    # canonical_pieces takes the parts one after the other, so one query runs at a time.
-    hash_ = chain_hash(prev, canonical_pieces(snap.values, {p.key: hashed(p) for p in PARTS}))
+    # encoded_pieces takes the parts one after the other, so one query runs at a time.
+    hash_ = chain_hash(prev, encoded_pieces(values, {p.key: hashed(p) for p in PARTS}))
     conn.execute(
         update(SNAPSHOTS)
-        .where(s.id == snapshot_id)
+        .where(s.id == written.snapshot_id)
         .values(
             prev_hash=prev,
             chain_hash=hash_,
-            chain_rows=json.dumps(manifest, separators=(",", ":"), sort_keys=True),
+            chain_rows=json.dumps(kept, separators=(",", ":"), sort_keys=True),
         )
     )
+
+
+def snapshot_values(written: Written) -> list[Any]:
+    """The snapshot row's plain values, in SNAPSHOT_COLUMNS order, as it was bound."""
+    row = written.row
+    added, removed, modified, restored = row.counts
+    named = {
+        "id": written.snapshot_id,
+        "run_id": row.run_id,
+        "account": row.account,
+        "integration": row.integration,
+        "started_at": timestamp_text(row.started_at),
+        "finished_at": timestamp_text(written.finished_at),
+        "status": str(row.status),
+        "connection_count": row.connection_count,
+        "added": added,
+        "removed": removed,
+        "modified": modified,
+        "restored": restored,
+        "pages": row.pages,
+        "error": row.error,
+        "fetched_digest": row.fetched_digest,
+        "superseded_by": row.superseded_by,
+        "accepted_removals": bool(row.accepted_removals),
+        "full_compare": bool(row.full_compare),
+    }
+    return [named[c] for c in SNAPSHOT_COLUMNS]
+
+
+def stored_snapshot(written: Written, values: list[Any]) -> StoredSnapshot:
+    row = written.row
+    return StoredSnapshot(
+        written.snapshot_id, row.account, row.integration, values, row.started_at,
+        written.applied, None, None, None,
+    )  # fmt: skip
+
+
+# Where each metadata column of the canonical form is in a records.Connection.
+_METADATA_AT = tuple(RECORD_FIELDS.index(f) for f in METADATA)
+_STAMPED = frozenset(i for i, f in enumerate(METADATA) if f in TIMESTAMP_FIELDS)
+
+
+def bound_rows(written: Written, key: str) -> Iterator[tuple[int, list[Any]]] | None:
+    """(row id, plain values) of a part, in id order, from what the transaction bound;
+    None when the part must be read back (the versions it closed; ids that do not cover
+    what it wrote)."""
+    if key == "closed":
+        return None
+    diff, row = written.changes, written.row
+    if diff is None:  # it wrote no event and no version
+        return iter(())
+    at = timestamp_text(row.started_at)
+    scope = [row.account, row.integration]
+    if key == "changes":
+        ids = written.ids.events
+        events = diff.events
+        order = [ids.get((e.type, e.name, str(e.change), e.field)) for e in events]
+        if len(ids) != len(events) or None in order:
+            return None
+        head = [written.snapshot_id, *scope]
+        return (
+            (i, [i, *head, e.type, e.name, str(e.change), e.field, e.old_value, e.new_value, at])
+            for i, e in sorted(zip(cast(list[int], order), events, strict=True), key=_first)
+        )
+    opened = [*diff.added, *diff.modified, *diff.restored]
+    found = [written.ids.opened.get(r.key) for r in opened]
+    if len(written.ids.opened) != len(opened) or None in found:
+        return None
+    return (
+        (i, [i, *scope, r.type, r.name, *_metadata(r), at])
+        for i, r in sorted(zip(cast(list[int], found), opened, strict=True), key=_first)
+    )
+
+
+def _first(pair: tuple[int, Any]) -> int:
+    return pair[0]
+
+
+def _metadata(record: Record) -> list[Any]:
+    values = [record[i] for i in _METADATA_AT]
+    for i in _STAMPED:
+        values[i] = timestamp_text(values[i])
+    return values
 
 
 # --- heads ---------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from .written import Consumer, Pass
 
 
 def chain(p: Pass) -> None:
-    extend_chain(p.conn, p.written.snapshot_id)
+    extend_chain(p.conn, p.written)
 
 
 def findings(p: Pass) -> None:
@@ -24,6 +24,7 @@ def findings(p: Pass) -> None:
         row.started_at,  # judged at the snapshot's own time (the sync's clock)
         p.written.snapshot_id,
         p.written.changed,
+        p.written.present,
     )
 
 

@@ -57,6 +57,7 @@ UNREADABLE = (ValueError, TypeError, UnicodeDecodeError, AttributeError)
 
 
 RECORD_COLUMNS = ("account", "integration", "type", "name", *METADATA_FIELDS)
+OPENED = "finding"  # the event kind a sink takes to be told of findings
 
 
 # --- reading the tables ----------------------------------------------------------------
@@ -93,14 +94,21 @@ def _inventory_of(
     account: str,
     integration: str,
     keys: frozenset[tuple[str, str]] | None,
+    present: Sequence[Record] | None = None,
 ) -> Inventory:
     """What one snapshot's update evaluates: the integration's present connections (those
     of ``keys`` only, unless None) and freshness (it is configured: it is being synced),
-    and its account's registry."""
+    and its account's registry. The present connections are ``present`` when the
+    snapshot's transaction holds them (what it applied), else read."""
+    if present is not None:
+        held = present if keys is None else [r for r in present if r.key in keys]
+        records = [(account, integration, r) for r in sorted(held)]
+    elif keys is None:
+        records = _records(conn, [account], [integration], None)
+    else:
+        records = _records_of(conn, account, integration, keys)
     return Inventory(
-        _records(conn, [account], [integration], None)
-        if keys is None
-        else _records_of(conn, account, integration, keys),
+        records,
         _freshness(conn, [(account, integration)], None),
         _configured(settings) | {(account, integration)},
         _registry(conn, [account], (), None),
@@ -255,17 +263,21 @@ def update_findings(
     now: datetime,
     snapshot_id: int | None = None,
     changed: frozenset[tuple[str, str]] | None = None,
+    present: Sequence[Record] | None = None,
 ) -> FindingEvents:
     """Evaluate the rules of one integration (and the account-level ones of its account)
     at ``now`` and bring the ``findings`` table up to date, in the caller's transaction:
     a new (rule, key) opens an episode, one still firing moves its ``last_seen_at``
     (and detail, severity, suppression), one that no longer fires is resolved. Returns
-    what opened and what was resolved, for notifications.
+    what opened and what was resolved, for notifications (nothing when no sink takes
+    findings).
 
     Called for a snapshot (``snapshot_id``, with the (type, name) keys whose rows it
     ``changed``), the connection rules' last result is kept for the rows no snapshot
     changed since, when everything else it depends on is unchanged (findings_reuse), and
-    they judge the changed rows only; the other rules are evaluated every time."""
+    they judge the changed rows only; the other rules are evaluated every time.
+    ``present``: the integration's present connections, when the caller holds them (a
+    snapshot that applied its fetched set); read from ``connections`` otherwise."""
     _lock(conn, account, integration)
     findings_settings = settings.findings if settings is not None else FindingsSettings()
     active = rules_in_force(findings_settings)
@@ -284,7 +296,7 @@ def update_findings(
     # this snapshot changed.
     judged_keys = (changed or frozenset()) if kept else None
     try:
-        inventory = _inventory_of(conn, settings, account, integration, judged_keys)
+        inventory = _inventory_of(conn, settings, account, integration, judged_keys, present)
         found = evaluate(inventory, active, now)
     except UNREADABLE as exc:
         # A value edited by hand that no rule can read: the snapshot fails on it (or
@@ -325,6 +337,7 @@ def update_findings(
             )
         )
     disabled = {a.rule.id for a in active if not a.enabled}
+    told = _told(settings)  # what opened and resolved is built only for a sink told of it
     opened: list[OpenedFinding] = []
     resolved: list[ResolvedFinding] = []
     unchanged: list[int] = []
@@ -334,7 +347,7 @@ def update_findings(
         if f is None:
             note = "rule disabled in the configuration" if row.rule in disabled else row.note
             conn.execute(update(t).where(t.c.id == row.id).values(resolved_at=now, note=note))
-            if row.suppressed_by is None:
+            if row.suppressed_by is None and told:
                 resolved.append(_resolved(row, note))
             continue
         s = suppression_for(f, findings_settings.suppress, now)
@@ -348,7 +361,8 @@ def update_findings(
             if s is None and row.suppressed_by is not None:
                 note = lapse_note(f.rule, f.where, row.suppressed_until, now)
                 values["note"] = f"{note}; it said: {row.suppressed_by}"
-                opened.append(_opened(row.id, f, row.first_seen_at, note))
+                if told:
+                    opened.append(_opened(row.id, f, row.first_seen_at, note))
         if values:
             conn.execute(update(t).where(t.c.id == row.id).values(last_seen_at=now, **values))
         else:
@@ -378,8 +392,9 @@ def update_findings(
             findings_reuse.keep(
                 conn, account, integration, snapshot_id, digest, now, until, held.evaluated_at
             )
-    # New episodes: one bulk insert (PostgreSQL's COPY, SQLite's driver executemany), then
-    # their ids by key (one open episode per key, under the locks taken above).
+    # New episodes: one bulk insert (PostgreSQL's COPY, SQLite's driver executemany), then,
+    # when a sink is told of opened findings, their ids by key (one open episode per key,
+    # under the locks taken above).
     new = [(f, suppression_for(f, findings_settings.suppress, now)) for f in fired.values()]
     if new:
         insert_rows(
@@ -389,6 +404,7 @@ def update_findings(
             ((*f.values, s.text() if s else None, s.until if s else None) for f, s in new),
             {"first_seen_at": now, "last_seen_at": now},
         )
+    if new and told:
         opened_now = conn.execute(
             select(t.c.id, t.c.rule, t.c.account, t.c.integration, t.c.type, t.c.name).where(
                 t.c.resolved_at.is_(None),
@@ -400,6 +416,13 @@ def update_findings(
         id_of = {tuple(key): id_ for id_, *key in opened_now}
         opened.extend(_opened(id_of[f.key], f, now) for f, s in new if s is None)
     return FindingEvents(opened, resolved)
+
+
+def _told(settings: Settings | None) -> bool:
+    """Whether a sink takes findings: only then are new episodes' ids read back and the
+    findings that opened and resolved built for its messages."""
+    sinks = settings.notify if settings is not None else ()
+    return any(OPENED in sink.events for sink in sinks)
 
 
 def _standing_until(

@@ -38,7 +38,7 @@ from .bulk import insert_rows
 from .consumers import CONSUMERS
 from .engine import database_errors, is_postgres, lock_key, now
 from .findings import FindingEvents
-from .written import Consumer, Pass, SnapshotRow, Written
+from .written import Consumer, Ids, Pass, SnapshotRow, Written
 
 SNAPSHOTS = cast(Table, m.Snapshot.__table__)
 CONNECTIONS = cast(Table, m.Connection.__table__)
@@ -221,25 +221,37 @@ class IntegrationTransaction:
             f"holds {what} (changed outside zis-inventory?); nothing written"
         )
 
-    def write(self, row: SnapshotRow, changes: Diff | None = None) -> int:
+    def write(
+        self,
+        row: SnapshotRow,
+        changes: Diff | None = None,
+        present: Sequence[Record] | None = None,
+    ) -> int:
         """Write one snapshot: its row, then, when it applies (complete and not superseded),
         what ``changes`` changes in connections, connection_versions and
-        connection_changes, every event and version at ``row.started_at``. Every snapshot
-        row is written here; then what it wrote is handed, as one ``Written`` value, to the
+        connection_changes, every event and version at ``row.started_at``; ``present`` is
+        the fetched set, which the stored rows equal once it applied. Every snapshot row is
+        written here; then what it wrote is handed, as one ``Written`` value, to the
         transaction's consumers (chain, findings, outbox), in order, in this transaction."""
-        snapshot_id = self._insert_snapshot(row)
-        written = Written(snapshot_id, row)
-        if written.applied and changes is not None and not changes.empty:
-            self._apply(snapshot_id, changes, row.started_at)
-            written = Written(snapshot_id, row, changes)
+        snapshot_id, finished_at = self._insert_snapshot(row)
+        written = Written(snapshot_id, row, finished_at)
+        if written.applied:
+            kept = None if present is None else tuple(present)
+            if changes is not None and not changes.empty:
+                self._apply(snapshot_id, changes, row.started_at)
+                ids = self._ids(snapshot_id, row.started_at)
+                written = Written(snapshot_id, row, finished_at, changes, ids, kept)
+            else:
+                written = Written(snapshot_id, row, finished_at, present=kept)
         one_pass = Pass(self.conn, self.settings, written)
         for consume in self.consumers:
             consume(one_pass)
         self.found = one_pass.found
         return snapshot_id
 
-    def _insert_snapshot(self, row: SnapshotRow) -> int:
+    def _insert_snapshot(self, row: SnapshotRow) -> tuple[int, datetime]:
         added, removed, modified, restored = row.counts
+        finished_at = now()
         snapshot_id: int = self.conn.execute(
             SNAPSHOTS.insert()
             .values(
@@ -247,7 +259,7 @@ class IntegrationTransaction:
                 account=row.account,
                 integration=row.integration,
                 started_at=row.started_at,
-                finished_at=now(),
+                finished_at=finished_at,
                 status=row.status,
                 connection_count=row.connection_count,
                 added=added,
@@ -263,7 +275,23 @@ class IntegrationTransaction:
             )
             .returning(SNAPSHOTS.c.id)
         ).scalar_one()
-        return snapshot_id
+        return snapshot_id, finished_at
+
+    def _ids(self, snapshot_id: int, at: datetime) -> Ids:
+        """The ids of the events and versions ``_apply`` wrote, by key: ids and keys only,
+        selected as `db verify` selects a snapshot's rows."""
+        c, v = CHANGES.c, VERSIONS.c
+        events = self.conn.execute(
+            select(c.id, c.type, c.name, c.change, c.field).where(c.snapshot_id == snapshot_id)
+        )
+        mine = (v.account == self.account, v.integration == self.integration)
+        opened = select(v.id, v.type, v.name).where(*mine, v.valid_from == at)
+        closed = select(v.id, v.type, v.name).where(*mine, v.valid_to == at)
+        return Ids(
+            {(t, n, change, f): i for i, t, n, change, f in events},
+            {(t, n): i for i, t, n in self.conn.execute(opened)},
+            {(t, n): i for i, t, n in self.conn.execute(closed)},
+        )
 
     def _apply(self, snapshot_id: int, changes: Diff, at: datetime) -> None:
         """connections, then the versions closed and opened, then the events. The versions

@@ -9,18 +9,23 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, Engine, Select, and_, func, select
 
 from ..canonical import (
+    BLOCK_ROWS,
     COLUMN_DIGEST_BYTES,
+    DIGESTS,
     FORMAT,
     SNAPSHOT_COLUMNS,
+    block_digests,
     canonical_pieces,
     chain_hash,
     column_digests,
     heads_digest,
+    row_digest,
+    value_json,
 )
 from .chain import (
     CHANGES,
@@ -278,8 +283,9 @@ def _localize(
             kept.get("snapshot"),
             column_digests(snap.values),
         )
+        localize = _localize_rows if kept.get("digests") == DIGESTS else _localize_part
         for part in PARTS:
-            found += _localize_part(conn, readers, snap, part, kept.get(part.key))
+            found += localize(conn, readers, snap, part, kept.get(part.key))
     if not found and linked:
         found.append(
             _problem(
@@ -316,6 +322,7 @@ def _differing(
 def _localize_part(
     conn: Connection, readers: Readers, snap: StoredSnapshot, part: Part, kept: Any
 ) -> list[Problem]:
+    """A part's rows now against chain_rows format 1: a digest per value of each row."""
     rows = part_rows(conn, readers, part, snap)
     now = {row_id: column_digests(values) for row_id, values in rows}
     kept = kept if isinstance(kept, dict) else {}
@@ -341,6 +348,93 @@ def _localize_part(
         else:
             found += _moved_or_deleted(conn, readers, snap, part, row_id, kept_ids[row_id], what)
     return found
+
+
+class _Kept(NamedTuple):
+    """A part's chain_rows format 2, checked: row ids, row digests, block digests."""
+
+    ids: list[int]
+    rows: dict[int, str]
+    blocks: list[str]
+
+    @classmethod
+    def of(cls, kept: Any) -> _Kept:
+        """What a stored part keeps; an unreadable one keeps nothing (every row it has
+        now is then named as inserted)."""
+        try:
+            ids, rows, blocks = kept["ids"], kept["rows"], kept["blocks"]
+            if not (
+                isinstance(ids, list)
+                and all(type(i) is int for i in ids)
+                and isinstance(rows, str)
+                and len(rows) == 8 * len(ids)
+                and isinstance(blocks, list)
+                and all(isinstance(b, str) for b in blocks)
+            ):
+                raise TypeError
+        except (KeyError, TypeError):
+            return cls([], {}, [])
+        return cls(ids, {i: rows[8 * n : 8 * n + 8] for n, i in enumerate(ids)}, blocks)
+
+
+def _localize_rows(
+    conn: Connection, readers: Readers, snap: StoredSnapshot, part: Part, stored: Any
+) -> list[Problem]:
+    """A part's rows now against chain_rows format 2: the row digests name the rows
+    inserted, deleted or changed; where one row of a block changed, its block's column
+    digests name the columns."""
+    kept = _Kept.of(stored)
+    now = dict(part_rows(conn, readers, part, snap))
+    table = part.table_name
+    what = "" if part.by is None else f" ({part.key} by this snapshot)"
+    changed = f"changed since the snapshot was written{what}"
+    found: list[Problem] = []
+    moved: dict[int, list[Any]] = {}
+    by_block: dict[int, list[int]] = {}
+    place = {row_id: n for n, row_id in enumerate(kept.ids)}
+    reader = readers.parts[part.key]
+    for row_id in sorted(kept.rows.keys() | now.keys()):
+        if row_id not in kept.rows:
+            found.append(
+                _problem(snap, table, row_id, None, f"inserted: not among the rows hashed{what}")
+            )
+            continue
+        values = now.get(row_id)
+        if values is None:
+            row = conn.execute(
+                select(*reader.columns).where(part.table.c.id == row_id)
+            ).one_or_none()
+            if row is None:
+                found.append(_problem(snap, table, row_id, None, f"deleted{what}"))
+                continue
+            values = moved[row_id] = reader.plain(row)
+            if row_digest(value_json(values)) == kept.rows[row_id]:
+                found.append(_problem(snap, table, row_id, None, f"no longer in it{what}"))
+                continue
+        elif row_digest(value_json(values)) == kept.rows[row_id]:
+            continue
+        by_block.setdefault(place[row_id] // BLOCK_ROWS, []).append(row_id)
+    for block, row_ids in sorted(by_block.items()):
+        columns = _block_columns(kept, block, part.columns, {**now, **moved})
+        if len(row_ids) == 1 and columns:
+            found += [_problem(snap, table, row_ids[0], c, changed) for c in columns]
+        else:
+            found += [_problem(snap, table, row_id, None, changed) for row_id in row_ids]
+    return found
+
+
+def _block_columns(
+    kept: _Kept, block: int, columns: Sequence[str], rows: dict[int, list[Any]]
+) -> list[str]:
+    """The columns whose digest over a block of rows differs from the one kept; none when
+    the block cannot be rebuilt (a row of it was deleted)."""
+    ids = kept.ids[block * BLOCK_ROWS : (block + 1) * BLOCK_ROWS]
+    if block >= len(kept.blocks) or any(i not in rows for i in ids):
+        return []
+    now, was = block_digests([rows[i] for i in ids]), kept.blocks[block]
+    if len(now) != len(was):
+        return []
+    return [c for n, c in enumerate(columns) if now[8 * n : 8 * n + 8] != was[8 * n : 8 * n + 8]]
 
 
 def _moved_or_deleted(

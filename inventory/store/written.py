@@ -4,16 +4,19 @@ handed one ``Pass`` and works from it, in the order ``store.consumers`` fixes.""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import Connection
 
 from ..config import Settings
-from ..diff import Diff
+from ..diff import Diff, Key
+from ..records import Connection as Record
 from ..types import SnapshotStatus
 from .findings import FindingEvents
+
+EventKey = tuple[str, str, str, str | None]  # (type, name, change, field): one per snapshot
 
 
 @dataclass(frozen=True)
@@ -36,14 +39,32 @@ class SnapshotRow:
 
 
 @dataclass(frozen=True)
+class Ids:
+    """The ids of the history rows a snapshot's transaction wrote, by key: read back
+    narrowly (ids and keys only) with the WHERE clauses `db verify` selects them by."""
+
+    events: Mapping[EventKey, int]  # connection_changes of the snapshot
+    opened: Mapping[Key, int]  # connection_versions with valid_from = its started_at
+    closed: Mapping[Key, int]  # connection_versions with valid_to = its started_at
+
+
+NO_IDS = Ids({}, {}, {})
+
+
+@dataclass(frozen=True)
 class Written:
-    """What one snapshot's transaction wrote: its row (and id) and, when it applied, the
-    Diff whose records and events it wrote into connections, connection_versions and
-    connection_changes, every one at ``row.started_at``."""
+    """What one snapshot's transaction wrote: its row (id, and the finished_at it was
+    given) and, when it applied, the Diff whose records and events it wrote into
+    connections, connection_versions and connection_changes, every one at
+    ``row.started_at``, with their ids; and the records present once it applied (the
+    fetched set), which its findings judge."""
 
     snapshot_id: int
     row: SnapshotRow
+    finished_at: datetime
     changes: Diff | None = None  # None: no change applied (failed, held, superseded, none)
+    ids: Ids = NO_IDS
+    present: tuple[Record, ...] | None = None  # None: not applied (the stored rows stand)
 
     @property
     def applied(self) -> bool:
