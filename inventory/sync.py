@@ -30,6 +30,7 @@ from .errors import (
     ResponseError,
     SnapshotError,
 )
+from .phases import phase
 from .progress import NO_PROGRESS, Progress
 from .records import Connection, fetched_digest, parse_page
 from .results import RunResult, SnapshotResult, run_status
@@ -202,7 +203,8 @@ def sync_integration(ctx: _Run, client: ZisClient, integration: Integration) -> 
         started = ctx.clock()
         progress = _Progress()
         try:
-            fetched = fetch(client, integration, ctx.stop, progress)  # fetch and parse
+            with phase("fetch+parse"):
+                fetched = fetch(client, integration, ctx.stop, progress)
             result = apply(ctx, integration, started, fetched)  # diff and apply
         except Interrupted:
             result = SnapshotResult(
@@ -303,13 +305,14 @@ def apply(
             return result
         # The pages of the last applied snapshot leave nothing to compare, unless every
         # row is due a compare (sync.full_compare_interval, --compare-all).
-        compare = ctx.compare_all or not tx.unchanged(
-            fetched.digest, count, started, sync.full_compare_interval
-        )
-        if compare:
-            changes = diff(tx.load_state(), fetched.connections)
-        else:
-            changes = Diff(present_before=count)
+        with phase("diff"):
+            compare = ctx.compare_all or not tx.unchanged(
+                fetched.digest, count, started, sync.full_compare_interval
+            )
+            if compare:
+                changes = diff(tx.load_state(), fetched.connections)
+            else:
+                changes = Diff(present_before=count)
         reason = None
         if not ctx.accept_removals:
             reason = removal_hold_reason(
