@@ -35,7 +35,7 @@ from .progress import NO_PROGRESS, Progress
 from .records import Connection, fetched_digest, parse_page
 from .results import RunResult, SnapshotResult, run_status
 from .store.findings import FindingEvents
-from .store.outbox import enqueue_run
+from .store.outbox import enqueue_run, of_integrations
 from .types import ChangeKind, ResultStatus, RunStatus, SnapshotStatus, Trigger
 from .zis import ZisClient
 
@@ -85,8 +85,11 @@ class _Run:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def committed(self, found: FindingEvents) -> None:
+        # The run's end tells only the findings about no connection: keeping those alone
+        # holds memory to the integrations in flight, not to every one the run wrote.
+        kept = FindingEvents(of_integrations(found.opened), of_integrations(found.resolved))
         with self.lock:
-            self.found.append(found)
+            self.found.append(kept)
 
     def tell_findings(self, conn: store.Connection) -> None:
         """At the run's end, in the transaction that finishes it: one message per sink of
