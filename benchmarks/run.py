@@ -7,7 +7,13 @@ and its ratio is to that floor. Figures vary from run to run; the ratios are wha
 Besides the step's own CPU, each row shows the CPU its database server used (`db cpu`:
 PostgreSQL's processes, when they run on this machine; SQLite works inside the step) and
 the fake server's (`api cpu`): on a machine that runs all three, their sum over its cores
-is a time no step can beat (`cpu bound` in the throughput table).
+is a time no step can beat (`cpu bound` in the throughput table). Under each table, the
+step's CPU by phase of the sync (``inventory.phases``: the CPU time of the thread doing
+each), with ``rest`` the step's CPU outside them (the run's own statements, the HTTP
+client's threads, the interpreter).
+
+By default a step is the whole product with one webhook sink configured (nothing is
+delivered: a sync's delivery is the CLI's, after the run).
 
     python benchmarks/run.py                          # everything, on SQLite
     python benchmarks/run.py --database postgresql://postgres@127.0.0.1/test
@@ -15,15 +21,12 @@ is a time no step can beat (`cpu bound` in the throughput table).
     python benchmarks/run.py --million                # adds 100 x 10,000 to the scaling run
     python benchmarks/run.py --only startup           # start-up time of each command
     python benchmarks/run.py --only throughput --core-only   # the sync core alone
-    python benchmarks/run.py --only throughput --sink        # the outbox's share, one sink
+    python benchmarks/run.py --only throughput --no-sink     # no sink configured
 
 ``--core-only`` is a diagnostic: each snapshot's transaction has no consumers after its rows
 (chain, findings, outbox), so that the core's own cost can be told from theirs. A database
-written so holds snapshots with no chain hash (``db verify`` fails on it).
-
-``--sink`` configures one webhook sink (nothing is delivered: a sync's delivery is the
-CLI's, after the run) and reports the time the outbox took inside the snapshot
-transactions, beside theirs and the floor's.
+written so holds snapshots with no chain hash (``db verify`` fails on it). The throughput
+scenario measures a core-only first sync beside the whole product's in any case.
 """
 
 from __future__ import annotations
@@ -51,6 +54,8 @@ TYPES = ("api_key", "basic_auth", "bearer_token", "oauth")
 ACCOUNT = "bench"
 TOKEN = "bench-token"
 INVENTORY_TABLES = ("connections", "connection_versions", "connection_changes")
+# The phases of a sync, in the order its work runs (inventory.phases).
+PHASES = ("fetch+parse", "diff", "rows", "chain", "findings", "outbox", "commit")
 
 
 @dataclass(frozen=True)
@@ -168,7 +173,7 @@ class Server:
 
 def step(args: argparse.Namespace) -> dict[str, Any]:
 
-    from inventory import store
+    from inventory import phases, store
     from inventory.config import Account as AccountConfig
     from inventory.config import (
         DatabaseSettings,
@@ -190,17 +195,17 @@ def step(args: argparse.Namespace) -> dict[str, Any]:
     account = AccountConfig(ACCOUNT, args.base_url, integrations)
     sync = SyncSettings(concurrency=args.concurrency, max_removal_ratio=1.0, max_retries=20)
     written = dict.fromkeys(INVENTORY_TABLES, 0)
-    timed = {"outbox_s": 0.0, "tx_s": 0.0}  # summed over the snapshot transactions
-    timed_lock = threading.Lock()
+    phases.enable()
     if args.step == "floor":
         lock = threading.Lock()
         parsed = [0]
 
         def read(integration: Integration) -> None:
-            for page in client.pages(integration.name, integration.token):
-                got = parse_page(page.body, where="floor", page=page.number)
-                with lock:
-                    parsed[0] += len(got.connections)
+            with phases.phase("fetch+parse"):
+                for page in client.pages(integration.name, integration.token):
+                    got = parse_page(page.body, where="floor", page=page.number)
+                    with lock:
+                        parsed[0] += len(got.connections)
 
         # Timed as a sync is, making the client included, so that the ratio is the
         # sync's work only.
@@ -213,7 +218,7 @@ def step(args: argparse.Namespace) -> dict[str, Any]:
         db_cpu = None
         status = "floor"
     else:
-        sinks = (Sink("bench", "webhook", Secret("http://127.0.0.1:9/never")),) if args.sink else ()
+        sinks = () if args.no_sink else (Sink("bench", "webhook", Secret(SINK_URL)),)
         settings = Settings(
             "(bench)", args.database, DatabaseSettings(), sync, ScheduleSettings(), (account,),
             notify=sinks,
@@ -221,32 +226,19 @@ def step(args: argparse.Namespace) -> dict[str, Any]:
         engine = store.engine_for(settings)
         store.ensure_schema(engine, migrate=True)
 
-        # Rows written, as each snapshot's transaction counts them (inserts and updates),
-        # and the time from the transaction's start to its commit.
+        # Rows written, as each snapshot's transaction counts them (inserts and updates).
         transaction = store.integration_transaction
 
         @contextmanager
         def counted(*args: Any, **kwargs: Any) -> Iterator[Any]:
             with transaction(*args, **kwargs) as tx:
-                start = time.perf_counter()  # the lock taken: the transaction's own time
                 yield tx
-            with timed_lock:
-                timed["tx_s"] += time.perf_counter() - start
             for table, rows in tx.written.items():
                 written[table] += rows
 
         store.integration_transaction = counted
-        consumers: tuple[Any, ...] = ()  # --core-only, the diagnostic: no chain, findings or outbox
-        if not args.core_only:
-            from inventory.store.consumers import chain, findings, outbox
-
-            def timed_outbox(p: Any) -> None:
-                start = time.perf_counter()
-                outbox(p)
-                with timed_lock:
-                    timed["outbox_s"] += time.perf_counter() - start
-
-            consumers = (chain, findings, timed_outbox)
+        # --core-only, the diagnostic: no chain, findings or outbox
+        consumers = () if args.core_only else store.CONSUMERS
 
         local_postgres = is_local_postgres(args.database)
         db_cpu0 = postgres_cpu() if local_postgres else 0.0
@@ -263,7 +255,7 @@ def step(args: argparse.Namespace) -> dict[str, Any]:
         "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "written": written,
         "status": status,
-        **timed,
+        "phases": phases.disable(),
     }
 
 
@@ -277,9 +269,11 @@ def measure(
     repeat: int = 1,
     before: Callable[[], Any] | None = None,
     floors: list[dict[str, Any]] | None = None,
+    core_only: bool = False,
 ) -> dict[str, Any]:
     """The median of ``repeat`` runs, each in a process of its own (``database`` may make a
-    new database per run; ``before`` runs before each).
+    new database per run; ``before`` runs before each; ``core_only``: with no consumers
+    after the rows, as ``--core-only`` makes every step).
 
     With ``floors``, each run comes right after a floor run of its own (kept in ``floors``)
     and the median is taken by the ratio to it: the speed of a shared VM drifts within a
@@ -293,7 +287,12 @@ def measure(
         if before is not None:
             before()
         run = measure_once(
-            kind, server, spec, database() if callable(database) else database, concurrency
+            kind,
+            server,
+            spec,
+            database() if callable(database) else database,
+            concurrency,
+            core_only=core_only,
         )
         if floor is not None:
             run["ratio"], run["floor_wall"] = run["wall"] / floor["wall"], floor["wall"]
@@ -317,12 +316,18 @@ def floor_row(floors: list[dict[str, Any]]) -> Row:
 
 
 def measure_once(
-    kind: str, server: Server, spec: Account, database: str, concurrency: int
+    kind: str,
+    server: Server,
+    spec: Account,
+    database: str,
+    concurrency: int,
+    *,
+    core_only: bool = False,
 ) -> dict[str, Any]:
     cmd = [
         sys.executable, __file__, "--step", kind, "--base-url", server.base_url, "--database", database,
         "--integrations", str(spec.integrations), "--concurrency", str(concurrency),
-        *(["--core-only"] if CORE_ONLY else []), *(["--sink"] if SINK else []),
+        *(["--core-only"] if CORE_ONLY or core_only else []), *(["--no-sink"] if NO_SINK else []),
     ]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode != 0:
@@ -386,6 +391,21 @@ def print_table(title: str, rows: list[Row], extra: Callable[[Row], str] = lambd
         print(
             f"{row.name:36} {f['wall']:8.2f} {f['cpu']:7.2f} {db_cpu} {f['api_cpu']:7.2f} {f['rss_mb']:7.0f} {f['requests']:8d} {f['429']:5d} {ratio}  {written}{extra(row)}{spread(f)}"
         )
+    print_phases(rows)
+
+
+def print_phases(rows: list[Row]) -> None:
+    """Each step's CPU seconds by phase (the run shown above); ``-``: a phase it never
+    entered, ``rest``: its CPU outside every phase."""
+    print("CPU by phase, seconds (the thread doing each; rest: the step's CPU outside them)")
+    header = f"{'step':36} " + " ".join(f"{p:>11}" for p in (*PHASES, "rest", "cpu s"))
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        spent = row.figures["phases"]
+        cells = [f"{spent[p]:11.2f}" if p in spent else f"{'-':>11}" for p in PHASES]
+        rest = row.figures["cpu"] - sum(spent.values())
+        print(f"{row.name:36} {' '.join(cells)} {rest:11.2f} {row.figures['cpu']:11.2f}")
 
 
 def spread(figures: dict[str, Any]) -> str:
@@ -434,6 +454,18 @@ def throughput(args: argparse.Namespace, tmp: str) -> list[Row]:
         first = measure(
             "sync", server, spec, empty, args.concurrency, repeat=args.repeat, floors=floors
         )
+        core = None
+        if not CORE_ONLY:  # the core alone beside the whole product, on the same pages
+            core = measure(
+                "sync",
+                server,
+                spec,
+                fresh_databases(args, tmp, "core"),
+                args.concurrency,
+                repeat=args.repeat,
+                floors=floors,
+                core_only=True,
+            )
         # The resyncs run against the database of the last first sync.
         last = empty.made[-1]  # type: ignore[attr-defined]
         again = measure(
@@ -454,6 +486,7 @@ def throughput(args: argparse.Namespace, tmp: str) -> list[Row]:
     rows = [
         floor_row(floors),
         Row("first sync, empty database", first),
+        *([Row("first sync, core only", core)] if core is not None else []),
         Row("resync, no change", again),
         Row(f"resync, 1% changed ({max(changed)})", one_percent),
     ]
@@ -472,14 +505,7 @@ def cpu_bound(row: Row) -> str:
     if "floor_wall" not in f:
         return ""
     busy = f["cpu"] + (f.get("db_cpu") or 0.0) + f["api_cpu"]
-    bound = f"   cpu bound {busy / (os.cpu_count() or 1) / f['floor_wall']:.2f} x floor"
-    if SINK and f.get("tx_s"):
-        bound += (
-            f"   outbox {f['outbox_s']:.3f} s = {100 * f['outbox_s'] / f['tx_s']:.1f}% of the "
-            f"snapshot transactions ({f['tx_s']:.2f} s), "
-            f"{100 * f['outbox_s'] / f['floor_wall']:.1f}% of the floor"
-        )
-    return bound
+    return f"   cpu bound {busy / (os.cpu_count() or 1) / f['floor_wall']:.2f} x floor"
 
 
 def scaling(args: argparse.Namespace, tmp: str) -> None:
@@ -516,6 +542,7 @@ def scaling(args: argparse.Namespace, tmp: str) -> None:
 
 def latency(args: argparse.Namespace, tmp: str) -> None:
     spec = Account(20, int(2000 * args.scale), latency=0.1)
+    concurrency = 8
     server = Server(spec)
     floors: list[dict[str, Any]] = []
     try:
@@ -524,19 +551,24 @@ def latency(args: argparse.Namespace, tmp: str) -> None:
             server,
             spec,
             fresh_databases(args, tmp, "latency"),
-            8,
+            concurrency,
             repeat=args.repeat,
             floors=floors,
         )
     finally:
         server.stop()
-    pages = figures["requests"]
-    ideal = pages * 0.1 / 8
+    # An integration's pages come one after another, and each worker takes one integration
+    # at a time: the integrations run in waves of `concurrency`, each as long as one
+    # integration's pages take. No schedule ends sooner.
+    pages = -(-figures["requests"] // spec.integrations)  # per integration
+    waves = -(-spec.integrations // concurrency)
+    bound = waves * pages * spec.latency
     print_table(
-        f"3. Latency-bound: 100 ms per page, {spec.integrations} x {spec.per_integration}, concurrency 8",
+        f"3. Latency-bound: 100 ms per page, {spec.integrations} x {spec.per_integration}, concurrency {concurrency}",
         [floor_row(floors), Row("first sync", figures)],
         lambda r: (
-            f"   {r.figures['wall'] / ideal:.2f} x ideal ({pages} pages x 0.1 s / 8 = {ideal:.2f} s)"
+            f"   schedule bound {bound:.2f} s ({waves} waves x {pages} pages x {spec.latency} s), "
+            f"{r.figures['wall'] - bound:+.2f} s"
         ),
     )
 
@@ -716,16 +748,16 @@ def main() -> None:
         help="a diagnostic: skip the chain, findings and outbox in each snapshot's transaction",
     )
     parser.add_argument(
-        "--sink",
+        "--no-sink",
         action="store_true",
-        help="configure one webhook sink (nothing delivered) and show the outbox's time",
+        help="configure no sink (by default one webhook sink, to which nothing is delivered)",
     )
     parser.add_argument("--step", help=argparse.SUPPRESS)
     parser.add_argument("--base-url", help=argparse.SUPPRESS)
     parser.add_argument("--integrations", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    global CORE_ONLY, SINK
-    CORE_ONLY, SINK = args.core_only, args.sink
+    global CORE_ONLY, NO_SINK
+    CORE_ONLY, NO_SINK = args.core_only, args.no_sink
     if args.step:
         print(json.dumps(step(args)))
         return
@@ -733,8 +765,13 @@ def main() -> None:
 
     print(
         f"zis-inventory benchmarks on {platform.node()}: {os.cpu_count()} cores, Python {platform.python_version()}, database {args.database.split('@')[-1]}"
-        + (" (--core-only: no chain, findings or outbox)" if CORE_ONLY else "")
-        + (" (--sink: one webhook sink, not delivered)" if SINK else "")
+        + (
+            " (--core-only: no chain, findings or outbox)"
+            if CORE_ONLY
+            else " (--no-sink: no sink)"
+            if NO_SINK
+            else " (one webhook sink, nothing delivered)"
+        )
     )
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -746,7 +783,8 @@ def main() -> None:
 
 CREATED: list[tuple[str, str]] = []  # (admin URL, database) made for this run
 CORE_ONLY = False  # --core-only, passed on to each step
-SINK = False  # --sink, passed on to each step
+NO_SINK = False  # --no-sink, passed on to each step
+SINK_URL = "http://127.0.0.1:9/never"  # the one sink's: nothing is delivered to it
 
 
 def drop_created() -> None:

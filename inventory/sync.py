@@ -30,11 +30,12 @@ from .errors import (
     ResponseError,
     SnapshotError,
 )
+from .phases import phase
 from .progress import NO_PROGRESS, Progress
 from .records import Connection, fetched_digest, parse_page
 from .results import RunResult, SnapshotResult, run_status
 from .store.findings import FindingEvents
-from .store.outbox import enqueue_run
+from .store.outbox import enqueue_run, of_integrations
 from .types import ChangeKind, ResultStatus, RunStatus, SnapshotStatus, Trigger
 from .zis import ZisClient
 
@@ -84,8 +85,11 @@ class _Run:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def committed(self, found: FindingEvents) -> None:
+        # The run's end tells only the findings about no connection: keeping those alone
+        # holds memory to the integrations in flight, not to every one the run wrote.
+        kept = FindingEvents(of_integrations(found.opened), of_integrations(found.resolved))
         with self.lock:
-            self.found.append(found)
+            self.found.append(kept)
 
     def tell_findings(self, conn: store.Connection) -> None:
         """At the run's end, in the transaction that finishes it: one message per sink of
@@ -202,7 +206,8 @@ def sync_integration(ctx: _Run, client: ZisClient, integration: Integration) -> 
         started = ctx.clock()
         progress = _Progress()
         try:
-            fetched = fetch(client, integration, ctx.stop, progress)  # fetch and parse
+            with phase("fetch+parse"):
+                fetched = fetch(client, integration, ctx.stop, progress)
             result = apply(ctx, integration, started, fetched)  # diff and apply
         except Interrupted:
             result = SnapshotResult(
@@ -303,13 +308,14 @@ def apply(
             return result
         # The pages of the last applied snapshot leave nothing to compare, unless every
         # row is due a compare (sync.full_compare_interval, --compare-all).
-        compare = ctx.compare_all or not tx.unchanged(
-            fetched.digest, count, started, sync.full_compare_interval
-        )
-        if compare:
-            changes = diff(tx.load_state(), fetched.connections)
-        else:
-            changes = Diff(present_before=count)
+        with phase("diff"):
+            compare = ctx.compare_all or not tx.unchanged(
+                fetched.digest, count, started, sync.full_compare_interval
+            )
+            if compare:
+                changes = diff(tx.load_state(), fetched.connections)
+            else:
+                changes = Diff(present_before=count)
         reason = None
         if not ctx.accept_removals:
             reason = removal_hold_reason(

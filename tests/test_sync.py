@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from inventory import models as m
 from inventory import store
@@ -28,6 +28,7 @@ from inventory.config import (
     Integration,
     ScheduleSettings,
     Settings,
+    Sink,
     SyncSettings,
 )
 from inventory.secret import Secret
@@ -974,3 +975,39 @@ def test_no_more_integrations_are_held_than_sync_concurrency(
     engine.dispose()
     assert [s.status for s in result.snapshots] == ["complete"] * 8
     assert (held[0], most[0]) == (0, 3)
+
+
+def test_a_run_keeps_only_the_findings_its_end_tells(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Until its end a run keeps, of what each committed snapshot's findings opened and
+    resolved, the findings about no connection only (the ones the run's end tells): the
+    others (told with their snapshot) are not held for the whole run."""
+    names = ["i0", "i1", "i2"]
+    transport, account = one_key_integrations(names)
+    settings = Settings(
+        "(test)", f"sqlite:///{tmp_path / 'kept.db'}", DatabaseSettings(),
+        SyncSettings(concurrency=2), ScheduleSettings(), (account,),
+        notify=(Sink("siem", "webhook", Secret("https://example.invalid/x")),),
+    )  # fmt: skip
+    engine = store.engine_for(settings)
+    store.ensure_schema(engine, migrate=True)
+    told: list[Any] = []
+    real_enqueue_run = sync_module.enqueue_run
+
+    def kept(conn: Any, settings: Any, run_id: int, found: Any, now: datetime) -> None:
+        told.extend((f.rule, f.integration, f.type) for one in found for f in one.opened)
+        told.extend((f.rule, f.integration, f.type) for one in found for f in one.resolved)
+        real_enqueue_run(conn, settings, run_id, found, now)
+
+    monkeypatch.setattr(sync_module, "enqueue_run", kept)
+    result = sync_module.run_sync(settings, engine, transport=lambda a: transport)
+    engine.dispose()
+    opened = query(
+        settings.database_url, text("SELECT rule, integration, type, name FROM findings")
+    )
+    assert [s.status for s in result.snapshots] == ["complete"] * 3
+    # Each snapshot opened a finding about its connection (its key is older than a year)...
+    assert opened == {("ZIS003", n, "api_key", "only_key") for n in names}
+    # ...which the run did not keep for its end: it holds none about no connection either.
+    assert told == []

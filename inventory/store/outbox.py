@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Connection, func, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -33,6 +33,9 @@ E, K = m.ExpiryWarning, m.Connection
 DEFAULT_THRESHOLDS = (30, 14, 7, 1)
 
 
+F = TypeVar("F", bound=FindingLike)
+
+
 class Found(Protocol):
     """The findings one evaluation opened and resolved (store.findings.FindingEvents)."""
 
@@ -43,13 +46,13 @@ class Found(Protocol):
     def resolved(self) -> Sequence[FindingLike]: ...
 
 
-def of_connections(found: Iterable[FindingLike]) -> list[FindingLike]:
+def of_connections(found: Iterable[F]) -> list[F]:
     """The findings about a connection: told in the snapshot's message. The others
     (ZIS009, ZIS010: about an integration) are told once per run (``enqueue_run``)."""
     return [f for f in found if f.type is not None]
 
 
-def of_integrations(found: Iterable[FindingLike]) -> list[FindingLike]:
+def of_integrations(found: Iterable[F]) -> list[F]:
     return [f for f in found if f.type is None]
 
 

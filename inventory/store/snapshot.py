@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import Any, NamedTuple, cast
@@ -32,6 +32,7 @@ from ..config import Settings
 from ..diff import Diff, Key, Stored
 from ..errors import SnapshotError, SnapshotWriteFailed
 from ..fields import METADATA_FIELDS, RECORD_FIELDS, TIMESTAMP_FIELDS
+from ..phases import phase
 from ..records import Connection as Record
 from ..types import ChangeKind, SnapshotStatus
 from .bulk import insert_rows
@@ -95,11 +96,13 @@ def integration_transaction(
         _writer_lock(engine),
         database_errors(engine, doing, SnapshotWriteFailed),
     ):
-        with engine.begin() as conn:
+        committing = ExitStack()  # the "commit" phase: from the block's end to the commit
+        with committing, engine.begin() as conn:
             if is_postgres(conn):
                 conn.execute(select(func.pg_advisory_xact_lock(lock_key(account, integration))))
             tx = IntegrationTransaction(conn, account, integration, settings, consumers)
             yield tx
+            committing.enter_context(phase("commit"))
         if on_commit is not None:
             on_commit(tx.found)
 
@@ -233,19 +236,21 @@ class IntegrationTransaction:
         the fetched set, which the stored rows equal once it applied. Every snapshot row is
         written here; then what it wrote is handed, as one ``Written`` value, to the
         transaction's consumers (chain, findings, outbox), in order, in this transaction."""
-        snapshot_id, finished_at = self._insert_snapshot(row)
-        written = Written(snapshot_id, row, finished_at)
-        if written.applied:
-            kept = None if present is None else tuple(present)
-            if changes is not None and not changes.empty:
-                self._apply(snapshot_id, changes, row.started_at)
-                ids = self._ids(snapshot_id, row.started_at)
-                written = Written(snapshot_id, row, finished_at, changes, ids, kept)
-            else:
-                written = Written(snapshot_id, row, finished_at, present=kept)
+        with phase("rows"):
+            snapshot_id, finished_at = self._insert_snapshot(row)
+            written = Written(snapshot_id, row, finished_at)
+            if written.applied:
+                kept = None if present is None else tuple(present)
+                if changes is not None and not changes.empty:
+                    self._apply(snapshot_id, changes, row.started_at)
+                    ids = self._ids(snapshot_id, row.started_at)
+                    written = Written(snapshot_id, row, finished_at, changes, ids, kept)
+                else:
+                    written = Written(snapshot_id, row, finished_at, present=kept)
         one_pass = Pass(self.conn, self.settings, written)
         for consume in self.consumers:
-            consume(one_pass)
+            with phase(consume.__name__):
+                consume(one_pass)
         self.found = one_pass.found
         return snapshot_id
 
