@@ -20,6 +20,7 @@ read is present; else, or with ``ENABLED = False`` (the tests' oracle), or when 
 from __future__ import annotations
 
 import logging
+import operator
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any, cast
@@ -47,7 +48,10 @@ BATCH = 500  # names per statement when reading by key
 ROW_DIGESTS = cast(Table, m.RowDigest.__table__)
 CONNECTIONS = cast(Table, m.Connection.__table__)
 
-Load = Callable[..., dict[Key, Stored]]  # IntegrationTransaction.load_state(*where)
+Load = Callable[..., dict[Key, Stored]]
+_key = operator.itemgetter(
+    0, 1
+)  # a record's (type, name), as Connection.key  # IntegrationTransaction.load_state(*where)
 
 
 class RowDigests:
@@ -76,8 +80,9 @@ class RowDigests:
         if stored is None or present() != len(stored):
             return None  # stale, unreadable, or rows inserted or deleted by hand
         hashes = self.hashes(fetched)
-        changed = [c for c, h in zip(fetched, hashes, strict=True) if stored.get(c.key) != h]
-        fetched_keys = {c.key for c in fetched}
+        keys = list(map(_key, fetched))
+        changed = [c for c, k, h in zip(fetched, keys, hashes, strict=True) if stored.get(k) != h]
+        fetched_keys = set(keys)
         gone = [key for key in stored if key not in fetched_keys]
         if len(changed) + len(gone) > MOST_READ * max(len(stored), len(fetched)):
             return None
@@ -154,7 +159,7 @@ class RowDigests:
         return state
 
     def _write(self, snapshot_id: int, fetched: Sequence[Record]) -> None:
-        encoded = encode([c.key for c in fetched], self.hashes(fetched))
+        encoded = encode(list(map(_key, fetched)), self.hashes(fetched))
         if encoded is None:
             return  # left as it is: it describes an older snapshot, so it is not used
         keys, hashes = encoded
