@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import operator
+import struct
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any, cast
@@ -206,12 +207,7 @@ def decode(entries: Any, keys: Any, hashes: Any) -> dict[Key, bytes] | None:
     hashes = bytes(hashes)
     if len(parts) != 2 * entries + 1 or parts[-1] or len(hashes) != HASH_SIZE * entries:
         return None
-    pairs = iter(parts)
-    stored = dict(
-        zip(
-            zip(pairs, pairs, strict=False),
-            (hashes[i : i + HASH_SIZE] for i in range(0, len(hashes), HASH_SIZE)),
-            strict=False,
-        )
-    )
+    keys_of = zip(parts[0::2], parts[1::2], strict=False)  # the last part is ""
+    hashes_of = (h for (h,) in struct.iter_unpack(f"{HASH_SIZE}s", hashes))
+    stored = dict(zip(keys_of, hashes_of, strict=False))
     return stored if len(stored) == entries else None
