@@ -85,6 +85,10 @@ BEGIN
         -- row per integration, moved on by each full evaluation).
         ('findings_evaluations', 'SELECT, INSERT, UPDATE (snapshot_id, evaluated_at, '
             'valid_until, rules_digest)'),
+        -- Each integration's row digests (internal, one row per integration, replaced
+        -- by the snapshots that change rows).
+        ('row_digests', 'SELECT, INSERT, UPDATE (format, snapshot_id, entries, entry_keys, '
+            'entry_hashes)'),
         -- The outbox: a message is queued, then its delivery state moves; its attempts,
         -- the expiry ledger and the sinks' first sightings are only added to.
         ('notifications', 'SELECT, INSERT, UPDATE (status, attempts, next_attempt_at, '
@@ -108,8 +112,9 @@ BEGIN
              WHERE n.nspname = 'public' AND c.relkind = 'r' AND c.relname NOT IN (
                 'alembic_version', 'sync_runs', 'snapshots', 'connection_changes',
                 'connection_versions', 'connections', 'registry_listings', 'integrations',
-                'findings', 'findings_evaluations', 'notifications', 'notification_attempts',
-                'expiry_warnings', 'notify_sinks', 'database_identity') LOOP
+                'findings', 'findings_evaluations', 'row_digests', 'notifications',
+                'notification_attempts', 'expiry_warnings', 'notify_sinks',
+                'database_identity') LOOP
         grant_of := 'SELECT, INSERT, UPDATE';
         RAISE NOTICE 'table % is not listed in postgres-roles.sql: the writer gets %',
                      t.relname, grant_of;

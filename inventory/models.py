@@ -18,6 +18,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -307,6 +308,24 @@ class FindingsEvaluation(Base):
     evaluated_at: Mapped[datetime]
     valid_until: Mapped[datetime]
     rules_digest: Mapped[str]
+
+
+class RowDigest(Base):
+    """The row digests of an integration's present rows as its last applied snapshot
+    left them: each key and a hash of its record, so that a snapshot reads only the rows
+    whose hash differs (store/digests.py). Internal bookkeeping, not history, and not part
+    of the auditors' contract: nothing reads it but the sync, and ``db verify`` does not
+    depend on it."""
+
+    __tablename__ = "row_digests"
+
+    account: Mapped[str] = mapped_column(String, primary_key=True)
+    integration: Mapped[str] = mapped_column(String, primary_key=True)
+    format: Mapped[int]  # the layout of the two columns below (digests.FORMAT)
+    snapshot_id: Mapped[int]  # the applied snapshot whose rows they describe
+    entries: Mapped[int]  # how many present rows
+    entry_keys: Mapped[bytes] = mapped_column(LargeBinary)  # UTF-8 "type NUL name NUL", each
+    entry_hashes: Mapped[bytes] = mapped_column(LargeBinary)  # records.row_hashes, same order
 
 
 class Notification(Base):

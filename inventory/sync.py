@@ -306,16 +306,19 @@ def apply(
             result.superseded_by = newer
             result.snapshot_id = tx.write(replace(row, superseded_by=newer))
             return result
-        # The pages of the last applied snapshot leave nothing to compare, unless every
-        # row is due a compare (sync.full_compare_interval, --compare-all).
+        # Every stored row is compared when a full compare is due (sync.full_compare_interval,
+        # --compare-all); else none when the pages are the last applied snapshot's, and
+        # only those whose row digests differ from the fetched ones when they can tell
+        # (store.digests).
         with phase("diff"):
-            compare = ctx.compare_all or not tx.unchanged(
-                fetched.digest, count, started, sync.full_compare_interval
-            )
-            if compare:
-                changes = diff(tx.load_state(), fetched.connections)
+            full = ctx.compare_all or tx.full_compare_due(started, sync.full_compare_interval)
+            interval = sync.full_compare_interval
+            if not full and tx.unchanged(fetched.digest, count, started, interval):
+                changes: Diff | None = Diff(present_before=count)
             else:
-                changes = Diff(present_before=count)
+                changes = None if full else tx.changed_rows(fetched.connections)
+            if changes is None:  # the plain path
+                full, changes = True, diff(tx.load_state(), fetched.connections)
         reason = None
         if not ctx.accept_removals:
             reason = removal_hold_reason(
@@ -323,7 +326,7 @@ def apply(
             )
         if reason is not None:
             result.status, result.error = ResultStatus.HELD, f"{account}/{name}: {reason}"
-            row = replace(row, status=SnapshotStatus.HELD, error=result.error, full_compare=compare)
+            row = replace(row, status=SnapshotStatus.HELD, error=result.error, full_compare=full)
         else:
             counts = changes.counts()
             result.added, result.removed = counts[ChangeKind.ADDED], counts[ChangeKind.REMOVED]
@@ -332,7 +335,7 @@ def apply(
             row = replace(
                 row,
                 counts=(result.added, result.removed, result.modified, result.restored),
-                full_compare=compare,
+                full_compare=full,
             )
         result.snapshot_id = tx.write(row, changes, fetched.connections)
     return result

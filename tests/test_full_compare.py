@@ -193,9 +193,11 @@ def test_every_snapshot_row_is_written_by_the_one_locked_write(
     written: list[tuple[str, int | None]] = []
     real_write = store.IntegrationTransaction.write
 
-    def spy(tx: store.IntegrationTransaction, row: store.SnapshotRow, *args: Any) -> int:
+    def spy(
+        tx: store.IntegrationTransaction, row: store.SnapshotRow, *args: Any, **kwargs: Any
+    ) -> int:
         written.append((row.status, row.superseded_by))
-        return real_write(tx, row, *args)
+        return real_write(tx, row, *args, **kwargs)
 
     monkeypatch.setattr(store.IntegrationTransaction, "write", spy)
     s, clock = settings(db_url), Clock(T0)

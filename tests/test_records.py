@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,6 +25,7 @@ from inventory.records import (
     parse_item,
     parse_page,
     parse_timestamp,
+    row_hashes,
 )
 from inventory.testing import SECRET_FIELDS, SENTINEL, sample_item
 
@@ -341,6 +344,66 @@ def test_secrets_other_fields_and_null_or_empty_leave_the_digest_alone() -> None
     del plain["api_key"][0]["allowed_domain"]
     assert pages_digest(page) == pages_digest(plain)
     assert SENTINEL not in repr(parse_page(page, where="acme/crm", page=1))
+
+
+def page_row_hashes(page: dict[str, Any]) -> dict[tuple[str, str], bytes]:
+    records = parse_page(page, where="acme/crm", page=1).connections
+    return {r.key: h for r, h in zip(records, row_hashes(records), strict=True)}
+
+
+@pytest.mark.parametrize(("type_name", "field", "value"), KEPT_FIELD_CHANGES)
+def test_any_kept_value_changed_changes_that_rows_hash_only(
+    type_name: str, field: str, value: str | None
+) -> None:
+    page = crm_page()
+    page[type_name][1] = sample_item(type_name, f"crm_{type_name}_1", **{field: value})
+    before, after = page_row_hashes(crm_page()), page_row_hashes(page)
+    assert {k for k in before if before[k] != after[k]} == {(type_name, f"crm_{type_name}_1")}
+    assert {len(h) for h in after.values()} == {16}
+
+
+def test_text_moved_between_fields_changes_the_row_hash_and_empty_or_secrets_do_not() -> None:
+    moved_from, moved_to = crm_page(), crm_page()  # "ab" + "c" against "a" + "bc"
+    moved_from["basic_auth"][0].update(allowed_domain="ab", created_at=None, updated_at=None)
+    moved_from["basic_auth"][0].update(username="c")
+    moved_to["basic_auth"][0].update(allowed_domain="a", created_at=None, updated_at=None)
+    moved_to["basic_auth"][0].update(username="bc")
+    key = ("basic_auth", "crm_basic_auth_0")
+    assert page_row_hashes(moved_from)[key] != page_row_hashes(moved_to)[key]
+    page = crm_page()
+    for type_name, items in page.items():
+        for item in items:
+            for secret in SECRET_FIELDS[type_name]:
+                item[secret] = "another secret"
+    page["api_key"][0]["allowed_domain"] = ""
+    plain = crm_page()
+    del plain["api_key"][0]["allowed_domain"]
+    assert page_row_hashes(page) == page_row_hashes(plain)
+    # The same record under another key is another row.
+    renamed = crm_page()
+    renamed["oauth"][0]["name"] = "crm_oauth_9"
+    assert (
+        page_row_hashes(renamed)[("oauth", "crm_oauth_9")]
+        != page_row_hashes(crm_page())[("oauth", "crm_oauth_0")]
+    )
+
+
+def test_row_hashes_are_the_same_in_any_process() -> None:
+    """Stored by one sync and compared by another: no per-process salt (``hash()``)."""
+    code = (
+        "from inventory.records import parse_item, row_hashes; from inventory.testing import "
+        "sample_item; print(row_hashes([parse_item(t, sample_item(t, 'k')) for t in "
+        "('api_key', 'oauth')])[1].hex())"
+    )
+    seen = {
+        subprocess.run(
+            [sys.executable, "-c", code], env={"PYTHONHASHSEED": seed}, capture_output=True,
+            text=True, check=True,
+        ).stdout.strip()
+        for seed in ("1", "2")
+    }  # fmt: skip
+    here = row_hashes([parse_item("oauth", sample_item("oauth", "k"))])[0].hex()
+    assert seen == {here}
 
 
 def test_the_record_the_allow_list_and_the_columns_come_from_one_field_spec() -> None:

@@ -70,7 +70,7 @@ def test_no_secret_comes_out_of_any_command(cli: Harness, log_format: str) -> No
     }
     # The sentinel search below covers the new tables: they hold rows.
     dump = dump_database(cli.db_url)
-    assert dump["integrations"] and dump["registry_listings"]
+    assert dump["integrations"] and dump["registry_listings"] and dump["row_digests"]
     s = m.Snapshot
     assert query(
         cli.db_url, select(s.error).where(s.integration == "crm", s.status == "failed")

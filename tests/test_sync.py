@@ -516,21 +516,31 @@ def test_a_binary_value_stored_by_hand_fails_that_snapshot_only(cli: Harness) ->
 
 
 class StateReads:
-    """The integrations whose stored rows a sync read, and which rows (None: all)."""
+    """The integrations whose stored rows a sync read: every row, or some by key."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.reads: list[str] = []
+        self.by_key: set[str] = set()
         load_state = store.IntegrationTransaction.load_state
 
-        def spy(tx: store.IntegrationTransaction) -> Any:
-            self.reads.append(tx.integration)
-            return load_state(tx)
+        def spy(tx: store.IntegrationTransaction, *where: Any) -> Any:
+            if where:
+                self.by_key.add(tx.integration)
+            else:
+                self.reads.append(tx.integration)
+            return load_state(tx, *where)
 
         monkeypatch.setattr(store.IntegrationTransaction, "load_state", spy)
 
     def taken(self) -> list[str]:
-        """The integrations read since the last call, in name order."""
+        """The integrations every row of which was read since the last call, in name
+        order."""
         reads, self.reads = sorted(self.reads), []
+        return reads
+
+    def keyed(self) -> list[str]:
+        """The integrations some rows of which were read by key since the last call."""
+        reads, self.by_key = sorted(self.by_key), set()
         return reads
 
 
@@ -548,7 +558,8 @@ def test_pages_the_same_as_the_last_applied_ones_compare_no_rows(cli: Harness) -
     assert reads.taken() == []  # nothing changed: no stored row read
     cli.zis.update("acme", "crm", "oauth", "crm_oauth_1", permission_scope="read")
     assert cli.run("sync").code == 0
-    assert reads.taken() == ["crm"]  # the integration that changed only
+    # The integration that changed only, and of it the row whose digest differs.
+    assert (reads.taken(), reads.keyed()) == ([], ["crm"])
     assert cli.run("sync", "--compare-all").code == 0
     assert reads.taken() == ["billing", "crm"]
     assert {c for c in changes(cli.db_url) if c[3] != "added"} == {

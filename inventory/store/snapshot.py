@@ -37,6 +37,7 @@ from ..records import Connection as Record
 from ..types import ChangeKind, SnapshotStatus
 from .bulk import insert_rows
 from .consumers import CONSUMERS
+from .digests import RowDigests
 from .engine import database_errors, is_postgres, lock_key, now
 from .findings import FindingEvents
 from .written import Consumer, Ids, Pass, SnapshotRow, Written
@@ -131,6 +132,7 @@ class IntegrationTransaction:
         self.consumers = consumers
         self.found = FindingEvents([], [])  # by the last write's consumers, for the run
         self.sqlite = not is_postgres(conn)
+        self.row_digests = RowDigests(conn, account, integration)
         # Rows written per table, for tests and benchmarks.
         self.written = dict.fromkeys((CONNECTIONS.name, VERSIONS.name, CHANGES.name), 0)
 
@@ -162,6 +164,12 @@ class IntegrationTransaction:
             )
         ).scalar()
 
+    def full_compare_due(self, at: datetime, interval: timedelta) -> bool:
+        """Whether every row is due a compare: none was compared less than ``interval``
+        before ``at``."""
+        compared = self.last_full_compare()
+        return compared is None or at - compared >= interval
+
     def unchanged(self, digest: str, count: int, at: datetime, interval: timedelta) -> bool:
         """Whether the stored rows may be taken for what a fetched set with this digest
         and count leaves, so that no row needs reading: the last applied snapshot fetched
@@ -172,21 +180,28 @@ class IntegrationTransaction:
         last = self.last_applied
         if last is None or last.fetched_digest != digest:
             return False
-        compared = self.last_full_compare()
-        if compared is None or at - compared >= interval:
-            return False
+        return not self.full_compare_due(at, interval) and self.present_count() == count
+
+    def present_count(self) -> int:
         c = CONNECTIONS
         present = select(func.count()).where(
             c.c.account == self.account,
             c.c.integration == self.integration,
             c.c.removed_at.is_(None),
         )
-        return bool(self.conn.execute(present).scalar_one() == count)
+        return int(self.conn.execute(present).scalar_one())
 
-    def load_state(self) -> dict[Key, Stored]:
-        """Every row of the integration in ``connections``, as records. A value the
-        database holds that no sync wrote (a timestamp SQLite cannot read, a binary value)
-        fails the snapshot, naming the row."""
+    def changed_rows(self, fetched: Sequence[Record]) -> Diff | None:
+        """The diff of ``fetched`` read from the stored rows its row digests do not vouch
+        for, or None when they cannot say: compare every row (store.digests)."""
+        last = self.last_applied
+        last_id = None if last is None else last.id
+        return self.row_digests.changes(fetched, last_id, self.present_count, self.load_state)
+
+    def load_state(self, *where: Any) -> dict[Key, Stored]:
+        """Every row of the integration in ``connections`` (that matches ``where``), as
+        records. A value the database holds that no sync wrote (a timestamp SQLite cannot
+        read, a binary value) fails the snapshot, naming the row."""
         c = CONNECTIONS
         columns: list[Any] = [
             type_coerce(c.c[f], String) if self.sqlite and f in TIMESTAMP_FIELDS else c.c[f]
@@ -194,7 +209,7 @@ class IntegrationTransaction:
         ]
         rows = self.conn.execute(
             select(*columns, c.c.removed_at.is_not(None)).where(
-                c.c.account == self.account, c.c.integration == self.integration
+                c.c.account == self.account, c.c.integration == self.integration, *where
             )
         )
         stamps = [i for i, f in enumerate(RECORD_FIELDS) if f in TIMESTAMP_FIELDS]
@@ -232,10 +247,12 @@ class IntegrationTransaction:
     ) -> int:
         """Write one snapshot: its row, then, when it applies (complete and not superseded),
         what ``changes`` changes in connections, connection_versions and
-        connection_changes, every event and version at ``row.started_at``; ``present`` is
-        the fetched set, which the stored rows equal once it applied. Every snapshot row is
-        written here; then what it wrote is handed, as one ``Written`` value, to the
-        transaction's consumers (chain, findings, outbox), in order, in this transaction."""
+        connection_changes, every event and version at ``row.started_at``, and the row
+        digests of ``present``, the fetched set, which the stored rows equal once it
+        applied. Every snapshot row is written here; then what it wrote is handed, as one
+        ``Written`` value, to the transaction's consumers (chain, findings, outbox), in
+        order, in this transaction."""
+        previous = self.last_applied if present is not None else None  # before this one
         with phase("rows"):
             snapshot_id, finished_at = self._insert_snapshot(row)
             written = Written(snapshot_id, row, finished_at)
@@ -247,6 +264,10 @@ class IntegrationTransaction:
                     written = Written(snapshot_id, row, finished_at, changes, ids, kept)
                 else:
                     written = Written(snapshot_id, row, finished_at, present=kept)
+            if written.applied and changes is not None and present is not None:
+                rewrite = row.full_compare or not changes.empty
+                last_id = None if previous is None else previous.id
+                self.row_digests.applied(snapshot_id, last_id, present, rewrite)
         one_pass = Pass(self.conn, self.settings, written)
         for consume in self.consumers:
             with phase(consume.__name__):
