@@ -23,6 +23,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import MetaData, create_engine, func, select
 
@@ -56,6 +57,21 @@ CONFIG_COMMANDS = {
     "findings",
 }
 ADMIN_EMAIL = "secops@example.com"
+
+
+Handler = Callable[[httpx.Request], httpx.Response]
+
+
+def with_clients(handler: Handler, clients: list[dict[str, Any]] | None = None) -> Handler:
+    """A MockTransport handler of connections/all that also answers the OAuth clients
+    endpoint, in its documented shape (``{"clients": [...]}``, none unless given)."""
+
+    def route(request: httpx.Request) -> httpx.Response:
+        if "/connections/oauth/clients/" in request.url.path:
+            return httpx.Response(200, json={"clients": clients or []})
+        return handler(request)
+
+    return route
 
 
 def dump_database(url: str) -> dict[str, list[tuple[Any, ...]]]:

@@ -338,11 +338,16 @@ def test_the_canonical_columns_are_every_column_of_the_tables() -> None:
     )
     assert set(canonical.CHANGE_COLUMNS) == set(C.__table__.columns.keys())
     assert set(canonical.CLOSED_COLUMNS) == set(V.__table__.columns.keys())
+    assert set(canonical.CLIENT_CLOSED_COLUMNS) == set(
+        m.OAuthClientVersion.__table__.columns.keys()
+    )
 
 
 # The hash of a fixed snapshot: the same on SQLite and PostgreSQL, and from release to
-# release (a change of the canonical form needs a new FORMAT).
-GOLDEN = "c330c04b63c90f866ed678449d6da5dfbb2fc1c086628b2539ed1b66c012ef6b"
+# release (a change of the canonical form needs a new FORMAT). Format 1's, of the same
+# rows without the OAuth client's version, is the hash releases before format 2 wrote.
+GOLDEN = "bb052ed236514fb36962df2ab10718eeed35ebbfeefeb209cc91bb61c7a2bcc8"
+GOLDEN_FORMAT_1 = "c330c04b63c90f866ed678449d6da5dfbb2fc1c086628b2539ed1b66c012ef6b"
 
 
 def test_the_same_rows_hash_the_same_on_either_database(db_url: str) -> None:
@@ -368,9 +373,22 @@ def test_the_same_rows_hash_the_same_on_either_database(db_url: str) -> None:
                 token_expiry=datetime(2027, 1, 1, 0, 0, 0, 999999, tzinfo=UTC),
                 created_at=T0 - timedelta(days=400), valid_from=T0,
             ))  # fmt: skip
+            conn.execute(insert(m.OAuthClientVersion).values(
+                id=1, account="acme", integration="crm", uuid="0c1d", name="Sälesforce",
+                token_url="https://login.example.com/token", created_at=T0, valid_from=T0,
+            ))  # fmt: skip
             chain.extend_chain(conn, 1)
-        ((prev, got),) = query(db_url, select(S.prev_hash, S.chain_hash))
-        assert prev is None and got == GOLDEN
+        ((prev, got, format_),) = query(db_url, select(S.prev_hash, S.chain_hash, S.chain_format))
+        assert prev is None and got == GOLDEN and format_ == canonical.FORMAT == 2
+        with engine.connect() as conn:
+            readers = chain.Readers.of(conn)
+            snap = chain.read_snapshot(conn, readers, 1)
+            rows = {
+                p.key: [values for _, values in chain.part_rows(conn, readers, p, snap)]
+                for p in chain.PARTS_OF[1]
+            }
+        format_1 = canonical.chain_hash(None, canonical.canonical_pieces(snap.values, rows, 1))
+        assert format_1 == GOLDEN_FORMAT_1
     finally:
         engine.dispose()
 

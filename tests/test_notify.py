@@ -130,8 +130,8 @@ def test_every_event_kind_reaches_the_receiver_signed_as_documented(
     cli.monkeypatch.setattr(
         store_consumers,
         "enqueue_snapshot",
-        lambda conn, settings, sid, found, now: real(
-            conn, settings, sid, FindingEvents(list(opened), []), now
+        lambda conn, settings, sid, found, now, events: real(
+            conn, settings, sid, FindingEvents(list(opened), []), now, events
         ),
     )
     assert cli.run("sync").code == 0  # first inventory, with a 14-day expiry warning

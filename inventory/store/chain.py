@@ -28,6 +28,7 @@ from .. import models as m
 from ..canonical import (
     FORMAT,
     PART_COLUMNS,
+    PARTS_OF_FORMAT,
     SNAPSHOT_COLUMNS,
     boolean_value,
     canonical_pieces,
@@ -41,6 +42,7 @@ SNAPSHOTS = cast(Table, m.Snapshot.__table__)
 CHANGES = cast(Table, m.ConnectionChange.__table__)
 VERSIONS = cast(Table, m.ConnectionVersion.__table__)
 CONNECTIONS = cast(Table, m.Connection.__table__)
+CLIENT_VERSIONS = cast(Table, m.OAuthClientVersion.__table__)
 
 
 @dataclass(frozen=True)
@@ -57,9 +59,26 @@ class Part:
         return self.table.name
 
 
-_TABLES = {"changes": CHANGES, "closed": VERSIONS, "opened": VERSIONS}
-_BY = {"changes": None, "closed": "valid_to", "opened": "valid_from"}
+_TABLES = {
+    "changes": CHANGES,
+    "client_closed": CLIENT_VERSIONS,
+    "client_opened": CLIENT_VERSIONS,
+    "closed": VERSIONS,
+    "opened": VERSIONS,
+}
+_BY = {
+    "changes": None,
+    "client_closed": "valid_to",
+    "client_opened": "valid_from",
+    "closed": "valid_to",
+    "opened": "valid_from",
+}
 PARTS = tuple(Part(key, _TABLES[key], columns, _BY[key]) for key, columns in PART_COLUMNS)
+# The parts a snapshot hashed in each format covers (format 1: no OAuth clients).
+PARTS_OF = {
+    format_: tuple(p for p in PARTS if p.key in dict(parts))
+    for format_, parts in PARTS_OF_FORMAT.items()
+}
 
 
 @dataclass(frozen=True)
@@ -129,12 +148,17 @@ class StoredSnapshot:
     prev_hash: str | None
     chain_hash: str | None
     chain_rows: str | None
+    format: Any  # of its canonical form (chain_format; NULL: 1); a key of PARTS_OF unless edited
 
 
 def snapshot_select(readers: Readers) -> Select[Any]:
     s = SNAPSHOTS.c
     return select(
-        *readers.snapshot.columns, s.started_at.label("_started"), s.prev_hash, s.chain_hash
+        *readers.snapshot.columns,
+        s.started_at.label("_started"),
+        s.prev_hash,
+        s.chain_hash,
+        s.chain_format,
     )
 
 
@@ -152,6 +176,7 @@ def snapshot_of(readers: Readers, row: Sequence[Any], chain_rows: str | None) ->
         prev_hash=row[n + 1],
         chain_hash=row[n + 2],
         chain_rows=chain_rows,
+        format=row[n + 3] if row[n + 3] is not None else 1,
     )
 
 
@@ -211,7 +236,8 @@ def extend_chain(conn: Connection, snapshot_id: int) -> None:
             yield values
 
     # canonical_pieces takes the parts one after the other, so one query runs at a time.
-    hash_ = chain_hash(prev, canonical_pieces(snap.values, {p.key: hashed(p) for p in PARTS}))
+    rows = {p.key: hashed(p) for p in PARTS}
+    hash_ = chain_hash(prev, canonical_pieces(snap.values, rows, FORMAT))
     conn.execute(
         update(SNAPSHOTS)
         .where(s.id == snapshot_id)
@@ -219,6 +245,7 @@ def extend_chain(conn: Connection, snapshot_id: int) -> None:
             prev_hash=prev,
             chain_hash=hash_,
             chain_rows=json.dumps(manifest, separators=(",", ":"), sort_keys=True),
+            chain_format=FORMAT,
         )
     )
 

@@ -59,12 +59,14 @@ def enqueue_snapshot(
     snapshot_id: int,
     found: Found,
     now: datetime,
+    events: bool = False,
 ) -> None:
-    """Write the one message snapshot ``snapshot_id`` causes, one row per sink that its
-    filters leave something for, and record the expiry warnings it gives, in the caller's
-    transaction (the snapshot's own: a rolled-back snapshot queues nothing). Without
-    sinks, the ledger is still kept, so that a sink added later gets only what happens
-    after."""
+    """Write the one message snapshot ``snapshot_id`` causes (``events``: it wrote change
+    events, of its OAuth clients too, which its connection counts do not count), one row
+    per sink that its filters leave something for, and record the expiry warnings it
+    gives, in the caller's transaction (the snapshot's own: a rolled-back snapshot
+    queues nothing). Without sinks, the ledger is still kept, so that a sink added later
+    gets only what happens after."""
     snap = conn.execute(
         select(
             S.id,
@@ -91,7 +93,7 @@ def enqueue_snapshot(
     expiry = expiry_warnings(conn, snap.account, snap.integration, thresholds, now)
     if not sinks:  # only the expiry ledger above is kept
         return
-    message = _snapshot_message(conn, snap, found, expiry, max(thresholds, default=0))
+    message = _snapshot_message(conn, snap, found, expiry, max(thresholds, default=0), events)
     _insert(conn, sinks, message, now)
 
 
@@ -154,7 +156,12 @@ def _remember_sinks(conn: Connection, sinks: Sequence[Sink], now: datetime) -> N
 
 
 def _snapshot_message(
-    conn: Connection, snap: Any, found: Found, expiry: list[ExpiryEvent], widest: int
+    conn: Connection,
+    snap: Any,
+    found: Found,
+    expiry: list[ExpiryEvent],
+    widest: int,
+    events: bool = False,
 ) -> Message:
     """The snapshot's message: its status beside the previous snapshot's (a failure
     repeated every tick is sent when it starts, and again only when it has events),
@@ -189,7 +196,7 @@ def _snapshot_message(
             .group_by(K.type)
         )
         types = {type_name: count for type_name, count in conn.execute(by_type)}
-    elif snap.status == "complete" and any(counts):
+    elif snap.status == "complete" and (any(counts) or events):
         changes = [
             ChangeEvent(*row)
             for row in conn.execute(

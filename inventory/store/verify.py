@@ -15,7 +15,6 @@ from sqlalchemy import Connection, Engine, Select, and_, func, select
 
 from ..canonical import (
     COLUMN_DIGEST_BYTES,
-    FORMAT,
     SNAPSHOT_COLUMNS,
     canonical_pieces,
     chain_hash,
@@ -24,7 +23,9 @@ from ..canonical import (
 )
 from .chain import (
     CHANGES,
+    CLIENT_VERSIONS,
     PARTS,
+    PARTS_OF,
     SNAPSHOTS,
     VERSIONS,
     Part,
@@ -212,8 +213,22 @@ def _verify(conn: Connection, heads: dict[str, Any] | None) -> Verification:
         if chain.first is None:
             chain.first = snap.id
         chain.snapshots += 1
-        plain_rows = {p.key: _plain_rows(readers, p, streams[p.key], snap.id) for p in PARTS}
-        recomputed = chain_hash(snap.prev_hash, canonical_pieces(snap.values, plain_rows))
+        parts = PARTS_OF.get(snap.format, ())
+        plain_rows = {p.key: _plain_rows(readers, p, streams[p.key], snap.id) for p in parts}
+        if parts:
+            recomputed = chain_hash(
+                snap.prev_hash, canonical_pieces(snap.values, plain_rows, snap.format)
+            )
+        else:
+            recomputed = ""
+        # Rows of a part its format does not have (format 1: the OAuth clients' versions).
+        outside = [
+            _problem(snap, p.table_name, row[0], None, f"inserted: not among the rows hashed "
+                     f"(its format, {snap.format!r}, has no {p.key})")
+            for p in PARTS
+            if p not in parts
+            for row in streams[p.key].take(snap.id)
+        ]  # fmt: skip
         if snap.id in wanted:
             chain.recomputed[snap.id] = recomputed
         expected_prev, chain.expected_prev = chain.expected_prev, snap.chain_hash
@@ -222,8 +237,13 @@ def _verify(conn: Connection, heads: dict[str, Any] | None) -> Verification:
         found: list[Problem] = []
         if snap.prev_hash != expected_prev:
             found.append(_link_problem(snap, expected_prev, chain))
-        if recomputed != snap.chain_hash:
+        if not parts:
+            found.append(
+                _problem(snap, "snapshots", snap.id, "chain_format", "is not a known format")
+            )
+        elif recomputed != snap.chain_hash:
             found += _localize(conn, readers, snap, linked=not found)
+        found += outside
         if found:
             chain.broken = True
             problems += found
@@ -264,7 +284,7 @@ def _localize(
     full = read_snapshot(conn, readers, snap.id)
     try:
         kept = json.loads(full.chain_rows or "")
-        if not isinstance(kept, dict) or kept.get("format") != FORMAT:
+        if not isinstance(kept, dict) or kept.get("format") != snap.format:
             raise ValueError
     except ValueError:
         kept = None
@@ -278,7 +298,7 @@ def _localize(
             kept.get("snapshot"),
             column_digests(snap.values),
         )
-        for part in PARTS:
+        for part in PARTS_OF[snap.format]:
             found += _localize_part(conn, readers, snap, part, kept.get(part.key))
     if not found and linked:
         found.append(
@@ -374,7 +394,7 @@ def _uncovered(conn: Connection) -> list[Problem]:
     """Rows of a chained period that no hash covers: events of a snapshot that does not
     exist, and versions opened or closed after their chain started at a time no applied
     snapshot of their integration started at."""
-    s, c, v = SNAPSHOTS.c, CHANGES.c, VERSIONS.c
+    s, c = SNAPSHOTS.c, CHANGES.c
     problems = [
         Problem(
             a,
@@ -397,7 +417,10 @@ def _uncovered(conn: Connection) -> list[Problem]:
         .group_by(s.account, s.integration)
         .subquery()
     )
-    for column in ("valid_from", "valid_to"):
+    for table, column in (
+        (t, column) for t in (VERSIONS, CLIENT_VERSIONS) for column in ("valid_from", "valid_to")
+    ):
+        v = table.c
         matching = (
             select(s.id)
             .where(
@@ -423,7 +446,7 @@ def _uncovered(conn: Connection) -> list[Problem]:
                 a,
                 i,
                 None,
-                "connection_versions",
+                table.name,
                 vid,
                 column,
                 "inserted: no applied snapshot of its integration started at its "

@@ -38,12 +38,14 @@ class SnapshotRow:
 @dataclass(frozen=True)
 class Written:
     """What one snapshot's transaction wrote: its row (and id) and, when it applied, the
-    Diff whose records and events it wrote into connections, connection_versions and
-    connection_changes, every one at ``row.started_at``."""
+    Diffs whose records and events it wrote into connections, connection_versions and
+    connection_changes, and oauth_clients, oauth_client_versions and connection_changes,
+    every one at ``row.started_at``."""
 
     snapshot_id: int
     row: SnapshotRow
     changes: Diff | None = None  # None: no change applied (failed, held, superseded, none)
+    clients: Diff | None = None  # what it wrote of the OAuth clients (§17), likewise
 
     @property
     def applied(self) -> bool:
@@ -53,6 +55,11 @@ class Written:
     def changed(self) -> frozenset[tuple[str, str]]:
         """The (type, name) keys whose rows it wrote."""
         return frozenset() if self.changes is None else self.changes.keys()
+
+    @property
+    def events(self) -> bool:
+        """Whether it wrote any change event (of a connection or of an OAuth client)."""
+        return any(d is not None and not d.empty for d in (self.changes, self.clients))
 
 
 @dataclass

@@ -18,6 +18,7 @@ from .samples import (
     change_account,
     registry_item,
     sample_account,
+    sample_client,
     sample_item,
     sample_registry,
 )
@@ -41,6 +42,7 @@ __all__ = [
     "rate_limited",
     "registry_item",
     "sample_account",
+    "sample_client",
     "sample_item",
     "sample_registry",
     "server_error",

@@ -56,6 +56,30 @@ def sample_item(type_name: str, name: str, **fields: Any) -> dict[str, Any]:
     return item
 
 
+def sample_client(name: str, integration: str, **fields: Any) -> dict[str, Any]:
+    """A raw OAuth client as the clients endpoint documents it: ``client_id`` and
+    ``client_secret`` in clear (the SENTINEL in both), and a secret in a field no
+    allow-list names."""
+    stamp = "2025-03-01T10:00:00Z"
+    item: dict[str, Any] = {
+        "uuid": str(uuid.uuid5(uuid.NAMESPACE_URL, f"zis-oauth-client:{name}")),
+        "name": name,
+        "integration": integration,
+        "auth_url": f"https://{name.replace('_', '-')}.example.com/oauth/authorize",
+        "token_url": f"https://{name.replace('_', '-')}.example.com/oauth/token",
+        "grant_type": "authorization_code",
+        "default_scopes": "read write",
+        "created_by": "admin_user",
+        "created_at": stamp,
+        "updated_at": stamp,
+        "client_id": f"{SENTINEL}-client_id-{name}",
+        "client_secret": f"{SENTINEL}-client_secret-{name}",
+        "signing_key": f"{SENTINEL}-unknown-field-{name}",
+    }
+    item.update(fields)
+    return item
+
+
 def registry_item(
     name: str, description: str | None = None, *, secret: str = MASKED_SECRET, **fields: Any
 ) -> dict[str, Any]:
