@@ -50,6 +50,7 @@ HEAD = head_revision()  # the migrations' head, whatever its name
 CONFIG_COMMANDS = {
     "sync",
     "connections",
+    "clients",
     "changes",
     "snapshots",
     "check",
@@ -606,8 +607,8 @@ class Receiver:
             return [g for g in self.got if g.status is not None and 200 <= g.status < 300]
 
 
-# The rules are off here: this file tests the delivery of what the seam passes (the
-# findings the rules open are tested in test_findings.py).
+# The connection rules are off here: the notification tests test the delivery of what the
+# seam passes (the findings the rules open are tested in test_findings.py).
 NO_FINDINGS = "\n".join(f"[findings.rules.ZIS{n:03d}]\nenabled = false" for n in range(1, 11))
 
 
@@ -652,6 +653,18 @@ max_backoff_seconds = 0.002
 {NO_FINDINGS}
 """
     )
+
+
+def add_slack_sink(h: Harness, chat: Receiver, extra: str = "") -> None:
+    """A second sink, kind slack, at another loopback receiver."""
+    assert h.config is not None
+    url = chat.url.replace("URL-PATH", "SLACK-PATH")
+    h.monkeypatch.setenv("CHAT_URL", url)
+    h.tokens[("notify", "chat")] = url
+    chat.bodies = h.sent
+    text = h.config.read_text()
+    sink = f'[[notify]]\nname = "chat"\nkind = "slack"\nurl_env = "CHAT_URL"\n{extra}\n\n'
+    h.config.write_text(text.replace("[notifications]", sink + "[notifications]", 1))
 
 
 def far_expiry(made: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:

@@ -5,6 +5,7 @@ and a missing one (404) keeps the connections' snapshot complete."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,6 +13,7 @@ import pytest
 from sqlalchemy import func, insert, select, update
 
 from inventory import models as m
+from inventory.records import format_timestamp
 from inventory.store import chain
 from inventory.testing import SENTINEL, pagination_loop, sample_client, server_error
 
@@ -318,3 +320,41 @@ def test_snapshots_hashed_in_format_1_verify_as_before(cli: Harness) -> None:
             "inserted: not among the rows hashed (its format, 1, has no client_opened)",
         )
     ]  # fmt: skip
+
+
+def test_the_clients_report_now_and_as_of_a_time(cli: Harness) -> None:
+    made = with_clients(cli, "salesforce", "shopify")
+    assert cli.run("sync").code == 0
+    ((t1,),) = query(cli.db_url, select(S.started_at))
+    cli.zis.update_client("acme", "billing", made[0]["uuid"], token_url="https://evil.example/t")
+    cli.zis.delete_client("acme", "billing", made[1]["uuid"])
+    assert cli.run("sync").code == 0
+    now = json.loads(cli.run("clients", "--format", "json").out)
+    assert [(c["uuid"], c["name"], c["token_url"], c["removed_at"]) for c in now] == [
+        (made[0]["uuid"], "salesforce", "https://evil.example/t", None)
+    ]
+    assert set(now[0]) == {
+        "account", "integration", "uuid", "name", "auth_url", "token_url", "grant_type",
+        "default_scopes", "created_by", "created_at", "updated_at", "first_seen_at",
+        "last_changed_at", "removed_at",
+    }  # fmt: skip
+    stamp = format_timestamp(t1)
+    then = json.loads(cli.run("clients", "--as-of", stamp, "--format", "json").out)
+    assert sorted((c["name"], c["token_url"], c["valid_from"]) for c in then) == [
+        ("salesforce", "https://salesforce.example.com/oauth/token", stamp),
+        ("shopify", "https://shopify.example.com/oauth/token", stamp),
+    ]
+    table = cli.run("clients", "--include-removed").out.splitlines()
+    assert table == [  # in uuid order: shopify's comes first
+        "ACCOUNT/INTEGRATION  NAME (OR UUID)  TOKEN URL HOST      AUTH URL HOST     GRANT",
+        "*acme/billing        shopify         shopify.example.c~  shopify.example~  code",
+        "acme/billing         salesforce      evil.example        salesforce.exam~  code",
+        "2 OAuth clients",
+        "* removed (removed_at is set)",
+    ]
+    csv_lines = cli.run("clients", "--format", "csv").out.splitlines()
+    assert csv_lines[0] == (
+        "account,integration,uuid,name,auth_url,token_url,grant_type,default_scopes,"
+        "created_by,created_at,updated_at,first_seen_at,last_changed_at,removed_at"
+    )
+    assert len(csv_lines) == 2

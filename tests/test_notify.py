@@ -42,6 +42,7 @@ from .helpers import (
     SECRET,
     Harness,
     Receiver,
+    add_slack_sink,
     assert_valid_slack,
     far_expiry,
     items,
@@ -318,18 +319,6 @@ def test_a_sink_gets_only_the_events_fields_and_integrations_it_asks_for(
                                      "finding_opened": 0, "finding_resolved": 0,
                                      "expiring": 0, "expired": 0}  # fmt: skip
     assert got.payload["events_total"] == 1
-
-
-def add_slack_sink(h: Harness, chat: Receiver, extra: str = "") -> None:
-    """A second sink, kind slack, at another loopback receiver."""
-    assert h.config is not None
-    url = chat.url.replace("URL-PATH", "SLACK-PATH")
-    h.monkeypatch.setenv("CHAT_URL", url)
-    h.tokens[("notify", "chat")] = url
-    chat.bodies = h.sent
-    text = h.config.read_text()
-    sink = f'[[notify]]\nname = "chat"\nkind = "slack"\nurl_env = "CHAT_URL"\n{extra}\n\n'
-    h.config.write_text(text.replace("[notifications]", sink + "[notifications]", 1))
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ def findings(p: Pass) -> None:
 
 def outbox(p: Pass) -> None:
     w = p.written
-    enqueue_snapshot(p.conn, p.settings, w.snapshot_id, p.found, w.row.started_at, w.events)
+    enqueue_snapshot(p.conn, p.settings, w.snapshot_id, p.found, w.row.started_at, w.client_counts)
 
 
 CONSUMERS: tuple[Consumer, ...] = (chain, findings, outbox)

@@ -57,9 +57,12 @@ class Written:
         return frozenset() if self.changes is None else self.changes.keys()
 
     @property
-    def events(self) -> bool:
-        """Whether it wrote any change event (of a connection or of an OAuth client)."""
-        return any(d is not None and not d.empty for d in (self.changes, self.clients))
+    def client_counts(self) -> tuple[int, int, int, int]:
+        """The OAuth clients it added, removed, modified and restored."""
+        if self.clients is None:
+            return (0, 0, 0, 0)
+        added, removed, modified, restored = self.clients.counts().values()
+        return (added, removed, modified, restored)
 
 
 @dataclass
