@@ -99,7 +99,7 @@ def _current(conn: Connection) -> list[Finding]:
             values.append(
                 Finding(
                     "current values",
-                    f"{problem.chain} connections row {problem.row} column "
+                    f"{problem.chain} {problem.table} row {problem.row} column "
                     f"{problem.column} {problem.problem}",
                 )
             )

@@ -269,6 +269,26 @@ def test_a_hand_edit_of_a_client_version_is_named_by_db_verify(cli: Harness) -> 
     assert {(p["snapshot"], p["table"], p["row"], p["column"]) for p in problems} == {
         (1, "oauth_client_versions", closed, "token_url"),
     }
+    original = "https://salesforce.example.com/oauth/token"
+    write(cli.db_url, update(OV).where(OV.id == closed).values(token_url=original))
+    assert run_verify(cli)[:2] == (0, [])
+    # The present row is checked against its current version, value by value.
+    ((row,),) = query(cli.db_url, select(OC.id))
+    write(cli.db_url, update(OC).where(OC.id == row).values(token_url="https://x.example/t"))
+    code, problems, _ = run_verify(cli)
+    assert code == 1
+    assert [(p["snapshot"], p["table"], p["row"], p["column"], p["problem"]) for p in problems] == [
+        (
+            None, "oauth_clients", row, "token_url",
+            f"differs from its current version (oauth_client_versions row {closed + 1} token_url)",
+        )
+    ]  # fmt: skip
+    checked = cli.run("db", "check", "--config", str(cli.config))
+    assert checked.code == 1
+    assert (
+        f"acme/billing oauth_clients row {row} column token_url differs from its current "
+        f"version (oauth_client_versions row {closed + 1} token_url)"
+    ) in checked.out
 
 
 def test_no_client_secret_or_id_reaches_a_table_or_an_output(cli: Harness) -> None:
@@ -318,7 +338,8 @@ def test_snapshots_hashed_in_format_1_verify_as_before(cli: Harness) -> None:
         (
             2, "oauth_client_versions", 99, None,
             "inserted: not among the rows hashed (its format, 1, has no client_opened)",
-        )
+        ),
+        (None, "oauth_client_versions", 99, None, "current, but has no oauth_clients row"),
     ]  # fmt: skip
 
 

@@ -69,23 +69,23 @@ def mismatch_problem(mismatch: Mismatch) -> Problem:
             x.account,
             x.integration,
             None,
-            "connection_versions",
+            x.versions,
             x.version,
             None,
-            "current, but has no connections row",
+            f"current, but has no {x.table} row",
         )
     column: str | None = None
     if x.kind == "removed":
-        column, text = "removed_at", f"removed, but connection_versions row {x.version} is current"
+        column, text = "removed_at", f"removed, but {x.versions} row {x.version} is current"
     elif x.kind == "no version":
-        text = "present, but has no current connection_versions row"
+        text = f"present, but has no current {x.versions} row"
     elif x.kind == "several versions":
-        text = f"present, with {x.current} current connection_versions rows"
+        text = f"present, with {x.current} current {x.versions} rows"
     else:
         held = "valid_from" if x.column == "last_changed_at" else x.column
         column = x.column
-        text = f"differs from its current version (connection_versions row {x.version} {held})"
-    return Problem(x.account, x.integration, None, "connections", x.connection, column, text)
+        text = f"differs from its current version ({x.versions} row {x.version} {held})"
+    return Problem(x.account, x.integration, None, x.table, x.connection, column, text)
 
 
 # --- db verify -----------------------------------------------------------------------
