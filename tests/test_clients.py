@@ -15,7 +15,13 @@ from sqlalchemy import func, insert, select, update
 from inventory import models as m
 from inventory.records import format_timestamp
 from inventory.store import chain
-from inventory.testing import SENTINEL, pagination_loop, sample_client, server_error
+from inventory.testing import (
+    SENTINEL,
+    pagination_loop,
+    rate_limited,
+    sample_client,
+    server_error,
+)
 
 from .helpers import Harness, expected_keys, present, query, run_verify, seed, write
 
@@ -379,3 +385,11 @@ def test_the_clients_report_now_and_as_of_a_time(cli: Harness) -> None:
         "created_by,created_at,updated_at,first_seen_at,last_changed_at,removed_at"
     )
     assert len(csv_lines) == 2
+
+
+def test_a_rate_limited_clients_endpoint_is_waited_for_like_any_page(cli: Harness) -> None:
+    made = with_clients(cli, "salesforce")
+    cli.zis.fail_clients("acme", "billing", rate_limited("0", times=2))
+    assert cli.run("sync").code == 0
+    assert [r.status for r in cli.zis.requests if r.clients] == [429, 429, 200]
+    assert clients(cli.db_url) == {row_of(made[0])}
