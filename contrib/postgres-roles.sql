@@ -18,6 +18,8 @@
 -- for). Drop them before downgrading below revision 0008:
 --   DROP TRIGGER zis_inventory_sealed ON snapshots;
 --   DROP TRIGGER zis_inventory_closed_once ON connection_versions;
+-- and below revision 0013:
+--   DROP TRIGGER zis_inventory_closed_once ON oauth_client_versions;
 
 DO $roles$
 DECLARE
@@ -67,12 +69,18 @@ BEGIN
     FOR t IN SELECT * FROM (VALUES
         ('alembic_version', 'SELECT'),
         ('sync_runs', 'SELECT, INSERT, UPDATE (status, finished_at, error)'),
-        ('snapshots', 'SELECT, INSERT, UPDATE (prev_hash, chain_hash, chain_rows)'),
+        ('snapshots', 'SELECT, INSERT, UPDATE (prev_hash, chain_hash, chain_rows, '
+            'chain_format)'),
         ('connection_changes', 'SELECT, INSERT'),
         ('connection_versions', 'SELECT, INSERT, UPDATE (valid_to)'),
         ('connections', 'SELECT, INSERT, UPDATE (allowed_domain, created_at, updated_at, '
             'header_name, username, created_by, uuid, oauth_url_subdomain, permission_scope, '
             'token_type, token_expiry, oauth_client_uuid, last_changed_at, removed_at)'),
+        -- OAuth clients (§17): as connections, their history never deleted.
+        ('oauth_client_versions', 'SELECT, INSERT, UPDATE (valid_to)'),
+        ('oauth_clients', 'SELECT, INSERT, UPDATE (name, auth_url, token_url, grant_type, '
+            'default_scopes, created_by, created_at, updated_at, last_changed_at, '
+            'removed_at)'),
         -- The registry (discovery): listings are inserted; an integration's row moves
         -- its last_seen_at / removed_at / description / configured.
         ('registry_listings', 'SELECT, INSERT'),
@@ -111,7 +119,8 @@ BEGIN
     FOR t IN SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
              WHERE n.nspname = 'public' AND c.relkind = 'r' AND c.relname NOT IN (
                 'alembic_version', 'sync_runs', 'snapshots', 'connection_changes',
-                'connection_versions', 'connections', 'registry_listings', 'integrations',
+                'connection_versions', 'connections', 'oauth_client_versions',
+                'oauth_clients', 'registry_listings', 'integrations',
                 'findings', 'findings_evaluations', 'row_digests', 'notifications',
                 'notification_attempts', 'expiry_warnings', 'notify_sinks',
                 'database_identity') LOOP
@@ -136,8 +145,9 @@ BEGIN
     IF OLD.chain_hash IS NOT NULL THEN
         RAISE EXCEPTION 'snapshot % is hashed: its row cannot change', OLD.id;
     END IF;
-    IF (to_jsonb(NEW) - 'prev_hash' - 'chain_hash' - 'chain_rows')
-       IS DISTINCT FROM (to_jsonb(OLD) - 'prev_hash' - 'chain_hash' - 'chain_rows') THEN
+    IF (to_jsonb(NEW) - 'prev_hash' - 'chain_hash' - 'chain_rows' - 'chain_format')
+       IS DISTINCT FROM (to_jsonb(OLD) - 'prev_hash' - 'chain_hash' - 'chain_rows'
+                         - 'chain_format') THEN
         RAISE EXCEPTION 'snapshot %: only its hash columns may be set', OLD.id;
     END IF;
     IF EXISTS (SELECT FROM snapshots s WHERE s.account = OLD.account
@@ -149,16 +159,17 @@ BEGIN
 END
 $f$;
 
--- A version's end is set once, by the snapshot that closes it.
+-- A version's end is set once, by the snapshot that closes it (connection_versions,
+-- oauth_client_versions).
 CREATE OR REPLACE FUNCTION zis_inventory_closed_once() RETURNS trigger LANGUAGE plpgsql AS $f$
 BEGIN
     IF TG_OP = 'DELETE' THEN
-        RAISE EXCEPTION 'connection_versions row % is history: it cannot be deleted', OLD.id;
+        RAISE EXCEPTION '% row % is history: it cannot be deleted', TG_TABLE_NAME, OLD.id;
     END IF;
     IF OLD.valid_to IS NOT NULL
        OR (to_jsonb(NEW) - 'valid_to') IS DISTINCT FROM (to_jsonb(OLD) - 'valid_to') THEN
-        RAISE EXCEPTION 'connection_versions row %: only a current version''s valid_to may be '
-                        'set', OLD.id;
+        RAISE EXCEPTION '% row %: only a current version''s valid_to may be set',
+                        TG_TABLE_NAME, OLD.id;
     END IF;
     RETURN NEW;
 END
@@ -182,6 +193,11 @@ BEGIN
     DROP TRIGGER IF EXISTS zis_inventory_closed_once ON connection_versions;
     CREATE TRIGGER zis_inventory_closed_once BEFORE UPDATE OR DELETE ON connection_versions
         FOR EACH ROW EXECUTE FUNCTION zis_inventory_closed_once();
+    IF to_regclass('public.oauth_client_versions') IS NOT NULL THEN
+        DROP TRIGGER IF EXISTS zis_inventory_closed_once ON oauth_client_versions;
+        CREATE TRIGGER zis_inventory_closed_once BEFORE UPDATE OR DELETE
+            ON oauth_client_versions FOR EACH ROW EXECUTE FUNCTION zis_inventory_closed_once();
+    END IF;
     DROP TRIGGER IF EXISTS zis_inventory_history ON connection_changes;
     CREATE TRIGGER zis_inventory_history BEFORE UPDATE OR DELETE ON connection_changes
         FOR EACH ROW EXECUTE FUNCTION zis_inventory_history();

@@ -7,11 +7,16 @@ A snapshot's ``chain_hash`` is SHA-256 over its ``prev_hash`` (the previous snap
 the RFC 8785 JSON of
 
     {"changes": [its connection_changes rows, id order],
+     "client_closed": [the oauth_client_versions rows it closed],
+     "client_opened": [the oauth_client_versions rows it opened, without valid_to],
      "closed":  [the connection_versions rows it closed (valid_to = its started_at)],
      "columns": {the column names of each list, in the order of the values},
-     "format":  1,
+     "format":  2,
      "opened":  [the versions it opened (valid_from = its started_at), without valid_to],
      "snapshot": [its audit columns]}
+
+Format 1 (the snapshots hashed before the OAuth clients' tables existed; ``chain_format``
+NULL) has no "client_closed" and "client_opened" lists; `db verify` still reads it.
 
 each row an array of its values: timestamps as RFC 3339 UTC text with microseconds, NULL
 as null, booleans and integers as JSON ones. Only applied snapshots (complete, not
@@ -35,8 +40,8 @@ from zlib import crc32
 
 import rfc8785
 
-FORMAT = 1
-COLUMN_DIGEST_BYTES = 2  # per value in chain_rows format 1: 4 hex characters
+FORMAT = 2  # of the snapshots hashed from now on; FORMATS are every one db verify reads
+COLUMN_DIGEST_BYTES = 2  # per value in chain_rows' digests format 1: 4 hex characters
 DIGESTS = 2  # chain_rows' digests format written now (RowDigests)
 BLOCK_ROWS = 256  # rows per block of column digests
 
@@ -76,7 +81,7 @@ SNAPSHOT_COLUMNS = (
     "accepted_removals",
     "full_compare",
 )
-CHAIN_COLUMNS = ("prev_hash", "chain_hash", "chain_rows")
+CHAIN_COLUMNS = ("prev_hash", "chain_hash", "chain_rows", "chain_format")
 CHANGE_COLUMNS = (
     "id",
     "snapshot_id",
@@ -95,15 +100,44 @@ CHANGE_COLUMNS = (
 OPENED_COLUMNS = ("id", "account", "integration", "type", "name", *METADATA, "valid_from")
 CLOSED_COLUMNS = (*OPENED_COLUMNS, "valid_to")
 
-# The lists of the canonical object that hold rows, in its key order, with their columns.
-PART_COLUMNS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("changes", CHANGE_COLUMNS),
-    ("closed", CLOSED_COLUMNS),
-    ("opened", OPENED_COLUMNS),
+CLIENT_METADATA = (
+    "name",
+    "auth_url",
+    "token_url",
+    "grant_type",
+    "default_scopes",
+    "created_by",
+    "created_at",
+    "updated_at",
 )
-COLUMNS_JSON = rfc8785.dumps(
-    {**{key: list(columns) for key, columns in PART_COLUMNS}, "snapshot": list(SNAPSHOT_COLUMNS)}
-)
+CLIENT_OPENED_COLUMNS = ("id", "account", "integration", "uuid", *CLIENT_METADATA, "valid_from")
+CLIENT_CLOSED_COLUMNS = (*CLIENT_OPENED_COLUMNS, "valid_to")
+
+Parts = tuple[tuple[str, tuple[str, ...]], ...]
+# The lists of the canonical object that hold rows, in its key order, with their columns,
+# per format.
+PARTS_OF_FORMAT: dict[int, Parts] = {
+    1: (
+        ("changes", CHANGE_COLUMNS),
+        ("closed", CLOSED_COLUMNS),
+        ("opened", OPENED_COLUMNS),
+    ),
+    2: (
+        ("changes", CHANGE_COLUMNS),
+        ("client_closed", CLIENT_CLOSED_COLUMNS),
+        ("client_opened", CLIENT_OPENED_COLUMNS),
+        ("closed", CLOSED_COLUMNS),
+        ("opened", OPENED_COLUMNS),
+    ),
+}
+FORMATS = tuple(PARTS_OF_FORMAT)
+PART_COLUMNS = PARTS_OF_FORMAT[FORMAT]  # every part of any format: the newest has them all
+COLUMNS_JSON = {
+    format_: rfc8785.dumps(
+        {**{key: list(columns) for key, columns in parts}, "snapshot": list(SNAPSHOT_COLUMNS)}
+    )
+    for format_, parts in PARTS_OF_FORMAT.items()
+}
 
 
 # --- values --------------------------------------------------------------------------
@@ -242,20 +276,25 @@ class RowDigests:
 
 
 def canonical_pieces(
-    snapshot: Sequence[Any], rows: Mapping[str, Iterable[Sequence[Any]]]
+    snapshot: Sequence[Any], rows: Mapping[str, Iterable[Sequence[Any]]], format_: int = FORMAT
 ) -> Iterator[bytes]:
-    """The canonical bytes of a snapshot, piece by piece (rows of plain values): joined,
-    they are ``rfc8785.dumps`` of the whole object, but no list is held whole."""
+    """The canonical bytes of a snapshot in ``format_``, piece by piece (rows of plain
+    values): joined, they are ``rfc8785.dumps`` of the whole object, but no list is held
+    whole."""
     encoded = {key: map(value_json, part) for key, part in rows.items()}
-    return encoded_pieces(snapshot, encoded)
+    return encoded_pieces(snapshot, encoded, format_)
 
 
-def encoded_pieces(snapshot: Sequence[Any], rows: Mapping[str, Iterable[bytes]]) -> Iterator[bytes]:
-    """``canonical_pieces`` of rows already written by ``value_json``."""
+def encoded_pieces(
+    snapshot: Sequence[Any], rows: Mapping[str, Iterable[bytes]], format_: int = FORMAT
+) -> Iterator[bytes]:
+    """``canonical_pieces`` of rows already written by ``value_json``. RFC 8785 sorts the
+    keys: "columns" and "format" fall between "closed" and "opened"."""
     yield b"{"
-    for key, _ in PART_COLUMNS:
+    for key, _ in PARTS_OF_FORMAT[format_]:
         if key == "opened":
-            yield b'"columns":' + COLUMNS_JSON + b',"format":' + str(FORMAT).encode() + b","
+            yield b'"columns":' + COLUMNS_JSON[format_] + b',"format":' + str(format_).encode()
+            yield b","
         yield b'"' + key.encode() + b'":['
         first = True
         for row in rows.get(key, ()):
@@ -267,15 +306,18 @@ def encoded_pieces(snapshot: Sequence[Any], rows: Mapping[str, Iterable[bytes]])
     yield b'"snapshot":' + value_json(snapshot) + b"}"
 
 
-def canonical_object(snapshot: Sequence[Any], rows: dict[str, list[list[Any]]]) -> dict[str, Any]:
+def canonical_object(
+    snapshot: Sequence[Any], rows: dict[str, list[list[Any]]], format_: int = FORMAT
+) -> dict[str, Any]:
     """The object ``canonical_pieces`` serializes (for tests and for reading)."""
+    parts = PARTS_OF_FORMAT[format_]
     return {
-        **{key: rows.get(key, []) for key, _ in PART_COLUMNS},
+        **{key: rows.get(key, []) for key, _ in parts},
         "columns": {
-            **{key: list(columns) for key, columns in PART_COLUMNS},
+            **{key: list(columns) for key, columns in parts},
             "snapshot": list(SNAPSHOT_COLUMNS),
         },
-        "format": FORMAT,
+        "format": format_,
         "snapshot": list(snapshot),
     }
 

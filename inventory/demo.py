@@ -1,5 +1,6 @@
-"""`python -m inventory demo`: a sample account on the fake ZIS server, two syncs into a
-SQLite file with realistic changes in between, then what the tables say."""
+"""`python -m inventory demo`: a sample account on the fake ZIS server (connections and
+OAuth clients), two syncs into a SQLite file with realistic changes in between (one of
+them an OAuth client's token_url redirected to another host), then what the tables say."""
 
 from __future__ import annotations
 
@@ -30,7 +31,15 @@ from .report import sync_summary
 from .results import RunResult
 from .secret import Secret
 from .sync import run_sync
-from .testing import ACCOUNT, FakeZisServer, change_account, sample_account, sample_registry
+from .testing import (
+    ACCOUNT,
+    FakeZisServer,
+    add_sample_clients,
+    change_account,
+    redirect_client,
+    sample_account,
+    sample_registry,
+)
 
 LOOK_FURTHER = """\
 Look further with any SQLite client, e.g. `sqlite3 {db}`:
@@ -47,6 +56,16 @@ Look further with any SQLite client, e.g. `sqlite3 {db}`:
   -- every change, newest first
   SELECT detected_at, integration, type, name, change, field, old_value, new_value
     FROM connection_changes ORDER BY id DESC;
+
+  -- OAuth clients by the host their token_url sends the client secret to
+  SELECT integration, name, token_url FROM oauth_clients
+   WHERE removed_at IS NULL ORDER BY token_url;
+
+  -- open findings, the most severe first
+  SELECT rule, severity, integration, type, name, detail FROM findings
+   WHERE resolved_at IS NULL
+   ORDER BY CASE severity WHEN 'critical' THEN 0 WHEN 'high' THEN 1
+            WHEN 'medium' THEN 2 ELSE 3 END, rule;
 
   -- integrations the registry lists that nobody inventories
   SELECT account, name, description FROM integrations
@@ -115,6 +134,20 @@ def _changes(engine: Any, run_id: int) -> tuple[list[str], list[list[str]]]:
     return ["INTEGRATION", "TYPE", "NAME", "CHANGE", "FIELD", "OLD", "NEW"], rows
 
 
+def _critical(engine: Any, run_id: int) -> tuple[list[str], list[list[str]]]:
+    """The critical findings the run's snapshots opened."""
+    f, s = m.Finding, m.Snapshot
+    started = select(s.started_at).where(s.run_id == run_id)
+    query = (
+        select(f.rule, f.integration, f.type, f.name, f.detail)
+        .where(f.severity == "critical", f.first_seen_at.in_(started))
+        .order_by(f.id)
+    )
+    with engine.connect() as conn:
+        rows = [[v if v is not None else "" for v in row] for row in conn.execute(query)]
+    return ["RULE", "INTEGRATION", "TYPE", "NAME", "DETAIL"], rows
+
+
 def _two_syncs(
     path: Path, now: datetime, echo: Callable[[str], Any]
 ) -> tuple[RunResult, RunResult]:
@@ -124,6 +157,7 @@ def _two_syncs(
             token = "demo-" + secrets.token_urlsafe(24)
             server.add_integration(ACCOUNT, name, token, items)
             integrations.append(Integration(ACCOUNT, name, Secret(token)))
+        add_sample_clients(server)
         admin = "demo-admin-" + secrets.token_urlsafe(24)
         server.add_registry(ACCOUNT, sample_registry(), oauth=admin)
         account = Account(
@@ -141,11 +175,14 @@ def _two_syncs(
         try:
             store.ensure_schema(engine, migrate=True)
             echo(f"A fake ZIS server is serving account '{ACCOUNT}' at {server.url}.\n")
-            echo(f"1. First sync into {path}: every connection is recorded as added.\n")
+            echo(
+                f"1. First sync into {path}: every connection (and OAuth client) is recorded "
+                "as added.\n"
+            )
             first = run_sync(settings, engine)
             echo(sync_summary(first, "table") + "\n")
             echo("2. Meanwhile, in the account:")
-            for line in change_account(server, now):
+            for line in [*change_account(server, now), redirect_client(server)]:
                 echo(f"   - {line}")
             echo("\n3. Second sync: only what changed is written.\n")
             second = run_sync(settings, engine)
@@ -153,7 +190,12 @@ def _two_syncs(
             echo("4. What connection_changes recorded in the second sync:\n")
             echo("\n".join(format_table(*_changes(engine, second.run_id))) + "\n")
             echo(
-                "5. The registry (admin credentials) lists an integration nobody inventories;"
+                "5. The redirected token_url is a critical finding (ZIS012): whoever holds the"
+                "\n   new host gets the client secret at the next token refresh.\n"
+            )
+            echo("\n".join(format_table(*_critical(engine, second.run_id))) + "\n")
+            echo(
+                "6. The registry (admin credentials) lists an integration nobody inventories;"
                 "\n   `python -m inventory discover` says so and prints what to configure:\n"
             )
             echo(discover(settings, (), "table")[0] + "\n")

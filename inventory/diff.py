@@ -1,25 +1,27 @@
 """Pure: (stored state, fetched set) -> the frozen Diff of one snapshot, and the removal
-guard.
+guard. One diff for every kind of record (connections, OAuth clients): a record gives its
+key, its (type, name) label for the events and its metadata, in its fields' order.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from .fields import METADATA_FIELDS
-from .records import Connection, Value, format_timestamp
+from .records import Connection, OAuthClient, Value, format_timestamp
 from .types import ChangeKind
 
-Key = tuple[str, str]  # (type, name) within one (account, integration)
+Key = tuple[str, str]  # (type, name) of a connection, (oauth_client, uuid) of a client
+Record = Connection | OAuthClient
 
 
 class Stored(NamedTuple):
-    """A row of ``connections`` as the diff needs it."""
+    """A row of ``connections`` (or ``oauth_clients``) as the diff needs it."""
 
-    connection: Connection
+    connection: Any  # a Record: a Connection, or an OAuthClient
     removed: bool
 
 
@@ -38,10 +40,10 @@ class Event(NamedTuple):
 class Diff:
     """What one snapshot changes; nothing mutates it once made."""
 
-    added: tuple[Connection, ...] = ()
-    removed: tuple[Connection, ...] = ()  # the stored rows, as they were
-    modified: tuple[Connection, ...] = ()  # the new values
-    restored: tuple[Connection, ...] = ()  # the new values
+    added: tuple[Any, ...] = ()  # Records, as every part: the new values
+    removed: tuple[Any, ...] = ()  # the stored rows, as they were
+    modified: tuple[Any, ...] = ()  # the new values
+    restored: tuple[Any, ...] = ()  # the new values
     # Every event in the order it is stored: restored and modified ones in fetch order,
     # then the removed ones in key order, then the added ones in key order.
     events: tuple[Event, ...] = ()
@@ -52,7 +54,7 @@ class Diff:
         return not self.events
 
     def keys(self) -> frozenset[Key]:
-        """The keys of every connection this diff adds, removes, modifies or restores."""
+        """The keys of every record this diff adds, removes, modifies or restores."""
         return frozenset(
             c.key for part in (self.added, self.removed, self.modified, self.restored) for c in part
         )
@@ -66,15 +68,21 @@ class Diff:
         }
 
 
-def diff(stored: Mapping[Key, Stored], fetched: Iterable[Connection]) -> Diff:
-    """Compare a complete fetched set with the stored rows of the same integration.
+def diff(
+    stored: Mapping[Key, Stored],
+    fetched: Iterable[Record],
+    fields: Sequence[str] = METADATA_FIELDS,
+) -> Diff:
+    """Compare a complete fetched set with the stored rows of the same integration;
+    ``fields`` names the records' metadata (fields.METADATA_FIELDS for connections,
+    fields.CLIENT_METADATA_FIELDS for OAuth clients).
 
-    A restored connection yields one ``restored`` event plus one ``modified`` event per
+    A restored record yields one ``restored`` event plus one ``modified`` event per
     field that differs from its last known values; it counts as restored only.
     """
-    added: list[Connection] = []
-    modified: list[Connection] = []
-    restored: list[Connection] = []
+    added: list[Record] = []
+    modified: list[Record] = []
+    restored: list[Record] = []
     events: list[Event] = []
     unseen = set(stored)  # the stored keys no fetched connection has matched yet
     for new in fetched:
@@ -85,14 +93,16 @@ def diff(stored: Mapping[Key, Stored], fetched: Iterable[Connection]) -> Diff:
         unseen.discard(new.key)
         if old.removed:
             restored.append(new)
-            events.append(Event(ChangeKind.RESTORED, new.type, new.name))
-            events.extend(_field_events(old.connection, new))
+            events.append(Event(ChangeKind.RESTORED, *new.label))
+            events.extend(_field_events(old.connection, new, fields))
         elif old.connection != new:  # the same key: any difference is in the metadata
             modified.append(new)
-            events.extend(_field_events(old.connection, new))
-    removed = [stored[key].connection for key in sorted(unseen) if not stored[key].removed]
-    events.extend(Event(ChangeKind.REMOVED, c.type, c.name) for c in removed)
-    events.extend(Event(ChangeKind.ADDED, c.type, c.name) for c in sorted(added))
+            events.extend(_field_events(old.connection, new, fields))
+    removed: list[Record] = [
+        stored[key].connection for key in sorted(unseen) if not stored[key].removed
+    ]
+    events.extend(Event(ChangeKind.REMOVED, *c.label) for c in removed)
+    events.extend(Event(ChangeKind.ADDED, *c.label) for c in sorted(added, key=_key))
     return Diff(
         added=tuple(added),
         removed=tuple(removed),
@@ -103,10 +113,14 @@ def diff(stored: Mapping[Key, Stored], fetched: Iterable[Connection]) -> Diff:
     )
 
 
-def _field_events(old: Connection, new: Connection) -> list[Event]:
+def _key(record: Record) -> Key:
+    return record.key
+
+
+def _field_events(old: Record, new: Record, fields: Sequence[str]) -> list[Event]:
     return [
-        Event(ChangeKind.MODIFIED, new.type, new.name, name, as_text(before), as_text(after))
-        for name, before, after in zip(METADATA_FIELDS, old.metadata(), new.metadata(), strict=True)
+        Event(ChangeKind.MODIFIED, *new.label, name, as_text(before), as_text(after))
+        for name, before, after in zip(fields, old.metadata(), new.metadata(), strict=True)
         if before != after
     ]
 
@@ -117,14 +131,16 @@ def as_text(value: Value) -> str | None:
     return value
 
 
-def removal_hold_reason(result: Diff, *, max_ratio: float, min_count: int) -> str | None:
+def removal_hold_reason(
+    result: Diff, *, max_ratio: float, min_count: int, what: str = "connections"
+) -> str | None:
     """Why this diff must be held back by the mass-removal guard, or None to apply it."""
     removing = len(result.removed)
     present = result.present_before
     if not present or removing < max(min_count, 1) or removing <= max_ratio * present:
         return None
     return (
-        f"would remove {removing} of {present} present connections "
+        f"would remove {removing} of {present} present {what} "
         f"({removing / present:.0%} > sync.max_removal_ratio {max_ratio:.0%}); "
         "nothing applied; re-run sync with --accept-removals to apply"
     )

@@ -9,6 +9,8 @@
     │                        failed listing, never a failed snapshot
     └── SnapshotError        this (account, integration) snapshot fails; the others go on
         ├── ApiError         an HTTP status that is final (400/401/403/404) or retries ran out
+        │   └── NoClientsApi the OAuth clients endpoint answers 404: the account has no
+        │                    OAuth clients API; the connections' snapshot stays complete
         ├── ResponseError    the body is not what §2 of the spec describes
         ├── RecordError      one item is malformed (names the page and the field)
         ├── PaginationError  a cursor seen twice, or more pages than the cap
@@ -57,6 +59,11 @@ class ApiError(SnapshotError):
         super().__init__(message)
         self.status = status
         self.code = code
+
+
+class NoClientsApi(ApiError):
+    """The OAuth clients endpoint itself is not there (404): the sync reports it once per
+    run and keeps the connections' snapshot."""
 
 
 class ResponseError(SnapshotError):

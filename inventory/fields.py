@@ -1,5 +1,6 @@
-"""The one spec of connection fields (§4): the allow-list, the record's fields and the
-metadata columns of ``connections`` and ``connection_versions`` all come from here.
+"""The one spec of the inventory's fields: the allow-lists (§4 for connections, §17 for
+OAuth clients), the records' fields and the metadata columns of ``connections`` /
+``connection_versions`` and ``oauth_clients`` / ``oauth_client_versions`` all come from here.
 """
 
 from __future__ import annotations
@@ -46,3 +47,22 @@ def kept_fields(type_name: str) -> tuple[str, ...]:
     """The fields an item of this type keeps, in order; an unknown type keeps the common
     ones."""
     return (*COMMON_FIELDS, *TYPE_FIELDS.get(type_name, ()))
+
+
+# OAuth clients (§17): keyed by their uuid within an integration; client_id and
+# client_secret are not on the list, so they never leave the parser.
+CLIENT_TYPE = "oauth_client"  # their ``type`` in connection_changes and findings
+CLIENT_FIELDS: tuple[Field, ...] = (
+    Field("name"),
+    Field("auth_url"),
+    Field("token_url"),
+    Field("grant_type"),
+    Field("default_scopes"),
+    Field("created_by"),
+    Field("created_at", timestamp=True),
+    Field("updated_at", timestamp=True),
+)
+CLIENT_KEY_FIELDS = ("uuid",)
+CLIENT_METADATA_FIELDS = tuple(f.name for f in CLIENT_FIELDS)
+CLIENT_RECORD_FIELDS = (*CLIENT_KEY_FIELDS, *CLIENT_METADATA_FIELDS)  # a records.OAuthClient
+CLIENT_TIMESTAMP_FIELDS = frozenset(f.name for f in CLIENT_FIELDS if f.timestamp)

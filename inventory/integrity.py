@@ -12,6 +12,7 @@ from sqlalchemy import Connection, Engine, and_, case, func, or_, select
 
 from . import models as m
 from . import store
+from .fields import CLIENT_TYPE
 from .store.current import current_mismatches
 from .store.verify import mismatch_problem
 
@@ -23,11 +24,13 @@ class Finding:
 
 
 def _snapshot_counts(conn: Connection) -> list[Finding]:
-    """A complete, applied snapshot's counts equal the events it recorded."""
+    """A complete, applied snapshot's counts equal the events it recorded of connections
+    (its counts are of connections; its OAuth clients' events are beside them)."""
     c, s = m.ConnectionChange, m.Snapshot
+    connection = c.type != CLIENT_TYPE
     modified_keys = (
         select(c.snapshot_id, c.type, c.name)
-        .where(c.change == "modified")
+        .where(c.change == "modified", connection)
         .except_(select(c.snapshot_id, c.type, c.name).where(c.change == "restored"))
         .subquery()
     )
@@ -38,6 +41,7 @@ def _snapshot_counts(conn: Connection) -> list[Finding]:
             func.sum(case((c.change == "removed", 1), else_=0)).label("removed"),
             func.sum(case((c.change == "restored", 1), else_=0)).label("restored"),
         )
+        .where(connection)
         .group_by(c.snapshot_id)
         .subquery()
     )
@@ -95,7 +99,7 @@ def _current(conn: Connection) -> list[Finding]:
             values.append(
                 Finding(
                     "current values",
-                    f"{problem.chain} connections row {problem.row} column "
+                    f"{problem.chain} {problem.table} row {problem.row} column "
                     f"{problem.column} {problem.problem}",
                 )
             )

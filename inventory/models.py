@@ -158,6 +158,9 @@ class Snapshot(Base):
     chain_hash: Mapped[str | None] = mapped_column(String(64))
     # Short per-row, per-column digests (JSON) that say where a broken hash changed.
     chain_rows: Mapped[str | None] = mapped_column(Text)
+    # The canonical form's format the hash was computed in (migration 0013); NULL for a
+    # snapshot hashed before it (format 1).
+    chain_format: Mapped[int | None] = mapped_column(Integer)
 
 
 class Connection(MetadataColumns, Base):
@@ -212,6 +215,52 @@ class ConnectionVersion(MetadataColumns, Base):
     __table_args__ = (
         Index("ix_connection_versions_key", "account", "integration", "type", "name", "valid_to"),
         Index("ix_connection_versions_valid", "valid_from", "valid_to"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    valid_from: Mapped[datetime]
+    valid_to: Mapped[datetime | None]
+
+
+class ClientColumns:
+    """The §17 allow-list of an OAuth client, shared by ``oauth_clients`` and
+    ``oauth_client_versions``: the key (account, integration, uuid), then its metadata."""
+
+    account: Mapped[str]
+    integration: Mapped[str]
+    uuid: Mapped[str]
+    name: Mapped[str | None]
+    auth_url: Mapped[str | None]
+    token_url: Mapped[str | None]
+    grant_type: Mapped[str | None]
+    default_scopes: Mapped[str | None]
+    created_by: Mapped[str | None]
+    created_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime | None]
+
+
+class OAuthClient(ClientColumns, Base):
+    """The OAuth clients ZIS keeps per integration (§17), one row per uuid ever seen:
+    present while ``removed_at`` is NULL. Never a client_id or client_secret."""
+
+    __tablename__ = "oauth_clients"
+    __table_args__ = (
+        UniqueConstraint("account", "integration", "uuid", name="uq_oauth_clients_key"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    first_seen_at: Mapped[datetime]
+    last_changed_at: Mapped[datetime]
+    removed_at: Mapped[datetime | None]
+
+
+class OAuthClientVersion(ClientColumns, Base):
+    """OAuth clients' history as validity ranges, as ``connection_versions``."""
+
+    __tablename__ = "oauth_client_versions"
+    __table_args__ = (
+        Index("ix_oauth_client_versions_key", "account", "integration", "uuid", "valid_to"),
+        Index("ix_oauth_client_versions_valid", "valid_from", "valid_to"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -1,7 +1,7 @@
-"""Pure parsing: one raw API item -> an immutable, allow-listed Connection.
+"""Pure parsing: one raw API item -> an immutable, allow-listed Connection or OAuthClient.
 
-This is where secrets end: every field that is not on the §4 allow-list (fields.py) is
-dropped here.
+This is where secrets end: every field that is not on the §4 / §17 allow-lists (fields.py)
+is dropped here.
 """
 
 from __future__ import annotations
@@ -16,6 +16,9 @@ from typing import Any, NamedTuple
 from .batches import batched
 from .errors import RecordError, ResponseError
 from .fields import (
+    CLIENT_METADATA_FIELDS,
+    CLIENT_TIMESTAMP_FIELDS,
+    CLIENT_TYPE,
     COMMON_FIELDS,
     KEY_FIELDS,
     KNOWN_TYPES,
@@ -34,10 +37,12 @@ __all__ = [
     "TIMESTAMP_FIELDS",
     "TYPE_FIELDS",
     "Connection",
+    "OAuthClient",
     "ParsedPage",
     "fetched_digest",
     "format_timestamp",
     "iter_fields",
+    "parse_clients_page",
     "parse_item",
     "parse_page",
     "parse_timestamp",
@@ -83,8 +88,40 @@ class Connection(NamedTuple):
     def key(self) -> tuple[str, str]:
         return (self.type, self.name)
 
+    @property
+    def label(self) -> tuple[str, str]:
+        """Its (type, name) in connection_changes and findings: its key."""
+        return (self.type, self.name)
+
     def metadata(self) -> tuple[Value, ...]:
         return tuple(self[len(KEY_FIELDS) :])
+
+
+class OAuthClient(NamedTuple):
+    """The allow-listed metadata of one OAuth client (§17), immutable. Its fields are
+    fields.CLIENT_RECORD_FIELDS, in order: the uuid keys it within its integration."""
+
+    uuid: str
+    name: str | None = None
+    auth_url: str | None = None
+    token_url: str | None = None
+    grant_type: str | None = None
+    default_scopes: str | None = None
+    created_by: str | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (CLIENT_TYPE, self.uuid)
+
+    @property
+    def label(self) -> tuple[str, str]:
+        """Its (type, name) in connection_changes and findings: its name, else its uuid."""
+        return (CLIENT_TYPE, self.name or self.uuid)
+
+    def metadata(self) -> tuple[Value, ...]:
+        return tuple(self[1:])
 
 
 class ParsedPage(NamedTuple):
@@ -164,14 +201,61 @@ def parse_item(
     return Connection(type_name, name, **values)  # type: ignore[arg-type]
 
 
-def _field(raw: Any, field: str, place: str, name: str) -> Value:
+def parse_clients_page(body: Any, *, integration: str, where: str, page: int) -> list[OAuthClient]:
+    """All OAuth clients of one page of the clients endpoint, in page order: the
+    documented ``{"clients": [...]}`` or a bare array."""
+    items = body.get("clients") if isinstance(body, Mapping) else body
+    if not isinstance(items, list):
+        raise ResponseError(
+            f"{where}: OAuth clients page {page}: 'clients' must be an array, got {_kind(items)}"
+        )
+    return [
+        parse_client(item, integration=integration, where=where, page=page, index=index)
+        for index, item in enumerate(items)
+    ]
+
+
+def parse_client(
+    item: Any, *, integration: str, where: str = "", page: int = 1, index: int = 0
+) -> OAuthClient:
+    """One client -> its OAuthClient; RecordError names the page, the item and the field
+    (never a value off the allow-list)."""
+    place = f"{where}: OAuth clients page {page}: clients[{index}]"
+    if not isinstance(item, Mapping):
+        raise RecordError(f"{place}: item must be an object, got {_kind(item)}")
+    uuid = item.get("uuid")
+    if not isinstance(uuid, str):
+        raise RecordError(f"{place}: field 'uuid' must be a string, got {_kind(uuid)}")
+    if not uuid or len(uuid) > MAX_NAME_LENGTH or _CONTROL_RE.search(uuid):
+        raise RecordError(f"{place}: field 'uuid' must be 1-{MAX_NAME_LENGTH} printable characters")
+    named = item.get("integration")
+    if named is not None and named != integration:
+        raise RecordError(
+            f"{place} ({uuid}): field 'integration' names another integration "
+            f"({_short(named)!r}, not {integration!r})"
+        )
+    values = {
+        field: _field(item.get(field), field, place, uuid, CLIENT_TIMESTAMP_FIELDS)
+        for field in CLIENT_METADATA_FIELDS
+    }
+    name = values["name"]
+    if isinstance(name, str) and (len(name) > MAX_NAME_LENGTH or _CONTROL_RE.search(name)):
+        raise RecordError(
+            f"{place} ({uuid}): field 'name' must be 1-{MAX_NAME_LENGTH} printable characters"
+        )
+    return OAuthClient(uuid, **values)  # type: ignore[arg-type]
+
+
+def _field(
+    raw: Any, field: str, place: str, name: str, timestamps: frozenset[str] = TIMESTAMP_FIELDS
+) -> Value:
     if raw is None or raw == "":
         return None  # optional fields are None, never ""
     if not isinstance(raw, str):
         raise RecordError(
             f"{place} ({name}): field {field!r} must be a string or null, got {_kind(raw)}"
         )
-    if field in TIMESTAMP_FIELDS:
+    if field in timestamps:
         try:
             return parse_timestamp(raw)
         except ValueError:

@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from fnmatch import fnmatchcase
 from typing import Any, Literal, NamedTuple
+from urllib.parse import urlsplit
 
 from .durations import span
-from .records import Connection, format_timestamp
+from .records import Connection, OAuthClient, format_timestamp
 from .types import SEVERITIES
 
 TOKEN_TYPES = ("api_key", "basic_auth", "bearer_token")  # a secret sent as it is
@@ -114,6 +115,19 @@ def severity_rank(severity: str) -> int:
 Located = tuple[str, str, Connection]
 
 
+class HostChange(NamedTuple):
+    """A present OAuth client's ``field`` (token_url or auth_url) moved to another host
+    ``at`` (when the version with the new host began)."""
+
+    account: str
+    integration: str
+    uuid: str
+    field: str
+    old_host: str | None
+    new_host: str | None
+    at: datetime
+
+
 class Freshness(NamedTuple):
     """A configured integration and when its last complete snapshot started (None: never)."""
 
@@ -132,6 +146,12 @@ class Inventory:
     # (account, integration) the registry lists now; None when it is not known (no
     # integrations table: discovery, §14, is not in this database).
     registry: Sequence[tuple[str, str]] | None = None
+    # OAuth clients (§17): the present ones, in (account, integration, uuid) order; the
+    # host changes of their URLs; per (account, integration) whose present oauth
+    # connections name a client (oauth_client_uuid), the uuids they name.
+    clients: Sequence[tuple[str, str, OAuthClient]] = ()
+    host_changes: Sequence[HostChange] = ()
+    client_uses: Mapping[tuple[str, str], frozenset[str]] = field(default_factory=dict)
 
 
 class Hit(NamedTuple):
@@ -243,6 +263,64 @@ def name_policy(inv: Inventory, p: Params, now: datetime) -> Iterator[Hit]:
         if not pattern.search(c.name):
             yield _hit(
                 account, integration, c, f"name={c.name} does not match pattern={p['pattern']}"
+            )
+
+
+CLIENT_URLS = ("auth_url", "token_url")
+
+
+def url_host(url: str | None) -> str | None:
+    """The host of a URL, lower case; None when it has none."""
+    try:
+        host = urlsplit(url or "").hostname
+    except ValueError:
+        return None
+    return host or None
+
+
+def _client_hit(account: str, integration: str, c: OAuthClient, detail: str) -> Hit:
+    return Hit(account, integration, *c.label, detail)
+
+
+def client_url_not_https(inv: Inventory, p: Params, now: datetime) -> Iterator[Hit]:
+    for account, integration, c in inv.clients:
+        plain = [
+            f"{f}={url}"
+            for f in CLIENT_URLS
+            if (url := getattr(c, f)) is not None and not url.lower().startswith("https://")
+        ]
+        if plain:
+            yield _client_hit(account, integration, c, "; ".join(plain) + " (not https://)")
+
+
+def client_url_changed(inv: Inventory, p: Params, now: datetime) -> Iterator[Hit]:
+    since = now - timedelta(days=p["within_days"])
+    latest: dict[tuple[str, str, str], dict[str, HostChange]] = {}
+    for h in inv.host_changes:
+        if since < h.at <= now:
+            mine = latest.setdefault((h.account, h.integration, h.uuid), {})
+            if h.field not in mine or mine[h.field].at < h.at:
+                mine[h.field] = h
+    for account, integration, c in inv.clients:
+        changes = latest.get((account, integration, c.uuid))
+        if changes:
+            yield _client_hit(
+                account,
+                integration,
+                c,
+                "; ".join(
+                    f"{f} host changed from {h.old_host} to {h.new_host} at {_ts(h.at)}"
+                    for f, h in sorted(changes.items())
+                ),
+            )
+
+
+def client_unused(inv: Inventory, p: Params, now: datetime) -> Iterator[Hit]:
+    for account, integration, c in inv.clients:
+        used = inv.client_uses.get((account, integration))
+        if used is not None and c.uuid not in used:
+            yield _client_hit(
+                account, integration, c, "no present oauth connection names it (oauth_client_uuid)"
             )
 
 
@@ -422,6 +500,39 @@ RULES: tuple[Rule, ...] = (
         "token, scope or network problem they name.",
         stale_inventory,
         (Param("max_age", "duration", timedelta(days=2), "duration such as 2d, 48h or 90m"),),
+    ),
+    Rule(
+        "ZIS011",
+        "client-url-not-https",
+        "high",
+        "integration",
+        "An OAuth client whose auth_url or token_url is not https:// sends its client "
+        "secret and the tokens it gets over a connection anyone on the path can read.",
+        "Change the client's URLs to the provider's https:// endpoints.",
+        client_url_not_https,
+    ),
+    Rule(
+        "ZIS012",
+        "client-url-changed",
+        "critical",
+        "integration",
+        "Whoever controls a client's token_url receives its client secret at the next token "
+        "refresh: a token_url or auth_url moved to another host within within_days may be "
+        "a redirection of the secret.",
+        "Confirm the new host is the provider's; if not, rotate the client secret at the "
+        "provider and restore the URL, then find who changed it.",
+        client_url_changed,
+        (Param("within_days", "days", 30, "days a host change stays a finding"),),
+    ),
+    Rule(
+        "ZIS013",
+        "client-unused",
+        "low",
+        "integration",
+        "An OAuth client no present OAuth connection names keeps a client secret for "
+        "nothing (judged only where the API gives connections' oauth_client_uuid).",
+        "Delete the client in ZIS (and revoke its secret at the provider) if nothing will use it.",
+        client_unused,
     ),
 )
 RULES_BY_ID: Mapping[str, Rule] = {r.id: r for r in RULES}

@@ -1,9 +1,9 @@
 """run_sync(): for each configured integration, fetch -> parse -> diff -> apply.
 
-One integration is one snapshot: its pages fetched (zis) and parsed (records), the
-fetched set compared with the stored rows (diff) and written in one transaction
-(store.snapshot). A failure fails that snapshot only; ``run_all`` at the end runs the
-snapshots on ``sync.concurrency`` places.
+One integration is one snapshot: its pages fetched (zis) and parsed (records), its
+connections then its OAuth clients, each fetched set compared with the stored rows (diff)
+and written in one transaction (store.snapshot). A failure fails that snapshot only;
+``run_all`` at the end runs the snapshots on ``sync.concurrency`` places.
 """
 
 from __future__ import annotations
@@ -27,12 +27,14 @@ from .errors import (
     DatabaseError,
     Interrupted,
     InventoryError,
+    NoClientsApi,
     ResponseError,
     SnapshotError,
 )
+from .fields import CLIENT_METADATA_FIELDS
 from .phases import phase
 from .progress import NO_PROGRESS, Progress
-from .records import Connection, fetched_digest, parse_page
+from .records import Connection, OAuthClient, fetched_digest, parse_clients_page, parse_page
 from .results import RunResult, SnapshotResult, run_status
 from .store.findings import FindingEvents
 from .store.outbox import enqueue_run, of_integrations
@@ -64,6 +66,7 @@ class Fetched:
     pages: int
     unknown_types: frozenset[str]
     digest: str  # records.fetched_digest of the connections
+    clients: tuple[OAuthClient, ...] | None = None  # None: the account has no clients API
 
 
 @dataclass
@@ -81,6 +84,7 @@ class _Run:
     progress: Progress = NO_PROGRESS
     consumers: Sequence[store.Consumer] = store.CONSUMERS
     drift: dict[str, list[str]] = field(default_factory=dict)
+    no_clients_api: dict[str, str] = field(default_factory=dict)  # account: the 404 said
     found: list[FindingEvents] = field(default_factory=list)  # by the committed snapshots
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -179,6 +183,8 @@ def run_sync(
         )
     else:
         _finish(engine, run, run_status(results), None, ctx.tell_findings)
+    for message in sorted(ctx.no_clients_api.values()):
+        log.warning("%s; its OAuth clients are not inventoried this run", message)
     for type_name, places in sorted(ctx.drift.items()):
         log.warning(
             "connection type %r is not known to this version; kept with the common fields "
@@ -208,6 +214,7 @@ def sync_integration(ctx: _Run, client: ZisClient, integration: Integration) -> 
         try:
             with phase("fetch+parse"):
                 fetched = fetch(client, integration, ctx.stop, progress)
+                fetched = fetch_clients(ctx, client, integration, fetched)
             result = apply(ctx, integration, started, fetched)  # diff and apply
         except Interrupted:
             result = SnapshotResult(
@@ -273,6 +280,39 @@ def _first_repeat(connections: Sequence[Connection]) -> Connection:
     raise ValueError("no key repeats")
 
 
+def fetch_clients(
+    ctx: _Run, client: ZisClient, integration: Integration, fetched: Fetched
+) -> Fetched:
+    """The integration's OAuth clients, after its connections, with the same token; a
+    404 of the endpoint (told once per account and run) leaves them out, and the
+    connections' snapshot complete; any other failure fails the snapshot."""
+    where = f"{integration.account}/{integration.name}"
+    if integration.account in ctx.no_clients_api:
+        return fetched
+    clients: list[OAuthClient] = []
+    seen: set[str] = set()
+    try:
+        for page in client.client_pages(integration.name, integration.token):
+            if ctx.stop.is_set():
+                raise Interrupted(f"{where}: interrupted")
+            parsed = parse_clients_page(
+                page.body, integration=integration.name, where=where, page=page.number
+            )
+            for one in parsed:
+                if one.uuid in seen:
+                    raise ResponseError(
+                        f"{where}: OAuth clients page {page.number}: client {one.uuid!r} "
+                        "appears twice"
+                    )
+                seen.add(one.uuid)
+            clients += parsed
+    except NoClientsApi as exc:
+        with ctx.lock:
+            ctx.no_clients_api.setdefault(integration.account, str(exc))
+        return fetched
+    return replace(fetched, clients=tuple(clients))
+
+
 def apply(
     ctx: _Run, integration: Integration, started: datetime, fetched: Fetched
 ) -> SnapshotResult:
@@ -319,10 +359,19 @@ def apply(
                 changes = None if full else tx.changed_rows(fetched.connections)
             if changes is None:  # the plain path
                 full, changes = True, diff(tx.load_state(), fetched.connections)
+            clients = None  # the OAuth clients are few: always compared, when fetched
+            if fetched.clients is not None:
+                stored = tx.load_state(kind=store.CLIENTS)
+                clients = diff(stored, fetched.clients, CLIENT_METADATA_FIELDS)
         reason = None
         if not ctx.accept_removals:
             reason = removal_hold_reason(
                 changes, max_ratio=sync.max_removal_ratio, min_count=sync.max_removal_min
+            ) or removal_hold_reason(
+                clients or Diff(),
+                max_ratio=sync.max_removal_ratio,
+                min_count=sync.max_removal_min,
+                what="OAuth clients",
             )
         if reason is not None:
             result.status, result.error = ResultStatus.HELD, f"{account}/{name}: {reason}"
@@ -337,7 +386,7 @@ def apply(
                 counts=(result.added, result.removed, result.modified, result.restored),
                 full_compare=full,
             )
-        result.snapshot_id = tx.write(row, changes, fetched.connections)
+        result.snapshot_id = tx.write(row, changes, fetched.connections, clients)
     return result
 
 

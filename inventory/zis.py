@@ -1,4 +1,5 @@
-"""The ZIS HTTP client: yields raw pages of one integration, with retries and rate-limit pauses.
+"""The ZIS HTTP client: yields raw pages of one integration (its connections, then its
+OAuth clients), with retries and rate-limit pauses.
 
 It never transforms items (records.py does) and never touches the database.
 """
@@ -19,6 +20,7 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from functools import cache
 from typing import Any, Protocol
+from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 
@@ -27,6 +29,7 @@ from .errors import (
     ApiError,
     DeadlinePassed,
     Interrupted,
+    NoClientsApi,
     PaginationError,
     ResponseError,
     RetryableError,
@@ -35,6 +38,7 @@ from .progress import NO_PROGRESS, RATE_LIMITED, Progress
 from .secret import Credential, Secret
 
 PATH = "/api/services/zis/integrations/{integration}/connections/all"
+CLIENTS_PATH = "/api/services/zis/connections/oauth/clients/{integration}"
 USER_AGENT = f"zis-inventory/{__version__}"
 EXCERPT_LIMIT = 120
 _SPACE_RE = re.compile(r"\s+")
@@ -48,6 +52,12 @@ Sleep = Callable[[float], Any]
 class Page:
     number: int
     body: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ClientsPage:
+    number: int
+    body: dict[str, Any] | list[Any]  # the clients endpoint may answer a bare array
 
 
 @dataclass
@@ -80,6 +90,11 @@ class Paginator:
                 f"{self.where}: page {self.page}: meta.has_more is true but meta.after "
                 "is missing or not a string"
             )
+        self.follow(after)
+
+    def follow(self, after: str) -> None:
+        """Take ``after`` as the next page's cursor, unless it was seen before or the
+        page cap is reached."""
         if _SURROGATE_RE.search(after):
             raise ResponseError(
                 f"{self.where}: page {self.page}: meta.after holds an unpaired surrogate, "
@@ -96,6 +111,43 @@ class Paginator:
             )
         self._seen.add(after)
         self.cursor = after
+
+
+@dataclass
+class ClientsPaginator(Paginator):
+    """The OAuth clients endpoint documents no pagination: a bare array, or an object
+    without ``meta.has_more`` or ``links.next``, is the last page. A page that has them is
+    followed as the connections' pages are (same loop detection and page cap); a
+    ``links.next`` is taken only on this endpoint's own path (the token goes nowhere else),
+    as the query of the next request."""
+
+    path: str = ""  # the endpoint's full path, which a links.next must have
+    netloc: str = ""  # the base URL's host[:port], which a links.next may name
+    params: dict[str, str] = field(default_factory=dict)  # of the next request
+
+    def advance(self, body: Any) -> None:
+        meta = body.get("meta") if isinstance(body, dict) else None
+        links = body.get("links") if isinstance(body, dict) else None
+        link = links.get("next") if isinstance(links, dict) else None
+        if isinstance(meta, dict) and "has_more" in meta:
+            super().advance(body)
+            if not self.done:
+                self.params = {"page[after]": self.cursor or ""}
+            return
+        self.page += 1
+        if link is None:
+            self.done = True
+            return
+        if not isinstance(link, str):
+            raise ResponseError(f"{self.where}: page {self.page}: links.next must be a string")
+        parts = urlsplit(link)
+        if parts.path != self.path or (parts.netloc and parts.netloc != self.netloc):
+            raise ResponseError(
+                f"{self.where}: page {self.page}: links.next points outside this endpoint "
+                "(not followed: the token is never sent to another location)"
+            )
+        self.follow(parts.query or "?")
+        self.params = dict(parse_qsl(parts.query, keep_blank_values=True))
 
 
 @dataclass(frozen=True)
@@ -346,16 +398,54 @@ class ZisClient:
             paginator.advance(body)
             yield Page(paginator.page, body)
 
+    def client_pages(self, integration: str, token: Secret) -> Iterator[ClientsPage]:
+        """Every page of one integration's OAuth clients, in order, with the same token,
+        deadlines, retries, pauses and caps as its connections; NoClientsApi when the
+        endpoint answers 404, any other failure a SnapshotError."""
+        where = f"{self.name}/{integration}: OAuth clients"
+        url = CLIENTS_PATH.format(integration=integration)
+        base = urlsplit(self.base_url)
+        paginator = ClientsPaginator(
+            self.settings.max_pages,
+            where,
+            path=base.path.rstrip("/") + url,
+            netloc=base.netloc,
+        )
+        while not paginator.done:
+            try:
+                body = self._get(
+                    url, paginator.params, Credential(token), where, paginator.page + 1, lists=True
+                )
+            except ApiError as exc:
+                if exc.status == 404 and paginator.page == 0:
+                    raise NoClientsApi(
+                        f"{self.name}: this account has no OAuth clients API (HTTP 404 for {url})",
+                        status=404,
+                        code=exc.code,
+                    ) from None
+                raise
+            paginator.advance(body)
+            yield ClientsPage(paginator.page, body)
+
     def get_json(
         self, url: str, params: dict[str, str], credential: Credential, where: str, page: int
     ) -> dict[str, Any]:
         """One GET of a JSON object with this client's deadline, retries, account pauses,
         size cap and error messages, sent with ``credential`` (the registry's admin)."""
-        return self._get(url, params, credential, where, page)
+        body: dict[str, Any] = self._get(url, params, credential, where, page)
+        return body
 
     def _get(
-        self, url: str, params: dict[str, str], credential: Credential, where: str, page: int
-    ) -> dict[str, Any]:
+        self,
+        url: str,
+        params: dict[str, str],
+        credential: Credential,
+        where: str,
+        page: int,
+        *,
+        lists: bool = False,
+    ) -> Any:
+        """A JSON object (or, with ``lists``, an array too) after retries and pauses."""
         attempt = 0
         while True:
             self.gate.wait()
@@ -363,7 +453,7 @@ class ZisClient:
                 raise Interrupted(f"{where}: page {page}: interrupted")
             try:
                 with self.gate.slot():
-                    return self._request_once(url, params, credential, where, page)
+                    return self._request_once(url, params, credential, where, page, lists)
             except RetryableError as exc:
                 if attempt >= self.policy.max_retries:
                     raise ApiError(
@@ -381,7 +471,7 @@ class ZisClient:
                     else f"retry {attempt + 1} of {self.policy.max_retries}: {exc}"
                 )
                 account, _, name = where.partition("/")
-                self.progress.waiting(account, name, reason, wait)
+                self.progress.waiting(account, name.partition(":")[0], reason, wait)
                 if exc.retry_after is not None:
                     self.gate.rate_limited(wait)  # a 429 pauses every request to this account
                     self.gate.wait()
@@ -390,8 +480,14 @@ class ZisClient:
                 attempt += 1
 
     def _request_once(
-        self, url: str, params: dict[str, str], credential: Credential, where: str, page: int
-    ) -> dict[str, Any]:
+        self,
+        url: str,
+        params: dict[str, str],
+        credential: Credential,
+        where: str,
+        page: int,
+        lists: bool = False,
+    ) -> Any:
         token = credential.value.reveal()
         headers = {"Authorization": f"{credential.scheme} {token}"}
         with self._counts_lock:
@@ -439,8 +535,9 @@ class ZisClient:
                 f"{where}: page {page}: response is not valid JSON "
                 f"({_content_type(response.headers)}, {len(content)} bytes)"
             ) from None
-        if not isinstance(body, dict):
-            raise ResponseError(f"{where}: page {page}: response is not a JSON object")
+        if not isinstance(body, dict) and not (lists and isinstance(body, list)):
+            expected = "a JSON object or array" if lists else "a JSON object"
+            raise ResponseError(f"{where}: page {page}: response is not {expected}")
         return body
 
     def _read(self, response: httpx.Response, where: str, page: int, deadline: Deadline) -> bytes:

@@ -23,6 +23,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import MetaData, create_engine, func, select
 
@@ -49,6 +50,7 @@ HEAD = head_revision()  # the migrations' head, whatever its name
 CONFIG_COMMANDS = {
     "sync",
     "connections",
+    "clients",
     "changes",
     "snapshots",
     "check",
@@ -56,6 +58,21 @@ CONFIG_COMMANDS = {
     "findings",
 }
 ADMIN_EMAIL = "secops@example.com"
+
+
+Handler = Callable[[httpx.Request], httpx.Response]
+
+
+def with_clients(handler: Handler, clients: list[dict[str, Any]] | None = None) -> Handler:
+    """A MockTransport handler of connections/all that also answers the OAuth clients
+    endpoint, in its documented shape (``{"clients": [...]}``, none unless given)."""
+
+    def route(request: httpx.Request) -> httpx.Response:
+        if "/connections/oauth/clients/" in request.url.path:
+            return httpx.Response(200, json={"clients": clients or []})
+        return handler(request)
+
+    return route
 
 
 def dump_database(url: str) -> dict[str, list[tuple[Any, ...]]]:
@@ -590,8 +607,8 @@ class Receiver:
             return [g for g in self.got if g.status is not None and 200 <= g.status < 300]
 
 
-# The rules are off here: this file tests the delivery of what the seam passes (the
-# findings the rules open are tested in test_findings.py).
+# The connection rules are off here: the notification tests test the delivery of what the
+# seam passes (the findings the rules open are tested in test_findings.py).
 NO_FINDINGS = "\n".join(f"[findings.rules.ZIS{n:03d}]\nenabled = false" for n in range(1, 11))
 
 
@@ -636,6 +653,18 @@ max_backoff_seconds = 0.002
 {NO_FINDINGS}
 """
     )
+
+
+def add_slack_sink(h: Harness, chat: Receiver, extra: str = "") -> None:
+    """A second sink, kind slack, at another loopback receiver."""
+    assert h.config is not None
+    url = chat.url.replace("URL-PATH", "SLACK-PATH")
+    h.monkeypatch.setenv("CHAT_URL", url)
+    h.tokens[("notify", "chat")] = url
+    chat.bodies = h.sent
+    text = h.config.read_text()
+    sink = f'[[notify]]\nname = "chat"\nkind = "slack"\nurl_env = "CHAT_URL"\n{extra}\n\n'
+    h.config.write_text(text.replace("[notifications]", sink + "[notifications]", 1))
 
 
 def far_expiry(made: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:

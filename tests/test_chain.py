@@ -344,11 +344,16 @@ def test_the_canonical_columns_are_every_column_of_the_tables() -> None:
     )
     assert set(canonical.CHANGE_COLUMNS) == set(C.__table__.columns.keys())
     assert set(canonical.CLOSED_COLUMNS) == set(V.__table__.columns.keys())
+    assert set(canonical.CLIENT_CLOSED_COLUMNS) == set(
+        m.OAuthClientVersion.__table__.columns.keys()
+    )
 
 
 # The hash of a fixed snapshot: the same on SQLite and PostgreSQL, and from release to
-# release (a change of the canonical form needs a new FORMAT).
-GOLDEN = "c330c04b63c90f866ed678449d6da5dfbb2fc1c086628b2539ed1b66c012ef6b"
+# release (a change of the canonical form needs a new FORMAT). Format 1's, of the same
+# rows without the OAuth client's version, is the hash releases before format 2 wrote.
+GOLDEN = "bb052ed236514fb36962df2ab10718eeed35ebbfeefeb209cc91bb61c7a2bcc8"
+GOLDEN_FORMAT_1 = "c330c04b63c90f866ed678449d6da5dfbb2fc1c086628b2539ed1b66c012ef6b"
 
 
 def test_the_same_rows_hash_the_same_on_either_database(db_url: str) -> None:
@@ -374,6 +379,10 @@ def test_the_same_rows_hash_the_same_on_either_database(db_url: str) -> None:
                 token_expiry=datetime(2027, 1, 1, 0, 0, 0, 999999, tzinfo=UTC),
                 created_at=T0 - timedelta(days=400), valid_from=T0,
             ))  # fmt: skip
+            conn.execute(insert(m.OAuthClientVersion).values(
+                id=1, account="acme", integration="crm", uuid="0c1d", name="Sälesforce",
+                token_url="https://login.example.com/token", created_at=T0, valid_from=T0,
+            ))  # fmt: skip
             # What the snapshot's transaction bound for those rows, as it hands it over.
             name = 'ünï "côde"\n'
             record = Connection(
@@ -387,16 +396,28 @@ def test_the_same_rows_hash_the_same_on_either_database(db_url: str) -> None:
             changes = Diff(added=(record,), events=(Event(ChangeKind.ADDED, "oauth", name),))
             ids = Ids({("oauth", name, "added", None): 1}, {("oauth", name): 1}, {})
             chain.extend_chain(conn, Written(1, row, later, changes, ids, (record,)))
-        ((prev, got),) = query(db_url, select(S.prev_hash, S.chain_hash))
-        assert prev is None and got == GOLDEN
+        ((prev, got, format_),) = query(db_url, select(S.prev_hash, S.chain_hash, S.chain_format))
+        assert prev is None and got == GOLDEN and format_ == canonical.FORMAT == 2
         # db verify, recomputing it from the stored rows, finds the same hash (this test
-        # wrote no connections row, which is all it names).
+        # wrote no connections or oauth_clients row, which is all it names).
         reader = store.make_engine(db_url, readonly=True)
         verified = chain_verify.verify(reader)
         reader.dispose()
         problems = {(p.snapshot, p.table, p.row, p.problem) for p in verified.problems}
         assert verified.snapshots == 1
-        assert problems == {(None, "connection_versions", 1, "current, but has no connections row")}
+        assert problems == {
+            (None, "connection_versions", 1, "current, but has no connections row"),
+            (None, "oauth_client_versions", 1, "current, but has no oauth_clients row"),
+        }
+        with engine.connect() as conn:
+            readers = chain.Readers.of(conn)
+            snap = chain.read_snapshot(conn, readers, 1)
+            rows = {
+                p.key: [values for _, values in chain.part_rows(conn, readers, p, snap)]
+                for p in chain.PARTS_OF[1]
+            }
+        format_1 = canonical.chain_hash(None, canonical.canonical_pieces(snap.values, rows, 1))
+        assert format_1 == GOLDEN_FORMAT_1
     finally:
         engine.dispose()
 
@@ -540,18 +561,18 @@ def test_what_is_bound_is_what_db_verify_reads_back(
 
 
 def format_1(db_url: str, snapshot_id: int) -> str:
-    """chain_rows as it was written before the row digests (format 1): 16 bits per value,
-    for every row of every part."""
+    """chain_rows as it was written before the row digests (digests format 1, no
+    ``digests`` key): 16 bits per value, for every row of every part."""
     engine = store.make_engine(db_url)
     try:
         with engine.connect() as conn:
             readers = chain.Readers.of(conn)
             snap = chain.read_snapshot(conn, readers, snapshot_id)
             kept: dict[str, Any] = {
-                "format": 1,
+                "format": snap.format,
                 "snapshot": canonical.column_digests(snap.values),
             }
-            for part in chain.PARTS:
+            for part in chain.PARTS_OF[snap.format]:
                 kept[part.key] = {
                     str(row_id): canonical.column_digests(values)
                     for row_id, values in chain.part_rows(conn, readers, part, snap)
@@ -567,8 +588,9 @@ def test_chain_rows_of_both_formats_name_a_single_edit(cli: Harness) -> None:
     ids = history(cli)
     changed = ids["changed"]
     kept = json.loads(query(cli.db_url, select(S.chain_rows).where(S.id == changed)).pop()[0])
-    assert (kept["format"], kept["digests"]) == (1, 2)
-    assert set(kept) == {"format", "digests", "snapshot", "changes", "closed", "opened"}
+    assert (kept["format"], kept["digests"]) == (canonical.FORMAT, 2)
+    parts = {"changes", "client_closed", "client_opened", "closed", "opened"}
+    assert set(kept) == {"format", "digests", "snapshot", *parts}
     assert kept["opened"]["ids"] == sorted(kept["opened"]["ids"])
     assert len(kept["opened"]["rows"]) == 8 * len(kept["opened"]["ids"])
     older = format_1(cli.db_url, changed)

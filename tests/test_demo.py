@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from inventory import models as m
 from inventory.cli import main
-from inventory.testing import SENTINEL
+from inventory.testing import SAMPLE_CLIENTS, SENTINEL
 
 from .helpers import dump_database, query
 
@@ -35,7 +35,22 @@ def test_demo_shows_the_changes_and_keeps_no_secret(
         ("crm_bridge", "api_key", "clearbit_key", "modified", "allowed_domain"),
         ("crm_bridge", "api_key", "clearbit_key", "modified", "updated_at"),
         ("slack_alerts", "basic_auth", "statuspage_bot", "removed", None),
+        ("crm_bridge", "oauth_client", "salesforce", "modified", "token_url"),
     }
+    # The OAuth clients are stored without their client_id or client_secret; the
+    # redirected token_url is one critical finding, which the demo prints.
+    assert query(url, select(m.OAuthClient.integration, m.OAuthClient.name)) == {
+        (integration, name) for integration, name in SAMPLE_CLIENTS
+    }
+    f = m.Finding
+    assert query(url, select(f.rule, f.integration, f.name).where(f.severity == "critical")) == {
+        ("ZIS012", "crm_bridge", "salesforce")
+    }
+    assert any(
+        line.split()[:4] == ["ZIS012", "crm_bridge", "oauth_client", "salesforce"]
+        and "from salesforce.example.com to sso.attacker.example at" in line
+        for line in out.splitlines()
+    )
     assert (
         "crm_bridge",
         "api_key",

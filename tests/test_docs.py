@@ -39,6 +39,7 @@ from inventory.testing import (
     change_account,
     registry_item,
     sample_account,
+    sample_client,
     sample_item,
 )
 
@@ -195,11 +196,13 @@ def test_readme_audit_sql_runs_as_written_and_answers(cli: Harness) -> None:
         ),
     }
     dialect = "PostgreSQL" if cli.db_url.startswith("postgresql") else "SQLite"
-    # The findings queries run in tests/test_findings.py, over syncs that make findings.
-    blocks = [b for b in docs_sql() if not b[0].startswith("Findings: ")]
+    # The findings queries run in tests/test_findings.py, over syncs that make findings;
+    # the OAuth clients' below, over syncs that have clients.
+    blocks = [b for b in docs_sql() if not b[0].startswith(("Findings: ", "OAuth clients: "))]
     assert {title for title, _, _ in blocks} == set(expected) | set(DISCOVERY_SQL)
     assert {title for title, _, _ in docs_sql()} - {title for title, _, _ in blocks} == {
-        *FINDINGS_SQL
+        *FINDINGS_SQL,
+        *CLIENTS_SQL,
     }
     ran = set()
     for title, only, sql in blocks:
@@ -222,6 +225,47 @@ FINDINGS_SQL = (
     "Findings: when each opened, was last seen, and was fixed",
     "Findings: who suppressed which, why, and until when",
 )
+
+# The OAuth clients' queries (docs/schema.md), run by the test below: their rows.
+CLIENTS_SQL: dict[str, list[tuple[Any, ...]]] = {
+    "OAuth clients: by the host their token_url sends the client secret to": [
+        ("collector.evil.example", 1),
+        ("zoho.example.com", 1),
+    ],
+    "OAuth clients: whose auth_url or token_url changed since 2026-03-15": [
+        (_text(T2), "acme", "crm", "salesforce", "token_url",
+         "https://salesforce.example.com/oauth/token", "https://collector.evil.example/t"),
+    ],
+    "OAuth clients: the OAuth connections minted from each": [
+        ("acme", "crm", "salesforce", "sf"),
+        ("acme", "crm", "zoho", None),
+    ],
+}  # fmt: skip
+
+
+def test_the_oauth_client_sql_runs_as_written_and_answers(cli: Harness) -> None:
+    salesforce, zoho = sample_client("salesforce", "crm"), sample_client("zoho", "crm")
+    crm = [("oauth", sample_item("oauth", "sf", oauth_client_uuid=salesforce["uuid"]))]
+    cli.zis.add_integration("acme", "crm", cli.token("acme", "crm"), crm)
+    for client in (salesforce, zoho):
+        cli.zis.put_client("acme", "crm", client)
+    cli.write_config("", acme=["crm"])
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(store, "now", lambda: T1)
+        assert cli.run("sync").code == 0
+        token_url = "https://collector.evil.example/t"
+        cli.zis.update_client("acme", "crm", salesforce["uuid"], token_url=token_url)
+        patch.setattr(store, "now", lambda: T2)
+        assert cli.run("sync").code == 0
+    dialect = "PostgreSQL" if cli.db_url.startswith("postgresql") else "SQLite"
+    ran = set()
+    for title, only, sql in docs_sql():
+        if title in CLIENTS_SQL and only in (None, dialect):
+            got = [tuple(_norm(v) for v in row) for row in rows(cli.db_url, sql)]
+            assert got == CLIENTS_SQL[title], title
+            ran.add(title)
+    assert ran == set(CLIENTS_SQL)
+
 
 # The queries over the registry's tables (docs/discovery.md), run by the test below.
 DISCOVERY_SQL: dict[str, list[tuple[Any, ...]]] = {

@@ -31,6 +31,7 @@ US = timedelta(microseconds=1)
 FILES = {
     "report.html",
     "connections.csv",
+    "oauth_clients.csv",
     "changes.csv",
     "findings.csv",
     "snapshots.csv",
@@ -318,7 +319,7 @@ def test_manifest_and_verify(history: Harness) -> None:
 
     code, lines = verify()
     assert code == 0
-    assert lines[0] == "evidence verify: OK: 6 files match manifest.json"
+    assert lines[0] == "evidence verify: OK: 7 files match manifest.json"
     assert lines[-1] == f"manifest.json sha256 {digest}"
     original = (folder / "connections.csv").read_bytes()
     (folder / "connections.csv").write_bytes(original.replace(b"tok_c", b"tok_x"))

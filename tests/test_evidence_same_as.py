@@ -23,11 +23,20 @@ from sqlalchemy import update
 
 from inventory import models as m
 from inventory import store
-from inventory.testing import sample_item
+from inventory.testing import sample_client, sample_item
 
 from .helpers import Harness, write
 
-CSVS = ("connections.csv", "changes.csv", "findings.csv", "snapshots.csv", "notifications.csv")
+CSVS = (
+    "connections.csv",
+    "oauth_clients.csv",
+    "changes.csv",
+    "findings.csv",
+    "snapshots.csv",
+    "notifications.csv",
+)
+# The OAuth client tok_a names (sample_item's oauth_client_uuid), its name a formula.
+CLIENT = sample_client("=cmd|' /C calc'!A0", "billing", uuid="11111111-2222-4333-8444-555555555555")
 
 
 class Receiver:
@@ -88,6 +97,7 @@ def configure(h: Harness, receiver: Receiver) -> None:
          api_key("fine_a", "fine-a.example.com"),
          ("oauth", sample_item("oauth", "tok_a"))],
     )  # fmt: skip
+    h.zis.put_client("acme", "billing", dict(CLIENT))
     h.zis.add_integration(
         "acme", "crm", h.token("acme", "crm"), [api_key("vendor_1"), api_key("vendor_2")]
     )
@@ -161,6 +171,7 @@ def test_every_csv_is_printed_again_by_its_same_as_after_the_database_went_on(
     assert cli.run("sync").code == 0
     cli.zis.update("acme", "billing", "api_key", "open_a", allowed_domain="a.example.com")
     cli.zis.delete("globex", "hr", "api_key", "fine_g")
+    cli.zis.update_client("acme", "billing", CLIENT["uuid"], token_url="https://t.example/t")
     assert cli.run("sync").code == 0
 
     # The pack, with the config named relative to the cwd, as a user types it.
@@ -177,6 +188,11 @@ def test_every_csv_is_printed_again_by_its_same_as_after_the_database_went_on(
         ("acme", "vendor_2", "suppressed"),
         ("globex", "open_g", "suppressed"),
     }
+    assert [
+        (r["uuid"], r["name"], r["token_url"]) for r in rows(files["oauth_clients.csv"].decode())
+    ] == [
+        (CLIENT["uuid"], "'=cmd|' /C calc'!A0", "https://t.example/t")  # neutralised
+    ]
     sent = rows(files["notifications.csv"].decode())
     # refused once; waiting behind it (one integration's messages go in order); sent
     assert {(r["status"], r["attempts"], r["last_status"]) for r in sent} == {
@@ -199,6 +215,7 @@ def test_every_csv_is_printed_again_by_its_same_as_after_the_database_went_on(
     cli.zis.put("acme", "billing", *api_key("open_new"))
     cli.zis.put("globex", "hr", *api_key("vendor_9"))
     cli.zis.delete("acme", "crm", "api_key", "vendor_2")
+    cli.zis.update_client("acme", "billing", CLIENT["uuid"], token_url="https://u.example/t")
     assert cli.run("sync").code == 0
     live = cli.run("notifications", "--config", str(cli.config), "--format", "csv").out
     assert {r["status"] for r in rows(live)} == {"sent"}

@@ -14,7 +14,7 @@ from inventory import rules as f
 from inventory.config import load as config_load
 from inventory.config import load_settings
 from inventory.errors import ConfigError
-from inventory.records import METADATA_FIELDS, Connection
+from inventory.records import METADATA_FIELDS, Connection, OAuthClient, format_timestamp
 from inventory.rules import FindingsSettings, RuleSettings
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
@@ -59,12 +59,16 @@ def test_the_rule_table_is_the_spec_table() -> None:
         ("ZIS008", "name-policy", "low", False),
         ("ZIS009", "integration-not-inventoried", "medium", True),
         ("ZIS010", "stale-inventory", "high", True),
+        ("ZIS011", "client-url-not-https", "high", True),
+        ("ZIS012", "client-url-changed", "critical", True),
+        ("ZIS013", "client-unused", "low", True),
     ]
     assert {r.id: {p.name: p.default for p in r.params} for r in f.RULES if r.params} == {
         "ZIS003": {"max_age_days": 365},
         "ZIS005": {"within_days": 14},
         "ZIS008": {"pattern": "^[a-z][a-z0-9_]+$"},
         "ZIS010": {"max_age": timedelta(days=2)},
+        "ZIS012": {"within_days": 30},
     }
     assert all(r.rationale and r.remediation for r in f.RULES)
 
@@ -447,3 +451,77 @@ def test_a_bad_finding_configuration_exits_2(
     for command in ("findings", "check", "sync", "connections"):
         assert main([command, "--config", path]) == 2
         assert "findings.suppress[0].reason: required key is missing" in capsys.readouterr().err
+
+
+def client(uuid: str, name: str | None = None, **urls: str) -> tuple[str, str, OAuthClient]:
+    return ("acme", "crm", OAuthClient(uuid, name, **urls))  # type: ignore[arg-type]
+
+
+def test_zis011_a_client_url_that_is_not_https() -> None:
+    inv = f.Inventory(
+        clients=[
+            client("u1", "good", auth_url="https://a.example/a", token_url="HTTPS://a.example/t"),
+            client("u2", "plain", auth_url="http://a.example/a", token_url="https://a.example/t"),
+            client("u3", None, token_url="ftp://b.example/t"),
+            client("u4", "none"),  # no URL known: nothing to judge
+        ]
+    )
+    assert only("ZIS011", inv) == {
+        ("oauth_client", "plain", "auth_url=http://a.example/a (not https://)"),
+        ("oauth_client", "u3", "token_url=ftp://b.example/t (not https://)"),
+    }
+
+
+def test_zis012_a_host_change_within_within_days() -> None:
+    def moved(uuid: str, field: str, old: str, new: str, days_ago: float) -> f.HostChange:
+        return f.HostChange("acme", "crm", uuid, field, old, new, NOW - timedelta(days=days_ago))
+
+    inv = f.Inventory(
+        clients=[client("u1", "sf"), client("u2", "shop"), client("u3", "old")],
+        host_changes=[
+            moved("u1", "token_url", "a.example", "b.example", 40),  # an older one of u1's
+            moved("u1", "token_url", "b.example", "evil.example", 1),
+            moved("u1", "auth_url", "a.example", "evil.example", 2),
+            moved("u2", "token_url", "s.example", "t.example", 30),  # exactly 30 days: past
+            moved("u3", "token_url", "o.example", "p.example", 29.9),
+            moved("gone", "token_url", "o.example", "p.example", 1),  # not a present client
+        ],
+    )
+    stamp = lambda days: format_timestamp(NOW - timedelta(days=days))  # noqa: E731
+    assert only("ZIS012", inv) == {
+        (
+            "oauth_client",
+            "sf",
+            f"auth_url host changed from a.example to evil.example at {stamp(2)}; "
+            f"token_url host changed from b.example to evil.example at {stamp(1)}",
+        ),
+        (
+            "oauth_client",
+            "old",
+            f"token_url host changed from o.example to p.example at {stamp(29.9)}",
+        ),
+    }
+    assert f.RULES_BY_ID["ZIS012"].severity == "critical"
+    settings = FindingsSettings(rules={"ZIS012": RuleSettings(params={"within_days": 45})})
+    assert len(only("ZIS012", inv, settings=settings)) == 3
+
+
+def test_zis013_only_where_connections_name_their_client() -> None:
+    inv = f.Inventory(
+        clients=[client("u1", "used"), client("u2", "idle"), ("acme", "ops", OAuthClient("u3"))],
+        client_uses={("acme", "crm"): frozenset({"u1"})},  # ops: no connection names one
+    )
+    assert only("ZIS013", inv) == {
+        ("oauth_client", "idle", "no present oauth connection names it (oauth_client_uuid)")
+    }
+
+
+def test_url_host_is_the_lower_case_host_or_none() -> None:
+    assert [
+        f.url_host(u) for u in ("https://A.Example:8443/x", "not a url", None, "http://[::1")
+    ] == [
+        "a.example",
+        None,
+        None,
+        None,
+    ]

@@ -31,6 +31,8 @@ from inventory.sync import run_sync
 from inventory.testing import sample_item
 from inventory.types import SnapshotStatus
 
+from .helpers import with_clients
+
 T0 = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
 NAME = "billing_key"
 DOMAIN = "billing.example.com"
@@ -68,7 +70,7 @@ BODY = {
     "api_key": [sample_item("api_key", NAME, allowed_domain=DOMAIN)],
     "meta": {"has_more": False, "after": None},
 }
-TRANSPORT = httpx.MockTransport(lambda request: httpx.Response(200, json=BODY))
+TRANSPORT = httpx.MockTransport(with_clients(lambda request: httpx.Response(200, json=BODY)))
 
 
 def sync(engine: Engine, s: Settings, clock: Clock, **options: Any) -> RunResult:

@@ -42,6 +42,7 @@ from .helpers import (
     SECRET,
     Harness,
     Receiver,
+    add_slack_sink,
     assert_valid_slack,
     far_expiry,
     items,
@@ -130,8 +131,8 @@ def test_every_event_kind_reaches_the_receiver_signed_as_documented(
     cli.monkeypatch.setattr(
         store_consumers,
         "enqueue_snapshot",
-        lambda conn, settings, sid, found, now: real(
-            conn, settings, sid, FindingEvents(list(opened), []), now
+        lambda conn, settings, sid, found, now, events: real(
+            conn, settings, sid, FindingEvents(list(opened), []), now, events
         ),
     )
     assert cli.run("sync").code == 0  # first inventory, with a 14-day expiry warning
@@ -318,18 +319,6 @@ def test_a_sink_gets_only_the_events_fields_and_integrations_it_asks_for(
                                      "finding_opened": 0, "finding_resolved": 0,
                                      "expiring": 0, "expired": 0}  # fmt: skip
     assert got.payload["events_total"] == 1
-
-
-def add_slack_sink(h: Harness, chat: Receiver, extra: str = "") -> None:
-    """A second sink, kind slack, at another loopback receiver."""
-    assert h.config is not None
-    url = chat.url.replace("URL-PATH", "SLACK-PATH")
-    h.monkeypatch.setenv("CHAT_URL", url)
-    h.tokens[("notify", "chat")] = url
-    chat.bodies = h.sent
-    text = h.config.read_text()
-    sink = f'[[notify]]\nname = "chat"\nkind = "slack"\nurl_env = "CHAT_URL"\n{extra}\n\n'
-    h.config.write_text(text.replace("[notifications]", sink + "[notifications]", 1))
 
 
 @pytest.fixture

@@ -41,6 +41,8 @@ from inventory.secret import Secret
 from inventory.sync import run_sync
 from inventory.zis import ZisClient
 
+from .helpers import with_clients
+
 ALLOWED = set(COMMON_FIELDS) | {f for fields in TYPE_FIELDS.values() for f in fields} | {"name"}
 stamps = st.datetimes(
     min_value=datetime(2000, 1, 1), max_value=datetime(2099, 1, 1), timezones=st.just(UTC)
@@ -240,7 +242,9 @@ def test_history_versions_and_events_agree_for_any_sequence_of_states(
 ) -> None:
     integration = f"prop{next(counter)}"
     current: dict[str, Any] = {}
-    transport = httpx.MockTransport(lambda request: httpx.Response(200, json=current["body"]))
+    transport = httpx.MockTransport(
+        with_clients(lambda request: httpx.Response(200, json=current["body"]))
+    )
     settings_ = Settings("(prop)", "sqlite://", DatabaseSettings(), SyncSettings(max_removal_ratio=1.0), ScheduleSettings(),
                          (Account("acme", "https://acme.zendesk.com", (Integration("acme", integration, Secret("t")),)),))  # fmt: skip
     previous: dict[tuple[str, str], tuple[Any, ...]] = {}

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from inventory import store
-from inventory.testing import server_error
+from inventory.testing import sample_client, server_error
 
 from .conftest import RUN_TAG, _libpq
 from .helpers import SCHEDULE, Harness, seed, snapshot_count, wait_for
@@ -98,8 +98,13 @@ def test_the_writer_syncs_and_cannot_rewrite_history_and_the_auditor_reads(
         engine.dispose()
     roles.apply()  # the grants and triggers, on the tables the migrations made
     seed(cli, {"acme": {"billing": 2, "crm": 1}}, extra_sync="page_size = 3\nmax_retries = 0")
+    client = sample_client("salesforce", "billing")
+    cli.zis.put_client("acme", "billing", client)
+    cli.zis.put_client("acme", "billing", sample_client("shopify", "billing"))
     cli.monkeypatch.setenv("INVENTORY_DATABASE_URL", roles.url(roles.writer))
     assert cli.run("sync", "--no-migrate").code == 0
+    cli.zis.update_client("acme", "billing", client["uuid"], token_url="https://x.example/t")
+    cli.zis.delete_client("acme", "billing", sample_client("shopify", "billing")["uuid"])
     cli.zis.delete("acme", "billing", "api_key", "billing_api_key_0")
     cli.zis.update("acme", "billing", "oauth", "billing_oauth_1", allowed_domain="n.example.com")
     cli.zis.fail("acme", "crm", server_error(500, times=1, page=1))
@@ -136,6 +141,11 @@ def test_the_writer_syncs_and_cannot_rewrite_history_and_the_auditor_reads(
         "DELETE FROM connection_versions",
         "UPDATE connection_versions SET type = 'x'",
         "UPDATE connection_versions SET valid_to = now() WHERE valid_to IS NOT NULL",
+        "DELETE FROM oauth_client_versions",
+        "UPDATE oauth_client_versions SET token_url = 'https://evil.example/t'",
+        "UPDATE oauth_client_versions SET valid_to = now() WHERE valid_to IS NOT NULL",
+        "DELETE FROM oauth_clients",
+        "UPDATE snapshots SET chain_format = 1 WHERE id = 1",
         "DELETE FROM snapshots",
         "UPDATE snapshots SET status = 'held' WHERE id = 1",
         "UPDATE snapshots SET chain_hash = repeat('0', 64) WHERE id = 1",

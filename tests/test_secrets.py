@@ -5,12 +5,13 @@ field and in the tokens. The Harness then searches every table, output and file.
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import select
 
 from inventory import models as m
-from inventory.testing import Fault, malformed, rate_limited, server_error
+from inventory.testing import Fault, malformed, rate_limited, sample_client, server_error
 
 from .helpers import (
     NO_FINDINGS,
@@ -46,8 +47,27 @@ def test_no_secret_comes_out_of_any_command(cli: Harness, log_format: str) -> No
         {"acme": {"billing": 2, "crm": 1, "ops": 1}},
         extra_sync="page_size = 3\nmax_retries = 1",
     )
+    # OAuth clients with client_id, client_secret and an unknown field holding sentinels,
+    # one of them redirected and one removed later, so every client table holds rows.
+    for name in ("billing", "crm", "ops"):
+        cli.zis.put_client("acme", name, sample_client(f"{name}_app", name))
+    until = (datetime.now(UTC) + timedelta(days=30)).date().isoformat()
+    assert cli.config is not None
+    cli.config.write_text(  # accepted: check and findings below stay below fail_on
+        cli.config.read_text()
+        + "".join(
+            f'\n[[findings.suppress]]\nrule = "{rule}"\ntype = "oauth_client"\n'
+            f'reason = "test clients"\nuntil = "{until}"\n'
+            for rule in ("ZIS011", "ZIS012")
+        )
+    )
     run = lambda *args: cli.run(*args, log_format=log_format)  # noqa: E731
     assert run("sync").code == 0
+    cli.zis.update_client(
+        "acme", "ops", sample_client("ops_app", "ops")["uuid"], token_url="http://x.example/t"
+    )
+    cli.zis.put_client("acme", "billing", sample_client("billing_two", "billing"))
+    cli.zis.delete_client("acme", "billing", sample_client("billing_app", "billing")["uuid"])
     # Failure paths: a server that echoes the token, rate limits, 5xx, a malformed page.
     token = cli.token("acme", "crm")
     echo = json.dumps({"errors": [{"code": "Bad", "title": f"token {token} is not valid here"}]})
@@ -71,6 +91,8 @@ def test_no_secret_comes_out_of_any_command(cli: Harness, log_format: str) -> No
     # The sentinel search below covers the new tables: they hold rows.
     dump = dump_database(cli.db_url)
     assert dump["integrations"] and dump["registry_listings"] and dump["row_digests"]
+    assert dump["oauth_clients"] and dump["oauth_client_versions"]
+    assert {r[0] for r in rows_of_findings(cli.db_url)} >= {"ZIS011", "ZIS012"}
     s = m.Snapshot
     assert query(
         cli.db_url, select(s.error).where(s.integration == "crm", s.status == "failed")
@@ -83,6 +105,8 @@ def test_no_secret_comes_out_of_any_command(cli: Harness, log_format: str) -> No
             ("connections", "--as-of", "2030-01-01"),
             ("changes", "--since", "1d"),
             ("snapshots", "--failed"),
+            ("clients", "--include-removed"),
+            ("clients", "--as-of", "2030-01-01"),
         ):
             assert run(*args, "--format", fmt).code == 0, args
         assert run("check", "--format", fmt).code == 0  # every integration completed today

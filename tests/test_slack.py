@@ -261,3 +261,28 @@ def test_long_names_are_cut_to_fit_block_kit() -> None:
     # Shortened before escaping: no entity is cut.
     assert slack["blocks"][0]["text"]["text"] == "acme/" + "&lt;&amp;&gt;" * 11 + "…"
     assert slack["blocks"][2]["text"]["text"] == "error: `" + "&lt;!channel&gt; " * 45 + "&lt;!ch…`"
+
+
+def test_a_redirected_client_names_both_hosts_escaped() -> None:
+    """ZIS012's line carries its detail (the old and new host), through the one escape:
+    a hostile client name or host is shown literally, never a mention or a link."""
+    moved = ChangeEvent(
+        "modified", "oauth_client", "<!channel>", "token_url",
+        "https://login.example.com/token", "https://<!here>|evil.example/t",
+    )  # fmt: skip
+    opened = F(
+        5, "ZIS012", "client-url-changed", "critical", "acme", "crm", "oauth_client",
+        "<!channel>", "token_url host changed from login.example.com to <!here>|evil.example "
+        "at 2026-12-02T10:00:00Z",
+    )  # fmt: skip
+    facts = replace(FACTS, counts=(0, 0, 1, 0))  # the client's modification is counted
+    message = slack_message(payload_of(snapshot_message(facts, [moved], [opened], [], [])))
+    assert message["text"] == "`acme/crm`: 1 modified; 1 finding opened: 1 critical"
+    assert message["blocks"][2] == {"type": "section", "text": {"type": "mrkdwn", "text": "\n".join([
+        "finding opened: critical ZIS012 client-url-changed `oauth_client` `&lt;!channel&gt;`: "
+        "`token_url host changed from login.example.com to &lt;!here&gt;|evil.example at "
+        "2026-12-02T10:00:00Z`",
+        "modified `oauth_client` `&lt;!channel&gt;` `token_url`: "
+        "`https://login.example.com/token` → `https://&lt;!here&gt;|evil.example/t`",
+    ])}}  # fmt: skip
+    assert_valid_slack(message)

@@ -1,4 +1,4 @@
-"""`findings`: what is wrong in the inventory (rules ZIS001-ZIS010) as a report or as
+"""`findings`: what is wrong in the inventory (rules ZIS001-ZIS013) as a report or as
 OCSF events, exit 1 at fail_on; `--explain` shows one rule."""
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def findings_command(
     fail_on: str | None,
     explain: str | None,
 ) -> int:
-    """List what is wrong in the inventory (rules ZIS001-ZIS010); exit 1 at fail_on."""
+    """List what is wrong in the inventory (rules ZIS001-ZIS013); exit 1 at fail_on."""
     import json
 
     from ..config import load_settings

@@ -1,5 +1,6 @@
-"""The auditors' reports: `connections`, `changes`, `snapshots`, and `check` (exit 1 on
-an expired or expiring token, a stale integration or a finding at fail_on)."""
+"""The auditors' reports: `connections`, `clients` (the OAuth clients), `changes`,
+`snapshots`, and `check` (exit 1 on an expired or expiring token, a stale integration or
+a finding at fail_on)."""
 
 from __future__ import annotations
 
@@ -74,6 +75,45 @@ def connections_command(
     )
     with common.reader(config_path, database=database) as (_, engine):
         click.echo(report.connections(engine, filters, common.now()).render(fmt))
+    return EXIT_OK
+
+
+@cli.command("clients")
+@report_options
+@click.option("--include-removed", is_flag=True, help="Also list removed clients (marked *).")
+@click.option(
+    "--as-of",
+    type=Instant(),
+    metavar="TIME",
+    help="The OAuth clients as they were at TIME (from oauth_client_versions).",
+)
+def clients_command(
+    config_path: str | None,
+    database: str | None,
+    accounts: tuple[str, ...],
+    integrations: tuple[str, ...],
+    fmt: str,
+    include_removed: bool,
+    as_of: datetime | None,
+) -> int:
+    """List the OAuth clients ZIS keeps (never their client id or secret): present ones,
+    or as they were at a time."""
+    from .. import report
+
+    if as_of is not None and include_removed:
+        raise click.UsageError(
+            "--as-of and --include-removed cannot be combined: "
+            "as of a time, a client either existed or not"
+        )
+    with common.reader(config_path, database=database) as (_, engine):
+        rows = report.clients(
+            engine,
+            accounts=accounts,
+            integrations=integrations,
+            include_removed=include_removed,
+            as_of=as_of,
+        )
+        click.echo(rows.render(fmt))
     return EXIT_OK
 
 

@@ -48,6 +48,7 @@ def render_html(pack: Pack) -> str:
         changes_chart=Markup(changes_chart(weeks)),  # noqa: S704 - built escaped
         weeks=len(weeks),
         inventory=pack.connections.rows,
+        clients=pack.clients.rows,
         changes=pack.changes.rows,
         findings=_table(pack.findings, FINDING_COLUMNS),
         held=[r for r in snapshots if r["status"] != "complete"],

@@ -25,6 +25,7 @@ MANIFEST = "manifest.json"
 FILES = (
     "report.html",
     "connections.csv",
+    "oauth_clients.csv",
     "changes.csv",
     "findings.csv",
     "snapshots.csv",
@@ -71,6 +72,7 @@ def _csvs(pack: Pack) -> dict[str, tuple[Report, str]]:
     same = _Same(pack.scope, pack.config, pack.database)
     return {
         "connections.csv": (pack.connections, same("connections")),
+        "oauth_clients.csv": (pack.clients, same("clients")),
         "changes.csv": (pack.changes, same("changes", period=True)),
         "findings.csv": (
             pack.findings,

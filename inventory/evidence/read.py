@@ -51,6 +51,7 @@ class Pack:
     chain: tuple[list[dict[str, Any]], str]  # (the heads, their digest)
     freshness: list[dict[str, Any]]
     connections: Report
+    clients: Report  # the OAuth clients as of the time (§17)
     changes: Report
     findings: Report
     snapshots: Report
@@ -70,6 +71,9 @@ def gather(
             pinned,
             report.ConnectionFilter(scope.accounts, scope.integrations, as_of=scope.as_of),
             now,
+        )
+        clients = report.clients(
+            pinned, accounts=scope.accounts, integrations=scope.integrations, as_of=scope.as_of
         )
         changes = report.changes(
             pinned,
@@ -102,6 +106,7 @@ def gather(
         chain=heads,
         freshness=freshness,
         connections=connections,
+        clients=clients,
         changes=changes,
         findings=findings,
         snapshots=snapshots,

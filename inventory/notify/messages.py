@@ -543,6 +543,8 @@ def _line(e: Mapping[str, Any]) -> str:
             line += f" {subject}"
         if e.get("account") is not None:
             line += " in " + code(f"{e['account']}/{e['integration']}", 200)
+        if e.get("severity") == "critical" and e.get("detail"):  # e.g. ZIS012's old and new host
+            line += ": " + code(e["detail"], 200)
         return line
     if change == "expiring":
         return (

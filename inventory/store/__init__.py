@@ -1,8 +1,8 @@
 """The database side: every table write, one module per concern. engine (engines, URLs,
 the error boundary), schema (Alembic), runs (run rows, liveness, claims), snapshot (the
-integration transaction), written and consumers (what it hands, in order, to chain,
-findings and outbox), chain and verify (§13), findings and findings_reuse (§12), outbox
-(§11), bulk (one bulk insert per dialect).
+integration transaction), kinds (what it writes: connections, OAuth clients), written and
+consumers (what it hands, in order, to chain, findings and outbox), chain and verify
+(§13), findings and findings_reuse (§12), outbox (§11), bulk (one bulk insert per dialect).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from .engine import (
     portable_url,
     safe_url,
 )
+from .kinds import CLIENTS, ItemKind
 from .runs import (
     Run,
     claim,
@@ -56,12 +57,14 @@ from .written import Consumer, Pass, SnapshotRow, Written
 
 __all__ = [
     "APPLIED",
+    "CLIENTS",
     "CONSUMERS",
     "READ_ONLY_OPTION",
     "Connection",
     "Consumer",
     "Engine",
     "IntegrationTransaction",
+    "ItemKind",
     "Pass",
     "Run",
     "SnapshotRow",

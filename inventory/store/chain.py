@@ -30,6 +30,7 @@ from ..canonical import (
     FORMAT,
     METADATA,
     PART_COLUMNS,
+    PARTS_OF_FORMAT,
     SNAPSHOT_COLUMNS,
     RowDigests,
     boolean_value,
@@ -48,6 +49,7 @@ SNAPSHOTS = cast(Table, m.Snapshot.__table__)
 CHANGES = cast(Table, m.ConnectionChange.__table__)
 VERSIONS = cast(Table, m.ConnectionVersion.__table__)
 CONNECTIONS = cast(Table, m.Connection.__table__)
+CLIENT_VERSIONS = cast(Table, m.OAuthClientVersion.__table__)
 
 
 @dataclass(frozen=True)
@@ -64,9 +66,26 @@ class Part:
         return self.table.name
 
 
-_TABLES = {"changes": CHANGES, "closed": VERSIONS, "opened": VERSIONS}
-_BY = {"changes": None, "closed": "valid_to", "opened": "valid_from"}
+_TABLES = {
+    "changes": CHANGES,
+    "client_closed": CLIENT_VERSIONS,
+    "client_opened": CLIENT_VERSIONS,
+    "closed": VERSIONS,
+    "opened": VERSIONS,
+}
+_BY = {
+    "changes": None,
+    "client_closed": "valid_to",
+    "client_opened": "valid_from",
+    "closed": "valid_to",
+    "opened": "valid_from",
+}
 PARTS = tuple(Part(key, _TABLES[key], columns, _BY[key]) for key, columns in PART_COLUMNS)
+# The parts a snapshot hashed in each format covers (format 1: no OAuth clients).
+PARTS_OF = {
+    format_: tuple(p for p in PARTS if p.key in dict(parts))
+    for format_, parts in PARTS_OF_FORMAT.items()
+}
 
 
 @dataclass(frozen=True)
@@ -136,12 +155,17 @@ class StoredSnapshot:
     prev_hash: str | None
     chain_hash: str | None
     chain_rows: str | None
+    format: Any  # of its canonical form (chain_format; NULL: 1); a key of PARTS_OF unless edited
 
 
 def snapshot_select(readers: Readers) -> Select[Any]:
     s = SNAPSHOTS.c
     return select(
-        *readers.snapshot.columns, s.started_at.label("_started"), s.prev_hash, s.chain_hash
+        *readers.snapshot.columns,
+        s.started_at.label("_started"),
+        s.prev_hash,
+        s.chain_hash,
+        s.chain_format,
     )
 
 
@@ -159,6 +183,7 @@ def snapshot_of(readers: Readers, row: Sequence[Any], chain_rows: str | None) ->
         prev_hash=row[n + 1],
         chain_hash=row[n + 2],
         chain_rows=chain_rows,
+        format=row[n + 3] if row[n + 3] is not None else 1,
     )
 
 
@@ -232,7 +257,7 @@ def extend_chain(conn: Connection, written: Written) -> None:
         kept[part.key] = digests.kept()
 
     # encoded_pieces takes the parts one after the other, so one query runs at a time.
-    hash_ = chain_hash(prev, encoded_pieces(values, {p.key: hashed(p) for p in PARTS}))
+    hash_ = chain_hash(prev, encoded_pieces(values, {p.key: hashed(p) for p in PARTS}, FORMAT))
     conn.execute(
         update(SNAPSHOTS)
         .where(s.id == written.snapshot_id)
@@ -240,6 +265,7 @@ def extend_chain(conn: Connection, written: Written) -> None:
             prev_hash=prev,
             chain_hash=hash_,
             chain_rows=json.dumps(kept, separators=(",", ":"), sort_keys=True),
+            chain_format=FORMAT,
         )
     )
 
@@ -275,7 +301,7 @@ def stored_snapshot(written: Written, values: list[Any]) -> StoredSnapshot:
     row = written.row
     return StoredSnapshot(
         written.snapshot_id, row.account, row.integration, values, row.started_at,
-        written.applied, None, None, None,
+        written.applied, None, None, None, FORMAT,
     )  # fmt: skip
 
 
@@ -285,19 +311,18 @@ _STAMPED = frozenset(i for i, f in enumerate(METADATA) if f in TIMESTAMP_FIELDS)
 
 
 def bound_rows(written: Written, key: str) -> Iterator[tuple[int, list[Any]]] | None:
-    """(row id, plain values) of a part, in id order, from what the transaction bound;
-    None when the part must be read back (the versions it closed; ids that do not cover
-    what it wrote)."""
-    if key == "closed":
+    """(row id, plain values) of a part, in id order, from what the transaction bound:
+    its events and the connection versions it opened; None when the part must be read
+    back (the versions it closed, the OAuth clients' versions: few, and ids that do not
+    cover what it wrote)."""
+    if key not in ("changes", "opened"):
         return None
-    diff, row = written.changes, written.row
-    if diff is None:  # it wrote no event and no version
-        return iter(())
+    diff, clients, row = written.changes, written.clients, written.row
     at = timestamp_text(row.started_at)
     scope = [row.account, row.integration]
     if key == "changes":
         ids = written.ids.events
-        events = diff.events
+        events = [*(diff.events if diff else ()), *(clients.events if clients else ())]
         order = [ids.get((e.type, e.name, str(e.change), e.field)) for e in events]
         if len(ids) != len(events) or None in order:
             return None
@@ -306,7 +331,7 @@ def bound_rows(written: Written, key: str) -> Iterator[tuple[int, list[Any]]] | 
             (i, [i, *head, e.type, e.name, str(e.change), e.field, e.old_value, e.new_value, at])
             for i, e in sorted(zip(cast(list[int], order), events, strict=True), key=_first)
         )
-    opened = [*diff.added, *diff.modified, *diff.restored]
+    opened = [*diff.added, *diff.modified, *diff.restored] if diff else []
     found = [written.ids.opened.get(r.key) for r in opened]
     if len(written.ids.opened) != len(opened) or None in found:
         return None

@@ -29,7 +29,8 @@ def findings(p: Pass) -> None:
 
 
 def outbox(p: Pass) -> None:
-    enqueue_snapshot(p.conn, p.settings, p.written.snapshot_id, p.found, p.written.row.started_at)
+    w = p.written
+    enqueue_snapshot(p.conn, p.settings, w.snapshot_id, p.found, w.row.started_at, w.client_counts)
 
 
 CONSUMERS: tuple[Consumer, ...] = (chain, findings, outbox)

@@ -1,64 +1,90 @@
-"""The connections against their current versions, value by value (§13): the one query
-that `db verify` and `db check` both report from, each in its own words."""
+"""The present rows against their current versions, value by value (§13): connections
+against connection_versions, OAuth clients against oauth_client_versions; the one query
+per pair that `db verify` and `db check` both report from, each in its own words."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
-from sqlalchemy import Connection, and_, func, or_, select
+from sqlalchemy import Connection, Table, and_, func, or_, select
 
-from ..canonical import METADATA
-from .chain import CONNECTIONS, VERSIONS
+from .. import models as m
+from ..canonical import CLIENT_METADATA, METADATA
+from .chain import CLIENT_VERSIONS, CONNECTIONS, VERSIONS
 
-COMPARED = (*METADATA, "last_changed_at")  # connections' columns; versions': valid_from
+
+@dataclass(frozen=True)
+class Pair:
+    """A present-state table and its history: the columns keying a row within an
+    integration, and those compared (the present last_changed_at against valid_from)."""
+
+    current: Table
+    versions: Table
+    key: tuple[str, ...]
+    compared: tuple[str, ...]
+    type: str | None  # the key's type when the key has none (OAuth clients)
+
+
+PAIRS = (
+    Pair(CONNECTIONS, VERSIONS, ("type", "name"), (*METADATA, "last_changed_at"), None),
+    Pair(
+        cast(Table, m.OAuthClient.__table__),
+        CLIENT_VERSIONS,
+        ("uuid",),
+        (*CLIENT_METADATA, "last_changed_at"),
+        "oauth_client",
+    ),
+)
+COMPARED = PAIRS[0].compared  # connections' columns; versions': valid_from
 
 
 @dataclass(frozen=True)
 class Mismatch:
-    """A connections row and the current connection_versions rows of its key that
-    disagree: what `db verify` and `db check` both report, found by one query."""
+    """A present row and the current versions of its key that disagree: what `db verify`
+    and `db check` both report, found by one query. For an OAuth client, ``type`` is
+    ``oauth_client`` and ``name`` its uuid."""
 
     kind: str  # "no version" | "several versions" | "removed" | "value" | "orphan"
     account: str
     integration: str
     type: str
     name: str
-    connection: int | None  # the connections row (None for an orphan version)
+    connection: int | None  # the present row (None for an orphan version)
     version: int | None  # the current version it concerns
     current: int  # how many current versions the key has
-    column: str | None = None  # for "value": the connections column that differs
+    column: str | None = None  # for "value": the present table's column that differs
+    table: str = "connections"
+    versions: str = "connection_versions"
 
 
 def current_mismatches(conn: Connection) -> list[Mismatch]:
-    """Present connections that differ, value by value, from their current version (the
-    version's valid_from is the connection's last_changed_at), have none or several;
-    removed connections that still have one; current versions with no connection."""
-    c, v = CONNECTIONS.c, VERSIONS.c
-    key = and_(
-        v.account == c.account,
-        v.integration == c.integration,
-        v.type == c.type,
-        v.name == c.name,
-        v.valid_to.is_(None),
-    )
-    pairs = [(c[name], v["valid_from" if name == "last_changed_at" else name]) for name in COMPARED]
+    """Of connections, then OAuth clients: present rows that differ, value by value,
+    from their current version (the version's valid_from is the row's last_changed_at),
+    have none or several; removed rows that still have one; current versions with no row."""
+    return [x for pair in PAIRS for x in _mismatches(conn, pair)]
+
+
+def _mismatches(conn: Connection, pair: Pair) -> list[Mismatch]:
+    c, v = pair.current.c, pair.versions.c
+    same_key = [v[k] == c[k] for k in ("account", "integration", *pair.key)]
+    key = and_(*same_key, v.valid_to.is_(None))
+    pairs = [
+        (c[name], v["valid_from" if name == "last_changed_at" else name]) for name in pair.compared
+    ]
     differs = or_(*(a.is_distinct_from(b) for a, b in pairs))
-    other = VERSIONS.alias("other")
+    other = pair.versions.alias("other")
     current = (
         select(func.count())
-        .where(
-            other.c.account == c.account,
-            other.c.integration == c.integration,
-            other.c.type == c.type,
-            other.c.name == c.name,
-            other.c.valid_to.is_(None),
-        )
+        .where(*(other.c[k] == c[k] for k in ("account", "integration", *pair.key)))
+        .where(other.c.valid_to.is_(None))
         .scalar_subquery()
     )
+    tables = (pair.current.name, pair.versions.name)
     rows = conn.execute(
-        select(c.id, c.account, c.integration, c.type, c.name, c.removed_at, v.id)
+        select(c.id, c.account, c.integration, *(c[k] for k in pair.key), c.removed_at, v.id)
         .add_columns(*(a for a, _ in pairs), *(b for _, b in pairs), current)
-        .outerjoin(VERSIONS, key)
+        .outerjoin(pair.versions, key)
         .where(
             or_(
                 and_(c.removed_at.is_(None), or_(v.id.is_(None), differs, current > 1)),
@@ -69,38 +95,37 @@ def current_mismatches(conn: Connection) -> list[Mismatch]:
     )
     found: list[Mismatch] = []
     seen: set[int] = set()
-    n = len(COMPARED)
+    n, k = len(pair.compared), len(pair.key)
     for row in rows:
-        cid, account, integration, type_, name, removed_at, vid = row[:7]
-        ours, theirs, count = row[7 : 7 + n], row[7 + n : 7 + 2 * n], row[-1]
+        cid, account, integration = row[:3]
+        type_, name = (pair.type, row[3]) if pair.type is not None else (row[3], row[4])
+        removed_at, vid = row[3 + k], row[4 + k]
+        ours, theirs, count = row[5 + k : 5 + k + n], row[5 + k + n : 5 + k + 2 * n], row[-1]
         where = (account, integration, type_, name, cid, vid, count)
         if removed_at is not None:
-            found.append(Mismatch("removed", *where))
+            found.append(Mismatch("removed", *where, None, *tables))
         elif vid is None:
-            found.append(Mismatch("no version", *where))
+            found.append(Mismatch("no version", *where, None, *tables))
         else:
             if count > 1 and cid not in seen:
-                found.append(Mismatch("several versions", *where))
+                found.append(Mismatch("several versions", *where, None, *tables))
             seen.add(cid)
             found += [
-                Mismatch("value", *where, column=column)
-                for column, a, b in zip(COMPARED, ours, theirs, strict=True)
+                Mismatch("value", *where, column, *tables)
+                for column, a, b in zip(pair.compared, ours, theirs, strict=True)
                 if a != b
             ]
     orphans = conn.execute(
-        select(v.id, v.account, v.integration, v.type, v.name)
+        select(v.id, v.account, v.integration, *(v[k] for k in pair.key))
         .where(
             v.valid_to.is_(None),
             ~select(c.id)
-            .where(
-                c.account == v.account,
-                c.integration == v.integration,
-                c.type == v.type,
-                c.name == v.name,
-            )
+            .where(*(c[k] == v[k] for k in ("account", "integration", *pair.key)))
             .exists(),
         )
         .order_by(v.id)
     )
-    found += [Mismatch("orphan", a, i, t, name, None, vid, 1) for vid, a, i, t, name in orphans]
+    for vid, a, i, *key_values in orphans:
+        type_, name = (pair.type, key_values[0]) if pair.type is not None else key_values
+        found.append(Mismatch("orphan", a, i, type_, name, None, vid, 1, None, *tables))
     return found

@@ -29,13 +29,16 @@ from sqlalchemy.sql import ColumnElement
 from .. import models as m
 from ..batches import batched
 from ..config import Settings, SyncSettings
-from ..records import METADATA_FIELDS
+from ..fields import CLIENT_RECORD_FIELDS
+from ..records import METADATA_FIELDS, OAuthClient
 from ..records import Connection as Record
 from ..rules import (
+    CLIENT_URLS,
     ActiveRule,
     Finding,
     FindingsSettings,
     Freshness,
+    HostChange,
     Inventory,
     Located,
     Suppression,
@@ -43,6 +46,7 @@ from ..rules import (
     lapse_note,
     rules_in_force,
     suppression_for,
+    url_host,
 )
 from . import findings_reuse
 from .bulk import insert_rows
@@ -85,6 +89,7 @@ def read_inventory(
         _freshness(conn, targets, as_of),
         configured,
         _registry(conn, accounts, integrations, as_of),
+        *_clients(conn, accounts, integrations, as_of),
     )
 
 
@@ -112,6 +117,7 @@ def _inventory_of(
         _freshness(conn, [(account, integration)], None),
         _configured(settings) | {(account, integration)},
         _registry(conn, [account], (), None),
+        *_clients(conn, [account], [integration], None),
     )
 
 
@@ -158,6 +164,72 @@ def _records_of(
         )
         found += ((row[0], row[1], Record._make(row[2:])) for row in conn.execute(query))
     return sorted(found)
+
+
+ClientFacts = tuple[
+    list[tuple[str, str, OAuthClient]], list[HostChange], dict[tuple[str, str], frozenset[str]]
+]
+
+
+def _clients(
+    conn: Connection, accounts: Sequence[str], integrations: Sequence[str], as_of: datetime | None
+) -> ClientFacts:
+    """What the OAuth client rules read (§17): the present clients (or those as of
+    ``as_of``), the host changes of their URLs up to then (from oauth_client_versions),
+    and per integration whose present oauth connections name a client, the uuids named."""
+    v = cast(Table, m.OAuthClientVersion.__table__)
+    if as_of is None:
+        t = cast(Table, m.OAuthClient.__table__)
+        k = cast(Table, m.Connection.__table__)
+        present: list[ColumnElement[bool]] = [t.c.removed_at.is_(None)]
+        named: list[ColumnElement[bool]] = [k.c.removed_at.is_(None)]
+        until: list[ColumnElement[bool]] = []
+    else:
+        t, k = v, cast(Table, m.ConnectionVersion.__table__)
+        present = [t.c.valid_from <= as_of, or_(t.c.valid_to.is_(None), t.c.valid_to > as_of)]
+        named = [k.c.valid_from <= as_of, or_(k.c.valid_to.is_(None), k.c.valid_to > as_of)]
+        until = [v.c.valid_to <= as_of]
+    scope = _scope(t, accounts, integrations)
+    rows = conn.execute(
+        select(t.c.account, t.c.integration, *(t.c[f] for f in CLIENT_RECORD_FIELDS))
+        .where(*present, *scope)
+        .order_by(t.c.account, t.c.integration, t.c.uuid)
+    )
+    clients = [(row[0], row[1], OAuthClient._make(row[2:])) for row in rows]
+    later = v.alias("later")
+    pairs = conn.execute(
+        select(v.c.account, v.c.integration, v.c.uuid, later.c.valid_from,
+               *(v.c[f] for f in CLIENT_URLS), *(later.c[f] for f in CLIENT_URLS))
+        .join(later, (later.c.account == v.c.account) & (later.c.integration == v.c.integration)
+              & (later.c.uuid == v.c.uuid) & (later.c.valid_from == v.c.valid_to))
+        .where(*until, *_scope(v, accounts, integrations))
+    )  # fmt: skip
+    changes = []
+    for account, integration, uuid, at, *urls in pairs:
+        for i, f in enumerate(CLIENT_URLS):
+            old, new = url_host(urls[i]), url_host(urls[i + len(CLIENT_URLS)])
+            if old != new:
+                changes.append(HostChange(account, integration, uuid, f, old, new, at))
+    uses: dict[tuple[str, str], set[str]] = {}
+    for account, integration, uuid in conn.execute(
+        select(k.c.account, k.c.integration, k.c.oauth_client_uuid).where(
+            *named, k.c.type == "oauth", k.c.oauth_client_uuid.is_not(None),
+            *_scope(k, accounts, integrations),
+        )
+    ):  # fmt: skip
+        uses.setdefault((account, integration), set()).add(uuid)
+    return clients, changes, {key: frozenset(u) for key, u in uses.items()}
+
+
+def _scope(
+    t: Table, accounts: Sequence[str], integrations: Sequence[str]
+) -> list[ColumnElement[bool]]:
+    conditions: list[ColumnElement[bool]] = []
+    if accounts:
+        conditions.append(t.c.account.in_(accounts))
+    if integrations:
+        conditions.append(t.c.integration.in_(integrations))
+    return conditions
 
 
 def _freshness(

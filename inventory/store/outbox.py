@@ -62,9 +62,12 @@ def enqueue_snapshot(
     snapshot_id: int,
     found: Found,
     now: datetime,
+    clients: tuple[int, int, int, int] = (0, 0, 0, 0),
 ) -> None:
-    """Write the one message snapshot ``snapshot_id`` causes, one row per sink that its
-    filters leave something for, and record the expiry warnings it gives, in the caller's
+    """Write the one message snapshot ``snapshot_id`` causes (``clients``: the OAuth
+    clients it added, removed, modified and restored, which the snapshot's counts of
+    connections leave out; the message counts both), one row per sink that its filters
+    leave something for, and record the expiry warnings it gives, in the caller's
     transaction (the snapshot's own: a rolled-back snapshot queues nothing). Without
     sinks, the ledger is still kept, so that a sink added later gets only what happens
     after."""
@@ -94,7 +97,7 @@ def enqueue_snapshot(
     expiry = expiry_warnings(conn, snap.account, snap.integration, thresholds, now)
     if not sinks:  # only the expiry ledger above is kept
         return
-    message = _snapshot_message(conn, snap, found, expiry, max(thresholds, default=0))
+    message = _snapshot_message(conn, snap, found, expiry, max(thresholds, default=0), clients)
     _insert(conn, sinks, message, now)
 
 
@@ -157,7 +160,12 @@ def _remember_sinks(conn: Connection, sinks: Sequence[Sink], now: datetime) -> N
 
 
 def _snapshot_message(
-    conn: Connection, snap: Any, found: Found, expiry: list[ExpiryEvent], widest: int
+    conn: Connection,
+    snap: Any,
+    found: Found,
+    expiry: list[ExpiryEvent],
+    widest: int,
+    clients: tuple[int, int, int, int] = (0, 0, 0, 0),
 ) -> Message:
     """The snapshot's message: its status beside the previous snapshot's (a failure
     repeated every tick is sent when it starts, and again only when it has events),
@@ -170,7 +178,8 @@ def _snapshot_message(
         .order_by(S.id.desc())
         .limit(1)
     ).scalar()
-    counts = (snap.added, snap.removed, snap.modified, snap.restored)
+    stored = (snap.added, snap.removed, snap.modified, snap.restored)
+    counts = tuple(a + b for a, b in zip(stored, clients, strict=True))
     first = False
     types: dict[str, int] = {}
     changes: list[ChangeEvent] = []

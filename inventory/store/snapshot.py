@@ -31,7 +31,6 @@ from .. import models as m
 from ..config import Settings
 from ..diff import Diff, Key, Stored
 from ..errors import SnapshotError, SnapshotWriteFailed
-from ..fields import METADATA_FIELDS, RECORD_FIELDS, TIMESTAMP_FIELDS
 from ..phases import phase
 from ..records import Connection as Record
 from ..types import ChangeKind, SnapshotStatus
@@ -40,11 +39,13 @@ from .consumers import CONSUMERS
 from .digests import RowDigests
 from .engine import database_errors, is_postgres, lock_key, now
 from .findings import FindingEvents
+from .kinds import CLIENTS, KINDS, ItemKind
+from .kinds import CONNECTIONS as CONNECTION_KIND
 from .written import Consumer, Ids, Pass, SnapshotRow, Written
 
 SNAPSHOTS = cast(Table, m.Snapshot.__table__)
-CONNECTIONS = cast(Table, m.Connection.__table__)
-VERSIONS = cast(Table, m.ConnectionVersion.__table__)
+CONNECTIONS = CONNECTION_KIND.current
+VERSIONS = CONNECTION_KIND.versions
 CHANGES = cast(Table, m.ConnectionChange.__table__)
 EVENT_COLUMNS = ("change", "type", "name", "field", "old_value", "new_value")
 
@@ -134,7 +135,9 @@ class IntegrationTransaction:
         self.sqlite = not is_postgres(conn)
         self.row_digests = RowDigests(conn, account, integration)
         # Rows written per table, for tests and benchmarks.
-        self.written = dict.fromkeys((CONNECTIONS.name, VERSIONS.name, CHANGES.name), 0)
+        self.written = dict.fromkeys(
+            (*(t.name for k in KINDS for t in (k.current, k.versions)), CHANGES.name), 0
+        )
 
     @cached_property
     def last_applied(self) -> LastApplied | None:
@@ -198,44 +201,48 @@ class IntegrationTransaction:
         last_id = None if last is None else last.id
         return self.row_digests.changes(fetched, last_id, self.present_count, self.load_state)
 
-    def load_state(self, *where: Any) -> dict[Key, Stored]:
-        """Every row of the integration in ``connections`` (that matches ``where``), as
-        records. A value the database holds that no sync wrote (a timestamp SQLite cannot
-        read, a binary value) fails the snapshot, naming the row."""
-        c = CONNECTIONS
+    def load_state(self, *where: Any, kind: ItemKind = CONNECTION_KIND) -> dict[Key, Stored]:
+        """Every row of the integration in ``kind``'s table (``connections`` unless
+        said) that matches ``where``, as records. A value the database holds that no sync
+        wrote (a timestamp SQLite cannot read, a binary value) fails the snapshot, naming
+        the row."""
+        c = kind.current
         columns: list[Any] = [
-            type_coerce(c.c[f], String) if self.sqlite and f in TIMESTAMP_FIELDS else c.c[f]
-            for f in RECORD_FIELDS
+            type_coerce(c.c[f], String) if self.sqlite and f in kind.timestamps else c.c[f]
+            for f in kind.fields
         ]
         rows = self.conn.execute(
             select(*columns, c.c.removed_at.is_not(None)).where(
                 c.c.account == self.account, c.c.integration == self.integration, *where
             )
         )
-        stamps = [i for i, f in enumerate(RECORD_FIELDS) if f in TIMESTAMP_FIELDS]
+        stamps = [i for i, f in enumerate(kind.fields) if f in kind.timestamps]
         state: dict[Key, Stored] = {}
         for row in rows:
             values = list(row)
             removed = values.pop()
             if bytes in map(type, values):
-                raise self._unreadable(values, "a value that is not text")
+                raise self._unreadable(kind, values, "a value that is not text")
             if self.sqlite:  # UTC text, as models.UTCDateTime stores it
                 for i in stamps:
                     if values[i] is not None:
-                        values[i] = self._timestamp(values, values[i])
-            record = Record._make(values)
+                        values[i] = self._timestamp(kind, values, values[i])
+            record = kind.make(values)
             state[record.key] = Stored(record, bool(removed))
         return state
 
-    def _timestamp(self, row: list[Any], text: str) -> datetime:
+    def _timestamp(self, kind: ItemKind, row: list[Any], text: str) -> datetime:
         try:
             return datetime.fromisoformat(text).replace(tzinfo=UTC)
         except (TypeError, ValueError):
-            raise self._unreadable(row, "an unreadable timestamp") from None
+            raise self._unreadable(kind, row, "an unreadable timestamp") from None
 
-    def _unreadable(self, row: Any, what: str) -> SnapshotError:
+    def _unreadable(self, kind: ItemKind, row: Any, what: str) -> SnapshotError:
+        named = " ".join(
+            str(v) if i < len(kind.key) - 1 else repr(v) for i, v in enumerate(row[: len(kind.key)])
+        )
         return SnapshotError(
-            f"{self.account}/{self.integration}: the connections row of {row[0]} {row[1]!r} "
+            f"{self.account}/{self.integration}: the {kind.current.name} row of {named} "
             f"holds {what} (changed outside zis-inventory?); nothing written"
         )
 
@@ -244,26 +251,36 @@ class IntegrationTransaction:
         row: SnapshotRow,
         changes: Diff | None = None,
         present: Sequence[Record] | None = None,
+        clients: Diff | None = None,
     ) -> int:
         """Write one snapshot: its row, then, when it applies (complete and not superseded),
         what ``changes`` changes in connections, connection_versions and
+        connection_changes, and ``clients`` in oauth_clients, oauth_client_versions and
         connection_changes, every event and version at ``row.started_at``, and the row
-        digests of ``present``, the fetched set, which the stored rows equal once it
-        applied. Every snapshot row is written here; then what it wrote is handed, as one
-        ``Written`` value, to the transaction's consumers (chain, findings, outbox), in
+        digests of ``present``, the fetched connections, which the stored rows equal once
+        it applied. Every snapshot row is written here; then what it wrote is handed, as
+        one ``Written`` value, to the transaction's consumers (chain, findings, outbox), in
         order, in this transaction."""
         previous = self.last_applied if present is not None else None  # before this one
         with phase("rows"):
             snapshot_id, finished_at = self._insert_snapshot(row)
             written = Written(snapshot_id, row, finished_at)
             if written.applied:
-                kept = None if present is None else tuple(present)
-                if changes is not None and not changes.empty:
-                    self._apply(snapshot_id, changes, row.started_at)
-                    ids = self._ids(snapshot_id, row.started_at)
-                    written = Written(snapshot_id, row, finished_at, changes, ids, kept)
-                else:
-                    written = Written(snapshot_id, row, finished_at, present=kept)
+                applied = {}
+                for kind, diff in ((CONNECTION_KIND, changes), (CLIENTS, clients)):
+                    if diff is not None and not diff.empty:
+                        self._apply(snapshot_id, diff, row.started_at, kind)
+                        applied[kind] = diff
+                ids = self._ids(snapshot_id, row.started_at) if applied else Ids({}, {}, {})
+                written = Written(
+                    snapshot_id,
+                    row,
+                    finished_at,
+                    applied.get(CONNECTION_KIND),
+                    ids,
+                    None if present is None else tuple(present),
+                    applied.get(CLIENTS),
+                )
             if written.applied and changes is not None and present is not None:
                 rewrite = row.full_compare or not changes.empty
                 last_id = None if previous is None else previous.id
@@ -319,31 +336,33 @@ class IntegrationTransaction:
             {(t, n): i for i, t, n in self.conn.execute(closed)},
         )
 
-    def _apply(self, snapshot_id: int, changes: Diff, at: datetime) -> None:
-        """connections, then the versions closed and opened, then the events. The versions
-        opened and the added events are copied inside the database from the rows of
-        connections this snapshot wrote (last_changed_at, first_seen_at = ``at``): the
+    def _apply(self, snapshot_id: int, changes: Diff, at: datetime, kind: ItemKind) -> None:
+        """``kind``'s present rows, then the versions closed and opened, then the events.
+        The versions opened and the added events are copied inside the database from the
+        present rows this snapshot wrote (last_changed_at, first_seen_at = ``at``): the
         same values, with no Python work per row."""
         scope = {"account": self.account, "integration": self.integration}
+        table = kind.current
         self._insert(
-            CONNECTIONS,
-            RECORD_FIELDS,
+            table,
+            kind.fields,
             changes.added,
             {**scope, "first_seen_at": at, "last_changed_at": at, "removed_at": None},
         )
-        self._update_connections(
+        self._update_current(
+            kind,
             [*changes.modified, *changes.restored],
             {"last_changed_at": at, "removed_at": None},
             with_metadata=True,
         )
-        self._update_connections(changes.removed, {"removed_at": at, "last_changed_at": at})
-        self._close_versions([*changes.modified, *changes.removed], at)
-        c = CONNECTIONS.c
+        self._update_current(kind, changes.removed, {"removed_at": at, "last_changed_at": at})
+        self._close_versions(kind, [*changes.modified, *changes.removed], at)
+        c = table.c
         mine = (c.account == self.account, c.integration == self.integration)
-        opened = select(c.account, c.integration, *(c[f] for f in RECORD_FIELDS), c.last_changed_at)
+        opened = select(c.account, c.integration, *(c[f] for f in kind.fields), c.last_changed_at)
         self._copy(
-            VERSIONS,
-            ("account", "integration", *RECORD_FIELDS, "valid_from"),
+            kind.versions,
+            ("account", "integration", *kind.fields, "valid_from"),
             opened.where(*mine, c.last_changed_at == at, c.removed_at.is_(None)),
         )
         self._insert(
@@ -354,12 +373,12 @@ class IntegrationTransaction:
         )
         added = select(
             literal(snapshot_id), c.account, c.integration, c.first_seen_at,
-            literal(ChangeKind.ADDED.value), c.type, c.name,
+            literal(ChangeKind.ADDED.value), *kind.label(table),
         )  # fmt: skip
         self._copy(  # after the other events, in key order, as Diff.events has them
             CHANGES,
             ("snapshot_id", "account", "integration", "detected_at", "change", "type", "name"),
-            added.where(*mine, c.first_seen_at == at).order_by(c.type, c.name),
+            added.where(*mine, c.first_seen_at == at).order_by(*(c[k] for k in kind.key)),
         )
 
     def _copy(self, table: Table, columns: tuple[str, ...], rows: Any) -> None:
@@ -372,18 +391,18 @@ class IntegrationTransaction:
     ) -> None:
         self.written[table.name] += insert_rows(self.conn, table, columns, rows, fixed)
 
-    def _by_key(self, table: Table) -> Any:
+    def _by_key(self, kind: ItemKind, table: Table) -> Any:
         t = table.c
         return (
             t.account == self.account,
             t.integration == self.integration,
-            t.type == bindparam("key_type"),
-            t.name == bindparam("key_name"),
+            *(t[k] == bindparam(f"key_{k}") for k in kind.key),
         )
 
-    def _update_connections(
+    def _update_current(
         self,
-        records: list[Record] | tuple[Record, ...],
+        kind: ItemKind,
+        records: Sequence[Any],
         fixed: dict[str, Any],
         *,
         with_metadata: bool = False,
@@ -392,30 +411,32 @@ class IntegrationTransaction:
             return
         values: dict[str, Any] = {c: bindparam(f"new_{c}") for c in fixed}
         if with_metadata:
-            values |= {f: bindparam(f"new_{f}") for f in METADATA_FIELDS}
-        statement = CONNECTIONS.update().where(*self._by_key(CONNECTIONS)).values(values)
-        params = [self._params(r, fixed, with_metadata) for r in records]
-        self.written[CONNECTIONS.name] += self.conn.execute(statement, params).rowcount
+            values |= {f: bindparam(f"new_{f}") for f in kind.metadata}
+        table = kind.current
+        statement = table.update().where(*self._by_key(kind, table)).values(values)
+        params = [self._params(kind, r, fixed, with_metadata) for r in records]
+        self.written[table.name] += self.conn.execute(statement, params).rowcount
 
-    def _close_versions(self, records: list[Record], at: datetime) -> None:
+    def _close_versions(self, kind: ItemKind, records: Sequence[Any], at: datetime) -> None:
         if not records:
             return
+        table = kind.versions
         statement = (
-            VERSIONS.update()
-            .where(*self._by_key(VERSIONS), VERSIONS.c.valid_to.is_(None))
+            table.update()
+            .where(*self._by_key(kind, table), table.c.valid_to.is_(None))
             .values(valid_to=bindparam("new_valid_to"))
         )
-        params = [self._params(r, {"valid_to": at}, False) for r in records]
-        self.written[VERSIONS.name] += self.conn.execute(statement, params).rowcount
+        params = [self._params(kind, r, {"valid_to": at}, False) for r in records]
+        self.written[table.name] += self.conn.execute(statement, params).rowcount
 
     @staticmethod
-    def _params(record: Record, fixed: dict[str, Any], with_metadata: bool) -> dict[str, Any]:
-        params: dict[str, Any] = {"key_type": record.type, "key_name": record.name}
+    def _params(
+        kind: ItemKind, record: Any, fixed: dict[str, Any], with_metadata: bool
+    ) -> dict[str, Any]:
+        params: dict[str, Any] = {f"key_{k}": v for k, v in zip(kind.key, record, strict=False)}
         params |= {f"new_{c}": v for c, v in fixed.items()}
         if with_metadata:
-            params |= {
-                f"new_{f}": v for f, v in zip(METADATA_FIELDS, record.metadata(), strict=True)
-            }
+            params |= {f"new_{f}": v for f, v in zip(kind.metadata, record.metadata(), strict=True)}
         return params
 
 

@@ -17,7 +17,6 @@ from ..canonical import (
     BLOCK_ROWS,
     COLUMN_DIGEST_BYTES,
     DIGESTS,
-    FORMAT,
     SNAPSHOT_COLUMNS,
     block_digests,
     canonical_pieces,
@@ -29,7 +28,9 @@ from ..canonical import (
 )
 from .chain import (
     CHANGES,
+    CLIENT_VERSIONS,
     PARTS,
+    PARTS_OF,
     SNAPSHOTS,
     VERSIONS,
     Part,
@@ -73,23 +74,23 @@ def mismatch_problem(mismatch: Mismatch) -> Problem:
             x.account,
             x.integration,
             None,
-            "connection_versions",
+            x.versions,
             x.version,
             None,
-            "current, but has no connections row",
+            f"current, but has no {x.table} row",
         )
     column: str | None = None
     if x.kind == "removed":
-        column, text = "removed_at", f"removed, but connection_versions row {x.version} is current"
+        column, text = "removed_at", f"removed, but {x.versions} row {x.version} is current"
     elif x.kind == "no version":
-        text = "present, but has no current connection_versions row"
+        text = f"present, but has no current {x.versions} row"
     elif x.kind == "several versions":
-        text = f"present, with {x.current} current connection_versions rows"
+        text = f"present, with {x.current} current {x.versions} rows"
     else:
         held = "valid_from" if x.column == "last_changed_at" else x.column
         column = x.column
-        text = f"differs from its current version (connection_versions row {x.version} {held})"
-    return Problem(x.account, x.integration, None, "connections", x.connection, column, text)
+        text = f"differs from its current version ({x.versions} row {x.version} {held})"
+    return Problem(x.account, x.integration, None, x.table, x.connection, column, text)
 
 
 # --- db verify -----------------------------------------------------------------------
@@ -217,8 +218,22 @@ def _verify(conn: Connection, heads: dict[str, Any] | None) -> Verification:
         if chain.first is None:
             chain.first = snap.id
         chain.snapshots += 1
-        plain_rows = {p.key: _plain_rows(readers, p, streams[p.key], snap.id) for p in PARTS}
-        recomputed = chain_hash(snap.prev_hash, canonical_pieces(snap.values, plain_rows))
+        parts = PARTS_OF.get(snap.format, ())
+        plain_rows = {p.key: _plain_rows(readers, p, streams[p.key], snap.id) for p in parts}
+        if parts:
+            recomputed = chain_hash(
+                snap.prev_hash, canonical_pieces(snap.values, plain_rows, snap.format)
+            )
+        else:
+            recomputed = ""
+        # Rows of a part its format does not have (format 1: the OAuth clients' versions).
+        outside = [
+            _problem(snap, p.table_name, row[0], None, f"inserted: not among the rows hashed "
+                     f"(its format, {snap.format!r}, has no {p.key})")
+            for p in PARTS
+            if p not in parts
+            for row in streams[p.key].take(snap.id)
+        ]  # fmt: skip
         if snap.id in wanted:
             chain.recomputed[snap.id] = recomputed
         expected_prev, chain.expected_prev = chain.expected_prev, snap.chain_hash
@@ -227,8 +242,13 @@ def _verify(conn: Connection, heads: dict[str, Any] | None) -> Verification:
         found: list[Problem] = []
         if snap.prev_hash != expected_prev:
             found.append(_link_problem(snap, expected_prev, chain))
-        if recomputed != snap.chain_hash:
+        if not parts:
+            found.append(
+                _problem(snap, "snapshots", snap.id, "chain_format", "is not a known format")
+            )
+        elif recomputed != snap.chain_hash:
             found += _localize(conn, readers, snap, linked=not found)
+        found += outside
         if found:
             chain.broken = True
             problems += found
@@ -269,7 +289,7 @@ def _localize(
     full = read_snapshot(conn, readers, snap.id)
     try:
         kept = json.loads(full.chain_rows or "")
-        if not isinstance(kept, dict) or kept.get("format") != FORMAT:
+        if not isinstance(kept, dict) or kept.get("format") != snap.format:
             raise ValueError
     except ValueError:
         kept = None
@@ -284,7 +304,7 @@ def _localize(
             column_digests(snap.values),
         )
         localize = _localize_rows if kept.get("digests") == DIGESTS else _localize_part
-        for part in PARTS:
+        for part in PARTS_OF[snap.format]:
             found += localize(conn, readers, snap, part, kept.get(part.key))
     if not found and linked:
         found.append(
@@ -468,7 +488,7 @@ def _uncovered(conn: Connection) -> list[Problem]:
     """Rows of a chained period that no hash covers: events of a snapshot that does not
     exist, and versions opened or closed after their chain started at a time no applied
     snapshot of their integration started at."""
-    s, c, v = SNAPSHOTS.c, CHANGES.c, VERSIONS.c
+    s, c = SNAPSHOTS.c, CHANGES.c
     problems = [
         Problem(
             a,
@@ -491,7 +511,10 @@ def _uncovered(conn: Connection) -> list[Problem]:
         .group_by(s.account, s.integration)
         .subquery()
     )
-    for column in ("valid_from", "valid_to"):
+    for table, column in (
+        (t, column) for t in (VERSIONS, CLIENT_VERSIONS) for column in ("valid_from", "valid_to")
+    ):
+        v = table.c
         matching = (
             select(s.id)
             .where(
@@ -517,7 +540,7 @@ def _uncovered(conn: Connection) -> list[Problem]:
                 a,
                 i,
                 None,
-                "connection_versions",
+                table.name,
                 vid,
                 column,
                 "inserted: no applied snapshot of its integration started at its "

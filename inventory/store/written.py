@@ -54,10 +54,11 @@ NO_IDS = Ids({}, {}, {})
 @dataclass(frozen=True)
 class Written:
     """What one snapshot's transaction wrote: its row (id, and the finished_at it was
-    given) and, when it applied, the Diff whose records and events it wrote into
-    connections, connection_versions and connection_changes, every one at
-    ``row.started_at``, with their ids; and the records present once it applied (the
-    fetched set), which its findings judge."""
+    given) and, when it applied, the Diffs whose records and events it wrote into
+    connections, connection_versions and connection_changes, and oauth_clients,
+    oauth_client_versions and connection_changes, every one at ``row.started_at``, with
+    the ids of the connections' events and versions; and the connections present once it
+    applied (the fetched set), which its findings judge."""
 
     snapshot_id: int
     row: SnapshotRow
@@ -65,6 +66,7 @@ class Written:
     changes: Diff | None = None  # None: no change applied (failed, held, superseded, none)
     ids: Ids = NO_IDS
     present: tuple[Record, ...] | None = None  # None: not applied (the stored rows stand)
+    clients: Diff | None = None  # what it wrote of the OAuth clients (§17), likewise
 
     @property
     def applied(self) -> bool:
@@ -74,6 +76,14 @@ class Written:
     def changed(self) -> frozenset[tuple[str, str]]:
         """The (type, name) keys whose rows it wrote."""
         return frozenset() if self.changes is None else self.changes.keys()
+
+    @property
+    def client_counts(self) -> tuple[int, int, int, int]:
+        """The OAuth clients it added, removed, modified and restored."""
+        if self.clients is None:
+            return (0, 0, 0, 0)
+        added, removed, modified, restored = self.clients.counts().values()
+        return (added, removed, modified, restored)
 
 
 @dataclass

@@ -5,7 +5,14 @@ from __future__ import annotations
 import threading
 from datetime import datetime
 
-from .samples import ACCOUNT, change_account, sample_account, sample_registry
+from .samples import (
+    ACCOUNT,
+    add_sample_clients,
+    change_account,
+    redirect_client,
+    sample_account,
+    sample_registry,
+)
 from .server import FakeZisServer
 
 
@@ -38,9 +45,11 @@ def main(argv: list[str] | None = None) -> int:
     server = FakeZisServer()
     for name, items in sample_account(today).items():  # the same data all day long
         server.add_integration(ACCOUNT, name, token, items)
+    add_sample_clients(server)
     server.add_registry(ACCOUNT, sample_registry(), oauth=token)  # the token is the admin's too
     if args.changed:
         change_account(server, today)
+        redirect_client(server)
     try:
         server.start(args.port)
     except OSError as exc:

@@ -1,5 +1,6 @@
 """The sample data of the fake server: items with a sentinel in every secret field, the
-registry's items, and the demo's account (its first state and its changes)."""
+registry's items, and the demo's account (its first state, its OAuth clients and its
+changes)."""
 
 from __future__ import annotations
 
@@ -56,6 +57,30 @@ def sample_item(type_name: str, name: str, **fields: Any) -> dict[str, Any]:
     return item
 
 
+def sample_client(name: str, integration: str, **fields: Any) -> dict[str, Any]:
+    """A raw OAuth client as the clients endpoint documents it: ``client_id`` and
+    ``client_secret`` in clear (the SENTINEL in both), and a secret in a field no
+    allow-list names."""
+    stamp = "2025-03-01T10:00:00Z"
+    item: dict[str, Any] = {
+        "uuid": str(uuid.uuid5(uuid.NAMESPACE_URL, f"zis-oauth-client:{name}")),
+        "name": name,
+        "integration": integration,
+        "auth_url": f"https://{name.replace('_', '-')}.example.com/oauth/authorize",
+        "token_url": f"https://{name.replace('_', '-')}.example.com/oauth/token",
+        "grant_type": "authorization_code",
+        "default_scopes": "read write",
+        "created_by": "admin_user",
+        "created_at": stamp,
+        "updated_at": stamp,
+        "client_id": f"{SENTINEL}-client_id-{name}",
+        "client_secret": f"{SENTINEL}-client_secret-{name}",
+        "signing_key": f"{SENTINEL}-unknown-field-{name}",
+    }
+    item.update(fields)
+    return item
+
+
 def registry_item(
     name: str, description: str | None = None, *, secret: str = MASKED_SECRET, **fields: Any
 ) -> dict[str, Any]:
@@ -95,6 +120,7 @@ def sample_account(now: datetime) -> dict[str, list[tuple[str, dict[str, Any]]]]
 
     def oauth(name: str, expiry: datetime | None, **fields: Any) -> tuple[str, dict[str, Any]]:
         value = _stamp(expiry) if expiry else ""
+        fields.setdefault("oauth_client_uuid", CLIENT_OF.get(name))  # the client it is minted from
         return "oauth", sample_item("oauth", name, token_expiry=value, **fields)
 
     billing = [
@@ -145,6 +171,37 @@ def sample_account(now: datetime) -> dict[str, list[tuple[str, dict[str, Any]]]]
         oauth("zendesk", None, created_by="zendesk_admin"),
     ]
     return {"billing_sync": billing, "crm_bridge": crm, "slack_alerts": alerts}
+
+
+# The demo's OAuth clients: (integration, the OAuth connection minted from it).
+SAMPLE_CLIENTS = (
+    ("billing_sync", "xero"),
+    ("billing_sync", "quickbooks"),
+    ("crm_bridge", "salesforce"),
+    ("crm_bridge", "hubspot_oauth"),
+    ("slack_alerts", "github_app"),
+)
+CLIENT_OF = {name: sample_client(name, integration)["uuid"] for integration, name in SAMPLE_CLIENTS}
+REDIRECTED_TOKEN_URL = "https://sso.attacker.example/services/oauth2/token"
+
+
+def add_sample_clients(server: FakeZisServer) -> None:
+    """The demo's OAuth clients, as the clients endpoint documents them: client_id and
+    client_secret in clear (the SENTINEL in both)."""
+    for integration, name in SAMPLE_CLIENTS:
+        server.put_client(ACCOUNT, integration, sample_client(name, integration))
+
+
+def redirect_client(server: FakeZisServer) -> str:
+    """The demo's second change of ZIS's own: the salesforce client's token_url moved to
+    another host; returns it in words."""
+    server.update_client(
+        ACCOUNT, "crm_bridge", CLIENT_OF["salesforce"], token_url=REDIRECTED_TOKEN_URL
+    )
+    return (
+        "crm_bridge:   the salesforce OAuth client's token_url was redirected from "
+        "salesforce.example.com to sso.attacker.example"
+    )
 
 
 def change_account(server: FakeZisServer, now: datetime) -> list[str]:

@@ -5,7 +5,9 @@ from in-memory accounts as §2 of the spec describes: opaque cursors that stay s
 last page, per-integration tokens, 401/403/404, 429 with Retry-After and an HTML body,
 5xx, latency and malformed bodies. Point an account's base_url at ``server.base_url(acct)``.
 It also serves the registry, GET /{account}/api/services/zis/registry/integrations (§14),
-to an admin's basic auth (email/token:API_TOKEN) or OAuth bearer token.
+to an admin's basic auth (email/token:API_TOKEN) or OAuth bearer token, and each
+integration's OAuth clients, GET /{account}/api/services/zis/connections/oauth/clients/
+{integration} (§17), in the documented shape: client_id and client_secret in clear.
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ _PATH_RE = re.compile(
     r"^/(?P<account>[^/]+)/api/services/zis/integrations/(?P<integration>[^/]+)/connections/all$"
 )
 _REGISTRY_RE = re.compile(r"^/(?P<account>[^/]+)/api/services/zis/registry/integrations$")
+_CLIENTS_RE = re.compile(
+    r"^/(?P<account>[^/]+)/api/services/zis/connections/oauth/clients/(?P<integration>[^/]+)$"
+)
 REGISTRY = "(registry)"  # the integration of a registry request in the request log
 
 
@@ -66,6 +71,12 @@ class FakeIntegration:
     faults: list[Fault] = field(default_factory=list)
     extra_top_level: dict[str, Any] = field(default_factory=dict)
     _ordered: list[tuple[str, str]] | None = None  # reset by every change of keys
+    # Its OAuth clients, in order; None: the endpoint answers 404 (no clients API).
+    clients: list[dict[str, Any]] | None = field(default_factory=list)
+    client_faults: list[Fault] = field(default_factory=list)
+    clients_shape: str = "object"  # object ({"clients": [...]}) | array (a bare array)
+    clients_page_size: int | None = None  # None: one page, no cursors, as documented
+    clients_pagination: str = "meta"  # meta (meta.has_more/after) | links (links.next)
 
     def ordered(self) -> list[tuple[str, str]]:
         """The keys in page order."""
@@ -84,6 +95,11 @@ class Request:
     authorized: bool
     status: int
     at: float = 0.0  # time.monotonic() when it was answered
+
+    @property
+    def clients(self) -> bool:
+        """A request of the OAuth clients endpoint (not of connections/all)."""
+        return "/connections/oauth/clients/" in self.path
 
 
 def encode_cursor(type_name: str, name: str) -> str:
@@ -198,6 +214,28 @@ class FakeZisServer:
         with self._lock:
             self.integration(account, integration).faults.append(fault)
 
+    def put_client(self, account: str, integration: str, item: dict[str, Any]) -> None:
+        """Add an OAuth client, or replace the one with its uuid."""
+        with self._lock:
+            fake = self.integration(account, integration)
+            fake.clients = [c for c in fake.clients or [] if c.get("uuid") != item.get("uuid")]
+            fake.clients.append(item)
+
+    def update_client(self, account: str, integration: str, uuid: str, **fields: Any) -> None:
+        with self._lock:
+            for item in self.integration(account, integration).clients or []:
+                if item.get("uuid") == uuid:
+                    item.update(fields)
+
+    def delete_client(self, account: str, integration: str, uuid: str) -> None:
+        with self._lock:
+            fake = self.integration(account, integration)
+            fake.clients = [c for c in fake.clients or [] if c.get("uuid") != uuid]
+
+    def fail_clients(self, account: str, integration: str, fault: Fault) -> None:
+        with self._lock:
+            self.integration(account, integration).client_faults.append(fault)
+
     def add_registry(
         self,
         account: str,
@@ -235,19 +273,25 @@ class FakeZisServer:
 
     # --- serving ---
 
-    def _take_fault(self, fake: FakeIntegration | FakeRegistry, page: int) -> Fault | None:
-        for fault in fake.faults:
+    def _take_fault(
+        self, fake: FakeIntegration | FakeRegistry, page: int, clients: bool = False
+    ) -> Fault | None:
+        faults = (
+            fake.client_faults if clients and isinstance(fake, FakeIntegration) else fake.faults
+        )
+        for fault in faults:
             if fault.times > 0 and (fault.page is None or fault.page == page):
                 fault.times -= 1
                 if fault.times == 0:
-                    fake.faults.remove(fault)
+                    faults.remove(fault)
                 return fault
         return None
 
     def respond(
         self, path: str, query: dict[str, list[str]], headers: dict[str, str]
     ) -> tuple[int, dict[str, str], bytes, Fault | None]:
-        match = _PATH_RE.match(path)
+        clients = _CLIENTS_RE.match(path)
+        match = _PATH_RE.match(path) or clients
         registry = _REGISTRY_RE.match(path)
         if registry:
             account, integration = registry["account"], REGISTRY
@@ -276,6 +320,10 @@ class FakeZisServer:
             elif fake is None:
                 status, out_headers, body = error_body(404, "NotFound", "Integration not found")
                 fault = None
+            elif clients:
+                status, out_headers, body, fault = self._clients_page(
+                    account, integration, fake, query, authorized
+                )
             else:
                 status, out_headers, body, fault = self._page(fake, query, authorized)
             if quota is not None and self.quota_headers:
@@ -377,6 +425,51 @@ class FakeZisServer:
                     fault.body or b"",
                     fault,
                 )
+        return (
+            200,
+            {"Content-Type": "application/json; charset=utf-8"},
+            json.dumps(body).encode(),
+            fault,
+        )
+
+    def _clients_page(
+        self,
+        account: str,
+        integration: str,
+        fake: FakeIntegration,
+        query: dict[str, list[str]],
+        authorized: bool,
+    ) -> tuple[int, dict[str, str], bytes, Fault | None]:
+        if not authorized:
+            return (*error_body(401, "InvalidCredentials", "Token length is invalid"), None)
+        if fake.clients is None:
+            return 404, {"Content-Type": "text/html"}, b"<html><body>Not Found</body></html>", None
+        items = fake.clients
+        size = fake.clients_page_size or max(len(items), 1)
+        try:
+            start = int(query.get("page[after]", ["0"])[0])
+        except ValueError:
+            return (*error_body(400, "InvalidCursor", "page[after] is not a valid cursor"), None)
+        fault = self._take_fault(fake, start // size + 1, clients=True)
+        if fault is not None and fault.kind == "status":
+            headers = {"Content-Type": fault.content_type, **fault.headers}
+            return fault.status, headers, fault.body or b"", fault
+        following = start + size if start + size < len(items) else None
+        if fault is not None and fault.kind == "loop":
+            following = start
+        chunk = items[start : start + size]
+        body: Any = chunk if fake.clients_shape == "array" else {"clients": chunk}
+        if fake.clients_page_size is not None and isinstance(body, dict):
+            if fake.clients_pagination == "meta":
+                after = str(following if following is not None else start)
+                body["meta"] = {"after": after, "before": None, "has_more": following is not None}
+            else:
+                link = f"{self.base_url(account)}/api/services/zis/connections/oauth/clients"
+                body["links"] = {
+                    "next": None
+                    if following is None
+                    else f"{link}/{integration}?page%5Bafter%5D={following}"
+                }
         return (
             200,
             {"Content-Type": "application/json; charset=utf-8"},
