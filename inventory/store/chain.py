@@ -272,28 +272,12 @@ def extend_chain(conn: Connection, written: Written) -> None:
 
 def snapshot_values(written: Written) -> list[Any]:
     """The snapshot row's plain values, in SNAPSHOT_COLUMNS order, as it was bound."""
-    row = written.row
-    added, removed, modified, restored = row.counts
-    named = {
-        "id": written.snapshot_id,
-        "run_id": row.run_id,
-        "account": row.account,
-        "integration": row.integration,
-        "started_at": timestamp_text(row.started_at),
-        "finished_at": timestamp_text(written.finished_at),
-        "status": str(row.status),
-        "connection_count": row.connection_count,
-        "added": added,
-        "removed": removed,
-        "modified": modified,
-        "restored": restored,
-        "pages": row.pages,
-        "error": row.error,
-        "fetched_digest": row.fetched_digest,
-        "superseded_by": row.superseded_by,
-        "accepted_removals": bool(row.accepted_removals),
-        "full_compare": bool(row.full_compare),
-    }
+    named: dict[str, Any] = {"id": written.snapshot_id, **written.row.columns(written.finished_at)}
+    for column in ("started_at", "finished_at"):
+        named[column] = timestamp_text(named[column])
+    named["status"] = str(named["status"])
+    for column in ("accepted_removals", "full_compare"):
+        named[column] = bool(named[column])
     return [named[c] for c in SNAPSHOT_COLUMNS]
 
 

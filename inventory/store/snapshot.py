@@ -293,30 +293,9 @@ class IntegrationTransaction:
         return snapshot_id
 
     def _insert_snapshot(self, row: SnapshotRow) -> tuple[int, datetime]:
-        added, removed, modified, restored = row.counts
         finished_at = now()
         snapshot_id: int = self.conn.execute(
-            SNAPSHOTS.insert()
-            .values(
-                run_id=row.run_id,
-                account=row.account,
-                integration=row.integration,
-                started_at=row.started_at,
-                finished_at=finished_at,
-                status=row.status,
-                connection_count=row.connection_count,
-                added=added,
-                removed=removed,
-                modified=modified,
-                restored=restored,
-                pages=row.pages,
-                error=row.error,
-                superseded_by=row.superseded_by,
-                accepted_removals=row.accepted_removals,
-                fetched_digest=row.fetched_digest,
-                full_compare=row.full_compare,
-            )
-            .returning(SNAPSHOTS.c.id)
+            SNAPSHOTS.insert().values(row.columns(finished_at)).returning(SNAPSHOTS.c.id)
         ).scalar_one()
         return snapshot_id, finished_at
 

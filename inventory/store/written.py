@@ -37,6 +37,29 @@ class SnapshotRow:
     fetched_digest: str | None = None
     full_compare: bool = False  # every stored row was compared with the fetched set
 
+    def columns(self, finished_at: datetime) -> dict[str, object]:
+        """Its ``snapshots`` columns as they are written (all but the id)."""
+        added, removed, modified, restored = self.counts
+        return {
+            "run_id": self.run_id,
+            "account": self.account,
+            "integration": self.integration,
+            "started_at": self.started_at,
+            "finished_at": finished_at,
+            "status": self.status,
+            "connection_count": self.connection_count,
+            "added": added,
+            "removed": removed,
+            "modified": modified,
+            "restored": restored,
+            "pages": self.pages,
+            "error": self.error,
+            "superseded_by": self.superseded_by,
+            "accepted_removals": self.accepted_removals,
+            "fetched_digest": self.fetched_digest,
+            "full_compare": self.full_compare,
+        }
+
 
 @dataclass(frozen=True)
 class Ids:
