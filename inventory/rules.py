@@ -220,8 +220,9 @@ def wildcard_domain(inv: Inventory, p: Params, now: datetime) -> Iterator[Hit]:
 
 def not_rotated(inv: Inventory, p: Params, now: datetime) -> Iterator[Hit]:
     days = p["max_age_days"]
+    since = now - timedelta(days=days)
     for account, integration, c in inv.connections:
-        if c.updated_at is not None and c.updated_at < now - timedelta(days=days):
+        if c.updated_at is not None and c.updated_at < since:
             yield _hit(
                 account,
                 integration,
@@ -238,9 +239,10 @@ def expired(inv: Inventory, p: Params, now: datetime) -> Iterator[Hit]:
 
 def expiring(inv: Inventory, p: Params, now: datetime) -> Iterator[Hit]:
     days = p["within_days"]
+    within = timedelta(days=days)
     for account, integration, c in inv.connections:
         e = c.token_expiry
-        if c.type == "oauth" and e is not None and expires_within(e, now, timedelta(days=days)):
+        if c.type == "oauth" and e is not None and expires_within(e, now, within):
             yield _hit(account, integration, c, f"token_expiry={_ts(e)}, within within_days={days}")
 
 
@@ -567,8 +569,10 @@ def show_param(value: Any) -> str:
     return span(value) if isinstance(value, timedelta) else str(value)
 
 
-@dataclass(frozen=True, slots=True)
-class Finding:
+class Finding(NamedTuple):
+    """A rule's hit as a finding: every field, in order, is the first columns of a new
+    findings row and the first fields of an OpenedFinding."""
+
     rule: str
     slug: str
     severity: str
@@ -583,13 +587,6 @@ class Finding:
         return (self.rule, self.account, self.integration, self.type, self.name)
 
     @property
-    def values(self) -> tuple[str, str, str, str, str, str | None, str | None, str]:
-        """Every field, in order: the first columns of a new findings row, and the first
-        fields of an OpenedFinding."""
-        return (self.rule, self.slug, self.severity, self.account, self.integration,
-                self.type, self.name, self.detail)  # fmt: skip
-
-    @property
     def where(self) -> str:
         parts = [self.account, self.integration, self.type, self.name]
         return "/".join(p for p in parts if p is not None)
@@ -597,23 +594,13 @@ class Finding:
 
 def evaluate(inventory: Inventory, active: Iterable[ActiveRule], now: datetime) -> list[Finding]:
     """Every enabled rule over the inventory, at ``now``."""
-    found = []
+    found: list[Finding] = []
+    make = Finding._make
     for a in active:
         if not a.enabled:
             continue
-        for h in a.rule.check(inventory, a.params, now):
-            found.append(
-                Finding(
-                    a.rule.id,
-                    a.rule.slug,
-                    a.severity,
-                    h.account,
-                    h.integration,
-                    h.type,
-                    h.name,
-                    h.detail,
-                )
-            )
+        head = (a.rule.id, a.rule.slug, a.severity)
+        found += [make(head + hit) for hit in a.rule.check(inventory, a.params, now)]
     return found
 
 

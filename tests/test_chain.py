@@ -477,15 +477,28 @@ PLAIN_VALUES = st.one_of(
     st.none(),
     st.booleans(),
     st.integers(min_value=-(2**53) + 1, max_value=2**53 - 1),
-    st.text(),
+    st.sampled_from([2**53 - 1, -(2**53) + 1, 2**53, -(2**53), 0, -1]),
+    st.text(),  # any code point, lone surrogates included
+    # every character JSON escapes, and those it need not (DEL, U+2028, U+2029, "/")
+    st.text(st.sampled_from([*map(chr, range(0x20)), '"', "\\", "/", "\x7f", "\u2028",
+                             "\u2029", "\ufeff", "\U0001f600", "é"])),
+)  # fmt: skip
+OTHER_VALUES = st.one_of(
+    st.integers(),
+    st.floats(),
+    st.binary(),
+    st.dictionaries(st.text(), st.text(), max_size=2),
+    st.datetimes(timezones=st.just(UTC)),
+    st.lists(st.text(), max_size=2),
 )
 
 
-@settings(max_examples=300, deadline=None)
-@given(st.lists(st.one_of(PLAIN_VALUES, st.integers(), st.floats(), st.binary())))
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.one_of(PLAIN_VALUES, OTHER_VALUES)))
 def test_rows_are_written_as_rfc8785_writes_them(values: list[Any]) -> None:
-    """value_json's standard-library path gives rfc8785's bytes for every plain value, and
-    every other value goes to rfc8785 (as an unexpected value when it has no JSON form)."""
+    """value_json's orjson path gives rfc8785's bytes for every plain value, and every
+    other value goes to rfc8785 (as an unexpected value when it has no JSON form), also
+    those orjson would write its own way (floats, dicts, datetimes, lists)."""
     try:
         expected = rfc8785.dumps(values)
     except rfc8785.CanonicalizationError:

@@ -525,3 +525,11 @@ def test_url_host_is_the_lower_case_host_or_none() -> None:
         None,
         None,
     ]
+
+
+def test_a_findings_key_is_read_alike_by_the_store() -> None:
+    """store.findings reads Finding.key by position: the same tuple."""
+    from inventory.store.findings import _key
+
+    hit = f.Finding("ZIS003", "not-rotated", "medium", "acme", "crm", "api_key", "k", "d")
+    assert _key(hit) == hit.key == ("ZIS003", "acme", "crm", "api_key", "k")

@@ -5,10 +5,12 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from inventory import fields
 from inventory import models as m
@@ -27,6 +29,7 @@ from inventory.records import (
     parse_timestamp,
     row_hashes,
 )
+from inventory.store.bulk import sqlite_value
 from inventory.testing import SECRET_FIELDS, SENTINEL, sample_item
 
 
@@ -421,3 +424,16 @@ def test_the_record_the_allow_list_and_the_columns_come_from_one_field_spec() ->
         assert tuple(columns) == RECORD_FIELDS
         stamps = {c.name for c in table.columns if isinstance(c.type, m.UTCDateTime)}
         assert stamps & set(RECORD_FIELDS) == TIMESTAMP_FIELDS
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.datetimes(timezones=st.sampled_from([UTC, timezone(timedelta(hours=-3))])))
+def test_timestamps_are_written_the_same_by_the_short_path(value: datetime) -> None:
+    """format_timestamp's and sqlite_value's isoformat path (UTC values) writes what their
+    general path writes: strftime's RFC 3339 text, and SQLAlchemy's stored SQLite text."""
+    utc = value.astimezone(UTC)
+    general = utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ" if utc.microsecond else "%Y-%m-%dT%H:%M:%SZ")
+    assert format_timestamp(value) == general
+    assert format_timestamp(utc) == general
+    stored = utc.replace(tzinfo=None).isoformat(" ", "microseconds")
+    assert sqlite_value(value) == sqlite_value(utc) == stored

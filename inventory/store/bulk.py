@@ -69,6 +69,8 @@ def sqlite_value(value: date) -> str:
     as its Date type does (YYYY-MM-DD)."""
     if not isinstance(value, datetime):
         return value.isoformat()
+    if value.tzinfo is UTC:  # as parsed and as the clock gives them
+        return value.isoformat(" ", "microseconds")[:-6]
     return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 

@@ -9,6 +9,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
+from operator import itemgetter
 from typing import Any, NamedTuple, cast
 
 from sqlalchemy import (
@@ -61,6 +62,9 @@ UNREADABLE = (ValueError, TypeError, UnicodeDecodeError, AttributeError)
 
 
 RECORD_COLUMNS = ("account", "integration", "type", "name", *METADATA_FIELDS)
+_key = itemgetter(
+    0, 3, 4, 5, 6
+)  # Finding.key, at C speed: (rule, account, integration, type, name)
 OPENED = "finding"  # the event kind a sink takes to be told of findings
 
 
@@ -382,7 +386,7 @@ def update_findings(
         )
         return FindingEvents([], [])
     fired = {
-        f.key: f
+        _key(f): f
         for f in found
         if f.account == account and (f.integration == integration or f.rule in account_level)
     }
@@ -467,13 +471,14 @@ def update_findings(
     # New episodes: one bulk insert (PostgreSQL's COPY, SQLite's driver executemany), then,
     # when a sink is told of opened findings, their ids by key (one open episode per key,
     # under the locks taken above).
-    new = [(f, suppression_for(f, findings_settings.suppress, now)) for f in fired.values()]
+    suppress = findings_settings.suppress
+    new = [(f, suppression_for(f, suppress, now) if suppress else None) for f in fired.values()]
     if new:
         insert_rows(
             conn,
             t,
             NEW_COLUMNS,
-            ((*f.values, s.text() if s else None, s.until if s else None) for f, s in new),
+            ((*f, s.text() if s else None, s.until if s else None) for f, s in new),
             {"first_seen_at": now, "last_seen_at": now},
         )
     if new and told:
@@ -527,7 +532,7 @@ def _standing_until(
 def _opened(
     id_: int, f: Finding, first_seen_at: datetime, note: str | None = None
 ) -> OpenedFinding:
-    return OpenedFinding(id_, *f.values, first_seen_at, note)
+    return OpenedFinding(id_, *f, first_seen_at, note)
 
 
 def _resolved(row: Any, note: str | None) -> ResolvedFinding:

@@ -41,7 +41,7 @@ from .engine import database_errors, is_postgres, lock_key, now
 from .findings import FindingEvents
 from .kinds import CLIENTS, KINDS, ItemKind
 from .kinds import CONNECTIONS as CONNECTION_KIND
-from .written import Consumer, Ids, Pass, SnapshotRow, Written
+from .written import NO_IDS, Consumer, Ids, Pass, SnapshotRow, Written
 
 SNAPSHOTS = cast(Table, m.Snapshot.__table__)
 CONNECTIONS = CONNECTION_KIND.current
@@ -271,13 +271,13 @@ class IntegrationTransaction:
                     if diff is not None and not diff.empty:
                         self._apply(snapshot_id, diff, row.started_at, kind)
                         applied[kind] = diff
-                ids = self._ids(snapshot_id, row.started_at) if applied else Ids({}, {}, {})
+                at = row.started_at
                 written = Written(
                     snapshot_id,
                     row,
                     finished_at,
                     applied.get(CONNECTION_KIND),
-                    ids,
+                    (lambda: self._ids(snapshot_id, at)) if applied else NO_IDS,
                     None if present is None else tuple(present),
                     applied.get(CLIENTS),
                 )

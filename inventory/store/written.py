@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 
 from sqlalchemy import Connection
 
@@ -87,9 +88,15 @@ class Written:
     row: SnapshotRow
     finished_at: datetime
     changes: Diff | None = None  # None: no change applied (failed, held, superseded, none)
-    ids: Ids = NO_IDS
+    # The ids, or how to read them in the transaction: read once, when a consumer first
+    # asks (the chain does), so that no work is done for none (``ids``).
+    ids_of: Ids | Callable[[], Ids] = NO_IDS
     present: tuple[Record, ...] | None = None  # None: not applied (the stored rows stand)
     clients: Diff | None = None  # what it wrote of the OAuth clients (§17), likewise
+
+    @cached_property
+    def ids(self) -> Ids:
+        return self.ids_of() if callable(self.ids_of) else self.ids_of
 
     @property
     def applied(self) -> bool:
