@@ -15,12 +15,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from functools import cache
 from typing import Any, Protocol
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -30,10 +30,10 @@ from .errors import (
     DeadlinePassed,
     Interrupted,
     NoClientsApi,
-    PaginationError,
     ResponseError,
     RetryableError,
 )
+from .pages import ClientsPage, ClientsPaginator, Page, Paginator
 from .progress import NO_PROGRESS, RATE_LIMITED, Progress
 from .secret import Credential, Secret
 
@@ -42,112 +42,9 @@ CLIENTS_PATH = "/api/services/zis/connections/oauth/clients/{integration}"
 USER_AGENT = f"zis-inventory/{__version__}"
 EXCERPT_LIMIT = 120
 _SPACE_RE = re.compile(r"\s+")
-_SURROGATE_RE = re.compile(r"[\ud800-\udfff]")  # unpaired: JSON can carry "\ud800"
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")  # and unpaired surrogates
 
 Sleep = Callable[[float], Any]
-
-
-@dataclass(frozen=True)
-class Page:
-    number: int
-    body: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class ClientsPage:
-    number: int
-    body: dict[str, Any] | list[Any]  # the clients endpoint may answer a bare array
-
-
-@dataclass
-class Paginator:
-    """Cursor bookkeeping: stop on has_more == false, refuse loops and runaway page counts."""
-
-    max_pages: int
-    where: str = ""
-    page: int = 0
-    cursor: str | None = None
-    done: bool = False
-    _seen: set[str] = field(default_factory=set)
-
-    def advance(self, body: dict[str, Any]) -> None:
-        self.page += 1
-        meta = body.get("meta")
-        if not isinstance(meta, dict):
-            raise ResponseError(f"{self.where}: page {self.page}: response has no 'meta' object")
-        has_more = meta.get("has_more")
-        if not isinstance(has_more, bool):
-            raise ResponseError(
-                f"{self.where}: page {self.page}: meta.has_more must be true or false"
-            )
-        if not has_more:
-            self.done = True
-            return
-        after = meta.get("after")
-        if not isinstance(after, str) or not after:
-            raise ResponseError(
-                f"{self.where}: page {self.page}: meta.has_more is true but meta.after "
-                "is missing or not a string"
-            )
-        self.follow(after)
-
-    def follow(self, after: str) -> None:
-        """Take ``after`` as the next page's cursor, unless it was seen before or the
-        page cap is reached."""
-        if _SURROGATE_RE.search(after):
-            raise ResponseError(
-                f"{self.where}: page {self.page}: meta.after holds an unpaired surrogate, "
-                "which no URL can carry"
-            )
-        if after in self._seen:
-            raise PaginationError(
-                f"{self.where}: page {self.page}: pagination loop: cursor seen twice"
-            )
-        if self.page >= self.max_pages:
-            raise PaginationError(
-                f"{self.where}: more than sync.max_pages ({self.max_pages}) pages; "
-                "raise the cap if this integration really is that large"
-            )
-        self._seen.add(after)
-        self.cursor = after
-
-
-@dataclass
-class ClientsPaginator(Paginator):
-    """The OAuth clients endpoint documents no pagination: a bare array, or an object
-    without ``meta.has_more`` or ``links.next``, is the last page. A page that has them is
-    followed as the connections' pages are (same loop detection and page cap); a
-    ``links.next`` is taken only on this endpoint's own path (the token goes nowhere else),
-    as the query of the next request."""
-
-    path: str = ""  # the endpoint's full path, which a links.next must have
-    netloc: str = ""  # the base URL's host[:port], which a links.next may name
-    params: dict[str, str] = field(default_factory=dict)  # of the next request
-
-    def advance(self, body: Any) -> None:
-        meta = body.get("meta") if isinstance(body, dict) else None
-        links = body.get("links") if isinstance(body, dict) else None
-        link = links.get("next") if isinstance(links, dict) else None
-        if isinstance(meta, dict) and "has_more" in meta:
-            super().advance(body)
-            if not self.done:
-                self.params = {"page[after]": self.cursor or ""}
-            return
-        self.page += 1
-        if link is None:
-            self.done = True
-            return
-        if not isinstance(link, str):
-            raise ResponseError(f"{self.where}: page {self.page}: links.next must be a string")
-        parts = urlsplit(link)
-        if parts.path != self.path or (parts.netloc and parts.netloc != self.netloc):
-            raise ResponseError(
-                f"{self.where}: page {self.page}: links.next points outside this endpoint "
-                "(not followed: the token is never sent to another location)"
-            )
-        self.follow(parts.query or "?")
-        self.params = dict(parse_qsl(parts.query, keep_blank_values=True))
 
 
 @dataclass(frozen=True)
@@ -414,8 +311,9 @@ class ZisClient:
         while not paginator.done:
             try:
                 body = self._get(
-                    url, paginator.params, Credential(token), where, paginator.page + 1, lists=True
-                )
+                    url, paginator.params, Credential(token), where, paginator.page + 1,
+                    lists=True, text_excerpt=False,
+                )  # fmt: skip
             except ApiError as exc:
                 if exc.status == 404 and paginator.page == 0:
                     raise NoClientsApi(
@@ -444,8 +342,11 @@ class ZisClient:
         page: int,
         *,
         lists: bool = False,
+        text_excerpt: bool = True,
     ) -> Any:
-        """A JSON object (or, with ``lists``, an array too) after retries and pauses."""
+        """A JSON object (or, with ``lists``, an array too) after retries and pauses. An
+        error's message quotes its body's error fields, and (``text_excerpt``) the start of
+        a body that has none: not for an endpoint whose bodies hold secrets."""
         attempt = 0
         while True:
             self.gate.wait()
@@ -453,7 +354,9 @@ class ZisClient:
                 raise Interrupted(f"{where}: page {page}: interrupted")
             try:
                 with self.gate.slot():
-                    return self._request_once(url, params, credential, where, page, lists)
+                    return self._request_once(
+                        url, params, credential, where, page, lists, text_excerpt
+                    )
             except RetryableError as exc:
                 if attempt >= self.policy.max_retries:
                     raise ApiError(
@@ -487,6 +390,7 @@ class ZisClient:
         where: str,
         page: int,
         lists: bool = False,
+        text_excerpt: bool = True,
     ) -> Any:
         token = credential.value.reveal()
         headers = {"Authorization": f"{credential.scheme} {token}"}
@@ -527,7 +431,9 @@ class ZisClient:
             raise RetryableError(f"transport error: {type(exc).__name__}") from None
         if status != 200:
             hidden = [token, *(secret.reveal() for secret in credential.hidden)]
-            raise _status_error(status, content, response.headers, where, page, hidden)
+            raise _status_error(
+                status, content, response.headers, where, page, hidden, text_excerpt
+            )
         try:
             body = json.loads(content)
         except (ValueError, RecursionError):
@@ -562,10 +468,16 @@ class ZisClient:
 
 
 def _status_error(
-    status: int, content: bytes, headers: httpx.Headers, where: str, page: int, hidden: list[str]
+    status: int,
+    content: bytes,
+    headers: httpx.Headers,
+    where: str,
+    page: int,
+    hidden: list[str],
+    text_excerpt: bool = True,
 ) -> ApiError:
     # Redacted before the excerpt is cut: a cut token would not be found whole.
-    code, detail = _error_summary(_redact_bytes(content, hidden), headers)
+    code, detail = _error_summary(_redact_bytes(content, hidden), headers, text_excerpt)
     if 300 <= status < 400:
         detail = "redirect not followed (the token is never sent to another location)"
         code = None
@@ -578,8 +490,12 @@ def _status_error(
     return ApiError(_redact(text, hidden), status=status, code=code)
 
 
-def _error_summary(content: bytes, headers: httpx.Headers) -> tuple[str | None, str | None]:
-    """(code, short detail) from {"errors":[{code,title|detail}]}, {"error":...} or text."""
+def _error_summary(
+    content: bytes, headers: httpx.Headers, text_excerpt: bool = True
+) -> tuple[str | None, str | None]:
+    """(code, short detail) from {"errors":[{code,title|detail}]}, {"error":...} or text
+    (``text_excerpt``; else only the body's size: a cut or unparsable body of the OAuth
+    clients endpoint may hold a client_secret)."""
     ctype = _content_type(headers)
     text = content.decode("utf-8", errors="replace")
     try:
@@ -600,6 +516,10 @@ def _error_summary(content: bytes, headers: httpx.Headers) -> tuple[str | None, 
         return _excerpt(error), _excerpt(description)
     if "html" in ctype:
         return None, "(HTML body)"
+    if not text_excerpt:
+        return None, (
+            f"({len(content)} bytes that are no JSON error, not shown)" if content else None
+        )
     return None, _excerpt(text)
 
 

@@ -17,6 +17,7 @@ from inventory.records import format_timestamp
 from inventory.store import chain
 from inventory.testing import (
     SENTINEL,
+    Fault,
     pagination_loop,
     rate_limited,
     sample_client,
@@ -393,3 +394,32 @@ def test_a_rate_limited_clients_endpoint_is_waited_for_like_any_page(cli: Harnes
     assert cli.run("sync").code == 0
     assert [r.status for r in cli.zis.requests if r.clients] == [429, 429, 200]
     assert clients(cli.db_url) == {row_of(made[0])}
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "detail"),
+    [
+        # a listing cut short, holding a client_secret: only its size is said
+        (b'{"clients": [{"uuid": "0c1d", "client_secret": "' + SENTINEL.encode() + b'", "na',
+         "application/json", ": ({} bytes that are no JSON error, not shown)"),
+        (b"client_secret=" + SENTINEL.encode(), "text/plain",
+         ": ({} bytes that are no JSON error, not shown)"),
+        # a JSON error's own fields are quoted, as on the connections' endpoint
+        (b'{"errors": [{"code": "Forbidden", "title": "no access"}]}', "application/json",
+         " Forbidden: no access"),
+    ],
+)  # fmt: skip
+def test_a_clients_error_body_is_quoted_only_by_its_error_fields(
+    cli: Harness, body: bytes, content_type: str, detail: str
+) -> None:
+    """An error answer of the OAuth clients endpoint is quoted by its JSON error fields
+    only: the start of any other body could be a listing's client_secret."""
+    with_clients(cli, "salesforce")
+    fault = Fault("status", times=1, status=400, body=body, content_type=content_type)
+    cli.zis.fail_clients("acme", "billing", fault)
+    result = cli.run("sync")
+    assert result.code == 1
+    error = "acme/billing: OAuth clients: page 1: HTTP 400" + detail.format(len(body))
+    assert query(cli.db_url, select(S.status, S.error)) == {("failed", error)}
+    assert SENTINEL not in result.out + result.err
+    cli.assert_no_secrets()

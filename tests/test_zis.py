@@ -17,8 +17,9 @@ import pytest
 from inventory import __version__
 from inventory.config import Account, Integration, SyncSettings
 from inventory.errors import ApiError, PaginationError, ResponseError
+from inventory.pages import Paginator
 from inventory.secret import Secret
-from inventory.zis import AccountGate, Paginator, ZisClient, parse_retry_after, tls_context
+from inventory.zis import AccountGate, ZisClient, parse_retry_after, tls_context
 
 TOKEN = "ZIS-SENTINEL-SECRET-token-abc"
 INTEGRATION = Integration("acme", "billing", Secret(TOKEN))
