@@ -661,8 +661,8 @@ def verify_chains(args: argparse.Namespace, tmp: str) -> None:
     began = time.perf_counter()
     for round_ in range(3):
         run = store.start_run(engine, "cli")
-        at = store.now()
         for n in range(integrations):
+            at = store.now()  # each snapshot's own started_at, as a sync gives it
             name = f"integration_{n:03d}"
             fetched = [
                 Connection(

@@ -322,6 +322,8 @@ class Finding(Base):
         Index(
             "ix_findings_account_integration_resolved_at", "account", "integration", "resolved_at"
         ),
+        # the account-level rules' open findings of an account, read by every snapshot
+        Index("ix_findings_rule_account_resolved_at", "rule", "account", "resolved_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -9,7 +9,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
-from operator import itemgetter
+from operator import attrgetter, itemgetter
 from typing import Any, NamedTuple, cast
 
 from sqlalchemy import (
@@ -62,9 +62,8 @@ UNREADABLE = (ValueError, TypeError, UnicodeDecodeError, AttributeError)
 
 
 RECORD_COLUMNS = ("account", "integration", "type", "name", *METADATA_FIELDS)
-_key = itemgetter(
-    0, 3, 4, 5, 6
-)  # Finding.key, at C speed: (rule, account, integration, type, name)
+_key = itemgetter(0, 3, 4, 5, 6)  # Finding.key at C speed: rule, account, integration, type, name
+_row_id = attrgetter("id")
 OPENED = "finding"  # the event kind a sink takes to be told of findings
 
 
@@ -392,16 +391,25 @@ def update_findings(
     }
     t = FINDINGS
     kept_rules = per_row if kept else set()
+    # Two reads, each by an index: the integration's own open findings, and the account's
+    # of the account-level rules (an OR of the two would read every finding of the account).
     open_rows = list(
         conn.execute(
             select(t).where(
                 t.c.resolved_at.is_(None),
                 t.c.account == account,
-                or_(t.c.integration == integration, t.c.rule.in_(account_level)),
-                t.c.rule.not_in(kept_rules),
+                t.c.integration == integration,
+                t.c.rule.not_in(kept_rules | account_level),
             )
         )
     )
+    if account_level:
+        open_rows += conn.execute(
+            select(t).where(
+                t.c.resolved_at.is_(None), t.c.account == account, t.c.rule.in_(account_level)
+            )
+        )
+    open_rows.sort(key=_row_id)
     for keys in batched(sorted(judged_keys or ()), 500):  # the kept rules' on the rows judged
         open_rows += conn.execute(
             select(t).where(
@@ -482,15 +490,16 @@ def update_findings(
             {"first_seen_at": now, "last_seen_at": now},
         )
     if new and told:
-        opened_now = conn.execute(
-            select(t.c.id, t.c.rule, t.c.account, t.c.integration, t.c.type, t.c.name).where(
-                t.c.resolved_at.is_(None),
-                t.c.first_seen_at == now,
-                t.c.account == account,
-                or_(t.c.integration == integration, t.c.rule.in_(account_level)),
-            )
-        )
-        id_of = {tuple(key): id_ for id_, *key in opened_now}
+        opened_now = select(t.c.id, t.c.rule, t.c.account, t.c.integration, t.c.type, t.c.name)
+        mine = (t.c.resolved_at.is_(None), t.c.first_seen_at == now, t.c.account == account)
+        scopes = [t.c.integration == integration]  # each read by an index, as open_rows
+        if account_level:
+            scopes.append(t.c.rule.in_(account_level))
+        id_of = {
+            tuple(key): id_
+            for scope in scopes
+            for id_, *key in conn.execute(opened_now.where(*mine, scope))
+        }
         opened.extend(_opened(id_of[f.key], f, now) for f, s in new if s is None)
     return FindingEvents(opened, resolved)
 
