@@ -491,14 +491,14 @@ def update_findings(
         )
     if new and told:
         opened_now = select(t.c.id, t.c.rule, t.c.account, t.c.integration, t.c.type, t.c.name)
-        mine = (t.c.resolved_at.is_(None), t.c.first_seen_at == now, t.c.account == account)
+        new_now = (t.c.resolved_at.is_(None), t.c.first_seen_at == now, t.c.account == account)
         scopes = [t.c.integration == integration]  # each read by an index, as open_rows
         if account_level:
             scopes.append(t.c.rule.in_(account_level))
         id_of = {
             tuple(key): id_
             for scope in scopes
-            for id_, *key in conn.execute(opened_now.where(*mine, scope))
+            for id_, *key in conn.execute(opened_now.where(*new_now, scope))
         }
         opened.extend(_opened(id_of[f.key], f, now) for f, s in new if s is None)
     return FindingEvents(opened, resolved)
