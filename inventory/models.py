@@ -322,8 +322,17 @@ class Finding(Base):
         Index(
             "ix_findings_account_integration_resolved_at", "account", "integration", "resolved_at"
         ),
-        # the account-level rules' open findings of an account, read by every snapshot
-        Index("ix_findings_rule_account_resolved_at", "rule", "account", "resolved_at"),
+        # An account's integration-level findings (no type: ZIS009, ZIS010), among them the
+        # account-level rule's that every snapshot of the account reads; partial, so that
+        # the connections' findings cost it nothing.
+        Index(
+            "ix_findings_integration_level",
+            "account",
+            "rule",
+            "resolved_at",
+            sqlite_where=text("type IS NULL"),
+            postgresql_where=text("type IS NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -392,7 +392,8 @@ def update_findings(
     t = FINDINGS
     kept_rules = per_row if kept else set()
     # Two reads, each by an index: the integration's own open findings, and the account's
-    # of the account-level rules (an OR of the two would read every finding of the account).
+    # of the account-level rules, which have no type (an OR of the two would read every
+    # finding of the account; ``type IS NULL`` is the partial index's own condition).
     open_rows = list(
         conn.execute(
             select(t).where(
@@ -406,7 +407,10 @@ def update_findings(
     if account_level:
         open_rows += conn.execute(
             select(t).where(
-                t.c.resolved_at.is_(None), t.c.account == account, t.c.rule.in_(account_level)
+                t.c.resolved_at.is_(None),
+                t.c.account == account,
+                t.c.rule.in_(account_level),
+                t.c.type.is_(None),
             )
         )
     open_rows.sort(key=_row_id)
@@ -494,7 +498,7 @@ def update_findings(
         new_now = (t.c.resolved_at.is_(None), t.c.first_seen_at == now, t.c.account == account)
         scopes = [t.c.integration == integration]  # each read by an index, as open_rows
         if account_level:
-            scopes.append(t.c.rule.in_(account_level))
+            scopes.append(t.c.rule.in_(account_level) & t.c.type.is_(None))
         id_of = {
             tuple(key): id_
             for scope in scopes
