@@ -15,7 +15,8 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import delete, select, text
+from sqlalchemy import delete, insert, select, text
+from sqlalchemy import event as sa_event
 
 from inventory import models as m
 from inventory import rules, store
@@ -208,6 +209,61 @@ def test_update_findings_returns_what_opened(acme: Harness) -> None:
                 "last complete snapshot 2026-06-01T12:00:00Z, more than max_age=2d ago", later,
             )
         ]  # fmt: skip
+    finally:
+        engine.dispose()
+
+
+def test_a_snapshots_reads_of_the_findings_go_by_an_index(acme: Harness) -> None:
+    """Every read of the findings table a snapshot's update makes (its open findings, the
+    account-level rule's, the new episodes' ids) is an index search on SQLite, not a
+    scan of the account's findings: with an OR, one large account's snapshots each read
+    all of them. Another integration's ZIS009 row (no type) is read."""
+    if not acme.db_url.startswith("sqlite"):
+        pytest.skip("the query plans are SQLite's (PostgreSQL's planner scans tiny tables)")
+    sync_at(acme, T1)
+    quiet = load_settings(str(acme.config), resolve_tokens=False)
+    hook = Sink(
+        "hook", "webhook", Secret("http://127.0.0.1:9/never"), events=frozenset({"finding"})
+    )
+    settings = replace(quiet, notify=(hook,))
+    engine = store.make_engine(acme.db_url)
+    seen: list[tuple[str, Any]] = []
+
+    def keep(conn: Any, cursor: Any, statement: str, params: Any, *_: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and " findings" in statement:
+            seen.append((statement, params))
+
+    sa_event.listen(engine, "before_cursor_execute", keep)
+    try:
+        with engine.begin() as conn:  # a ZIS009 row of another integration, open
+            conn.execute(insert(m.Finding).values(
+                rule="ZIS009", slug="integration-not-inventoried", severity="medium",
+                account="acme", integration="billing", type=None, name=None,
+                detail="listed by the registry, not configured", first_seen_at=T1,
+                last_seen_at=T1,
+            ))  # fmt: skip
+            conn.execute(delete(m.Finding).where(m.Finding.rule == "ZIS001"))
+            opened, resolved = findings.update_findings(conn, settings, "acme", "crm", T2)
+        sa_event.remove(engine, "before_cursor_execute", keep)
+        # The account's ZIS009 row was read, and resolved: no registry lists billing now.
+        assert {(f.rule, f.name) for f in opened} == {("ZIS001", "open_key")}
+        assert [(f.rule, f.integration) for f in resolved] == [("ZIS009", "billing")]
+        assert query(acme.db_url, select(m.Finding.rule, m.Finding.resolved_at)) == {
+            ("ZIS001", None), ("ZIS009", T2)
+        }  # fmt: skip
+        plans = set()
+        with engine.connect() as conn:
+            cursor = conn.connection.driver_connection.cursor()
+            for statement, params in seen:
+                for row in cursor.execute(f"EXPLAIN QUERY PLAN {statement}", params):
+                    if "findings" in row[3]:
+                        plans.add(row[3])
+        assert plans == {
+            "SEARCH findings USING INDEX ix_findings_account_integration_resolved_at "
+            "(account=? AND integration=? AND resolved_at=?)",
+            "SEARCH findings USING INDEX ix_findings_integration_level "
+            "(account=? AND rule=? AND resolved_at=?)",
+        }
     finally:
         engine.dispose()
 
