@@ -142,12 +142,9 @@ def told(settings: Settings, events: frozenset[str] = frozenset({"finding"})) ->
 
 def test_update_findings_returns_what_opened(acme: Harness) -> None:
     sync_at(acme, T1)
-    quiet = load_settings(str(acme.config), resolve_tokens=False)
     # Opened findings are returned (and their ids read back) for a sink that takes them.
-    hook = Sink(
-        "hook", "webhook", Secret("http://127.0.0.1:9/never"), events=frozenset({"finding"})
-    )
-    settings = replace(quiet, notify=(hook,))
+    quiet = load_settings(str(acme.config), resolve_tokens=False)
+    settings = told(quiet)
     engine = store.make_engine(acme.db_url)
     try:
         later = T1 + timedelta(days=10)
@@ -187,7 +184,7 @@ def test_update_findings_returns_what_opened(acme: Harness) -> None:
         # With no sink told of findings, the same rows open and none is returned.
         for told_nothing in (
             quiet,
-            replace(settings, notify=(replace(hook, events=frozenset({"added"})),)),
+            told(quiet, events=frozenset({"added"})),
         ):
             with engine.connect() as conn:
                 conn.execute(delete(m.Finding))
@@ -221,11 +218,7 @@ def test_a_snapshots_reads_of_the_findings_go_by_an_index(acme: Harness) -> None
     if not acme.db_url.startswith("sqlite"):
         pytest.skip("the query plans are SQLite's (PostgreSQL's planner scans tiny tables)")
     sync_at(acme, T1)
-    quiet = load_settings(str(acme.config), resolve_tokens=False)
-    hook = Sink(
-        "hook", "webhook", Secret("http://127.0.0.1:9/never"), events=frozenset({"finding"})
-    )
-    settings = replace(quiet, notify=(hook,))
+    settings = told(load_settings(str(acme.config), resolve_tokens=False))
     engine = store.make_engine(acme.db_url)
     seen: list[tuple[str, Any]] = []
 

@@ -43,7 +43,7 @@ from ..canonical import (
 )
 from ..fields import RECORD_FIELDS, TIMESTAMP_FIELDS
 from ..records import Connection as Record
-from .written import Written
+from .written import Written, is_applied
 
 SNAPSHOTS = cast(Table, m.Snapshot.__table__)
 CHANGES = cast(Table, m.ConnectionChange.__table__)
@@ -137,10 +137,6 @@ class Readers:
         )
 
 
-def applied(status: Any, superseded_by: Any) -> bool:
-    return status == "complete" and superseded_by is None
-
-
 # --- one snapshot's rows -------------------------------------------------------------
 
 
@@ -179,7 +175,7 @@ def snapshot_of(readers: Readers, row: Sequence[Any], chain_rows: str | None) ->
         integration=named["integration"],
         values=values,
         started_at=row[n],
-        applied=applied(named["status"], named["superseded_by"]),
+        applied=is_applied(named["status"], named["superseded_by"]),
         prev_hash=row[n + 1],
         chain_hash=row[n + 2],
         chain_rows=chain_rows,

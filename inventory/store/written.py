@@ -20,6 +20,12 @@ from .findings import FindingEvents
 EventKey = tuple[str, str, str, str | None]  # (type, name, change, field): one per snapshot
 
 
+def is_applied(status: str, superseded_by: int | None) -> bool:
+    """Whether a snapshot of this status applies its rows: ``store.APPLIED``, the same
+    condition in SQL, read here of a row's values."""
+    return status == SnapshotStatus.COMPLETE and superseded_by is None
+
+
 @dataclass(frozen=True)
 class SnapshotRow:
     """A row of ``snapshots``, as the sync decided it."""
@@ -100,7 +106,7 @@ class Written:
 
     @property
     def applied(self) -> bool:
-        return self.row.status == SnapshotStatus.COMPLETE and self.row.superseded_by is None
+        return is_applied(self.row.status, self.row.superseded_by)
 
     @property
     def changed(self) -> frozenset[tuple[str, str]]:

@@ -267,10 +267,6 @@ class FakeZisServer:
         with self._lock:
             self.registries[account].faults.append(fault)
 
-    def request_counts(self) -> Counter[tuple[str, str]]:
-        with self._lock:
-            return Counter((r.account, r.integration) for r in self.requests)
-
     # --- serving ---
 
     def _take_fault(
