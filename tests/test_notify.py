@@ -741,6 +741,72 @@ def test_two_deliverers_never_send_the_same_message_at_once(
     assert {r[6] for r in outbox(cli.db_url)} == {"sent"}
 
 
+def test_a_claim_still_sending_when_half_its_lease_has_gone_leases_the_rest_anew(
+    cli: Harness, receiver: Receiver
+) -> None:
+    """Ten messages at 0.5 s each outlive a 4 s lease: the deliverer leases what it has
+    not sent yet anew, so a second one polling all the while takes none of them."""
+    layout = {f"i{n}": 1 for n in range(10)}
+    configure(cli, receiver, layout, notifications="lease_seconds = 3\ntimeout_seconds = 2")
+    assert cli.run("sync", "--no-notify").code == 0
+    receiver.delay = 0.5
+    settings = load_settings(str(cli.config))
+    engines = [store.make_engine(cli.db_url) for _ in range(2)]
+    done = threading.Event()
+    first: list[Any] = []
+    other: list[Any] = []
+
+    def deliver_once() -> None:
+        try:
+            first.append(Deliverer(engines[0], settings).run())
+        finally:
+            done.set()
+
+    def poll() -> None:
+        while not done.is_set():
+            other.append(Deliverer(engines[1], settings).run())
+            time.sleep(0.05)
+
+    try:
+        threads = [threading.Thread(target=deliver_once), threading.Thread(target=poll)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    finally:
+        for engine in engines:
+            engine.dispose()
+    assert [(r.sent, r.retry, r.dead) for r in first] == [(10, 0, 0)]
+    assert {r.attempts for r in other} == {0}
+    ids = [g.webhook_id for g in receiver.got]
+    assert len(ids) == 10 and len(set(ids)) == 10 and receiver.overlaps == 0
+    assert set(rows(cli.db_url, "SELECT status, attempts FROM notifications")) == {("sent", 1)}
+
+
+def test_a_renewal_leaves_a_message_another_delivery_took_to_it(
+    cli: Harness, receiver: Receiver
+) -> None:
+    configure(cli, receiver, {"billing": 1, "crm": 1, "ops": 1})
+    assert cli.run("sync", "--no-notify").code == 0
+    settings = load_settings(str(cli.config))
+    engine = store.make_engine(cli.db_url)
+    try:
+        deliverer = Deliverer(engine, settings)
+        kept, taken, sent = deliverer.claim()
+        n = m.Notification
+        with engine.begin() as conn:  # its lease ended: another delivery claimed one and sent one
+            conn.execute(n.__table__.update().where(n.id == taken.id).values(attempts=2))
+            conn.execute(n.__table__.update().where(n.id == sent.id).values(status="sent"))
+            before = dict(conn.execute(select(n.id, n.next_attempt_at)).all())
+        assert deliverer.renew([kept, taken, sent]) == {kept.id}
+        with engine.connect() as conn:
+            after = dict(conn.execute(select(n.id, n.next_attempt_at)).all())
+    finally:
+        engine.dispose()
+    assert after[kept.id] > before[kept.id]
+    assert (after[taken.id], after[sent.id]) == (before[taken.id], before[sent.id])
+
+
 # --- what is queued ----------------------------------------------------------------------
 
 

@@ -5,7 +5,9 @@ dead letters; one webhook-id per message across every attempt.
 A claim moves ``next_attempt_at`` a lease ahead and counts the attempt before anything is
 sent, and commits: another deliverer does not take the message while the lease runs,
 and a deliverer killed mid-send leaves it to be sent again once the lease ends, with the
-same webhook-id. Per (sink, account, integration) only the oldest pending message is
+same webhook-id. A claim whose messages are still being sent when half its lease has
+gone (a Slack sink's backlog goes out a message a second) leases the rest anew. Per
+(sink, account, integration) only the oldest pending message is
 due, so receivers get an integration's messages in order.
 """
 
@@ -22,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-from sqlalchemy import Engine, and_, exists, insert, select, update
+from sqlalchemy import Engine, and_, exists, insert, select, tuple_, update
 from sqlalchemy.orm import aliased
 from standardwebhooks.webhooks import Webhook
 
@@ -229,13 +231,22 @@ class Deliverer:
         sender = Sender(self.policy.timeout_seconds, transport=self.transport)
         try:
             while stop is None or not stop.is_set():
+                leased_at = time.monotonic()  # the lease runs from before the claim
                 claimed = self.claim(tried)
                 if not claimed:
                     break
-                for message in claimed:
+                lost: set[int] = set()  # their lease ended and another delivery took them
+                for n, message in enumerate(claimed):
                     tried.add(message.id)
                     if stop is not None and stop.is_set():
                         break  # claimed and not sent: sent once the lease ends
+                    if time.monotonic() - leased_at >= self._renew_after:
+                        leased_at = time.monotonic()
+                        rest = [c for c in claimed[n:] if c.id not in lost]
+                        ours = self.renew(rest) if rest else set()
+                        lost.update(c.id for c in rest if c.id not in ours)
+                    if message.id in lost:
+                        continue
                     if not self.pacer.wait(self.sinks[message.sink], stop):
                         break
                     outcome = self._deliver(sender, message)
@@ -309,6 +320,33 @@ class Deliverer:
             )
             for r in rows
         ]
+
+    @property
+    def _renew_after(self) -> float:
+        """How long after a claim its messages not yet sent are leased anew: when half the
+        lease has gone, or sooner when less than a send's deadline and a Slack sink's
+        interval would be left (a Slack sink's backlog is sent a message a second)."""
+        lease = self.policy.lease_seconds
+        return max(0.0, min(lease / 2, lease - self.policy.timeout_seconds - SLACK_INTERVAL))
+
+    def renew(self, claimed: list[_Claimed]) -> set[int]:
+        """Move the lease of these claimed messages on, in one short transaction; the ids
+        still this delivery's (pending, at the attempt it claimed): a message whose lease
+        ended meanwhile and that another delivery claimed or sent is left to it."""
+        now = self.now()
+        mine = tuple_(N.id, N.attempts).in_([(c.id, c.attempts) for c in claimed])
+        query = select(N.id).where(mine, N.status == "pending")
+        with self.engine.begin() as conn:
+            if store.is_postgres(conn):
+                query = query.with_for_update(skip_locked=True, of=N)
+            ours = set(conn.execute(query).scalars())
+            if ours:
+                conn.execute(
+                    update(N)
+                    .where(N.id.in_(ours))
+                    .values(next_attempt_at=now + timedelta(seconds=self.policy.lease_seconds))
+                )
+        return ours
 
     def _deliver(self, sender: Sender, message: _Claimed) -> str:
         sink = self.sinks[message.sink]
