@@ -287,10 +287,9 @@ NEW_COLUMNS = ("rule", "slug", "severity", "account", "integration", "type", "na
 
 
 @dataclass(frozen=True, slots=True)
-class OpenedFinding:
-    """A finding that became visible in this transaction: a new episode, or (``note``
-    set) an open one whose suppression ended. Suppressed new episodes are not returned:
-    nobody is told of what was accepted."""
+class ToldFinding:
+    """A finding as a notification tells it: its row's id, the rule and key, what it says,
+    when its episode began, and a note."""
 
     id: int
     rule: str
@@ -306,21 +305,16 @@ class OpenedFinding:
 
 
 @dataclass(frozen=True, slots=True)
-class ResolvedFinding:
+class OpenedFinding(ToldFinding):
+    """A finding that became visible in this transaction: a new episode, or (``note``
+    set) an open one whose suppression ended. Suppressed new episodes are not returned:
+    nobody is told of what was accepted."""
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedFinding(ToldFinding):
     """A finding whose episode this transaction ended (``note`` says why, when it was not
     simply fixed). Suppressed ones are not returned: nobody was told they opened."""
-
-    id: int
-    rule: str
-    slug: str
-    severity: str
-    account: str
-    integration: str
-    type: str | None
-    name: str | None
-    detail: str
-    first_seen_at: datetime
-    note: str | None = None
 
 
 class FindingEvents(NamedTuple):

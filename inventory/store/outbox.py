@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, func, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -27,6 +27,7 @@ from ..notify.messages import (
     snapshot_message,
 )
 from ..rules import has_expired
+from .findings import FindingEvents
 
 S, C, N = m.Snapshot, m.ConnectionChange, m.Notification
 E, K = m.ExpiryWarning, m.Connection
@@ -34,16 +35,6 @@ DEFAULT_THRESHOLDS = (30, 14, 7, 1)
 
 
 F = TypeVar("F", bound=FindingLike)
-
-
-class Found(Protocol):
-    """The findings one evaluation opened and resolved (store.findings.FindingEvents)."""
-
-    @property
-    def opened(self) -> Sequence[FindingLike]: ...
-
-    @property
-    def resolved(self) -> Sequence[FindingLike]: ...
 
 
 def of_connections(found: Iterable[F]) -> list[F]:
@@ -60,7 +51,7 @@ def enqueue_snapshot(
     conn: Connection,
     settings: Settings | None,
     snapshot_id: int,
-    found: Found,
+    found: FindingEvents,
     now: datetime,
     clients: tuple[int, int, int, int] = (0, 0, 0, 0),
 ) -> None:
@@ -105,7 +96,7 @@ def enqueue_run(
     conn: Connection,
     settings: Settings,
     run_id: int,
-    found: Sequence[Found],
+    found: Sequence[FindingEvents],
     now: datetime,
 ) -> None:
     """One message per sink for a run's findings about no connection (the ones
@@ -162,7 +153,7 @@ def _remember_sinks(conn: Connection, sinks: Sequence[Sink], now: datetime) -> N
 def _snapshot_message(
     conn: Connection,
     snap: Any,
-    found: Found,
+    found: FindingEvents,
     expiry: list[ExpiryEvent],
     widest: int,
     clients: tuple[int, int, int, int] = (0, 0, 0, 0),
