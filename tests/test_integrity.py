@@ -16,6 +16,7 @@ from sqlalchemy import delete, insert, select, update
 
 from inventory import models as m
 from inventory import store
+from inventory.store.current import current_mismatches
 
 from .helpers import (
     HEAD,
@@ -81,6 +82,46 @@ def test_db_check_passes_on_a_healthy_database_and_names_each_broken_invariant(
         line.startswith("version ranges") and line.endswith("of one connection overlap")
         for line in lines
     )
+
+
+def test_the_present_rows_against_their_current_versions_each_mismatch_once(
+    cli: Harness,
+) -> None:
+    """store.current's one query, which db check and db verify report from: a key with
+    two current versions (one of them differing), none, a removed row still current, a
+    current version with no row; the count of current versions with each."""
+    seed(cli, {"acme": {"billing": 1}})
+    assert cli.run("sync").code == 0
+    cli.zis.update(
+        "acme", "billing", "api_key", "billing_api_key_0", allowed_domain="x.example.com"
+    )
+    assert cli.run("sync").code == 0
+    v, c = m.ConnectionVersion, m.Connection
+    (old,) = query(
+        cli.db_url, select(v.id).where(v.name == "billing_api_key_0", v.valid_to.is_not(None))
+    )
+    write(
+        cli.db_url,
+        update(v).where(v.id == old[0]).values(valid_to=None),  # two current versions
+        delete(v).where(v.name == "billing_bearer_token_0"),  # none
+        update(c).where(c.name == "billing_oauth_0").values(removed_at=store.now()),
+        delete(c).where(c.name == "billing_basic_auth_0"),  # a current version, no row
+    )  # fmt: skip
+    engine = store.make_engine(cli.db_url)
+    try:
+        with engine.connect() as conn:
+            found = current_mismatches(conn)
+    finally:
+        engine.dispose()
+    assert sorted((x.kind, x.type, x.name, x.column, x.current) for x in found) == [
+        ("no version", "bearer_token", "billing_bearer_token_0", None, 0),
+        ("orphan", "basic_auth", "billing_basic_auth_0", None, 1),
+        ("removed", "oauth", "billing_oauth_0", None, 1),
+        ("several versions", "api_key", "billing_api_key_0", None, 2),
+        ("value", "api_key", "billing_api_key_0", "allowed_domain", 2),
+        ("value", "api_key", "billing_api_key_0", "last_changed_at", 2),
+    ]
+    assert {x.version for x in found if x.kind == "value"} == {old[0]}
 
 
 @pytest.mark.parametrize("seed_value", [1, 2])
