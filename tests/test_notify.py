@@ -769,8 +769,9 @@ def test_a_claim_still_sending_when_half_its_lease_has_gone_leases_the_rest_anew
 
     try:
         threads = [threading.Thread(target=deliver_once), threading.Thread(target=poll)]
-        for t in threads:
-            t.start()
+        threads[0].start()
+        wait_for(lambda: len(receiver.got) == 1)  # the first has claimed them all
+        threads[1].start()
         for t in threads:
             t.join(60)
     finally:
