@@ -337,8 +337,8 @@ class Deliverer:
         mine = tuple_(N.id, N.attempts).in_([(c.id, c.attempts) for c in claimed])
         query = select(N.id).where(mine, N.status == "pending")
         with self.engine.begin() as conn:
-            if store.is_postgres(conn):
-                query = query.with_for_update(skip_locked=True, of=N)
+            if store.is_postgres(conn):  # waits for a claim of the same rows, then rereads
+                query = query.with_for_update(of=N)
             ours = set(conn.execute(query).scalars())
             if ours:
                 conn.execute(
