@@ -67,7 +67,8 @@ def current_mismatches(conn: Connection) -> list[Mismatch]:
 
 def _mismatches(conn: Connection, pair: Pair) -> list[Mismatch]:
     c, v = pair.current.c, pair.versions.c
-    same_key = [v[k] == c[k] for k in ("account", "integration", *pair.key)]
+    keys = ("account", "integration", *pair.key)  # a row's key within the database
+    same_key = [v[k] == c[k] for k in keys]
     key = and_(*same_key, v.valid_to.is_(None))
     pairs = [
         (c[name], v["valid_from" if name == "last_changed_at" else name]) for name in pair.compared
@@ -75,7 +76,7 @@ def _mismatches(conn: Connection, pair: Pair) -> list[Mismatch]:
     differs = or_(*(a.is_distinct_from(b) for a, b in pairs))
     # The keys with several current versions, counted in one grouped pass (a count per
     # row, correlated, probed the versions' index once for each of a million rows).
-    keyed = [v[k] for k in ("account", "integration", *pair.key)]
+    keyed = [v[k] for k in keys]
     several = (
         select(*keyed, func.count().label("n"))
         .where(v.valid_to.is_(None))
@@ -89,9 +90,7 @@ def _mismatches(conn: Connection, pair: Pair) -> list[Mismatch]:
         select(c.id, c.account, c.integration, *(c[k] for k in pair.key), c.removed_at, v.id)
         .add_columns(*(a for a, _ in pairs), *(b for _, b in pairs), current)
         .outerjoin(pair.versions, key)
-        .outerjoin(
-            several, and_(*(several.c[k] == c[k] for k in ("account", "integration", *pair.key)))
-        )
+        .outerjoin(several, and_(*(several.c[k] == c[k] for k in keys)))
         .where(
             or_(
                 and_(
@@ -129,9 +128,7 @@ def _mismatches(conn: Connection, pair: Pair) -> list[Mismatch]:
         select(v.id, v.account, v.integration, *(v[k] for k in pair.key))
         .where(
             v.valid_to.is_(None),
-            ~select(c.id)
-            .where(*(c[k] == v[k] for k in ("account", "integration", *pair.key)))
-            .exists(),
+            ~select(c.id).where(*(c[k] == v[k] for k in keys)).exists(),
         )
         .order_by(v.id)
     )
