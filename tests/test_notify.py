@@ -744,12 +744,13 @@ def test_two_deliverers_never_send_the_same_message_at_once(
 def test_a_claim_still_sending_when_half_its_lease_has_gone_leases_the_rest_anew(
     cli: Harness, receiver: Receiver
 ) -> None:
-    """Ten messages at 0.5 s each outlive a 4 s lease: the deliverer leases what it has
-    not sent yet anew, so a second one polling all the while takes none of them."""
-    layout = {f"i{n}": 1 for n in range(10)}
-    configure(cli, receiver, layout, notifications="lease_seconds = 3\ntimeout_seconds = 2")
+    """Twelve messages at 0.7 s each outlive a 6 s lease: half of it gone (3 s, which
+    leaves more than a send's 2 s deadline and a Slack second), the deliverer leases what
+    it has not sent yet anew, so a second one polling all the while takes none of them."""
+    layout = {f"i{n}": 1 for n in range(12)}
+    configure(cli, receiver, layout, notifications="lease_seconds = 6\ntimeout_seconds = 2")
     assert cli.run("sync", "--no-notify").code == 0
-    receiver.delay = 0.5
+    receiver.delay = 0.7
     settings = load_settings(str(cli.config))
     engines = [store.make_engine(cli.db_url) for _ in range(2)]
     done = threading.Event()
@@ -777,10 +778,10 @@ def test_a_claim_still_sending_when_half_its_lease_has_gone_leases_the_rest_anew
     finally:
         for engine in engines:
             engine.dispose()
-    assert [(r.sent, r.retry, r.dead) for r in first] == [(10, 0, 0)]
+    assert [(r.sent, r.retry, r.dead) for r in first] == [(12, 0, 0)]
     assert {r.attempts for r in other} == {0}
     ids = [g.webhook_id for g in receiver.got]
-    assert len(ids) == 10 and len(set(ids)) == 10 and receiver.overlaps == 0
+    assert len(ids) == 12 and len(set(ids)) == 12 and receiver.overlaps == 0
     assert set(rows(cli.db_url, "SELECT status, attempts FROM notifications")) == {("sent", 1)}
 
 
