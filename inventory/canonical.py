@@ -145,9 +145,10 @@ COLUMNS_JSON = {
 
 
 def timestamp_text(value: Any) -> Any:
-    """A timestamp as RFC 3339 UTC text with microseconds. SQLite's stored text is read
-    as text (see ``store.chain.Reader``), so that a value edited into something no timestamp is
-    still gives a value to hash rather than an error."""
+    """A timestamp as RFC 3339 UTC text with microseconds. Stored timestamps are read as
+    text (SQLite's as stored, PostgreSQL's rendered by the server in this form: see
+    ``store.chain.Reader``), so that a value edited into something no timestamp is still
+    gives a value to hash rather than an error."""
     if value is None:
         return None
     if type(value) is datetime and value.tzinfo is UTC:  # as the sync binds them
@@ -159,6 +160,8 @@ def timestamp_text(value: Any) -> Any:
             return _unexpected(value)
         if len(value) == 26 and value[10] == " " and value[19] == ".":  # as stored
             return f"{value[:10]}T{value[11:]}Z"
+        if len(value) == 27 and value[10] == "T" and value[19] == "." and value[26] == "Z":
+            return value  # already this form (PostgreSQL's, see store.chain.Reader)
         value = parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
     if isinstance(value, datetime):
         utc = value.astimezone(UTC) if value.tzinfo is not None else value

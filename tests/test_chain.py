@@ -15,7 +15,7 @@ import pytest
 import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sqlalchemy import Table, delete, func, insert, select, update
+from sqlalchemy import Table, delete, func, insert, select, text, update
 
 from inventory import canonical, store
 from inventory import models as m
@@ -165,6 +165,54 @@ def test_every_column_of_every_history_table_edited_by_hand_is_named(cli: Harnes
         assert run_verify(cli)[:2] == (0, []), (table.name, column)
 
 
+def test_a_timestamp_edited_into_one_no_sync_writes_is_named(cli: Harness) -> None:
+    """PostgreSQL renders the hashed timestamps as text itself: an infinite one (which
+    to_char would render as NULL, as a timestamp that is NULL), or the same time of a
+    year before Christ (which a year's four digits alone would not tell apart), is named
+    like any other edit; so is SQLite's text that is no timestamp."""
+    ids = history(cli)
+    started = query(cli.db_url, select(S.started_at).where(S.id == ids["changed"])).pop()[0]
+    ((version,),) = query(
+        cli.db_url,
+        select(V.id).where(
+            V.valid_from == started, V.type == "basic_auth", V.integration == "billing"
+        ),
+    )
+    ((present,),) = query(cli.db_url, select(K.id).where(K.name == "billing_basic_auth_0"))
+    event = ("connection_changes", ids["change"], "detected_at")
+    empty = ("connection_versions", version, "token_expiry")  # a NULL, of a current version
+    if cli.db_url.startswith("postgresql"):
+        bc = "(to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00 BC')::timestamptz"
+        edits = [
+            (event, "'infinity'"),
+            (event, "'-infinity'"),
+            (event, bc.format("detected_at")),
+            (empty, "'infinity'"),
+            (empty, "'-infinity'"),
+        ]
+    else:
+        edits = [(event, "'infinity'"), (empty, "'infinity'"), (event, "'2026-02-30 10:00:00'")]
+    for (table, row_id, column), edit in edits:
+        where = f"FROM {table} WHERE id = {row_id}"
+        engine = store.make_engine(cli.db_url)
+        with engine.begin() as conn:
+            before = conn.exec_driver_sql(f"SELECT {column} {where}").scalar_one()
+            conn.exec_driver_sql(f"UPDATE {table} SET {column} = {edit} WHERE id = {row_id}")
+        engine.dispose()
+        code, problems, _ = run_verify(cli)
+        expected = {("acme/billing", ids["changed"], table, row_id, column)}
+        if table == "connection_versions":  # its connection no longer matches it either
+            expected.add(("acme/billing", None, "connections", present, column))
+        assert code == 1 and named(problems) == expected, (edit, problems)
+        engine = store.make_engine(cli.db_url)
+        with engine.begin() as conn:
+            conn.execute(
+                text(f"UPDATE {table} SET {column} = :was WHERE id = {row_id}"), {"was": before}
+            )
+        engine.dispose()
+        assert run_verify(cli)[:2] == (0, []), edit
+
+
 def test_deleted_and_inserted_rows_are_named(cli: Harness) -> None:
     ids = history(cli)
     chained = "acme/billing"
@@ -214,6 +262,78 @@ def test_deleted_and_inserted_rows_are_named(cli: Harness) -> None:
     assert got == {(chained, None, "connections", cid, "token_type")}
     check = cli.run("db", "check", "--config", str(cli.config))
     assert check.code == 1 and "current values" in check.out
+
+
+def test_rows_no_hash_covers_are_judged_by_their_own_integrations_snapshots(
+    cli: Harness,
+) -> None:
+    """A version (or an OAuth client's) opened or closed at a time only another
+    integration's snapshot started at is covered by no hash of its own chain; one from
+    before its chain started is not judged."""
+    ids = history(cli)
+    crm_started = query(cli.db_url, select(S.started_at).where(S.integration == "crm")).pop()[0]
+    billing_started = query(cli.db_url, select(S.started_at).where(S.id == ids["changed"])).pop()[0]
+    later = billing_started + timedelta(days=30)  # no snapshot started then
+    ghost = {"account": "acme", "type": "api_key", "name": "ghost"}
+    client = {"account": "acme", "integration": "billing", "uuid": "0c1d", "name": "ghost"}
+    write(
+        cli.db_url,
+        insert(V).values(id=9201, integration="billing", valid_from=crm_started, valid_to=later,
+                         **ghost),
+        insert(V).values(id=9203, integration="crm", valid_from=T0, valid_to=billing_started,
+                         **ghost),
+        insert(m.OAuthClientVersion).values(id=9204, token_url="https://login.example.com/t",
+                                            created_at=T0, valid_from=crm_started,
+                                            valid_to=later, **client),
+    )  # fmt: skip
+    code, problems, _ = run_verify(cli)
+    assert code == 1
+    assert named(problems) == {
+        ("acme/billing", None, "connection_versions", 9201, "valid_from"),
+        ("acme/billing", None, "connection_versions", 9201, "valid_to"),
+        ("acme/crm", None, "connection_versions", 9203, "valid_to"),
+        ("acme/billing", None, "oauth_client_versions", 9204, "valid_from"),
+        ("acme/billing", None, "oauth_client_versions", 9204, "valid_to"),
+    }
+
+
+def test_the_checks_beside_the_chains_read_the_same_snapshot(
+    cli: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On PostgreSQL the checks of uncovered rows and of the connections against their
+    versions run on connections of their own: what is committed once `db verify` has
+    begun is seen by none of its checks, and by the next `db verify`."""
+    if not cli.db_url.startswith("postgresql"):
+        pytest.skip("SQLite's checks share the one connection; exported snapshots are PostgreSQL's")
+    ids = history(cli)
+    started = query(cli.db_url, select(S.started_at).where(S.id == ids["changed"])).pop()[0]
+    ghost = {"account": "acme", "integration": "billing", "type": "api_key", "name": "ghost"}
+    exported = chain_verify._exported
+
+    def then_written(conn: Any) -> str:
+        snapshot = exported(conn)
+        write(
+            cli.db_url,
+            insert(V).values(id=9301, valid_from=started + timedelta(seconds=1),
+                             valid_to=started + timedelta(seconds=2), **ghost),
+            update(K).where(K.name == "billing_oauth_0").values(token_type="bearer"),
+        )  # fmt: skip
+        return snapshot
+
+    monkeypatch.setattr(chain_verify, "_exported", then_written)
+    engine = store.make_engine(cli.db_url, readonly=True)
+    try:
+        assert chain_verify.verify(engine).problems == []
+        monkeypatch.setattr(chain_verify, "_exported", exported)
+        ((cid,),) = query(cli.db_url, select(K.id).where(K.name == "billing_oauth_0"))
+        found = chain_verify.problem_rows(chain_verify.verify(engine).problems)
+    finally:
+        engine.dispose()
+    assert named(found) == {
+        ("acme/billing", None, "connection_versions", 9301, "valid_from"),
+        ("acme/billing", None, "connection_versions", 9301, "valid_to"),
+        ("acme/billing", None, "connections", cid, "token_type"),
+    }
 
 
 def heads_file(h: Harness) -> Path:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, cast
 
 from sqlalchemy import (
@@ -17,11 +18,15 @@ from sqlalchemy import (
     Select,
     Table,
     Text,
+    and_,
+    case,
     func,
+    literal,
     select,
     type_coerce,
     update,
 )
+from sqlalchemy import cast as cast_
 from sqlalchemy.sql.elements import ColumnElement
 
 from .. import models as m
@@ -105,16 +110,33 @@ class Reader:
         return values
 
 
+_YEAR_1 = datetime(1, 1, 1, tzinfo=UTC)
+_RFC3339 = 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'  # to_char's picture of canonical.timestamp_text
+
+
+def _timestamp_text(column: ColumnElement[Any]) -> ColumnElement[Any]:
+    """PostgreSQL's timestamp as the canonical RFC 3339 text, made by the server. A value
+    no sync writes (before year 1, or infinite, which to_char would render as a year
+    1 or NULL) comes as PostgreSQL's own text of it, which is no canonical timestamp."""
+    plain = and_(column >= literal(_YEAR_1, column.type), func.isfinite(column))
+    return case(
+        (plain, func.to_char(func.timezone("UTC", column), _RFC3339)),
+        else_=cast_(column, Text),
+    )
+
+
 def _reader(table: Table, names: Sequence[str], sqlite: bool) -> Reader:
-    """SQLite's timestamps are read as their stored text and its booleans as integers,
-    and made plain here, the same way on both databases."""
+    """Timestamps are read as text (SQLite's as stored, PostgreSQL's rendered by the
+    server, which spares the client a datetime per value) and SQLite's booleans as
+    integers, and made plain here, the same way on both databases."""
     columns: list[ColumnElement[Any]] = []
     timestamps, booleans = [], []
     for i, name in enumerate(names):
         column = table.c[name]
         if isinstance(column.type, m.UTCDateTime):
             timestamps.append(i)
-            columns.append(type_coerce(column, Text).label(name) if sqlite else column)
+            text = type_coerce(column, Text) if sqlite else _timestamp_text(column)
+            columns.append(text.label(name))
         elif isinstance(column.type, Boolean):
             booleans.append(i)
             columns.append(type_coerce(column, Integer).label(name) if sqlite else column)

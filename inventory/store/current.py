@@ -73,7 +73,10 @@ def _mismatches(conn: Connection, pair: Pair) -> list[Mismatch]:
     pairs = [
         (c[name], v["valid_from" if name == "last_changed_at" else name]) for name in pair.compared
     ]
-    differs = or_(*(a.is_distinct_from(b) for a, b in pairs))
+    # Which values differ is the database's answer, not a comparison of values read
+    # back: a value edited into one no type reads (a timestamp of no year) is named too.
+    distinct = [a.is_distinct_from(b) for a, b in pairs]
+    differs = or_(*distinct)
     # The keys with several current versions, counted in one grouped pass (a count per
     # row, correlated, probed the versions' index once for each of a million rows).
     keyed = [v[k] for k in keys]
@@ -87,8 +90,9 @@ def _mismatches(conn: Connection, pair: Pair) -> list[Mismatch]:
     current = func.coalesce(several.c.n, case((v.id.is_(None), 0), else_=1))
     tables = (pair.current.name, pair.versions.name)
     rows = conn.execute(
-        select(c.id, c.account, c.integration, *(c[k] for k in pair.key), c.removed_at, v.id)
-        .add_columns(*(a for a, _ in pairs), *(b for _, b in pairs), current)
+        select(c.id, c.account, c.integration, *(c[k] for k in pair.key))
+        .add_columns(c.removed_at.is_not(None), v.id)
+        .add_columns(*distinct, current)
         .outerjoin(pair.versions, key)
         .outerjoin(several, and_(*(several.c[k] == c[k] for k in keys)))
         .where(
@@ -108,10 +112,10 @@ def _mismatches(conn: Connection, pair: Pair) -> list[Mismatch]:
     for row in rows:
         cid, account, integration = row[:3]
         type_, name = (pair.type, row[3]) if pair.type is not None else (row[3], row[4])
-        removed_at, vid = row[3 + k], row[4 + k]
-        ours, theirs, count = row[5 + k : 5 + k + n], row[5 + k + n : 5 + k + 2 * n], row[-1]
+        removed, vid = row[3 + k], row[4 + k]
+        differing, count = row[5 + k : 5 + k + n], row[-1]
         where = (account, integration, type_, name, cid, vid, count)
-        if removed_at is not None:
+        if removed:
             found.append(Mismatch("removed", *where, None, *tables))
         elif vid is None:
             found.append(Mismatch("no version", *where, None, *tables))
@@ -121,8 +125,8 @@ def _mismatches(conn: Connection, pair: Pair) -> list[Mismatch]:
             seen.add(cid)
             found += [
                 Mismatch("value", *where, column, *tables)
-                for column, a, b in zip(pair.compared, ours, theirs, strict=True)
-                if a != b
+                for column, differs_ in zip(pair.compared, differing, strict=True)
+                if differs_
             ]
     orphans = conn.execute(
         select(v.id, v.account, v.integration, *(v[k] for k in pair.key))

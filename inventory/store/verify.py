@@ -7,7 +7,9 @@ side but the canonical form and the readers, so it stays an independent check.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Sequence
+import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -125,19 +127,82 @@ def _part_stream(conn: Connection, readers: Readers, part: Part) -> _Peek:
 def verify(engine: Engine, heads: dict[str, Any] | None = None) -> Verification:
     """Recompute every chain in one consistent read, check the connections against their
     current versions, the rows no hash covers, and (given the heads `db heads` printed
-    earlier) that each head is still there with its hash."""
+    earlier) that each head is still there with its hash.
+
+    On PostgreSQL the checks that are the server's work (rows no hash covers, the
+    connections against their versions) run beside the chains on connections of their own
+    that read the same snapshot of the database (an exported snapshot), so the server
+    answers them while this process hashes."""
     with engine.connect() as conn:
         if conn.dialect.name == "sqlite":
             conn.exec_driver_sql("BEGIN")  # one read snapshot for every query below
-        else:
-            conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            try:
+                uncovered, mismatched = _uncovered(conn), _mismatched(conn)
+                return _verify(conn, heads, [lambda: uncovered, lambda: mismatched])
+            finally:
+                conn.rollback()
+        _begin_serial(conn)
         try:
-            return _verify(conn, heads)
+            snapshot = _exported(conn)
+            with ThreadPoolExecutor(max_workers=2, thread_name_prefix="verify") as pool:
+                checks = [
+                    pool.submit(_on_snapshot, engine, snapshot, check)
+                    for check in (_uncovered, _mismatched)
+                ]
+                try:
+                    return _verify(conn, heads, [c.result for c in checks])
+                finally:
+                    for check in checks:
+                        check.cancel()
         finally:
             conn.rollback()
 
 
-def _verify(conn: Connection, heads: dict[str, Any] | None) -> Verification:
+def _begin_serial(conn: Connection) -> None:
+    """A read-only repeatable-read transaction that asks for no parallel workers: the
+    checks already run at once on connections of their own, and workers each sorting
+    the same million rows again (as plans made without statistics do) only add to the
+    server's work."""
+    conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+    conn.exec_driver_sql("SET LOCAL max_parallel_workers_per_gather = 0")
+
+
+_SNAPSHOT_ID = re.compile(r"[0-9A-F]+-[0-9A-F]+(-[0-9]+)?")
+
+
+def _exported(conn: Connection) -> str:
+    """This transaction's snapshot, exported for the connections that read beside it."""
+    snapshot = conn.exec_driver_sql("SELECT pg_export_snapshot()").scalar_one()
+    if not isinstance(snapshot, str) or not _SNAPSHOT_ID.fullmatch(snapshot):
+        raise RuntimeError(f"pg_export_snapshot() returned {snapshot!r}, not a snapshot id")
+    return snapshot
+
+
+def _on_snapshot(
+    engine: Engine, snapshot: str, check: Callable[[Connection], list[Problem]]
+) -> list[Problem]:
+    """A check run on a connection of its own, in a transaction reading the exported
+    snapshot (so it sees exactly what the chains are recomputed from)."""
+    with engine.connect() as conn:
+        try:
+            _begin_serial(conn)
+            # SET takes no bind parameters; the id was checked to be one (_exported).
+            conn.exec_driver_sql(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
+            return check(conn)
+        finally:
+            conn.rollback()
+
+
+def _mismatched(conn: Connection) -> list[Problem]:
+    return [mismatch_problem(x) for x in current_mismatches(conn)]
+
+
+def _verify(
+    conn: Connection,
+    heads: dict[str, Any] | None,
+    checks: Sequence[Callable[[], list[Problem]]],
+) -> Verification:
+    """``checks``: the problems of the checks beyond the chains, each when asked for."""
     readers = Readers.of(conn)
     wanted = _head_ids(heads)
     chains: dict[tuple[str, str], Chain] = {}
@@ -200,8 +265,8 @@ def _verify(conn: Connection, heads: dict[str, Any] | None) -> Verification:
         if found:
             chain.broken = True
             problems += found
-    problems += _uncovered(conn)
-    problems += [mismatch_problem(x) for x in current_mismatches(conn)]
+    for check in checks:
+        problems += check()
     if heads is not None:
         problems += _check_heads(conn, heads, chains)
     return Verification(list(chains.values()), problems)
@@ -244,36 +309,36 @@ def _uncovered(conn: Connection) -> list[Problem]:
             .order_by(c.id)
         )
     ]
-    starts = (
-        select(s.account, s.integration, func.min(s.started_at).label("t0"))
+    # Per chain, each version's time against the set of its integration's applied
+    # snapshots' start times (NOT IN: a hashed set on PostgreSQL, an index on SQLite),
+    # so that no plan depends on the tables' statistics: as one anti-join over every
+    # chain, a planner that has none (no ANALYZE yet) compares each version with every
+    # snapshot.
+    chains = conn.execute(
+        select(s.account, s.integration)
         .where(s.chain_hash.is_not(None))
         .group_by(s.account, s.integration)
-        .subquery()
-    )
+        .order_by(s.account, s.integration)
+    ).all()
     for table, column in (
         (t, column) for t in (VERSIONS, CLIENT_VERSIONS) for column in ("valid_from", "valid_to")
     ):
         v = table.c
-        matching = (
-            select(s.id)
-            .where(
-                s.account == v.account,
-                s.integration == v.integration,
-                s.started_at == v[column],
-                s.status == "complete",
-                s.superseded_by.is_(None),
+        rows: list[tuple[int, str, str]] = []
+        for account, integration in chains:
+            mine = (s.account == account, s.integration == integration)
+            chained_from = select(func.min(s.started_at)).where(*mine, s.chain_hash.is_not(None))
+            applied = select(s.started_at).where(
+                *mine, s.status == "complete", s.superseded_by.is_(None)
             )
-            .exists()
-        )
-        rows = conn.execute(
-            select(v.id, v.account, v.integration)
-            .join(
-                starts,
-                and_(starts.c.account == v.account, starts.c.integration == v.integration),
-            )
-            .where(v[column] >= starts.c.t0, ~matching)
-            .order_by(v.id)
-        )
+            rows += conn.execute(
+                select(v.id, v.account, v.integration).where(
+                    v.account == account,
+                    v.integration == integration,
+                    v[column] >= chained_from.scalar_subquery(),
+                    v[column].not_in(applied),
+                )
+            ).tuples()
         problems += [
             Problem(
                 a,
@@ -285,7 +350,7 @@ def _uncovered(conn: Connection) -> list[Problem]:
                 "inserted: no applied snapshot of its integration started at its "
                 f"{column}, so no hash covers it",
             )
-            for vid, a, i in rows
+            for vid, a, i in sorted(rows)
         ]
     return problems
 
