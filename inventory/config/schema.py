@@ -8,9 +8,9 @@ from __future__ import annotations
 import re
 from dataclasses import field
 from datetime import date, datetime, timedelta
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from ..durations import parse_duration
 
@@ -30,6 +30,15 @@ EVENT_KINDS = (
 )
 
 
+def _float(v: Any) -> Any:
+    return float(v) if isinstance(v, int) and not isinstance(v, bool) else v
+
+
+# A number of seconds (or a ratio): an integer is taken as the float it is, nothing else
+# is coerced (strict mode would refuse `timeout_seconds = 30`).
+Number = Annotated[float, BeforeValidator(_float)]
+
+
 class Strict(BaseModel):
     """A table of the file: unknown keys refused, values taken as written (no coercion)."""
 
@@ -38,24 +47,19 @@ class Strict(BaseModel):
 
 class DatabaseSettings(Strict):
     url: str = DEFAULT_DATABASE_URL
-    busy_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
-
-    @field_validator("busy_timeout_seconds", mode="before")
-    @classmethod
-    def _number(cls, v: Any) -> Any:
-        return float(v) if isinstance(v, int) and not isinstance(v, bool) else v
+    busy_timeout_seconds: Number = Field(default=30.0, gt=0, le=3600)
 
 
 class SyncSettings(Strict):
     page_size: int = Field(default=100, ge=1, le=100)
     concurrency: int = Field(default=4, ge=1, le=64)
-    timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+    timeout_seconds: Number = Field(default=30.0, gt=0, le=600)
     max_retries: int = Field(default=6, ge=0, le=50)
-    max_retry_wait_seconds: float = Field(default=300.0, gt=0, le=86400)
-    retry_backoff_seconds: float = Field(default=1.0, gt=0, le=600)
+    max_retry_wait_seconds: Number = Field(default=300.0, gt=0, le=86400)
+    retry_backoff_seconds: Number = Field(default=1.0, gt=0, le=600)
     max_pages: int = Field(default=10_000, ge=1)
     max_response_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
-    max_removal_ratio: float = Field(default=0.5, ge=0, le=1)
+    max_removal_ratio: Number = Field(default=0.5, ge=0, le=1)
     max_removal_min: int = Field(default=5, ge=0)
     ca_bundle: str | None = None
     full_compare_interval: timedelta = timedelta(hours=24)
@@ -69,17 +73,6 @@ class SyncSettings(Strict):
             return v
         raise ValueError('must be a duration such as "24h", "90m", "7d" or "0"')
 
-    @field_validator(
-        "timeout_seconds",
-        "max_retry_wait_seconds",
-        "retry_backoff_seconds",
-        "max_removal_ratio",
-        mode="before",
-    )
-    @classmethod
-    def _number(cls, v: Any) -> Any:
-        return float(v) if isinstance(v, int) and not isinstance(v, bool) else v
-
 
 class ScheduleSettings(Strict):
     cron: str | None = None
@@ -92,16 +85,7 @@ class ScheduleSettings(Strict):
 class DaemonSettings(Strict):
     metrics_port: int | None = Field(default=None, ge=1, le=65535)
     metrics_host: str = "127.0.0.1"
-    stop_timeout_seconds: float = Field(default=8.0, gt=0, le=300)
-
-    @field_validator("stop_timeout_seconds", mode="before")
-    @classmethod
-    def _number(cls, v: Any) -> Any:
-        return float(v) if isinstance(v, int) and not isinstance(v, bool) else v
-
-
-def _float(v: Any) -> Any:
-    return float(v) if isinstance(v, int) and not isinstance(v, bool) else v
+    stop_timeout_seconds: Number = Field(default=8.0, gt=0, le=300)
 
 
 class NotifyEntry(Strict):
@@ -137,24 +121,12 @@ class NotifyEntry(Strict):
 class NotificationsSettings(Strict):
     expiry_warning_days: list[int] = Field(default_factory=lambda: [30, 14, 7, 1])
     max_attempts: int = Field(default=12, ge=1, le=1000)
-    timeout_seconds: float = Field(default=10.0, gt=0, le=300)
-    backoff_seconds: float = Field(default=30.0, gt=0, le=86400)
-    max_backoff_seconds: float = Field(default=3600.0, gt=0, le=7 * 86400)
-    lease_seconds: float = Field(default=120.0, gt=0, le=86400)
-    poll_seconds: float = Field(default=10.0, gt=0, le=3600)
+    timeout_seconds: Number = Field(default=10.0, gt=0, le=300)
+    backoff_seconds: Number = Field(default=30.0, gt=0, le=86400)
+    max_backoff_seconds: Number = Field(default=3600.0, gt=0, le=7 * 86400)
+    lease_seconds: Number = Field(default=120.0, gt=0, le=86400)
+    poll_seconds: Number = Field(default=10.0, gt=0, le=3600)
     batch_size: int = Field(default=50, ge=1, le=1000)
-
-    @field_validator(
-        "timeout_seconds",
-        "backoff_seconds",
-        "max_backoff_seconds",
-        "lease_seconds",
-        "poll_seconds",
-        mode="before",
-    )
-    @classmethod
-    def _number(cls, v: Any) -> Any:
-        return _float(v)
 
     @field_validator("expiry_warning_days")
     @classmethod
