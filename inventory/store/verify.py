@@ -20,6 +20,7 @@ from ..canonical import (
     chain_hash,
     heads_digest,
 )
+from ..errors import DatabaseError
 from .chain import (
     CHANGES,
     CLIENT_VERSIONS,
@@ -174,7 +175,7 @@ def _exported(conn: Connection) -> str:
     """This transaction's snapshot, exported for the connections that read beside it."""
     snapshot = conn.exec_driver_sql("SELECT pg_export_snapshot()").scalar_one()
     if not isinstance(snapshot, str) or not _SNAPSHOT_ID.fullmatch(snapshot):
-        raise RuntimeError(f"pg_export_snapshot() returned {snapshot!r}, not a snapshot id")
+        raise DatabaseError(f"pg_export_snapshot() returned {snapshot!r}, not a snapshot id")
     return snapshot
 
 
