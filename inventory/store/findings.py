@@ -214,8 +214,9 @@ def _clients(
             if old != new:
                 changes.append(HostChange(account, integration, uuid, f, old, new, at))
     uses: dict[tuple[str, str], set[str]] = {}
+    # DISTINCT: a client is named by many connections; the database folds them.
     for account, integration, uuid in conn.execute(
-        select(k.c.account, k.c.integration, k.c.oauth_client_uuid).where(
+        select(k.c.account, k.c.integration, k.c.oauth_client_uuid).distinct().where(
             *named, k.c.type == "oauth", k.c.oauth_client_uuid.is_not(None),
             *_scope(k, accounts, integrations),
         )
