@@ -97,7 +97,6 @@ def notify(h: Harness, *args: str) -> int:
 
 @dataclass(frozen=True)
 class Finding:
-    id: int
     rule: str
     slug: str
     severity: str
@@ -148,7 +147,7 @@ def test_every_event_kind_reaches_the_receiver_signed_as_documented(
     assert cli.run("sync").code == 0  # recovered
     z.update("acme", "billing", "oauth", "billing_oauth_1", token_expiry="2026-01-01T00:00:00Z")
     assert cli.run("sync").code == 0  # modified token_expiry, and expired
-    finding = Finding(7, "ZIS001", "wide-domain", "high", "acme", "billing", "api_key",
+    finding = Finding("ZIS001", "wide-domain", "high", "acme", "billing", "api_key",
                       "billing_api_key_0", "allowed_domain is a wildcard", NOW)  # fmt: skip
     opened.append(finding)  # what the findings engine passes: a finding this snapshot opened
     for t, name in [(t, i["name"]) for t, i in far_expiry(items("billing", 2))][:6]:

@@ -34,9 +34,6 @@ class FindingLike(Protocol):
     """What the findings engine gives for a finding opened or resolved (store.findings)."""
 
     @property
-    def id(self) -> int: ...
-
-    @property
     def rule(self) -> str: ...
 
     @property

@@ -289,10 +289,10 @@ NEW_COLUMNS = ("rule", "slug", "severity", "account", "integration", "type", "na
 
 @dataclass(frozen=True, slots=True)
 class ToldFinding:
-    """A finding as a notification tells it: its row's id, the rule and key, what it says,
-    when its episode began, and a note."""
+    """A finding as a notification tells it: the rule and key, what it says, when its
+    episode began, and a note. No row id: no message carries one (a new episode's would
+    be read back only to be dropped)."""
 
-    id: int
     rule: str
     slug: str
     severity: str
@@ -445,7 +445,7 @@ def update_findings(
                 note = lapse_note(f.rule, f.where, row.suppressed_until, now)
                 values["note"] = f"{note}; it said: {row.suppressed_by}"
                 if told:
-                    opened.append(_opened(row.id, f, row.first_seen_at, note))
+                    opened.append(_opened(f, row.first_seen_at, note))
         if values:
             conn.execute(update(t).where(t.c.id == row.id).values(last_seen_at=now, **values))
         else:
@@ -475,9 +475,8 @@ def update_findings(
             findings_reuse.keep(
                 conn, account, integration, snapshot_id, digest, now, until, held.evaluated_at
             )
-    # New episodes: one bulk insert (PostgreSQL's COPY, SQLite's driver executemany), then,
-    # when a sink is told of opened findings, their ids by key (one open episode per key,
-    # under the locks taken above).
+    # New episodes: one bulk insert (PostgreSQL's COPY, SQLite's driver executemany); told
+    # as opened from what was inserted, with nothing read back.
     suppress = findings_settings.suppress
     new = [(f, suppression_for(f, suppress, now) if suppress else None) for f in fired.values()]
     if new:
@@ -488,18 +487,8 @@ def update_findings(
             ((*f, s.text() if s else None, s.until if s else None) for f, s in new),
             {"first_seen_at": now, "last_seen_at": now},
         )
-    if new and told:
-        opened_now = select(t.c.id, t.c.rule, t.c.account, t.c.integration, t.c.type, t.c.name)
-        new_now = (t.c.resolved_at.is_(None), t.c.first_seen_at == now, t.c.account == account)
-        scopes = [t.c.integration == integration]  # each read by an index, as open_rows
-        if account_level:
-            scopes.append(t.c.rule.in_(account_level) & t.c.type.is_(None))
-        id_of = {
-            tuple(key): id_
-            for scope in scopes
-            for id_, *key in conn.execute(opened_now.where(*new_now, scope))
-        }
-        opened.extend(_opened(id_of[f.key], f, now) for f, s in new if s is None)
+    if told:
+        opened.extend(_opened(f, now) for f, s in new if s is None)
     return FindingEvents(opened, resolved)
 
 
@@ -537,15 +526,13 @@ def _standing_until(
     return until
 
 
-def _opened(
-    id_: int, f: Finding, first_seen_at: datetime, note: str | None = None
-) -> OpenedFinding:
-    return OpenedFinding(id_, *f, first_seen_at, note)
+def _opened(f: Finding, first_seen_at: datetime, note: str | None = None) -> OpenedFinding:
+    return OpenedFinding(*f, first_seen_at, note)
 
 
 def _resolved(row: Any, note: str | None) -> ResolvedFinding:
     return ResolvedFinding(
-        row.id, row.rule, row.slug, row.severity, row.account, row.integration,
+        row.rule, row.slug, row.severity, row.account, row.integration,
         row.type, row.name, row.detail, row.first_seen_at, note,
     )  # fmt: skip
 
